@@ -1,0 +1,63 @@
+# Two commands do all the set-up on a fresh machine:
+#   make study   -> environment, data (dvc pull), the default study (dvc repro), HTML report
+#   make test    -> environment, data, the test suite
+# Every target creates what it needs when it is missing.
+
+PYTHON      ?= python3.11
+VENV        := .venv
+BIN         := $(VENV)/bin
+UV_VERSION  := 0.13.9
+KERNEL      := leuko
+STAMP       := $(VENV)/.installed
+DATA_STAMP  := data/.pulled
+
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONHASHSEED := 0
+
+.PHONY: env data study test lint bench lab kernel strip preset-default preset-full clean-env
+
+env: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
+	$(BIN)/uv pip sync -q --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (leuko)" >/dev/null
+	@touch $@
+
+# Refresh the lock after editing pyproject.toml's dependencies.
+lock:
+	$(BIN)/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+data: $(DATA_STAMP)
+
+$(DATA_STAMP): data.dvc | $(STAMP)
+	$(BIN)/python -m leuko.data_pull
+	@touch $@
+
+study: env data
+	$(BIN)/dvc repro
+	@echo "Report: reports/study.html"
+
+test: env data
+	$(BIN)/python -m pytest
+
+lint: env
+	$(BIN)/ruff check lib tests notebooks benchmarks
+
+bench: env data
+	$(BIN)/python benchmarks/run.py
+
+lab: env data
+	$(BIN)/jupyter lab --notebook-dir=. --ServerApp.kernel_name=$(KERNEL)
+
+strip: env
+	$(BIN)/python -m leuko.notebooks strip notebooks/*.ipynb
+
+preset-default preset-full: env
+	$(BIN)/python -m leuko.presets $(subst preset-,,$@)
+
+clean-env:
+	rm -rf $(VENV)
