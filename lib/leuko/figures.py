@@ -1,0 +1,368 @@
+"""Figures of the study (matplotlib): confusion matrices, training curves, intervals, galleries.
+
+Every function builds a :class:`matplotlib.figure.Figure` directly (never through
+``matplotlib.pyplot``), so the module works with the Agg backend on a headless machine, keeps no
+global figure state, and does not double-display in notebooks; functions return the Figure and
+never call ``show``.  Write figures with :func:`save_figure` (PNG, 120 dpi, atomic).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+__all__ = [
+    "image_gallery",
+    "plot_bar_with_ci",
+    "plot_confusion_matrix",
+    "plot_curve_grid",
+    "plot_training_curves",
+    "save_figure",
+]
+
+DPI = 120
+
+# axis labels (with units) of the usual keras History columns
+_METRIC_LABELS = {
+    "accuracy": "accuracy (fraction correct)",
+    "acc": "accuracy (fraction correct)",
+    "loss": "loss (cross-entropy)",
+}
+
+
+def _metric_label(metric: str) -> str:
+    """Axis label with units for a history column name."""
+    return _METRIC_LABELS.get(metric, metric.replace("_", " "))
+
+
+def _new_figure(figsize: tuple[float, float]) -> Figure:
+    """A fresh figure with constrained layout, outside pyplot's figure manager."""
+    return Figure(figsize=figsize, layout="constrained")
+
+
+# --------------------------------------------------------------------------------------------
+# confusion matrix
+# --------------------------------------------------------------------------------------------
+def plot_confusion_matrix(
+    cm, class_names: Sequence[str], title: str = "", normalize: bool = True, ax: Axes | None = None
+) -> Figure:
+    """Confusion matrix heat map: rows = true, columns = predicted; counts and row % annotated.
+
+    With ``normalize`` the colour is the row-normalised percentage (the recall of each true class)
+    and each cell reads "count" over "(xx.x %)"; otherwise the colour is the raw count.  Pass
+    ``ax`` to draw into an existing axes (its figure is returned).
+    """
+    counts = np.asarray(cm, dtype=float)
+    names = [str(c) for c in class_names]
+    k = len(names)
+    if counts.shape != (k, k):
+        raise ValueError(f"cm has shape {counts.shape}, expected ({k}, {k}) for {k} class names")
+    row_sums = counts.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        percent = np.where(row_sums > 0, 100.0 * counts / row_sums, np.nan)
+
+    if ax is None:
+        side = max(3.8, 1.0 + 0.9 * k)
+        fig = _new_figure((side + 1.2, side))
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    if normalize:
+        colour = np.nan_to_num(percent, nan=0.0)
+        image = ax.imshow(colour, cmap="Blues", vmin=0.0, vmax=100.0)
+        bar_label = "row-normalised (% of true class)"
+        threshold = 50.0
+    else:
+        colour = counts
+        vmax = max(float(counts.max()), 1.0)
+        image = ax.imshow(colour, cmap="Blues", vmin=0.0, vmax=vmax)
+        bar_label = "count (images)"
+        threshold = vmax / 2
+    fig.colorbar(image, ax=ax, label=bar_label, fraction=0.046, pad=0.04)
+
+    fontsize = 10 if k <= 6 else 8
+    for i in range(k):
+        for j in range(k):
+            pct = "–" if np.isnan(percent[i, j]) else f"{percent[i, j]:.1f} %"
+            text = f"{int(counts[i, j])}\n({pct})"
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="white" if colour[i, j] > threshold else "black",
+            )
+    ax.set_xticks(range(k), names, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# training curves
+# --------------------------------------------------------------------------------------------
+def _history_frame(history) -> pd.DataFrame:
+    """A keras History, its ``.history`` dict, or a DataFrame, as a DataFrame."""
+    if hasattr(history, "history") and not isinstance(history, pd.DataFrame):
+        history = history.history
+    if isinstance(history, pd.DataFrame):
+        return history
+    if isinstance(history, dict):
+        return pd.DataFrame({k: pd.Series(v, dtype=float) for k, v in history.items()})
+    raise TypeError(f"history must be a DataFrame or a dict, got {type(history).__name__}")
+
+
+def _epochs(frame: pd.DataFrame) -> np.ndarray:
+    """Epoch numbers: the ``epoch`` column (made 1-based if it starts at 0), else 1..n."""
+    if "epoch" in frame.columns:
+        epochs = frame["epoch"].to_numpy(dtype=float)
+        return epochs + 1 if epochs.size and epochs.min() == 0 else epochs
+    return np.arange(1, len(frame) + 1)
+
+
+def _draw_curves(ax: Axes, frame: pd.DataFrame, metric: str, legend: bool = True) -> bool:
+    """Train and validation lines of ``metric`` on ``ax``; False (and a note) if neither exists."""
+    epochs = _epochs(frame)
+    drawn = False
+    for column, label, style in ((metric, "train", "-"), (f"val_{metric}", "validation", "--")):
+        if column in frame.columns and frame[column].notna().any():
+            ax.plot(epochs, frame[column].to_numpy(dtype=float), style, marker=".", label=label)
+            drawn = True
+    if not drawn:
+        ax.text(
+            0.5,
+            0.5,
+            f"no '{metric}' recorded",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            color="grey",
+        )
+    elif legend:
+        ax.legend(loc="best", fontsize=8)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
+    ax.set_ylabel(_metric_label(metric))
+    ax.grid(True, alpha=0.3)
+    return drawn
+
+
+def plot_training_curves(history, title: str = "") -> Figure:
+    """Accuracy and loss per epoch, train vs validation (missing validation columns tolerated).
+
+    ``history`` is a DataFrame or dict with keras History columns (``accuracy``,
+    ``val_accuracy``, ``loss``, ``val_loss``; an optional ``epoch`` column gives the x values).
+    """
+    frame = _history_frame(history)
+    fig = _new_figure((9.0, 3.6))
+    ax_acc, ax_loss = fig.subplots(1, 2)
+    _draw_curves(ax_acc, frame, "accuracy")
+    ax_acc.set_title("accuracy")
+    _draw_curves(ax_loss, frame, "loss")
+    ax_loss.set_title("loss")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_curve_grid(histories: dict[str, pd.DataFrame], metric: str = "accuracy") -> Figure:
+    """One panel per model (name -> history) with train and validation ``metric``; shared y axis."""
+    names = list(histories)
+    if not names:
+        fig = _new_figure((4.0, 3.0))
+        ax = fig.add_subplot()
+        ax.text(0.5, 0.5, "none", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        ax.set_title(f"training curves: {metric}")
+        return fig
+    ncols = min(3, len(names))
+    nrows = math.ceil(len(names) / ncols)
+    fig = _new_figure((3.6 * ncols, 3.0 * nrows))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=True, squeeze=False)).ravel()
+    for i, (ax, name) in enumerate(zip(axes, names, strict=False)):
+        _draw_curves(ax, _history_frame(histories[name]), metric, legend=(i == 0))
+        ax.set_title(name)
+        # shared y: tick labels only on the left column, but keep the label readable there
+        if i % ncols:
+            ax.set_ylabel("")
+    for ax in axes[len(names) :]:
+        fig.delaxes(ax)
+    fig.suptitle(f"training curves: {_metric_label(metric)}")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# bars with intervals
+# --------------------------------------------------------------------------------------------
+def plot_bar_with_ci(
+    frame: pd.DataFrame,
+    x: str,
+    y: str,
+    low: str,
+    high: str,
+    hue: str | None = None,
+    ylabel: str = "",
+    title: str = "",
+    reference: dict[str, float] | None = None,
+) -> Figure:
+    """Grouped bars of ``y`` per ``x`` (and ``hue``) with error bars from ``low``..``high``.
+
+    Categories keep their order of first appearance; a missing (x, hue) pair leaves a gap and a
+    missing bound leaves out that error bar.  ``reference`` draws labelled horizontal lines, e.g.
+    ``{"published (Acevedo 2019)": 87.8}``.
+    """
+    for column in (x, y, low, high) + ((hue,) if hue else ()):
+        if column not in frame.columns:
+            raise KeyError(f"column {column!r} not in frame (columns: {list(frame.columns)})")
+    categories = list(pd.unique(frame[x]))
+    levels = list(pd.unique(frame[hue])) if hue else [None]
+    n_levels = len(levels)
+    width = 0.8 / n_levels
+    fig = _new_figure((max(5.0, 1.1 * len(categories) * max(1, n_levels) ** 0.5 + 2.0), 4.0))
+    ax = fig.add_subplot()
+    positions = np.arange(len(categories), dtype=float)
+    for j, level in enumerate(levels):
+        sub = frame if level is None else frame[frame[hue] == level]
+        sub = sub.drop_duplicates(subset=[x], keep="last").set_index(x)
+        sub = sub.reindex(categories)
+        values = sub[y].to_numpy(dtype=float)
+        lower = np.clip(values - sub[low].to_numpy(dtype=float), 0.0, None)
+        upper = np.clip(sub[high].to_numpy(dtype=float) - values, 0.0, None)
+        offset = (j - (n_levels - 1) / 2) * width
+        keep = ~np.isnan(values)
+        ax.bar(
+            positions[keep] + offset,
+            values[keep],
+            width=width * 0.95,
+            label=None if level is None else str(level),
+        )
+        bars = keep & ~np.isnan(lower) & ~np.isnan(upper)
+        if bars.any():
+            ax.errorbar(
+                positions[bars] + offset,
+                values[bars],
+                yerr=np.vstack([lower[bars], upper[bars]]),
+                fmt="none",
+                ecolor="black",
+                elinewidth=1.0,
+                capsize=3,
+            )
+    styles = ["--", ":", "-.", (0, (5, 1))]
+    for i, (name, value) in enumerate((reference or {}).items()):
+        ax.axhline(
+            float(value),
+            color="dimgrey",
+            linestyle=styles[i % len(styles)],
+            linewidth=1.2,
+            label=f"{name}: {value:g}",
+        )
+    ax.set_xticks(
+        positions,
+        [str(c) for c in categories],
+        rotation=30 if len(categories) > 4 else 0,
+        ha="right" if len(categories) > 4 else "center",
+    )
+    ax.set_xlabel(x.replace("_", " "))
+    ax.set_ylabel(ylabel or y.replace("_", " "))
+    ax.grid(True, axis="y", alpha=0.3)
+    if hue or reference:
+        # outside the axes, so it never hides a bar or an error bar
+        ax.legend(
+            title=hue.replace("_", " ") if hue else None,
+            fontsize=8,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            borderaxespad=0.0,
+        )
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# image gallery
+# --------------------------------------------------------------------------------------------
+def _displayable(image: np.ndarray) -> np.ndarray:
+    """An image as imshow expects it: uint8 0-255 or float 0-1, channel axis last."""
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim not in (2, 3):
+        raise ValueError(f"image must be HxW or HxWxC, got shape {img.shape}")
+    if img.dtype == np.uint8:
+        return img
+    img = img.astype(float)
+    if np.nanmax(img) > 1.0:  # 0-255 values stored as float
+        return np.clip(img, 0, 255).astype(np.uint8)
+    return np.clip(img, 0.0, 1.0)
+
+
+def image_gallery(
+    images: Sequence[np.ndarray], titles: Sequence[str], ncols: int = 6, title: str = ""
+) -> Figure:
+    """A grid of images with one title each (e.g. the false positives); "none" for no images."""
+    images = list(images)
+    titles = [str(t) for t in titles]
+    if len(titles) != len(images):
+        raise ValueError(f"{len(images)} images but {len(titles)} titles")
+    if not images:
+        fig = _new_figure((4.0, 2.0))
+        ax = fig.add_subplot()
+        ax.text(0.5, 0.5, "none", ha="center", va="center", fontsize=14, transform=ax.transAxes)
+        ax.set_axis_off()
+        if title:
+            ax.set_title(title)
+        return fig
+    ncols = max(1, min(int(ncols), len(images)))
+    nrows = math.ceil(len(images) / ncols)
+    fig = _new_figure((2.0 * ncols, 2.1 * nrows + (0.4 if title else 0.0)))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, img, label in zip(axes, images, titles, strict=False):
+        shown = _displayable(img)
+        ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None)
+        ax.set_title(label, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[len(images) :]:
+        fig.delaxes(ax)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# saving
+# --------------------------------------------------------------------------------------------
+def save_figure(fig: Figure, path) -> Path:
+    """Write ``fig`` as PNG at 120 dpi atomically (temp file + ``os.replace``), then close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=DPI)
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private (0600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        # Figures made here are not registered with pyplot; close any that are (e.g. via ax=).
+        if "matplotlib.pyplot" in sys.modules:
+            sys.modules["matplotlib.pyplot"].close(fig)
+    return path

@@ -1,0 +1,518 @@
+"""Evaluation metrics of the study: per-class scores, bootstrap intervals, McNemar, k-fold summaries.
+
+Everything here is plain numpy (scipy for the McNemar p-value; no TensorFlow, no scikit-learn at
+run time -- the tests check the numbers against scikit-learn), so the CLI, the report notebook and
+the tests can import it cheaply.  Point estimates and bootstrap resamples go through the same
+confusion-matrix code, so they cannot disagree.  Labels are integer class indices ``0 .. k-1`` in the order of
+``class_names``; every returned number is a native Python ``int``/``float`` so the dicts can be
+written with :func:`json.dump` and shown by ``dvc metrics show``.
+
+Conventions
+-----------
+* ``zero_division=0``: the precision of a class that is never predicted is reported as 0.0 (not
+  NaN and not a warning), likewise the recall of a class absent from ``y_true`` and the F1 of a
+  class with neither; macro averages are over *all* classes in ``class_names``, so a class the
+  model ignores pulls the macro F1 down instead of silently vanishing from the average.
+* Confusion matrices have rows = true class, columns = predicted class, and contain every class
+  of ``class_names`` even when it is absent from the data.
+* Bootstrap intervals are percentile intervals.  With ``groups`` whole groups are resampled
+  (cluster bootstrap); see :func:`bootstrap_ci` for why that matters with augmented copies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+# scipy.stats is imported inside mcnemar(): it takes seconds to import and is rarely needed.
+
+__all__ = [
+    "ConfusionMetric",
+    "accuracy_metric",
+    "bootstrap_ci",
+    "class_recall_metric",
+    "classification_metrics",
+    "classification_report_frame",
+    "kfold_summary",
+    "macro_f1_metric",
+    "mcnemar",
+    "metric_intervals",
+]
+
+# Bound on the size (elements) of the per-chunk resampling matrices of the bootstrap (~32 MB).
+_CHUNK_ELEMENTS = 4_000_000
+
+
+# --------------------------------------------------------------------------------------------
+# input checking
+# --------------------------------------------------------------------------------------------
+def _as_labels(y: Sequence[int], name: str) -> np.ndarray:
+    """Return ``y`` as a 1-D int64 array, rejecting non-integer values."""
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    if arr.dtype == np.bool_:  # binary labels given as booleans
+        return arr.astype(np.int64)
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if not np.issubdtype(arr.dtype, np.number) or not np.all(np.mod(arr, 1) == 0):
+            raise ValueError(f"{name} must contain integer class indices")
+    return arr.astype(np.int64, copy=False)
+
+
+def _check_pair(y_true, y_pred, n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a (y_true, y_pred) pair: same non-zero length, labels within ``0..n_classes-1``."""
+    t = _as_labels(y_true, "y_true")
+    p = _as_labels(y_pred, "y_pred")
+    if t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred differ in length: {t.size} vs {p.size}")
+    if t.size == 0:
+        raise ValueError("no samples: y_true is empty")
+    if n_classes is not None:
+        for name, arr in (("y_true", t), ("y_pred", p)):
+            if arr.min() < 0 or arr.max() >= n_classes:
+                raise ValueError(
+                    f"{name} has labels outside 0..{n_classes - 1} "
+                    f"(min {arr.min()}, max {arr.max()})"
+                )
+    return t, p
+
+
+def _check_names(class_names: Sequence[str]) -> list[str]:
+    """Return the class names as a list of unique strings."""
+    names = [str(c) for c in class_names]
+    if not names:
+        raise ValueError("class_names is empty")
+    if len(set(names)) != len(names):
+        raise ValueError(f"class_names are not unique: {names}")
+    return names
+
+
+# --------------------------------------------------------------------------------------------
+# per-class metrics
+# --------------------------------------------------------------------------------------------
+def classification_metrics(
+    y_true: Sequence[int], y_pred: Sequence[int], class_names: Sequence[str]
+) -> dict:
+    """Accuracy, macro/weighted F1, per-class precision/recall/F1/support and the confusion matrix.
+
+    Returns ``{"n", "accuracy", "macro_f1", "weighted_f1", "per_class": {name: {"precision",
+    "recall", "f1", "support"}}, "macro_avg": {"precision", "recall", "f1"}, "weighted_avg": {...},
+    "confusion_matrix": [[...]]}``.  The confusion matrix has rows = true class and columns =
+    predicted class over all ``class_names`` (a class absent from the data gives a zero row and
+    column).  A class that is never predicted has precision 0.0 (``zero_division=0``), and the
+    averages run over every class of ``class_names``.
+    """
+    names = _check_names(class_names)
+    k = len(names)
+    t, p = _check_pair(y_true, y_pred, k)
+    cm = _confusion_counts(t, p, k)
+    prec, rec, f1 = _per_class(cm)
+    support = cm.sum(axis=1)
+    n = int(t.size)
+    weights = support / n
+
+    def _avg(w: np.ndarray) -> dict:
+        return {
+            "precision": float(np.dot(w, prec)),
+            "recall": float(np.dot(w, rec)),
+            "f1": float(np.dot(w, f1)),
+        }
+
+    macro = _avg(np.full(k, 1.0 / k))
+    weighted = _avg(weights)
+    return {
+        "n": n,
+        "accuracy": float(np.trace(cm) / n),
+        "macro_f1": macro["f1"],
+        "weighted_f1": weighted["f1"],
+        "per_class": {
+            name: {
+                "precision": float(prec[i]),
+                "recall": float(rec[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(names)
+        },
+        "macro_avg": macro,
+        "weighted_avg": weighted,
+        "confusion_matrix": cm.tolist(),
+    }
+
+
+def classification_report_frame(metrics: dict) -> pd.DataFrame:
+    """The report's table: rows = classes, "accuracy", "macro avg", "weighted avg"; sklearn's columns.
+
+    Columns are ``precision``, ``recall``, ``f1-score`` and ``support`` as in the text of
+    :func:`sklearn.metrics.classification_report`: the accuracy row carries the accuracy in
+    ``f1-score`` (precision and recall are NaN) and the total count in ``support``; both average
+    rows have the total count as support.  ``metrics`` is a dict from :func:`classification_metrics`.
+    """
+    n = int(metrics["n"])
+    rows: dict[str, dict[str, float]] = {}
+    for name, m in metrics["per_class"].items():
+        rows[str(name)] = {
+            "precision": m["precision"],
+            "recall": m["recall"],
+            "f1-score": m["f1"],
+            "support": m["support"],
+        }
+    rows["accuracy"] = {
+        "precision": np.nan,
+        "recall": np.nan,
+        "f1-score": metrics["accuracy"],
+        "support": n,
+    }
+    for label, key in (("macro avg", "macro_avg"), ("weighted avg", "weighted_avg")):
+        avg = metrics[key]
+        rows[label] = {
+            "precision": avg["precision"],
+            "recall": avg["recall"],
+            "f1-score": avg["f1"],
+            "support": n,
+        }
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame = frame[["precision", "recall", "f1-score", "support"]]
+    frame["support"] = frame["support"].astype(np.int64)
+    return frame
+
+
+# --------------------------------------------------------------------------------------------
+# confusion-matrix metrics (vectorised over bootstrap resamples)
+# --------------------------------------------------------------------------------------------
+def _safe_div(num: np.ndarray, den: np.ndarray, fill: float) -> np.ndarray:
+    """``num / den`` with ``fill`` where ``den == 0`` (no warnings)."""
+    num = np.asarray(num, dtype=float)
+    den = np.asarray(den, dtype=float)
+    out = np.full(np.broadcast(num, den).shape, fill, dtype=float)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+def _confusion_counts(t: np.ndarray, p: np.ndarray, k: int) -> np.ndarray:
+    """Confusion counts (k, k) of one pair of label arrays; rows = true, columns = predicted."""
+    return np.bincount(t * k + p, minlength=k * k).reshape(k, k)
+
+
+def _cm_accuracy(cm: np.ndarray) -> np.ndarray:
+    return np.trace(cm, axis1=-2, axis2=-1) / cm.sum(axis=(-2, -1))
+
+
+def _per_class(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class precision, recall and F1 (shape (..., k)) of confusion counts (..., k, k).
+
+    Same values as scikit-learn's ``precision_recall_fscore_support(..., zero_division=0)`` over
+    the full label set: an undefined ratio (class never predicted / absent) is 0, and
+    F1 = 2TP / (2TP + FP + FN), which equals the harmonic mean of precision and recall wherever
+    that is defined and is 0 otherwise.
+    """
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    predicted = cm.sum(axis=-2)
+    actual = cm.sum(axis=-1)
+    precision = _safe_div(tp, predicted, 0.0)
+    recall = _safe_div(tp, actual, 0.0)
+    f1 = _safe_div(2 * tp, predicted + actual, 0.0)  # 2TP + FP + FN = predicted + actual
+    return precision, recall, f1
+
+
+def _cm_macro_f1(cm: np.ndarray) -> np.ndarray:
+    return _per_class(cm)[2].mean(axis=-1)
+
+
+@dataclass(frozen=True)
+class ConfusionMetric:
+    """A metric that is a function of the confusion matrix, so the bootstrap can vectorise it.
+
+    ``fn`` maps confusion counts of shape ``(..., k, k)`` (rows = true) to values of shape
+    ``(...)``.  Calling the object on ``(y_true, y_pred)`` gives the ordinary scalar metric, so it
+    can be passed anywhere a plain ``metric(y_true, y_pred) -> float`` is expected.
+    """
+
+    name: str
+    fn: Callable[[np.ndarray], np.ndarray]
+    n_classes: int | None = None
+
+    def classes(self, t: np.ndarray, p: np.ndarray) -> int:
+        """Number of classes: ``n_classes`` when set, else ``max label + 1`` of the data."""
+        if self.n_classes is not None:
+            return int(self.n_classes)
+        return int(max(t.max(), p.max())) + 1
+
+    def __call__(self, y_true, y_pred) -> float:
+        """The metric on one (y_true, y_pred) pair."""
+        t, p = _check_pair(y_true, y_pred, self.n_classes)
+        return float(self.fn(_confusion_counts(t, p, self.classes(t, p))))
+
+
+def accuracy_metric() -> ConfusionMetric:
+    """Accuracy (fraction of correct predictions) as a vectorisable :class:`ConfusionMetric`."""
+    return ConfusionMetric("accuracy", _cm_accuracy)
+
+
+def macro_f1_metric(n_classes: int) -> ConfusionMetric:
+    """Macro F1 over all ``n_classes`` classes (zero_division=0) as a :class:`ConfusionMetric`."""
+    return ConfusionMetric("macro_f1", _cm_macro_f1, int(n_classes))
+
+
+def class_recall_metric(cls: int, n_classes: int) -> ConfusionMetric:
+    """Recall (sensitivity) of class ``cls``; NaN where the class has no true sample."""
+
+    def _recall(cm: np.ndarray) -> np.ndarray:
+        return _safe_div(cm[..., cls, cls], cm[..., cls, :].sum(axis=-1), np.nan)
+
+    return ConfusionMetric(f"recall_{cls}", _recall, int(n_classes))
+
+
+# --------------------------------------------------------------------------------------------
+# bootstrap
+# --------------------------------------------------------------------------------------------
+def _group_codes(groups, n: int) -> np.ndarray:
+    """Integer codes 0..G-1 of the groups of the n items (each item its own group when None)."""
+    if groups is None:
+        return np.arange(n)
+    g = np.asarray(groups)
+    if g.ndim != 1 or g.size != n:
+        raise ValueError(f"groups must have one entry per item ({n}), got shape {g.shape}")
+    _, codes = np.unique(g, return_inverse=True)
+    return codes.reshape(-1)
+
+
+def _draws(rng: np.random.Generator, n_boot: int, n_units: int):
+    """Yield chunks of resampling draws: int arrays (rows, n_units) of unit indices."""
+    chunk = max(1, _CHUNK_ELEMENTS // max(n_units, 1))
+    done = 0
+    while done < n_boot:
+        rows = min(chunk, n_boot - done)
+        yield rng.integers(0, n_units, size=(rows, n_units))
+        done += rows
+
+
+def _bootstrap_confusions(
+    t: np.ndarray, p: np.ndarray, k: int, n_boot: int, seed: int, codes: np.ndarray
+) -> np.ndarray:
+    """Confusion counts (n_boot, k, k) of ``n_boot`` (cluster) bootstrap resamples.
+
+    The confusion matrix of a resample is the sum of the per-group confusion matrices weighted by
+    how often each group was drawn, so it is ``W @ M`` with ``W`` (resamples x groups) the draw
+    counts and ``M`` (groups x k*k) the per-group counts: no resample is ever materialised.
+    """
+    n_groups = int(codes.max()) + 1
+    per_group = np.zeros((n_groups, k * k))
+    np.add.at(per_group, (codes, t * k + p), 1.0)
+    rng = np.random.default_rng(seed)
+    out = []
+    for draws in _draws(rng, n_boot, n_groups):
+        rows = draws.shape[0]
+        offsets = (np.arange(rows) * n_groups)[:, None]
+        weights = np.bincount((draws + offsets).ravel(), minlength=rows * n_groups)
+        out.append(weights.reshape(rows, n_groups).astype(float) @ per_group)
+    counts = np.rint(np.concatenate(out)).astype(np.int64)
+    return counts.reshape(n_boot, k, k)
+
+
+def _bootstrap_generic(
+    t: np.ndarray,
+    p: np.ndarray,
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    n_boot: int,
+    seed: int,
+    codes: np.ndarray,
+) -> np.ndarray:
+    """Metric values of ``n_boot`` resamples for an arbitrary callable (a Python loop).
+
+    Uses the same draws as :func:`_bootstrap_confusions` for the same seed, so a plain callable
+    and the equivalent :class:`ConfusionMetric` give identical intervals.
+    """
+    n_groups = int(codes.max()) + 1
+    order = np.argsort(codes, kind="stable")
+    sizes = np.bincount(codes, minlength=n_groups)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rng = np.random.default_rng(seed)
+    values = []
+    for draws in _draws(rng, n_boot, n_groups):
+        for row in draws:
+            lengths = sizes[row]
+            total = int(lengths.sum())
+            # positions start[g] .. start[g]+size[g]-1 for every drawn group g, concatenated
+            shift = np.repeat(starts[row] - (np.cumsum(lengths) - lengths), lengths)
+            idx = order[np.arange(total) + shift]
+            values.append(float(metric(t[idx], p[idx])))
+    return np.asarray(values, dtype=float)
+
+
+def _percentile_interval(values: np.ndarray, alpha: float) -> tuple[float, float]:
+    """Percentile interval ``(alpha/2, 1-alpha/2)`` of the finite bootstrap values (NaN if none)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def _check_boot(n_boot: int, alpha: float) -> None:
+    if int(n_boot) < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+
+
+def bootstrap_ci(
+    y_true,
+    y_pred,
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    groups: Sequence | None = None,
+) -> tuple[float, float, float]:
+    """Percentile bootstrap ``(point estimate, low, high)`` of ``metric(y_true, y_pred)``.
+
+    The point estimate is the metric on the full data; ``low``/``high`` are the ``alpha/2`` and
+    ``1 - alpha/2`` quantiles of the metric over ``n_boot`` resamples drawn with replacement
+    (deterministic for a given ``seed``).  Resamples where the metric is undefined (NaN, e.g. the
+    recall of a class that was not drawn) are left out of the quantiles.
+
+    ``groups`` (one label per item) switches to the *cluster* bootstrap: whole groups are drawn
+    with replacement and bring all their items along.  That is required when items are not
+    independent -- augmented copies (flips, rotations) of the same source cell, or several crops
+    of one smear, tend to be all right or all wrong together.  The item bootstrap then treats
+    ``n`` correlated items as ``n`` independent observations and gives an interval that is too
+    narrow (by up to ``sqrt(copies per cell)``); resampling whole source cells keeps the
+    dependence inside each resample and gives an honest interval.
+
+    Speed: a :class:`ConfusionMetric` (:func:`accuracy_metric`, :func:`macro_f1_metric`,
+    :func:`class_recall_metric`) is evaluated for all resamples at once from bootstrap confusion
+    matrices (2000 resamples of 2500 items take a few tens of milliseconds).  Any other callable is
+    called once per resample on the resampled label arrays.
+    """
+    _check_boot(n_boot, alpha)
+    t, p = _check_pair(y_true, y_pred)
+    codes = _group_codes(groups, t.size)
+    if isinstance(metric, ConfusionMetric):
+        k = metric.classes(t, p)
+        _check_pair(t, p, k)
+        point = float(metric.fn(_confusion_counts(t, p, k)))
+        values = metric.fn(_bootstrap_confusions(t, p, k, int(n_boot), seed, codes))
+    else:
+        point = float(metric(t, p))
+        values = _bootstrap_generic(t, p, metric, int(n_boot), seed, codes)
+    low, high = _percentile_interval(values, alpha)
+    return point, low, high
+
+
+def metric_intervals(
+    y_true,
+    y_pred,
+    class_names: Sequence[str],
+    n_boot: int = 2000,
+    seed: int = 0,
+    groups: Sequence | None = None,
+    alpha: float = 0.05,
+) -> dict:
+    """Bootstrap intervals of accuracy, macro F1 and each class's recall.
+
+    Returns ``{"accuracy": {"value", "low", "high"}, "macro_f1": {...}, "recall_<CLASS>": {...}}``
+    (one ``recall_`` key per class name).  All metrics are computed on the same resamples, and each
+    interval equals :func:`bootstrap_ci` with the same ``seed``/``groups``.  The recall of a class
+    absent from ``y_true`` is NaN.
+    """
+    _check_boot(n_boot, alpha)
+    names = _check_names(class_names)
+    k = len(names)
+    t, p = _check_pair(y_true, y_pred, k)
+    codes = _group_codes(groups, t.size)
+    cm = _confusion_counts(t, p, k)
+    boot = _bootstrap_confusions(t, p, k, int(n_boot), seed, codes)
+    metrics: dict[str, ConfusionMetric] = {
+        "accuracy": accuracy_metric(),
+        "macro_f1": macro_f1_metric(k),
+    }
+    for i, name in enumerate(names):
+        metrics[f"recall_{name}"] = class_recall_metric(i, k)
+    out = {}
+    for key, m in metrics.items():
+        low, high = _percentile_interval(m.fn(boot), alpha)
+        out[key] = {"value": float(m.fn(cm)), "low": low, "high": high}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# paired test
+# --------------------------------------------------------------------------------------------
+def mcnemar(y_true, pred_a, pred_b) -> dict:
+    """McNemar's test of two classifiers on the same items; exact below 25 discordant pairs.
+
+    ``b`` = items model A gets right and model B wrong, ``c`` = the reverse.  When ``b + c < 25``
+    the exact two-sided binomial test of ``b`` out of ``b + c`` at p = 0.5 is used
+    (``scipy.stats.binomtest``; ``statistic`` = ``min(b, c)``); otherwise the chi-square test with
+    continuity correction, ``statistic = max(|b - c| - 1, 0)**2 / (b + c)`` on 1 degree of freedom.
+    With no discordant pair the p-value is 1.  Returns ``{"b", "c", "statistic", "p_value",
+    "method": "exact" | "chi2"}``.
+    """
+    from scipy import stats
+
+    t, a = _check_pair(y_true, pred_a)
+    _, bb = _check_pair(y_true, pred_b)
+    ok_a = a == t
+    ok_b = bb == t
+    b = int(np.sum(ok_a & ~ok_b))
+    c = int(np.sum(~ok_a & ok_b))
+    n = b + c
+    if n < 25:
+        p_value = 1.0 if n == 0 else float(stats.binomtest(b, n, 0.5).pvalue)
+        return {
+            "b": b,
+            "c": c,
+            "statistic": float(min(b, c)),
+            "p_value": min(p_value, 1.0),
+            "method": "exact",
+        }
+    statistic = max(abs(b - c) - 1, 0) ** 2 / n
+    return {
+        "b": b,
+        "c": c,
+        "statistic": float(statistic),
+        "p_value": float(stats.chi2.sf(statistic, df=1)),
+        "method": "chi2",
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# cross-validation summary
+# --------------------------------------------------------------------------------------------
+def _lookup(metrics: dict, key: str) -> float:
+    """``metrics[key]``; a dotted key ("per_class.MONOCYTE.recall") walks nested dicts.
+
+    A value that is itself an interval dict (``{"value", "low", "high"}``) gives its ``value``.
+    """
+    if key in metrics:
+        value = metrics[key]
+    else:
+        value = metrics
+        for part in key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise KeyError(f"metric {key!r} not found in fold metrics")
+            value = value[part]
+    if isinstance(value, dict) and "value" in value:
+        value = value["value"]
+    return float(value)
+
+
+def kfold_summary(fold_metrics: list[dict], keys: Sequence[str] = ("accuracy", "macro_f1")) -> dict:
+    """Mean, sample SD (ddof=1) and per-fold values of ``keys`` over k folds' metric dicts.
+
+    Returns ``{key: {"mean", "sd", "per_fold": [...]}}``; ``sd`` is NaN with a single fold.
+    Dotted keys reach nested values, e.g. ``"per_class.MONOCYTE.recall"``.
+    """
+    if not fold_metrics:
+        raise ValueError("fold_metrics is empty")
+    out = {}
+    for key in keys:
+        values = np.array([_lookup(m, key) for m in fold_metrics], dtype=float)
+        sd = float(np.std(values, ddof=1)) if values.size > 1 else float("nan")
+        out[key] = {"mean": float(values.mean()), "sd": sd, "per_fold": values.tolist()}
+    return out

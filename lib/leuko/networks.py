@@ -1,0 +1,287 @@
+"""The one registry of networks: name -> builder, preprocessing, input sizes, weights source.
+
+Every model of the study is ``Input(0..255 RGB) -> Preprocess -> base -> head``: the
+preprocessing travels inside the saved ``.keras`` file (as a registered layer, so it loads
+with ``safe_mode=True``), and the classifier needs nothing but the file.
+
+Pretrained weights never fall back to random ones: MobileNetV2's come from the torchvision
+file in ``data/pretrained`` (offline), the thesis networks' from ``keras.applications``'s
+download into the Keras cache; offline and not cached, ``PretrainedWeightsMissing`` names the
+file and the folder to place it in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers, regularizers
+
+from leuko import mobilenet_torch
+
+# --- preprocessing as a serialisable layer --------------------------------------------------
+
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+PREPROCESSING = ("torch", "caffe", "tf", "none", "unit", "unit_centred")
+
+
+@keras.saving.register_keras_serializable(package="leuko")
+class Preprocess(layers.Layer):
+    """Map RGB pixel values in [0, 255] to what a network expects.
+
+    ``torch``: /255 then ImageNet mean/std; ``caffe``: RGB->BGR minus ImageNet means (VGG,
+    ResNet50); ``tf``: to [-1, 1] (Inception, Xception); ``none``: unchanged (EfficientNet
+    rescales inside); ``unit``: /255; ``unit_centred``: /255 minus ``mean`` (the C-NMC recipe:
+    the training set's channel mean).
+    """
+
+    def __init__(self, kind: str, mean: Sequence[float] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if kind not in PREPROCESSING:
+            raise ValueError(f"preprocessing must be one of {PREPROCESSING}, got {kind!r}")
+        if kind == "unit_centred" and mean is None:
+            raise ValueError("preprocessing 'unit_centred' needs the training set's channel mean")
+        self.kind = kind
+        self.mean = None if mean is None else [float(m) for m in mean]
+
+    def call(self, x):
+        x = keras.ops.cast(x, "float32")
+        if self.kind == "torch":
+            return mobilenet_torch.preprocess_torch(x)
+        if self.kind == "caffe":
+            return x[..., ::-1] - keras.ops.convert_to_tensor(_CAFFE_MEAN_BGR, "float32")
+        if self.kind == "tf":
+            return x / 127.5 - 1.0
+        if self.kind == "unit":
+            return x / 255.0
+        if self.kind == "unit_centred":
+            return x / 255.0 - keras.ops.convert_to_tensor(self.mean, "float32")
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind, "mean": self.mean}
+
+
+# --- the registry ---------------------------------------------------------------------------
+
+
+class PretrainedWeightsMissing(FileNotFoundError):
+    """ImageNet weights are neither cached nor downloadable."""
+
+
+@dataclass(frozen=True)
+class Network:
+    """One entry of the registry."""
+
+    name: str
+    build: Callable[..., keras.Model]  # (input_shape, pretrained: bool) -> base, pooled output
+    preprocessing: str
+    min_size: int
+    native_size: int
+    weights_file: str | None  # file name in the Keras cache (keras.applications) or None
+    thesis: bool = False  # one of the thesis's eight ILSVRC networks
+    description: str = ""
+
+
+def keras_cache_dir() -> Path:
+    """Where keras.applications keeps downloaded weights: ``$KERAS_HOME/models`` or
+    ``~/.keras/models``."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "models"
+
+
+def _keras_application(constructor_path: str, weights_file: str):
+    """A builder for ``keras.applications.<constructor>`` that loads cached ImageNet weights
+    from the Keras cache, or downloads them once, or fails naming file and folder."""
+
+    def build(input_shape: tuple[int, int, int], pretrained: bool) -> keras.Model:
+        module_name, constructor_name = constructor_path.rsplit(".", 1)
+        constructor = getattr(getattr(keras.applications, module_name), constructor_name)
+        if not pretrained:
+            return constructor(include_top=False, weights=None, input_shape=input_shape,
+                               pooling="avg")
+        cached = keras_cache_dir() / weights_file
+        if cached.is_file():
+            model = constructor(include_top=False, weights=None, input_shape=input_shape,
+                                pooling="avg")
+            model.load_weights(cached)
+            return model
+        try:
+            return constructor(include_top=False, weights="imagenet", input_shape=input_shape,
+                               pooling="avg")
+        except Exception as error:  # noqa: BLE001 - any download failure means "not available"
+            raise PretrainedWeightsMissing(
+                f"ImageNet weights for {constructor_name} are not cached and could not be "
+                f"downloaded ({type(error).__name__}). Place the file {weights_file} in "
+                f"{keras_cache_dir()} (or set KERAS_HOME) and run again.") from error
+
+    return build
+
+
+def _mobilenet_v2_torch(input_shape: tuple[int, int, int], pretrained: bool) -> keras.Model:
+    weights = mobilenet_torch.DEFAULT_WEIGHTS if pretrained else None
+    return mobilenet_torch.build_mobilenet_v2_torch(input_shape, include_top=False,
+                                                    weights=weights, pooling="avg")
+
+
+def _leukemia_cnn(input_shape: tuple[int, int, int], pretrained: bool) -> keras.Model:
+    """The report's Solution A body: five modules of Conv-BN-ReLU x2 + MaxPool, then Flatten."""
+    if pretrained:
+        raise ValueError("leukemia_cnn has no pretrained weights: use regime 'scratch'")
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for i, filters in enumerate((16, 32, 64, 128, 256), start=1):
+        for j in (1, 2):
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False,
+                              name=f"module{i}_conv{j}")(x)
+            x = layers.BatchNormalization(name=f"module{i}_bn{j}")(x)
+            x = layers.ReLU(name=f"module{i}_relu{j}")(x)
+        x = layers.MaxPooling2D(2, name=f"module{i}_pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    return keras.Model(inputs, x, name="leukemia_cnn")
+
+
+NETWORKS: dict[str, Network] = {
+    n.name: n
+    for n in [
+        Network("vgg16", _keras_application("vgg16.VGG16",
+                "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+                "caffe", 32, 224, "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", True),
+        Network("vgg19", _keras_application("vgg19.VGG19",
+                "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+                "caffe", 32, 224, "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", True),
+        Network("inception_v3", _keras_application("inception_v3.InceptionV3",
+                "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+                "tf", 75, 299, "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", True),
+        Network("xception", _keras_application("xception.Xception",
+                "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+                "tf", 71, 299, "xception_weights_tf_dim_ordering_tf_kernels_notop.h5", True),
+        Network("densenet121", _keras_application("densenet.DenseNet121",
+                "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+                "torch", 32, 224, "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5", True),
+        Network("densenet169", _keras_application("densenet.DenseNet169",
+                "densenet169_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+                "torch", 32, 224, "densenet169_weights_tf_dim_ordering_tf_kernels_notop.h5", True),
+        Network("densenet201", _keras_application("densenet.DenseNet201",
+                "densenet201_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+                "torch", 32, 224, "densenet201_weights_tf_dim_ordering_tf_kernels_notop.h5", True),
+        Network("resnet50", _keras_application("resnet50.ResNet50",
+                "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+                "caffe", 32, 224, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", True),
+        Network("mobilenet_v2", _mobilenet_v2_torch, "torch", 32, 224, None,
+                description="torchvision's MobileNetV2 rebuilt in Keras; ImageNet weights offline"),
+        Network("efficientnet_b2", _keras_application("efficientnet.EfficientNetB2",
+                "efficientnetb2_notop.h5"), "none", 32, 260, "efficientnetb2_notop.h5",
+                description="the leukemia report's Solution B (trained from scratch)"),
+        Network("leukemia_cnn", _leukemia_cnn, "unit_centred", 32, 250, None,
+                description="the leukemia report's Solution A, a custom CNN"),
+    ]
+}
+
+THESIS_NETWORKS = tuple(n.name for n in NETWORKS.values() if n.thesis)
+
+
+def get_network(name: str) -> Network:
+    """The registry entry for ``name``, or a ValueError listing the known names."""
+    if name not in NETWORKS:
+        raise ValueError(f"network must be one of {sorted(NETWORKS)}, got {name!r}")
+    return NETWORKS[name]
+
+
+def check_input_size(network: Network, size: int) -> int:
+    """``size`` if the network accepts it, else a ValueError naming the minimum."""
+    if size < network.min_size:
+        raise ValueError(f"image_size {size} is below {network.name}'s minimum of "
+                         f"{network.min_size} px")
+    return size
+
+
+# --- heads and whole models -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """The classifier on top of a base: Dense layers (ReLU) each followed by dropout."""
+
+    units: tuple[int, ...] = (256,)
+    dropout: float = 0.5
+    l1: float = 0.0
+    l2: float = 0.0
+
+    def __post_init__(self):
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"head dropout must be in [0, 1), got {self.dropout}")
+        if self.l1 < 0 or self.l2 < 0:
+            raise ValueError(f"head l1/l2 must be >= 0, got l1={self.l1}, l2={self.l2}")
+
+
+def build_head(input_dim: int, n_classes: int, config: HeadConfig = HeadConfig(),
+               name: str = "head") -> keras.Model:
+    """The thesis head by default: Dense(256, relu) -> Dropout(0.5) -> Dense(n, softmax)."""
+    regularizer = (regularizers.L1L2(l1=config.l1, l2=config.l2)
+                   if config.l1 or config.l2 else None)
+    inputs = keras.Input((input_dim,), name=f"{name}_features")
+    x = inputs
+    for i, units in enumerate(config.units, start=1):
+        x = layers.Dense(units, activation="relu", kernel_regularizer=regularizer,
+                         name=f"{name}_dense{i}")(x)
+        x = layers.Dropout(config.dropout, name=f"{name}_dropout{i}")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32",
+                           name=f"{name}_softmax")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def build_classifier(network: str, n_classes: int, image_size: int, pretrained: bool,
+                     head: HeadConfig = HeadConfig(), channel_mean: Sequence[float] | None = None,
+                     base: keras.Model | None = None, head_model: keras.Model | None = None,
+                     ) -> keras.Model:
+    """Input(0..255 RGB) -> Preprocess -> base -> head, as one model.
+
+    ``base`` / ``head_model`` may be passed in (e.g. a head trained on cached features).
+    """
+    entry = get_network(network)
+    check_input_size(entry, image_size)
+    shape = (image_size, image_size, 3)
+    base = base if base is not None else entry.build(shape, pretrained)
+    head_model = head_model if head_model is not None else build_head(
+        base.output_shape[-1], n_classes, head)
+    inputs = keras.Input(shape, name="image")
+    x = Preprocess(entry.preprocessing, mean=channel_mean, name="preprocess")(inputs)
+    x = base(x)
+    outputs = head_model(x)
+    return keras.Model(inputs, outputs, name=f"{network}_classifier")
+
+
+def set_trainable_top(base: keras.Model, blocks: str | int) -> int:
+    """Freeze a base except its top ``blocks`` (``"all"`` unfreezes everything); BatchNorm
+    layers stay in inference mode when frozen. Returns the number of trainable layers."""
+    if blocks == "all":
+        base.trainable = True
+        return len(base.layers)
+    blocks = int(blocks)
+    if blocks < 0:
+        raise ValueError(f"finetune blocks must be 'all' or >= 0, got {blocks}")
+    base.trainable = True
+    block_ids = [mobilenet_torch.block_index(layer.name) for layer in base.layers]
+    known = sorted({b for b in block_ids if b is not None})
+    if known:  # MobileNetV2: freeze by features block
+        keep = set(known[-blocks:]) if blocks else set()
+        for layer, block in zip(base.layers, block_ids, strict=True):
+            layer.trainable = block is None or block in keep
+    else:  # other networks: the top fraction of layers with weights
+        weighted = [layer for layer in base.layers if layer.weights]
+        cut = len(weighted) - max(0, round(len(weighted) * blocks / 10))
+        for i, layer in enumerate(weighted):
+            layer.trainable = i >= cut
+    return sum(layer.trainable and bool(layer.weights) for layer in base.layers)
+
+
+def count_params(model: keras.Model) -> dict[str, int]:
+    """Trainable and total parameter counts."""
+    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    total = int(sum(np.prod(w.shape) for w in model.weights))
+    return {"trainable": trainable, "total": total}

@@ -1,0 +1,151 @@
+"""Study-level tables and text for the compare notebook and the HTML report: everything is
+read from the metrics files the pipeline wrote, nothing is typed in by hand."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from leuko.atomic import write_csv_atomic
+
+# Published numbers of the two studies this project reproduces (see DESIGN.md).
+PUBLISHED = {
+    "thesis transfer (mean of 8)": 0.878,
+    "thesis scratch (mean of 8)": 0.263,
+    "thesis best (DenseNet169/201)": 0.982,
+    "report Solution A (custom CNN)": 0.90,
+    "report Solution B (EfficientNetB2)": 0.88,
+}
+
+
+def load_results(metrics_dir: Path) -> list[dict]:
+    """Every model's metrics file, sorted by model id."""
+    files = sorted(Path(metrics_dir).glob("*.json"))
+    if not files:
+        raise FileNotFoundError(f"no metrics files in {metrics_dir}: run the evaluate stages")
+    return [json.loads(f.read_text()) for f in files]
+
+
+def results_table(results: list[dict]) -> pd.DataFrame:
+    """One row per model and evaluation split: accuracy and macro F1 with 95 % intervals,
+    per-class recall, training time."""
+    rows = []
+    for result in results:
+        for split, m in result["splits"].items():
+            ci = m["intervals"]
+            row = {"model": result["model"], "dataset": result["dataset"],
+                   "network": result["network"], "regime": result["regime"], "split": split,
+                   "n": m["n"], "accuracy": m["accuracy"],
+                   "accuracy_low": ci["accuracy"]["low"], "accuracy_high": ci["accuracy"]["high"],
+                   "macro_f1": m["macro_f1"], "macro_f1_low": ci["macro_f1"]["low"],
+                   "macro_f1_high": ci["macro_f1"]["high"]}
+            for name, values in m["per_class"].items():
+                row[f"recall_{name}"] = values["recall"]
+            training = result.get("training", {})
+            row["train_seconds"] = training.get("train_seconds")
+            row["epochs_run"] = training.get("epochs_run")
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_tables(tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
+    """Each table as ``<folder>/<name>.csv`` (for reuse beside the report)."""
+    return [write_csv_atomic(Path(folder) / f"{name}.csv", frame)
+            for name, frame in tables.items()]
+
+
+def _ci(value: float, low: float, high: float) -> str:
+    return f"{100 * value:.1f} % [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def best_rows(table: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The best model per dataset on ``split`` (by accuracy)."""
+    rows = table[table["split"] == split]
+    return rows.loc[rows.groupby("dataset")["accuracy"].idxmax()] if len(rows) else rows
+
+
+def summary_markdown(table: pd.DataFrame) -> str:
+    """The report's opening: best model per study with its test figures and intervals, and
+    the published numbers for comparison."""
+    lines = ["## Summary", "", "| study | best model | split | accuracy [95 % CI] | "
+             "macro F1 [95 % CI] |", "|---|---|---|---|---|"]
+    for split in ("test", "test_simple"):
+        for _, row in best_rows(table, split).iterrows():
+            lines.append(f"| {row['dataset']} | {row['network']} ({row['regime']}) | {split} | "
+                         f"{_ci(row['accuracy'], row['accuracy_low'], row['accuracy_high'])} | "
+                         f"{_ci(row['macro_f1'], row['macro_f1_low'], row['macro_f1_high'])} |")
+    lines += ["", "Published for comparison: " + "; ".join(
+        f"{name} {100 * value:.1f} %" for name, value in PUBLISHED.items()) + "."]
+    return "\n".join(lines)
+
+
+def styled_results(table: pd.DataFrame):
+    """The results table formatted for reading (percentages with intervals)."""
+    view = pd.DataFrame({
+        "model": table["model"], "split": table["split"], "n": table["n"],
+        "accuracy [95 % CI]": [_ci(r.accuracy, r.accuracy_low, r.accuracy_high)
+                               for r in table.itertuples()],
+        "macro F1 [95 % CI]": [_ci(r.macro_f1, r.macro_f1_low, r.macro_f1_high)
+                               for r in table.itertuples()],
+        "training time (s)": table["train_seconds"],
+    })
+    for column in [c for c in table.columns if c.startswith("recall_")]:
+        view[column.replace("recall_", "recall ")] = (100 * table[column]).round(1)
+    return view.style.hide(axis="index")
+
+
+def load_history(live_dir: Path) -> pd.DataFrame:
+    """A DVCLive folder's per-epoch metrics as a Keras-History-like frame (``accuracy``,
+    ``val_accuracy``, ``loss``, ``val_loss``, ...), indexed by epoch."""
+    series = {}
+    for tsv in sorted((Path(live_dir) / "plots" / "metrics").rglob("*.tsv")):
+        part = tsv.parent.name
+        name = tsv.stem if part == "train" else f"val_{tsv.stem}" if part == "eval" else tsv.stem
+        frame = pd.read_csv(tsv, sep="\t")
+        series[name] = frame.set_index("step")[frame.columns[-1]]
+    history = pd.DataFrame(series)
+    history.index = history.index + 1
+    history.index.name = "epoch"
+    return history
+
+
+def load_histories(live_root: Path, model_ids) -> dict[str, pd.DataFrame]:
+    """Histories of the given models (those with a DVCLive folder)."""
+    return {m: load_history(Path(live_root) / m) for m in dict.fromkeys(model_ids)
+            if (Path(live_root) / m).is_dir()}
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def provenance() -> dict:
+    """What produced the results: code commit, data version (``data.dvc``), parameters."""
+    data_dvc = Path("data.dvc")
+    data_hash = (yaml.safe_load(data_dvc.read_text())["outs"][0]["md5"]
+                 if data_dvc.is_file() else "unknown")
+    params = {p.as_posix(): yaml.safe_load(p.read_text())
+              for p in sorted(Path("params").rglob("*.yaml"))}
+    dirty = bool(_git("status", "--porcelain", "--", "lib", "notebooks", "params", "dvc.yaml"))
+    return {"commit": _git("rev-parse", "--short", "HEAD") + (" (+ uncommitted changes)"
+                                                              if dirty else ""),
+            "data": data_hash, "params": params}
+
+
+def provenance_markdown() -> str:
+    """Provenance as markdown: commit, data hash and every parameter file."""
+    info = provenance()
+    lines = [f"- code commit: `{info['commit']}`", f"- data version (`data.dvc` md5): "
+             f"`{info['data']}`", "- parameters:", ""]
+    for path, values in info["params"].items():
+        lines += [f"`{path}`", "", "```yaml", yaml.safe_dump(values, sort_keys=False).strip(),
+                  "```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,147 @@
+"""Seeded, stratified splits that never let a patient, a source cell or a duplicate image
+straddle two sides.
+
+Rows are first joined into *leak groups*: connected components of rows that share a ``group``
+(patient or source cell) or a ``sha256`` (byte-identical file). Whole leak groups are then
+assigned to splits with scikit-learn's ``StratifiedGroupKFold``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+
+def leak_groups(frame: pd.DataFrame, keys: Sequence[str] = ("group", "sha256")) -> np.ndarray:
+    """Component id per row: rows sharing a value in any of ``keys`` get the same id."""
+    parent = list(range(len(frame)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for key in keys:
+        if key not in frame.columns:
+            continue
+        first: dict = {}
+        for i, value in enumerate(frame[key].to_numpy()):
+            if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+                continue
+            if value in first:
+                a, b = find(i), find(first[value])
+                if a != b:
+                    parent[a] = b
+            else:
+                first[value] = i
+    roots = np.array([find(i) for i in range(len(frame))])
+    _, ids = np.unique(roots, return_inverse=True)
+    return ids
+
+
+def _check_ratios(ratios: Sequence[float]) -> tuple[float, ...]:
+    ratios = tuple(float(r) for r in ratios)
+    if len(ratios) != 3 or any(r < 0 for r in ratios) or not np.isclose(sum(ratios), 1.0):
+        raise ValueError(f"split ratios must be three non-negative numbers summing to 1 "
+                         f"(train, val, test), got {ratios}")
+    return ratios
+
+
+def split_train_val_test(frame: pd.DataFrame, ratios: Sequence[float] = (0.6, 0.3, 0.1),
+                         seed: int = 0, label: str = "label",
+                         keys: Sequence[str] = ("group", "sha256")) -> pd.Series:
+    """Assign 'train' / 'val' / 'test' per row, stratified by ``label``, grouped by ``keys``.
+
+    The data is cut into 10 stratified group folds; each fold goes whole to one side, in the
+    proportions of ``ratios`` rounded to tenths (6:3:1 by default).
+    """
+    ratios = _check_ratios(ratios)
+    tenths = [round(r * 10) for r in ratios]
+    if sum(tenths) != 10:
+        raise ValueError(f"split ratios must be multiples of 0.1, got {ratios}")
+    groups = leak_groups(frame, keys)
+    n_groups = len(np.unique(groups))
+    if n_groups < 10:
+        raise ValueError(f"need at least 10 independent groups to split, found {n_groups}")
+    folds = np.empty(len(frame), dtype=int)
+    cv = StratifiedGroupKFold(n_splits=10, shuffle=True, random_state=seed)
+    for fold, (_, idx) in enumerate(cv.split(np.zeros(len(frame)), frame[label], groups)):
+        folds[idx] = fold
+    order = np.random.default_rng(seed).permutation(10)
+    side = np.repeat(["train", "val", "test"], tenths)
+    fold_side = dict(zip(order, side, strict=True))
+    return pd.Series([fold_side[f] for f in folds], index=frame.index, name="split")
+
+
+def split_off_validation(frame: pd.DataFrame, fraction: float = 0.1, seed: int = 0,
+                         label: str = "label", keys: Sequence[str] = ("group", "sha256")
+                         ) -> pd.Series:
+    """Mark about ``fraction`` of the rows 'val' (whole groups, stratified), the rest 'train'."""
+    if not 0 < fraction < 0.5:
+        raise ValueError(f"val_fraction must be in (0, 0.5), got {fraction}")
+    n_splits = max(2, round(1 / fraction))
+    groups = leak_groups(frame, keys)
+    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    _, val_idx = next(iter(cv.split(np.zeros(len(frame)), frame[label], groups)))
+    result = pd.Series("train", index=frame.index, name="split")
+    result.iloc[val_idx] = "val"
+    return result
+
+
+def kfold(frame: pd.DataFrame, k: int, seed: int = 0, label: str = "label",
+          keys: Sequence[str] = ("group", "sha256")) -> pd.Series:
+    """Fold number 0..k-1 per row, stratified by ``label`` and grouped by ``keys``."""
+    if k < 2:
+        raise ValueError(f"folds must be >= 2, got {k}")
+    groups = leak_groups(frame, keys)
+    folds = np.empty(len(frame), dtype=int)
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    for fold, (_, idx) in enumerate(cv.split(np.zeros(len(frame)), frame[label], groups)):
+        folds[idx] = fold
+    return pd.Series(folds, index=frame.index, name="fold")
+
+
+def pooled_split(frame: pd.DataFrame, test_fraction: float, seed: int = 0,
+                 label: str = "label") -> pd.Series:
+    """The leaky split: pool all rows and split at random, ignoring groups (stratified only).
+
+    Augmented copies of one cell land on both sides; this reproduces how the thesis most likely
+    split the data, to measure how much such a split inflates accuracy.
+    """
+    rng = np.random.default_rng(seed)
+    result = pd.Series("train", index=frame.index, name="split")
+    for _, rows in frame.groupby(label).groups.items():
+        rows = np.array(rows)
+        chosen = rng.choice(rows, size=round(len(rows) * test_fraction), replace=False)
+        result.loc[chosen] = "test"
+    return result
+
+
+def shared_between(frame: pd.DataFrame, key: str, split: str = "split") -> set:
+    """Values of ``key`` that occur in more than one split (empty for a leak-free split)."""
+    per_value = frame.groupby(key)[split].nunique()
+    return set(per_value[per_value > 1].index)
+
+
+def balanced_subsample(frame: pd.DataFrame, n_per_class: int | None, seed: int = 0,
+                       label: str = "label", group: str = "group") -> pd.DataFrame:
+    """At most ``n_per_class`` rows per class, spread over as many groups as possible.
+
+    Rows are taken round-robin over the class's groups (in seeded order), so a small sample
+    still covers every source cell before it takes a second copy of any.
+    """
+    if n_per_class is None or n_per_class <= 0:
+        return frame
+    rng = np.random.default_rng(seed)
+    picked = []
+    for _, rows in frame.groupby(label, sort=True):
+        shuffled = rows.iloc[rng.permutation(len(rows))]
+        rank = shuffled.groupby(group).cumcount()
+        group_order = {g: i for i, g in enumerate(rng.permutation(shuffled[group].unique()))}
+        key = rank * len(group_order) + shuffled[group].map(group_order)
+        picked.append(shuffled.assign(_key=key.to_numpy()).nsmallest(n_per_class, "_key"))
+    return pd.concat(picked).drop(columns="_key").sort_index()

@@ -1,0 +1,215 @@
+"""Tests of leuko.figures: figures come back with the expected axes and labels, PNGs are written."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from leuko.figures import (
+    image_gallery,
+    plot_bar_with_ci,
+    plot_confusion_matrix,
+    plot_curve_grid,
+    plot_training_curves,
+    save_figure,
+)
+
+CLASSES = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
+
+
+def _history(epochs: int = 5, val: bool = True) -> pd.DataFrame:
+    e = np.arange(epochs)
+    cols = {"accuracy": 0.5 + 0.08 * e, "loss": 1.2 - 0.2 * e}
+    if val:
+        cols |= {"val_accuracy": 0.45 + 0.07 * e, "val_loss": 1.3 - 0.15 * e}
+    return pd.DataFrame(cols)
+
+
+def _texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.texts]
+
+
+def _png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_confusion_matrix_labels_counts_and_percentages():
+    cm = np.array([[8, 2, 0, 0], [1, 9, 0, 0], [0, 0, 0, 0], [0, 5, 0, 5]])
+    fig = plot_confusion_matrix(cm, CLASSES, title="test set")
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 2  # heat map + colour bar
+    ax, cbar = fig.axes
+    assert ax.get_xlabel() == "predicted class"
+    assert ax.get_ylabel() == "true class"
+    assert ax.get_title() == "test set"
+    assert [t.get_text() for t in ax.get_xticklabels()] == CLASSES
+    assert [t.get_text() for t in ax.get_yticklabels()] == CLASSES
+    assert "%" in cbar.get_ylabel()
+    texts = _texts(ax)
+    assert len(texts) == 16
+    # cell (true 0, predicted 0): 8 of the 10 true EOSINOPHIL -> 80.0 %
+    assert texts[0] == "8\n(80.0 %)"
+    # cell (true 3, predicted 1) is row 3, column 1: 5 of 10
+    assert texts[3 * 4 + 1] == "5\n(50.0 %)"
+    # an empty true class has no percentage
+    assert texts[2 * 4 + 2] == "0\n(–)"
+    # colours are row percentages: the image holds recall in %
+    image = ax.images[0].get_array()
+    assert image[0, 0] == pytest.approx(80.0)
+    assert image[1, 1] == pytest.approx(90.0)
+
+
+def test_confusion_matrix_counts_mode_and_existing_axes():
+    outer = Figure()
+    ax = outer.add_subplot()
+    fig = plot_confusion_matrix([[3, 1], [0, 4]], ["ALL", "HEM"], normalize=False, ax=ax)
+    assert fig is outer
+    assert ax.images[0].get_array()[0, 0] == 3
+    assert "count" in fig.axes[-1].get_ylabel()
+    with pytest.raises(ValueError):
+        plot_confusion_matrix([[1, 2]], ["ALL", "HEM"])
+
+
+def test_training_curves_two_panels_with_train_and_val():
+    fig = plot_training_curves(_history(), title="VGG16")
+    assert len(fig.axes) == 2
+    acc, loss = fig.axes
+    assert acc.get_xlabel() == loss.get_xlabel() == "epoch"
+    assert "accuracy" in acc.get_ylabel() and "loss" in loss.get_ylabel()
+    assert [line.get_label() for line in acc.get_lines()] == ["train", "validation"]
+    assert list(acc.get_lines()[0].get_xdata()) == [1, 2, 3, 4, 5]  # epochs are 1-based
+    assert fig.get_suptitle() == "VGG16"
+
+
+def test_training_curves_tolerate_missing_validation_and_dict_input():
+    history = _history(val=False).to_dict(orient="list")
+    fig = plot_training_curves(history)
+    acc, loss = fig.axes
+    assert [line.get_label() for line in acc.get_lines()] == ["train"]
+    assert len(loss.get_lines()) == 1
+    # no loss recorded at all: the panel says so instead of failing
+    fig = plot_training_curves({"accuracy": [0.5, 0.6]})
+    assert len(fig.axes[1].get_lines()) == 0
+    assert "no 'loss'" in _texts(fig.axes[1])[0]
+
+
+def test_curve_grid_one_panel_per_model_shared_y():
+    histories = {name: _history(3 + i) for i, name in enumerate(["m1", "m2", "m3", "m4"])}
+    fig = plot_curve_grid(histories, metric="loss")
+    assert len(fig.axes) == 4
+    assert [ax.get_title() for ax in fig.axes] == ["m1", "m2", "m3", "m4"]
+    first = fig.axes[0]
+    assert all(ax.get_shared_y_axes().joined(first, ax) for ax in fig.axes)
+    assert all(len(ax.get_lines()) == 2 for ax in fig.axes)
+    assert all(ax.get_xlabel() == "epoch" for ax in fig.axes)
+    assert "loss" in first.get_ylabel()
+    assert "loss" in fig.get_suptitle()
+    assert len(plot_curve_grid({}).axes) == 1
+
+
+def test_bar_with_ci_groups_error_bars_and_reference():
+    frame = pd.DataFrame(
+        {
+            "model": ["VGG16", "VGG16", "ResNet50", "ResNet50"],
+            "split": ["val", "test", "val", "test"],
+            "accuracy": [86.0, 84.0, 88.0, 87.0],
+            "low": [83.0, 81.0, 85.5, 84.0],
+            "high": [88.5, 86.5, 90.0, 89.5],
+        }
+    )
+    fig = plot_bar_with_ci(
+        frame,
+        "model",
+        "accuracy",
+        "low",
+        "high",
+        hue="split",
+        ylabel="accuracy (%)",
+        title="test accuracy",
+        reference={"published": 87.8},
+    )
+    assert len(fig.axes) == 1
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "accuracy (%)"
+    assert ax.get_xlabel() == "model"
+    assert ax.get_title() == "test accuracy"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["VGG16", "ResNet50"]
+    assert len(ax.patches) == 4  # 2 models x 2 splits
+    heights = sorted(p.get_height() for p in ax.patches)
+    assert heights == [84.0, 86.0, 87.0, 88.0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "published: 87.8" in legend and "val" in legend and "test" in legend
+    # the reference line sits at 87.8
+    ref = [line for line in ax.get_lines() if line.get_label() == "published: 87.8"]
+    assert ref and list(ref[0].get_ydata()) == [87.8, 87.8]
+    # error bars span low..high: one LineCollection per hue level, 2 segments each
+    segments = [seg for coll in ax.collections for seg in coll.get_segments()]
+    spans = sorted((round(s[0][1], 3), round(s[1][1], 3)) for s in segments)
+    assert spans == sorted([(83.0, 88.5), (81.0, 86.5), (85.5, 90.0), (84.0, 89.5)])
+
+
+def test_bar_with_ci_without_hue_and_missing_column():
+    frame = pd.DataFrame({"m": ["a", "b"], "v": [0.5, 0.7], "lo": [0.4, np.nan], "hi": [0.6, 0.8]})
+    fig = plot_bar_with_ci(frame, "m", "v", "lo", "hi")
+    ax = fig.axes[0]
+    assert len(ax.patches) == 2
+    assert ax.get_ylabel() == "v"
+    assert ax.get_legend() is None
+    assert sum(len(c.get_segments()) for c in ax.collections) == 1  # NaN bound: no bar
+    with pytest.raises(KeyError):
+        plot_bar_with_ci(frame, "m", "nope", "lo", "hi")
+
+
+def test_image_gallery_grid_and_titles():
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(7)]
+    images[1] = rng.random((16, 16))  # grey, float 0-1
+    images[2] = rng.random((16, 16, 3)) * 255  # float 0-255
+    titles = [f"HEM -> ALL #{i}" for i in range(7)]
+    fig = image_gallery(images, titles, ncols=3, title="false positives")
+    assert len(fig.axes) == 7  # 3 x 3 grid, 2 empty cells removed
+    assert [ax.get_title() for ax in fig.axes] == titles
+    assert fig.get_suptitle() == "false positives"
+    with pytest.raises(ValueError):
+        image_gallery(images, titles[:2])
+
+
+def test_image_gallery_empty_says_none():
+    fig = image_gallery([], [], title="false positives")
+    assert len(fig.axes) == 1
+    assert _texts(fig.axes[0]) == ["none"]
+    assert fig.axes[0].get_title() == "false positives"
+
+
+def test_save_figure_writes_png_atomically(tmp_path):
+    fig = plot_training_curves(_history())
+    width, height = fig.get_size_inches()
+    path = save_figure(fig, tmp_path / "sub" / "dir" / "curves.png")
+    assert path == tmp_path / "sub" / "dir" / "curves.png"
+    assert path.stat().st_size > 1000
+    assert _png_size(path) == (round(width * 120), round(height * 120))  # 120 dpi
+    assert os.listdir(path.parent) == ["curves.png"]  # no temp file left behind
+    assert path.stat().st_mode & 0o044  # readable by others, unlike a raw mkstemp file
+    # overwriting an existing file works too
+    save_figure(image_gallery([], []), path)
+    assert _png_size(path)[0] > 0
+
+
+def test_save_figure_closes_pyplot_figures(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")  # no window even where a display is available
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure()
+    fig.add_subplot().plot([0, 1])
+    number = fig.number
+    save_figure(fig, tmp_path / "p.png")
+    assert not plt.fignum_exists(number)
