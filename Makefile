@@ -15,7 +15,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
 
-.PHONY: env data study test lint bench lab kernel strip preset-default preset-full clean-env
+.PHONY: env lock data study test lint bench lab results strip preset-default preset-full clean-env
 
 env: $(STAMP)
 
@@ -53,8 +53,12 @@ bench: env data
 lab: env data
 	$(BIN)/jupyter lab --notebook-dir=. --ServerApp.kernel_name=$(KERNEL)
 
+results: env
+	$(BIN)/python -m leuko.report
+
+# Notebooks are committed without outputs.
 strip: env
-	$(BIN)/python -m leuko.notebooks strip notebooks/*.ipynb
+	$(BIN)/jupyter nbconvert --clear-output --inplace --log-level=WARN notebooks/*.ipynb
 
 preset-default preset-full: env
 	$(BIN)/python -m leuko.presets $(subst preset-,,$@)

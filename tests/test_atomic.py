@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from leuko.atomic import atomic_write, write_csv_atomic, write_json_atomic, write_text_atomic
 
 

@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
+from scipy import ndimage
+
 from leuko.augment import (
     OPTIONAL_TRANSFORMS,
     TRANSFORMS,
@@ -20,8 +23,6 @@ from leuko.augment import (
     materialise,
     plan_balanced,
 )
-from PIL import Image
-from scipy import ndimage
 
 IDB2 = Path(__file__).resolve().parents[1] / "data" / "all-idb2"
 IDB2_FILES = ["Im001_1.tif", "Im002_1.tif", "Im131_0.tif", "Im132_0.tif"]

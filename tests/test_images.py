@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image, ImageFile, ImageOps
+
 from leuko import images
 from leuko.images import (
     MAX_PIXELS,
@@ -26,7 +28,6 @@ from leuko.images import (
     load_rgb,
     scan_images,
 )
-from PIL import Image, ImageFile, ImageOps
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_JPEG = REPO / "data/blood-cell-images/images/TRAIN/EOSINOPHIL/_0_1169.jpeg"

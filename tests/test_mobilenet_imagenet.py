@@ -8,6 +8,8 @@ import keras
 import numpy as np
 import pytest
 import skimage.data
+from PIL import Image
+
 from leuko.mobilenet_torch import (
     DEFAULT_WEIGHTS,
     IMAGENET_MEAN,
@@ -17,7 +19,6 @@ from leuko.mobilenet_torch import (
     load_torchvision_npz,
     preprocess_torch,
 )
-from PIL import Image
 
 WEIGHTS = Path(__file__).resolve().parents[1] / DEFAULT_WEIGHTS
 CAT_CLASSES = list(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat

@@ -61,29 +61,54 @@ def augment_batch(images, seed: int):
     return tf.where(transpose, tf.transpose(images, [0, 2, 1, 3]), images)
 
 
-def make_dataset(images: np.ndarray, labels: np.ndarray | None, batch_size: int,
-                 shuffle: bool = False, augment: bool = False, seed: int = 0):
-    """A ``tf.data.Dataset`` of (float32 image batch, one-hot label batch) from in-memory arrays.
-
-    Shuffling and augmentation are seeded (the batch's step number enters the augmentation
-    seed); with reshuffling every epoch an image meets new variants, and a rerun the same ones.
-    """
+def make_dataset(images: np.ndarray, labels: np.ndarray | None, batch_size: int):
+    """Batches in order (for validation, evaluation and prediction): float32 images, and the
+    labels when given. Training batches come from ``make_epochs_dataset``."""
     import tensorflow as tf
 
     data = (images, labels) if labels is not None else images
-    ds = tf.data.Dataset.from_tensor_slices(data)
-    if shuffle:
-        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    if augment:
-        counter = tf.data.Dataset.counter()
-        ds = tf.data.Dataset.zip((ds, counter)).map(
-            lambda batch, step: (augment_batch(tf.cast(batch[0], tf.float32),
-                                               tf.stack([tf.cast(seed, tf.int64), step])),
-                                 batch[1]),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    else:
-        ds = ds.map(lambda *b: (tf.cast(b[0], tf.float32), *b[1:]) if labels is not None
-                    else tf.cast(b[0], tf.float32),
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = tf.data.Dataset.from_tensor_slices(data).batch(batch_size)
+
+    def to_float(*batch):
+        return (tf.cast(batch[0], tf.float32), *batch[1:]) if len(batch) > 1 \
+            else tf.cast(batch[0], tf.float32)
+
+    ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Batches in one pass over ``n`` items."""
+    return -(-int(n) // int(batch_size))
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The item order of one epoch: a permutation that depends only on (seed, epoch), so a
+    run resumed at epoch k sees the same batches as an uninterrupted one."""
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+
+
+def make_epochs_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, epochs: int,
+                        start_epoch: int = 0, augment: bool = False, seed: int = 0):
+    """Training batches for epochs ``start_epoch .. epochs-1``, shuffled and augmented as a
+    function of (seed, epoch, step) only: resuming at any epoch reproduces the rest exactly.
+    Use with ``fit(..., steps_per_epoch=steps_per_epoch(len(images), batch_size))``."""
+    import tensorflow as tf
+
+    n = len(images)
+    orders = np.stack([epoch_order(n, seed, e) for e in range(start_epoch, epochs)]
+                      or [np.zeros(n, dtype=np.int64)])[: max(0, epochs - start_epoch)]
+    images_t, labels_t = tf.constant(images), tf.constant(labels)
+    ds = tf.data.Dataset.from_tensor_slices(orders.astype(np.int64)).flat_map(
+        lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+    counter = tf.data.Dataset.counter(start=start_epoch * steps_per_epoch(n, batch_size))
+
+    def gather(idx, step):
+        x = tf.cast(tf.gather(images_t, idx), tf.float32)
+        if augment:
+            x = augment_batch(x, tf.stack([tf.cast(seed, tf.int64), step]))
+        return x, tf.gather(labels_t, idx)
+
+    ds = tf.data.Dataset.zip((ds, counter)).map(gather, num_parallel_calls=tf.data.AUTOTUNE,
+                                                 deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)

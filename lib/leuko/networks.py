@@ -259,13 +259,14 @@ def build_classifier(network: str, n_classes: int, image_size: int, pretrained: 
 def set_trainable_top(base: keras.Model, blocks: str | int) -> int:
     """Freeze a base except its top ``blocks`` (``"all"`` unfreezes everything); BatchNorm
     layers stay in inference mode when frozen. Returns the number of trainable layers."""
+    base.trainable = True
     if blocks == "all":
-        base.trainable = True
-        return len(base.layers)
+        for layer in base.layers:
+            layer.trainable = True
+        return sum(bool(layer.weights) for layer in base.layers)
     blocks = int(blocks)
     if blocks < 0:
-        raise ValueError(f"finetune blocks must be 'all' or >= 0, got {blocks}")
-    base.trainable = True
+        raise ValueError(f"finetune_blocks must be 'all' or >= 0, got {blocks}")
     block_ids = [mobilenet_torch.block_index(layer.name) for layer in base.layers]
     known = sorted({b for b in block_ids if b is not None})
     if known:  # MobileNetV2: freeze by features block

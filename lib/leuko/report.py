@@ -149,3 +149,59 @@ def provenance_markdown() -> str:
         lines += [f"`{path}`", "", "```yaml", yaml.safe_dump(values, sort_keys=False).strip(),
                   "```", ""]
     return "\n".join(lines)
+
+
+README_START = "<!-- results:start (written by `make results`; do not edit by hand) -->"
+README_END = "<!-- results:end -->"
+
+
+def readme_table(table: pd.DataFrame) -> str:
+    """The README's results table: one row per model, TEST and TEST_SIMPLE side by side."""
+    lines = ["| model | TEST accuracy [95 % CI] | TEST macro F1 | TEST_SIMPLE / held-out accuracy "
+             "[95 % CI] | training time (s) |", "|---|---|---|---|---|"]
+    for model, rows in table.groupby("model", sort=True):
+        by_split = {r.split: r for r in rows.itertuples()}
+        test = by_split.get("test")
+        other = by_split.get("test_simple")
+        cells = [f"`{model}`",
+                 _ci(test.accuracy, test.accuracy_low, test.accuracy_high) if test else "–",
+                 f"{100 * test.macro_f1:.1f} %" if test else "–",
+                 _ci(other.accuracy, other.accuracy_low, other.accuracy_high) if other else "–",
+                 f"{rows['train_seconds'].iloc[0]:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, table: pd.DataFrame) -> bool:
+    """Replace the results table between the README's markers; True if the text changed."""
+    text = Path(readme).read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme} lacks the results markers {README_START!r} / {README_END!r}")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    new = f"{head}{README_START}\n{readme_table(table)}\n{README_END}{tail}"
+    if new != text:
+        Path(readme).write_text(new)
+    return new != text
+
+
+def main() -> int:
+    """``python -m leuko.report``: refresh the README's results table from reports/metrics."""
+    table = results_table(load_results(Path("reports/metrics")))
+    changed = update_readme(Path("README.md"), table)
+    print("README.md results table " + ("updated" if changed else "already current"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+def stage_links_markdown(notebooks_dir: Path = Path("reports/notebooks")) -> str:
+    """Links to the rendered HTML of every executed stage notebook (``reports/html/``)."""
+    from leuko.render import stage_html_name
+
+    names = sorted(p for p in Path(notebooks_dir).glob("*.ipynb") if p.stem != "compare")
+    if not names:
+        return "No executed stage notebooks found."
+    return "\n".join(f"- [{p.stem}](html/{stage_html_name(p)})" for p in names)

@@ -19,6 +19,23 @@ from leuko.atomic import atomic_write, write_csv_atomic, write_json_atomic
 WBC_DATASETS = ("blood-cell-images", "blood-cell-images-pooled")
 
 
+def project_root(start: Path | None = None) -> Path | None:
+    """The folder holding ``dvc.yaml`` at or above ``start`` (default: the working directory)."""
+    start = Path(start or Path.cwd()).resolve()
+    return next((p for p in (start, *start.parents) if (p / "dvc.yaml").is_file()), None)
+
+
+def chdir_project_root() -> Path:
+    """Work from the project root, so a notebook opened in JupyterLab (whose kernel starts in
+    ``notebooks/``) finds ``data/``, ``build/`` and ``reports/`` as papermill runs do."""
+    import os
+
+    root = project_root()
+    if root is not None:
+        os.chdir(root)
+    return Path.cwd()
+
+
 @dataclass(frozen=True)
 class Paths:
     """Where each stage reads and writes, for one model id."""
@@ -263,7 +280,7 @@ def train_wbc(dataset: str, network: str, regime: str, image_size: int | str,
 
     from leuko import networks, train
     from leuko.datasets import WBC_CLASSES
-    from leuko.inputs import load_resized, make_dataset
+    from leuko.inputs import load_resized, make_dataset, steps_per_epoch
 
     train.check_regime(regime)
     train.set_determinism(seed)
@@ -279,25 +296,26 @@ def train_wbc(dataset: str, network: str, regime: str, image_size: int | str,
     start = time.perf_counter()
     histories = []
     entry = networks.get_network(network)
-    if regime in ("imagenet", "imagenet-finetune"):
+    frozen = regime in train.FROZEN_REGIMES
+    if regime in train.PRETRAINED_REGIMES:
         cached = load_features(paths.features(dataset, network))
         y_train = one_hot_labels(cached["train_labels"], classes)
         y_val = one_hot_labels(cached["val_labels"], classes)
         head = networks.build_head(cached["train_features"].shape[1], n, head_config)
-        head_epochs = epochs if regime == "imagenet" else warmup_epochs
+        head_epochs = epochs if frozen else warmup_epochs
         if head_epochs:
             head_fit = train.FitConfig(**{**train.config_dict(fit_config), "epochs": head_epochs,
-                                          "learning_rate": 1e-3 if regime != "imagenet"
-                                          else learning_rate})
+                                          "learning_rate": learning_rate if frozen else 1e-3,
+                                          "steps_per_execution": 50})
             train.compile_model(head, head_fit)
             histories.append(train.fit(
-                head, make_features_dataset(cached["train_features"], y_train, batch_size,
-                                            seed, shuffle=True),
-                make_features_dataset(cached["val_features"], y_val, batch_size, seed),
-                head_fit, paths.live(the_id) if regime == "imagenet" else None,
-                paths.work(the_id) / "head", label="head"))
+                head, epochs_of(cached["train_features"], y_train, batch_size, head_epochs,
+                                False, seed), steps_per_epoch(len(y_train), batch_size),
+                make_dataset(cached["val_features"], y_val, batch_size), head_fit,
+                paths.live(the_id) if frozen else None, paths.work(the_id) / "head",
+                label="head"))
         base = entry.build((size, size, 3), True)
-        if regime == "imagenet":
+        if frozen:
             base.trainable = False
         else:
             networks.set_trainable_top(base, finetune_blocks)
@@ -305,7 +323,7 @@ def train_wbc(dataset: str, network: str, regime: str, image_size: int | str,
                                           head_model=head)
     else:
         model = networks.build_classifier(network, n, size, pretrained=False, head=head_config)
-    if regime != "imagenet":
+    if not frozen:
         manifest = read_manifest(paths.manifest(dataset))
         train_rows, val_rows = training_rows(manifest, train_per_class, val_per_class, seed)
         x_train = load_resized(list(train_rows["path"]), size)
@@ -314,10 +332,9 @@ def train_wbc(dataset: str, network: str, regime: str, image_size: int | str,
         y_val = one_hot_labels(val_rows["label"].to_numpy(), classes)
         train.compile_model(model, fit_config)
         histories.append(train.fit(
-            model, make_dataset(x_train, y_train, batch_size, shuffle=True, augment=augment,
-                                seed=seed),
-            make_dataset(x_val, y_val, batch_size), fit_config, paths.live(the_id),
-            paths.work(the_id), label="end-to-end"))
+            model, epochs_of(x_train, y_train, batch_size, epochs, augment, seed),
+            steps_per_epoch(len(x_train), batch_size), make_dataset(x_val, y_val, batch_size),
+            fit_config, paths.live(the_id), paths.work(the_id), label="end-to-end"))
     seconds = time.perf_counter() - start
     history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
     save_model(model, paths.model(the_id))
@@ -336,15 +353,12 @@ def one_hot_labels(labels: np.ndarray, classes: list[str]) -> np.ndarray:
     return one_hot(class_index(pd.Series(labels), classes), len(classes))
 
 
-def make_features_dataset(features: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
-                          shuffle: bool = False):
-    """Batches of cached features for the head."""
-    import tensorflow as tf
+def epochs_of(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int, augment: bool,
+              seed: int):
+    """The training-batch factory ``start_epoch -> dataset`` that ``train.fit`` resumes from."""
+    from leuko.inputs import make_epochs_dataset
 
-    ds = tf.data.Dataset.from_tensor_slices((features, labels))
-    if shuffle:
-        ds = ds.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return lambda start: make_epochs_dataset(x, y, batch_size, epochs, start, augment, seed)
 
 
 def predict(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:

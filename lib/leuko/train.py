@@ -1,7 +1,8 @@
 """Training: the three regimes of the thesis study and the leukemia recipe's callbacks.
 
 - ``imagenet``: frozen pretrained base; bottleneck features computed once (cached by the
-  ``features`` stage); only the head is trained, on the features.
+  ``features`` stage); only the head is trained, on the features. ``imagenet-long`` is the
+  same with many more epochs (the thesis's 5000-epoch run).
 - ``imagenet-finetune``: the pretrained base unfrozen (all or its top blocks), the head first
   warmed up on the cached features, then everything trained end to end with a small rate.
 - ``scratch``: random initial weights, the whole network trained, with the cure the thesis
@@ -10,8 +11,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,7 +22,9 @@ import keras
 import numpy as np
 import pandas as pd
 
-REGIMES = ("imagenet", "imagenet-finetune", "scratch")
+REGIMES = ("imagenet", "imagenet-long", "imagenet-finetune", "scratch")
+FROZEN_REGIMES = ("imagenet", "imagenet-long")  # head only, on cached bottleneck features
+PRETRAINED_REGIMES = (*FROZEN_REGIMES, "imagenet-finetune")
 
 
 def check_regime(regime: str) -> str:
@@ -49,6 +54,7 @@ class FitConfig:
     reduce_lr_patience: int = 0  # ReduceLROnPlateau(factor 0.5, min_lr 1e-6); 0 = off
     checkpoint_best: bool = False  # ModelCheckpoint on the best val_accuracy, reloaded at end
     seed: int = 0
+    steps_per_execution: int = 1  # >1 runs several steps per call (cuts overhead of tiny heads)
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
@@ -75,50 +81,117 @@ def compile_model(model: keras.Model, config: FitConfig) -> keras.Model:
         optimizer = keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay)
     else:
         optimizer = keras.optimizers.Adam(config.learning_rate)
-    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"],
+                  steps_per_execution=config.steps_per_execution)
     return model
 
 
-def fit(model: keras.Model, train_data, val_data, config: FitConfig, live_dir: Path | None,
-        work_dir: Path, label: str = "") -> pd.DataFrame:
+class ResumableCallbacks(keras.callbacks.Callback):
+    """Keeps what ``BackupAndRestore`` does not (it restores weights, optimizer and epoch)
+    across a killed and resumed run: the counters of EarlyStopping / ReduceLROnPlateau /
+    ModelCheckpoint and the state of the layers' random seed generators (dropout), so a
+    resumed run continues exactly as an uninterrupted one."""
+
+    FIELDS = ("wait", "best", "best_epoch", "stopped_epoch", "cooldown_counter")
+
+    def __init__(self, callbacks: list[keras.callbacks.Callback], path: Path):
+        super().__init__()
+        self.tracked = callbacks
+        self.path = Path(path)
+
+    def on_train_begin(self, logs=None):
+        if not self.path.exists():
+            return
+        state = json.loads(self.path.read_text())
+        for variable, value in zip(self._seed_states(), state["seeds"], strict=True):
+            variable.assign(np.asarray(value, dtype=variable.dtype))
+        for i, callback in enumerate(self.tracked):
+            for key, value in state["callbacks"][i].items():
+                setattr(callback, key, value)
+            weights = self.path.with_name(f"best-{i}.npz")
+            if getattr(callback, "restore_best_weights", False) and weights.exists():
+                with np.load(weights, allow_pickle=False) as data:
+                    callback.best_weights = [data[f"w{k}"] for k in range(len(data.files))]
+
+    def _seed_states(self) -> list:
+        return _seed_states_of(self.model)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        state = {"callbacks": [],
+                 "seeds": [np.asarray(v).tolist() for v in self._seed_states()]}
+        for i, callback in enumerate(self.tracked):
+            values = {k: _plain(getattr(callback, k)) for k in self.FIELDS
+                      if hasattr(callback, k)}
+            state["callbacks"].append(values)
+            best = getattr(callback, "best_weights", None)
+            if best is not None and getattr(callback, "best_epoch", None) == epoch:
+                np.savez(self.path.with_name(f"best-{i}.npz"),
+                         **{f"w{k}": w for k, w in enumerate(best)})
+        self.path.write_text(json.dumps(state))
+
+
+def _seed_states_of(model: keras.Model) -> list:
+    """The random seed generator states of a model's layers (dropout, augmentation)."""
+    return [v for v in model.variables if "seed_generator_state" in v.path]
+
+
+def _plain(value):
+    """A JSON-able copy of a callback counter (numpy scalars -> Python numbers)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def resume_epoch(work_dir: Path) -> int:
+    """The epoch a killed run resumes at (0 when there is nothing to resume)."""
+    metadata = Path(work_dir) / "backup" / "training_metadata.json"
+    return int(json.loads(metadata.read_text())["epoch"]) if metadata.exists() else 0
+
+
+def fit(model: keras.Model, train_batches: Callable[[int], object], steps_per_epoch: int,
+        val_data, config: FitConfig, live_dir: Path | None, work_dir: Path, label: str = ""
+        ) -> pd.DataFrame:
     """Fit a compiled model; returns its history (one row per epoch, with ``epoch_time_s``).
 
-    ``work_dir`` holds the resumable state (``BackupAndRestore``): a run killed in the middle
-    resumes from its last finished epoch when started again; the state is removed on success.
-    Curves go to DVCLive in ``live_dir``.
+    ``train_batches(start_epoch)`` gives the training batches from that epoch on (see
+    ``inputs.make_epochs_dataset``). ``work_dir`` holds the resumable state: a run killed in
+    the middle (SIGTERM or SIGKILL) resumes from its last finished epoch when started again
+    and ends as an uninterrupted run would; the state is removed on success. Curves go to
+    DVCLive in ``live_dir``.
     """
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
     work_dir = Path(work_dir)
     backup = work_dir / "backup"
-    resuming = backup.exists()
+    start = resume_epoch(work_dir)
     callbacks: list[keras.callbacks.Callback] = [EpochTimer()]
+    stateful = []
     if config.patience:
-        callbacks.append(keras.callbacks.EarlyStopping(
+        stateful.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=config.patience, restore_best_weights=True))
     if config.reduce_lr_patience:
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+        stateful.append(keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=0.5, patience=config.reduce_lr_patience, min_lr=1e-6))
     checkpoint = work_dir / "best.weights.h5"
     if config.checkpoint_best:
-        callbacks.append(keras.callbacks.ModelCheckpoint(
+        stateful.append(keras.callbacks.ModelCheckpoint(
             checkpoint, monitor="val_accuracy", save_best_only=True, save_weights_only=True))
+    callbacks += [*stateful, ResumableCallbacks(stateful, work_dir / "callbacks.json")]
     live = None
     if live_dir is not None:
-        live = Live(str(live_dir), resume=resuming, save_dvc_exp=False, dvcyaml=None)
+        live = Live(str(live_dir), resume=start > 0, save_dvc_exp=False, dvcyaml=None)
         callbacks.append(DVCLiveCallback(live=live))
     callbacks.append(keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=True))
-    history = model.fit(train_data, validation_data=val_data, epochs=config.epochs,
-                        callbacks=callbacks, verbose=2)
+    history = model.fit(train_batches(start), steps_per_epoch=steps_per_epoch,
+                        validation_data=val_data, epochs=config.epochs, callbacks=callbacks,
+                        verbose=2)
     if config.checkpoint_best and checkpoint.exists():
         model.load_weights(checkpoint)
     if live is not None:
         live.end()
     shutil.rmtree(work_dir, ignore_errors=True)
     frame = pd.DataFrame(history.history)
-    frame.insert(0, "epoch", np.arange(1, len(frame) + 1) + (config.epochs - len(frame)
-                                                             if resuming else 0))
+    frame.insert(0, "epoch", np.arange(start + 1, start + len(frame) + 1))
     if label:
         frame.insert(0, "phase", label)
     return frame
@@ -151,7 +224,7 @@ class RunResult:
         """Flat numbers for the metrics file."""
         last = self.history.iloc[-1] if len(self.history) else {}
         return {"train_seconds": round(self.train_seconds, 2),
-                "epochs_run": int(len(self.history)),
+                "epochs_run": int(self.history["epoch"].max()) if len(self.history) else 0,
                 "final_train_accuracy": float(last.get("accuracy", np.nan)),
                 "final_val_accuracy": float(last.get("val_accuracy", np.nan)),
                 "best_val_accuracy": float(self.history.get("val_accuracy",

@@ -1,0 +1,56 @@
+"""Presets: ``python -m leuko.presets full`` (or ``make preset-full``) copies the files of
+``params/presets/full/`` over ``params/``; ``default`` restores the committed CPU study.
+DVC then sees the changed values (``dvc status``, ``dvc params diff``)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+PARAMS = Path("params")
+PRESETS = PARAMS / "presets"
+
+
+def available(presets: Path = PRESETS) -> list[str]:
+    """Names of the presets (folders under ``params/presets``)."""
+    return sorted(p.name for p in presets.iterdir() if p.is_dir())
+
+
+def preset_files(name: str, presets: Path = PRESETS) -> list[Path]:
+    """The parameter files a preset sets, relative to its folder."""
+    folder = presets / name
+    if not folder.is_dir():
+        raise ValueError(f"preset must be one of {available(presets)}, got {name!r}")
+    return sorted(p.relative_to(folder) for p in folder.rglob("*.yaml"))
+
+
+def apply_preset(name: str, params: Path = PARAMS, presets: Path = PRESETS) -> list[Path]:
+    """Copy a preset's files over ``params/``; returns the files written."""
+    written = []
+    for relative in preset_files(name, presets):
+        target = params / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(presets / name / relative, target)
+        written.append(target)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``python -m leuko.presets NAME``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print(f"usage: python -m leuko.presets {{{','.join(available())}}}", file=sys.stderr)
+        return 1
+    try:
+        written = apply_preset(argv[0])
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"preset {argv[0]}: wrote " + ", ".join(str(p) for p in written))
+    print("`dvc status` now lists the stages whose parameters changed; `dvc repro` runs them.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

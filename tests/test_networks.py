@@ -1,0 +1,100 @@
+"""The network registry: every network builds with its own preprocessing, pretrained weights
+load from the Keras cache with no network access, and never fall back to random weights."""
+
+from __future__ import annotations
+
+import socket
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from leuko import networks, study
+
+
+@pytest.fixture()
+def offline(monkeypatch):
+    """Any attempt to open a network connection fails, as on the study's machines."""
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access attempted in an offline test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_registry_has_the_thesis_eight_and_the_extras():
+    assert set(networks.THESIS_NETWORKS) == {"vgg16", "vgg19", "inception_v3", "xception",
+                                             "densenet121", "densenet169", "densenet201",
+                                             "resnet50"}
+    assert {"mobilenet_v2", "efficientnet_b2", "leukemia_cnn"} <= set(networks.NETWORKS)
+    assert networks.get_network("inception_v3").native_size == 299
+    with pytest.raises(ValueError, match="network must be one of"):
+        networks.get_network("alexnet")
+    with pytest.raises(ValueError, match="minimum of 75"):
+        networks.check_input_size(networks.get_network("inception_v3"), 64)
+
+
+def test_cached_imagenet_weights_load_offline(tmp_path, monkeypatch, offline):
+    """A weights file placed in a temporary Keras cache is loaded with no download."""
+    from keras.src.legacy.saving import legacy_h5_format
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    entry = networks.get_network("densenet121")
+    keras.utils.set_random_seed(1)
+    reference = keras.applications.DenseNet121(include_top=False, weights=None,
+                                               input_shape=(32, 32, 3), pooling="avg")
+    cache = tmp_path / "models"
+    cache.mkdir()
+    with h5py.File(cache / entry.weights_file, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, reference)
+    keras.utils.set_random_seed(2)  # a fresh random init differs from the reference
+    loaded = entry.build((32, 32, 3), True)
+    for a, b in zip(reference.get_weights(), loaded.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_missing_weights_offline_name_file_and_folder(tmp_path, monkeypatch, offline):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    entry = networks.get_network("resnet50")
+    with pytest.raises(networks.PretrainedWeightsMissing) as error:
+        entry.build((32, 32, 3), True)
+    message = str(error.value)
+    assert entry.weights_file in message and str(tmp_path / "models") in message
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "leukemia_cnn", "densenet121",
+                                  "efficientnet_b2"])
+def test_classifier_saves_and_loads_safely(tmp_path, name):
+    """Input(0..255) -> Preprocess -> base -> head survives .keras with safe_mode=True."""
+    mean = [0.5, 0.4, 0.3] if name == "leukemia_cnn" else None
+    model = networks.build_classifier(name, 2, 32, pretrained=False, channel_mean=mean)
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    before = model.predict(images, verbose=0)
+    assert before.shape == (2, 2)
+    np.testing.assert_allclose(before.sum(axis=1), 1.0, rtol=1e-5)
+    path = study.save_model(model, tmp_path / f"{name}.keras")
+    after = study.load_model(path).predict(images, verbose=0)
+    np.testing.assert_allclose(before, after, rtol=1e-5, atol=1e-6)
+
+
+def test_preprocessing_matches_keras_applications():
+    x = np.random.default_rng(0).uniform(0, 255, (1, 8, 8, 3)).astype("float32")
+    for kind, fn in [("caffe", keras.applications.vgg16.preprocess_input),
+                     ("tf", keras.applications.xception.preprocess_input),
+                     ("torch", keras.applications.densenet.preprocess_input)]:
+        ours = np.asarray(networks.Preprocess(kind)(x))
+        np.testing.assert_allclose(ours, fn(x.copy()), rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="preprocessing must be one of"):
+        networks.Preprocess("imagenet")
+
+
+def test_finetune_top_blocks_freezes_the_rest():
+    base = networks.get_network("mobilenet_v2").build((32, 32, 3), False)
+    networks.set_trainable_top(base, 2)
+    trainable = {layer.name for layer in base.layers if layer.trainable and layer.weights}
+    assert trainable and all(name.startswith(("features_17", "features_18"))
+                             for name in trainable)
+    networks.set_trainable_top(base, "all")
+    assert all(layer.trainable for layer in base.layers)

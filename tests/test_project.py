@@ -1,0 +1,67 @@
+"""Project hygiene that users rely on: stripped notebooks with a parameters cell and the
+`leuko` kernel, presets that switch the study, and a README whose results match the metrics."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from leuko import presets, report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("*.ipynb")),
+                         ids=lambda p: p.name)
+def test_notebooks_are_stripped_and_parameterized(notebook):
+    nb = json.loads(notebook.read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "leuko"
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+    assert sum("parameters" in c.get("metadata", {}).get("tags", []) for c in code) == 1
+
+
+def test_full_preset_lists_all_thesis_trainings_and_default_restores(tmp_path):
+    work = tmp_path / "repo"
+    work.mkdir()
+    shutil.copy(ROOT / "dvc.yaml", work / "dvc.yaml")
+    shutil.copytree(ROOT / "params", work / "params")
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=work, check=True)
+
+    def train_stages() -> list[str]:
+        out = subprocess.run(["dvc", "stage", "list", "--name-only"], cwd=work, check=True,
+                             capture_output=True, text=True).stdout.split()
+        return [s for s in out if s.startswith("train@blood-cell-images-")]
+
+    default = train_stages()
+    presets.apply_preset("full", work / "params", work / "params" / "presets")
+    full = train_stages()
+    thesis = ["vgg16", "vgg19", "inception_v3", "xception", "densenet121", "densenet169",
+              "densenet201", "resnet50"]
+    for network in thesis:
+        for regime in ("imagenet", "imagenet-finetune", "scratch"):
+            assert f"train@blood-cell-images-{network}-{regime}" in full
+            assert f"train@blood-cell-images-pooled-{network}-{regime}" in full
+    presets.apply_preset("default", work / "params", work / "params" / "presets")
+    assert train_stages() == default
+    for relative in presets.preset_files("default", ROOT / "params" / "presets"):
+        assert (work / "params" / relative).read_text() == (ROOT / "params" / relative
+                                                             ).read_text()
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(ValueError, match="preset must be one of"):
+        presets.preset_files("gpu", ROOT / "params" / "presets")
+
+
+def test_readme_results_match_the_metrics_files():
+    metrics = ROOT / "reports" / "metrics"
+    if not any(metrics.glob("*.json")):
+        pytest.skip("no metrics committed yet")
+    table = report.results_table(report.load_results(metrics))
+    readme = (ROOT / "README.md").read_text()
+    assert report.readme_table(table) in readme, "run `make results` after `make study`"
