@@ -133,7 +133,7 @@ def provenance() -> dict:
     data_hash = (yaml.safe_load(data_dvc.read_text())["outs"][0]["md5"]
                  if data_dvc.is_file() else "unknown")
     params = {p.as_posix(): yaml.safe_load(p.read_text())
-              for p in sorted(Path("params").rglob("*.yaml"))}
+              for p in sorted(Path("params").rglob("*.yaml")) if "presets" not in p.parts}
     dirty = bool(_git("status", "--porcelain", "--", "lib", "notebooks", "params", "dvc.yaml"))
     return {"commit": _git("rev-parse", "--short", "HEAD") + (" (+ uncommitted changes)"
                                                               if dirty else ""),
@@ -205,3 +205,84 @@ def stage_links_markdown(notebooks_dir: Path = Path("reports/notebooks")) -> str
     if not names:
         return "No executed stage notebooks found."
     return "\n".join(f"- [{p.stem}](html/{stage_html_name(p)})" for p in names)
+
+
+def thesis_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The 4-class models only (datasets of blood-cell-images)."""
+    return table[table["dataset"].str.startswith("blood-cell-images")]
+
+
+def regime_comparison(table: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Accuracy per network (rows) and regime (columns) on one split: the thesis's
+    transfer-against-scratch table."""
+    rows = table[table["split"] == split]
+    return rows.pivot_table(index=["dataset", "network"], columns="regime", values="accuracy")
+
+
+def split_inflation(table: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy on the official split against the leaky pooled split, per network and regime:
+    how much a split that puts copies of one cell on both sides inflates the figure."""
+    rows = table[(table["split"] == "test")
+                 & table["dataset"].isin(["blood-cell-images", "blood-cell-images-pooled"])]
+    if rows["dataset"].nunique() < 2:
+        return pd.DataFrame()
+    wide = rows.pivot_table(index=["network", "regime"], columns="dataset", values="accuracy")
+    wide = wide.dropna()
+    wide["inflation (points)"] = 100 * (wide["blood-cell-images-pooled"]
+                                        - wide["blood-cell-images"])
+    return wide
+
+
+def paired_predictions(predictions_dir: Path, models: list[str], split: str
+                       ) -> pd.DataFrame:
+    """Predictions of several models on the same images of ``split`` (columns = models)."""
+    frames = []
+    for model in models:
+        frame = pd.read_csv(Path(predictions_dir) / f"{model}.csv")
+        frame = frame[frame["split"] == split].set_index("path")
+        frames.append(frame["predicted"].rename(model))
+        actual = frame["actual"]
+    joined = pd.concat(frames, axis=1, join="inner")
+    joined.insert(0, "actual", actual.reindex(joined.index))
+    return joined
+
+
+def mcnemar_best_two(table: pd.DataFrame, predictions_dir: Path, dataset: str,
+                     split: str = "test") -> dict | None:
+    """McNemar's test between the two most accurate models of ``dataset`` on ``split``."""
+    from leuko.metrics import mcnemar
+
+    rows = table[(table["dataset"] == dataset) & (table["split"] == split)]
+    best = rows.sort_values("accuracy", ascending=False)["model"].head(2).tolist()
+    if len(best) < 2:
+        return None
+    paired = paired_predictions(predictions_dir, best, split)
+    classes = sorted(set(paired["actual"]) | set(paired[best[0]]) | set(paired[best[1]]))
+    code = {c: i for i, c in enumerate(classes)}
+    result = mcnemar(paired["actual"].map(code), paired[best[0]].map(code),
+                     paired[best[1]].map(code))
+    return {"model_a": best[0], "model_b": best[1], "split": split, "n": len(paired),
+            **result}
+
+
+def training_times(results_dir: Path) -> pd.DataFrame:
+    """Training time, epochs and parameter count per model (from ``reports/train``)."""
+    rows = []
+    for path in sorted(Path(results_dir).glob("*.json")):
+        summary = json.loads(path.read_text())
+        rows.append({"model": summary.get("model", path.stem),
+                     "network": summary.get("network"), "regime": summary.get("regime"),
+                     "dataset": summary.get("dataset"),
+                     "train_seconds": summary.get("train_seconds"),
+                     "epochs_run": summary.get("epochs_run"),
+                     "parameters": (summary.get("params") or {}).get("total")})
+    return pd.DataFrame(rows)
+
+
+def data_counts(manifests_dir: Path) -> dict[str, pd.DataFrame]:
+    """Images per split and class of every manifest the study prepared."""
+    from leuko.datasets import class_counts
+    from leuko.study import read_manifest
+
+    return {p.stem: class_counts(read_manifest(p)) for p in sorted(Path(manifests_dir)
+                                                                    .glob("*.csv"))}

@@ -274,16 +274,17 @@ def train_wbc(dataset: str, network: str, regime: str, image_size: int | str,
               patience: int = 0, reduce_lr_patience: int = 0, head_units=(256,),
               head_dropout: float = 0.5, head_l1: float = 0.0, head_l2: float = 0.0,
               finetune_blocks: str | int = "all", warmup_epochs: int = 0, augment: bool = True,
-              paths: Paths = Paths()):
+              precision: str = "float32", paths: Paths = Paths()):
     """Train one model of the 4-class study; save it, its curves and a training summary."""
     import time
 
-    from leuko import networks, train
+    from leuko import accel, networks, train
     from leuko.datasets import WBC_CLASSES
     from leuko.inputs import load_resized, make_dataset, steps_per_epoch
 
     train.check_regime(regime)
     train.set_determinism(seed)
+    precision = accel.set_precision(precision)
     size = resolve_image_size(network, image_size)
     classes = list(WBC_CLASSES)
     the_id = model_id(dataset, network, regime)
@@ -340,7 +341,7 @@ def train_wbc(dataset: str, network: str, regime: str, image_size: int | str,
     save_model(model, paths.model(the_id))
     result = train.RunResult(model, history, seconds, extra={
         "model": the_id, "dataset": dataset, "network": network, "regime": regime,
-        "image_size": size, "classes": classes,
+        "image_size": size, "classes": classes, "precision": precision,
         "params": networks.count_params(model)})
     write_json(paths.train_summary(the_id), result.summary())
     return result
