@@ -15,7 +15,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
 
-.PHONY: env lock data study test lint bench lab results strip preset-default preset-full clean-env
+.PHONY: env lock data browser study test lint bench lab results strip preset-default preset-full clean-env
 
 env: $(STAMP)
 
@@ -41,8 +41,15 @@ study: env data
 	$(BIN)/dvc repro
 	@echo "Report: reports/study.html"
 
-test: env data
+test: env data browser
 	$(BIN)/python -m pytest
+
+# Headless Chromium + chromedriver (Debian packages) for the report's browser test.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      chromium chromium-driver >/dev/null; } || \
+	  echo "warning: could not install chromium (needs root): the browser tests will skip"
 
 lint: env
 	$(BIN)/ruff check lib tests notebooks benchmarks

@@ -40,3 +40,8 @@ def in_root(monkeypatch):
     """Run the test from the project root (paths in manifests are relative to it)."""
     monkeypatch.chdir(ROOT)
     return ROOT
+
+# tests/browser.py is a helper module for the browser tests
+import sys  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))

@@ -1,0 +1,126 @@
+"""Precision and distribution switches: validated parameters, the auto rules, and a real
+data-parallel epoch under MirroredStrategy over two logical CPU devices."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import pytest
+
+from leuko import accel
+
+
+@pytest.fixture()
+def restore_policy():
+    before = keras.mixed_precision.global_policy().name
+    yield
+    keras.mixed_precision.set_global_policy(before)
+
+
+def cpuinfo(tmp_path, flags: str):
+    path = tmp_path / "cpuinfo"
+    path.write_text(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu sse2 {flags}\n\n")
+    return path
+
+
+def test_precision_is_validated_naming_the_parameter_and_values(restore_policy):
+    with pytest.raises(ValueError, match=r"precision must be one of .*mixed_bfloat16.*'fp8'"):
+        accel.set_precision("fp8")
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16", "mixed_float16"])
+def test_set_precision_sets_the_global_policy(policy, restore_policy):
+    assert accel.set_precision(policy) == policy
+    assert keras.mixed_precision.global_policy().name == policy
+    layer = keras.layers.Dense(2)
+    assert layer.variable_dtype == "float32"
+    assert layer.compute_dtype == ("float32" if policy == "float32" else policy[len("mixed_"):])
+
+
+def test_auto_precision_follows_the_hardware(tmp_path):
+    plain = cpuinfo(tmp_path, "avx2 avx512f avx512_vnni")
+    assert accel.resolve_precision("auto", gpus=1, cpuinfo=plain) == "mixed_float16"
+    assert accel.resolve_precision("auto", gpus=0, cpuinfo=plain) == "float32"
+    for flag in ("avx512_bf16", "amx_bf16"):
+        bf16 = cpuinfo(tmp_path, f"avx512f {flag}")
+        assert accel.resolve_precision("auto", gpus=0, cpuinfo=bf16) == "mixed_bfloat16"
+    assert accel.resolve_precision("auto", gpus=0, cpuinfo=tmp_path / "absent") == "float32"
+    assert accel.resolve_precision("float32", gpus=4) == "float32"
+
+
+def test_set_precision_auto_resolves(restore_policy):
+    assert accel.set_precision("auto") == accel.resolve_precision("auto")
+    assert keras.mixed_precision.global_policy().name == accel.resolve_precision("auto")
+
+
+def test_mixed_precision_classifier_keeps_float32_probabilities(restore_policy):
+    from leuko import networks
+
+    accel.set_precision("mixed_bfloat16")
+    model = networks.build_classifier("leukemia_cnn", 2, 32, pretrained=False,
+                                      channel_mean=(0.5, 0.5, 0.5))
+    probs = model.predict(keras.ops.zeros((2, 32, 32, 3)), verbose=0)
+    assert str(probs.dtype) == "float32"
+    assert abs(float(probs.sum()) - 2.0) < 1e-3
+
+
+def test_strategy_is_validated_and_defaults_to_one_device():
+    import tensorflow as tf
+
+    with pytest.raises(ValueError, match=r"strategy must be one of .*'mirrored'.*'tpu'"):
+        accel.distribution_strategy("tpu")
+    if not tf.config.list_physical_devices("GPU"):
+        strategy = accel.distribution_strategy()
+        assert strategy is tf.distribute.get_strategy()
+        assert strategy.num_replicas_in_sync == 1
+
+
+MIRRORED = textwrap.dedent("""
+    import json
+    import numpy as np
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+    import keras
+    from leuko import accel
+
+    strategy = accel.distribution_strategy("mirrored")
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
+                                  keras.layers.GlobalAveragePooling2D(),
+                                  keras.layers.Dense(2, activation="softmax")])
+        model.compile("adam", "categorical_crossentropy", metrics=["accuracy"])
+    x = np.random.default_rng(0).random((32, 8, 8, 3), dtype=np.float32)
+    y = np.eye(2, dtype=np.float32)[np.arange(32) % 2]
+    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    print(json.dumps({"replicas": strategy.num_replicas_in_sync,
+                      "kind": type(strategy).__name__,
+                      "devices": list(strategy.extended.worker_devices),
+                      "loss": history.history["loss"][-1]}))
+""")
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_trains_over_two_logical_cpus():
+    """Two logical CPU devices (configured before TensorFlow initialises, so in a subprocess):
+    one epoch of a tiny model under MirroredStrategy, two replicas."""
+    import json
+    import math
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, "-c", MIRRORED], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["kind"] == "MirroredStrategy"
+    assert result["replicas"] == 2
+    assert len(result["devices"]) == 2
+    assert math.isfinite(result["loss"])
