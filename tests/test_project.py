@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from leuko import presets, report
 
 ROOT = Path(__file__).resolve().parents[1]
+DVC = str(Path(sys.executable).parent / "dvc")
 
 
 @pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("*.ipynb")),
@@ -30,12 +32,12 @@ def test_full_preset_lists_all_thesis_trainings_and_default_restores(tmp_path):
     work.mkdir()
     shutil.copy(ROOT / "dvc.yaml", work / "dvc.yaml")
     shutil.copytree(ROOT / "params", work / "params")
-    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=work, check=True)
+    subprocess.run([DVC, "init", "--no-scm", "-q"], cwd=work, check=True)
 
     def train_stages() -> list[str]:
-        out = subprocess.run(["dvc", "stage", "list", "--name-only"], cwd=work, check=True,
+        out = subprocess.run([DVC, "stage", "list", "--name-only"], cwd=work, check=True,
                              capture_output=True, text=True).stdout.split()
-        return [s for s in out if s.startswith("train@blood-cell-images-")]
+        return [s for s in out if s.startswith(("train@", "train-pooled@"))]
 
     default = train_stages()
     presets.apply_preset("full", work / "params", work / "params" / "presets")
@@ -45,7 +47,7 @@ def test_full_preset_lists_all_thesis_trainings_and_default_restores(tmp_path):
     for network in thesis:
         for regime in ("imagenet", "imagenet-finetune", "scratch"):
             assert f"train@blood-cell-images-{network}-{regime}" in full
-            assert f"train@blood-cell-images-pooled-{network}-{regime}" in full
+            assert f"train-pooled@blood-cell-images-pooled-{network}-{regime}" in full
     presets.apply_preset("default", work / "params", work / "params" / "presets")
     assert train_stages() == default
     for relative in presets.preset_files("default", ROOT / "params" / "presets"):
