@@ -136,11 +136,14 @@ def test_detection_on_20_real_bccd_smears(truth):
 def test_reviewed_counts():
     frame = pd.DataFrame({"smear": ["a", "b", "c"], "split": ["test"] * 3,
                           "n_true": [0, 2, 1], "n_found": [1, 1, 1], "tp": [0, 1, 1],
-                          "fp": [1, 0, 0], "fn": [0, 1, 0], "iou_sum": [0.0, 0.8, 0.9]})
+                          "fp": [1, 0, 0], "fn": [0, 1, 0], "matched": [0, 1, 1],
+                          "iou_sum": [0.0, 0.8, 0.9]})
     fixed = smear.reviewed(frame, unannotated_cells=["a"], wrong_annotations=["b"])
     assert fixed["tp"].tolist() == [1, 1, 1] and fixed["fp"].tolist() == [0, 0, 0]
     assert fixed["fn"].tolist() == [0, 0, 0] and fixed["n_true"].tolist() == [1, 1, 1]
     assert smear.detection_summary(frame)["precision"] == pytest.approx(2 / 3)
+    assert smear.detection_summary(fixed)["mean_iou_of_matches"] == pytest.approx(0.85)
+    assert smear.detection_summary(fixed)["mean_iou_of_matches"] == pytest.approx(0.85)
 
 
 def test_detection_study_writes_its_reports(tmp_path, bccd, tiny):
@@ -194,6 +197,19 @@ def test_classify_smears_writes_annotated_images(tmp_path, bccd, tiny, capsys):
     assert "1 smear(s) without a white cell found" in printed.out
     assert "Differential count (4 cells):" in printed.out
     assert "broken.jpg: not a decodable image" in printed.err
+
+
+def test_annotated_images_inside_the_input_folder_are_not_classified(tmp_path, bccd, tiny,
+                                                                     capsys):
+    folder = tmp_path / "smears"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes((bccd / "JPEGImages/BloodImage_00000.jpg").read_bytes())
+    for _ in range(2):  # the second run must not take the first run's PNGs for smears
+        code = cli.main(["classify", "--smear", str(folder), "--model", str(tiny), "-o",
+                         str(folder / "results.csv"), "--json", "--no-progress"])
+        report = json.loads(capsys.readouterr().out)
+        assert code == 0 and report["files"] == 1 and report["cells"] == 1
+    assert (folder / "results-annotated" / "a.png").is_file()
 
 
 # --------------------------------------------------------------------------- stain

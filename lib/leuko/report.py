@@ -286,3 +286,17 @@ def data_counts(manifests_dir: Path) -> dict[str, pd.DataFrame]:
 
     return {p.stem: class_counts(read_manifest(p)) for p in sorted(Path(manifests_dir)
                                                                     .glob("*.csv"))}
+
+
+def detection_table(metrics_path: Path) -> pd.DataFrame:
+    """Detection precision / recall / F1 at the IoU threshold per BCCD split, from the detect
+    stage's metrics (as annotated, and with BCCD's boxes reviewed by eye)."""
+    metrics = json.loads(Path(metrics_path).read_text())
+    rows = []
+    for kind in ("detection", "detection_reviewed"):
+        for split, values in metrics.get(kind, {}).items():
+            if isinstance(values, dict):
+                rows.append({"boxes": "as annotated" if kind == "detection" else "reviewed",
+                             "smears": split, **{k: v for k, v in values.items()
+                                                 if not isinstance(v, dict | list)}})
+    return pd.DataFrame(rows)

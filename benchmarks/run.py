@@ -1,0 +1,623 @@
+"""The speed benchmark: every claim as a ratio of two variants measured side by side, in one
+process, on this machine.
+
+    make bench                                    # = .venv/bin/python benchmarks/run.py
+    .venv/bin/python benchmarks/run.py --per-class 25 --epochs 1       # a quick look
+    .venv/bin/python benchmarks/run.py --sections precision --precision-accuracy
+
+Speed on small shared machines swings by up to 2x between epochs, so compared variants are
+interleaved (A B B A ... after one warm-up run of each, which also builds the graphs) and
+every figure is a median. Only the ratios mean something; absolute times depend on the load.
+Sections (``--sections``, comma-separated; default all):
+
+pipeline   one epoch of MobileNetV2 (random init, whole network trained): the study's input
+           pipeline (``load_resized`` once, then ``make_epochs_dataset`` with augmentation)
+           against the seeds' way (Keras ``ImageDataGenerator.flow_from_directory``: decode,
+           resize and augment every image in Python, every epoch) and against the same step
+           on synthetic in-memory tensors (the input pipeline's overhead)
+transfer   an epoch of the transfer regime: the head on cached bottleneck features against
+           recomputing the frozen ImageNet base every epoch
+precision  a training step in float32 against mixed_bfloat16, MobileNetV2 96 px and the custom
+           CNN (leukemia_cnn) 128 px; ``--precision-accuracy`` adds a few epochs of real
+           training under each policy and their validation accuracy
+classify   the classifier's throughput (cells per second) with a saved MobileNetV2 model:
+           ``leuko.classify.classify_cells`` from files, and ``study.predict`` on decoded images
+dvc        ``dvc status`` and, when the pipeline is up to date, a real no-op ``dvc repro``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ("pipeline", "transfer", "precision", "classify", "dvc")
+WBC_TRAIN = ROOT / "data" / "blood-cell-images" / "images" / "TRAIN"
+WBC_TEST = ROOT / "data" / "blood-cell-images" / "images" / "TEST"
+ALL_IDB2 = ROOT / "data" / "all-idb2"
+# The seeds' on-the-fly augmentation: rotations and flips (the recipes' "rotation + flip").
+SEEDS_AUGMENTATION = {"rotation_range": 90, "horizontal_flip": True, "vertical_flip": True,
+                      "fill_mode": "nearest"}
+
+
+def say(*args) -> None:
+    print(*args, flush=True)
+
+
+# --- the machine ----------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (or the platform's processor string)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine_lines() -> list[str]:
+    import keras
+    import tensorflow as tf
+
+    from leuko import accel
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return [f"machine   {cpu_model()}; {os.cpu_count()} logical cores ({usable} usable); "
+            f"native bfloat16 (AVX512-BF16/AMX): {'yes' if accel.cpu_has_bf16() else 'no'}; "
+            f"GPUs: {len(tf.config.list_physical_devices('GPU'))}",
+            f"software  Python {platform.python_version()}, TensorFlow {tf.__version__}, "
+            f"Keras {keras.__version__}",
+            f"load      {load} (1/5/15-min load average at the start)"]
+
+
+# --- timing -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Timing:
+    """One timed epoch: its wall-clock seconds and the seconds of each training step."""
+
+    seconds: float
+    steps: np.ndarray
+
+
+@dataclass
+class Series:
+    """The timings of one variant across the interleaved runs."""
+
+    runs: list[Timing] = field(default_factory=list)
+
+    @property
+    def epoch(self) -> float:
+        return statistics.median(r.seconds for r in self.runs)
+
+    @property
+    def step(self) -> float:
+        steps = np.concatenate([r.steps for r in self.runs])
+        return float(np.median(steps)) if len(steps) else float("nan")
+
+
+def make_step_timer():
+    import keras
+
+    class StepTimer(keras.callbacks.Callback):
+        """Wall-clock time of an epoch and between consecutive batch ends (a whole training
+        step: waiting for the batch included)."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.marks = [time.perf_counter()]
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.marks.append(time.perf_counter())
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.end = time.perf_counter()
+
+        def timing(self) -> Timing:
+            return Timing(self.end - self.marks[0], np.diff(self.marks))
+
+    return StepTimer()
+
+
+def fit_epoch(model, data, steps: int | None = None) -> Timing:
+    """Train ``model`` for one epoch on ``data``; its timing."""
+    timer = make_step_timer()
+    model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer])
+    return timer.timing()
+
+
+def interleaved(variants: dict[str, Callable[[], Timing]], reps: int,
+                warmup: dict[str, Callable[[], object]] | None = None) -> dict[str, Series]:
+    """Run each variant once to warm up (graph building; discarded; ``warmup`` may give a
+    cheaper call per variant), then ``reps`` times each, interleaved A B C, C B A, A B C ...
+    so slow phases of the machine hit all variants alike."""
+    names = list(variants)
+    for name in names:
+        (warmup or variants)[name]()
+    series = {name: Series() for name in names}
+    for rep in range(reps):
+        for name in names if rep % 2 == 0 else reversed(names):
+            series[name].runs.append(variants[name]())
+    return series
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+def pick_images(root: Path, per_class: int, seed: int) -> tuple[list[Path], list[str]]:
+    """``per_class`` images of every class folder of ``root``, drawn with ``seed``."""
+    rng = np.random.default_rng(seed)
+    paths, labels = [], []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(folder.glob("*.jp*g"))
+        if len(files) < per_class:
+            raise SystemExit(f"{folder} has {len(files)} images, fewer than --per-class "
+                             f"{per_class}")
+        for i in sorted(rng.choice(len(files), per_class, replace=False)):
+            paths.append(files[i])
+            labels.append(folder.name)
+    return paths, labels
+
+
+def one_hot(labels: list[str]) -> tuple[np.ndarray, list[str]]:
+    classes = sorted(set(labels))
+    index = np.array([classes.index(label) for label in labels])
+    return np.eye(len(classes), dtype=np.float32)[index], classes
+
+
+def class_tree(paths: list[Path], labels: list[str], folder: Path) -> Path:
+    """A ``class/image`` folder of links to the chosen images, for ``flow_from_directory``."""
+    for path, label in zip(paths, labels, strict=True):
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        (folder / label / path.name).symlink_to(path.resolve())
+    return folder
+
+
+def synthetic_batches(batch: int, size: int, n_classes: int, seed: int):
+    """An endless dataset repeating one in-memory float32 batch: training with no input
+    pipeline to speak of (its element spec equals the real pipeline's, so a model traced on
+    one runs the other without retracing)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (batch, size, size, 3)).astype(np.float32)
+    y = np.eye(n_classes, dtype=np.float32)[rng.integers(0, n_classes, batch)]
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).repeat()
+
+
+def new_model(network: str, n_classes: int, size: int, seed: int, learning_rate: float = 1e-3,
+              pretrained: bool = False, precision: str = "float32", channel_mean=None,
+              head=None, steps_per_execution: int = 1):
+    """A compiled classifier as the study builds it (same seed -> same initial weights)."""
+    import keras
+
+    from leuko import accel, networks, train
+
+    accel.set_precision(precision)
+    try:
+        keras.utils.set_random_seed(seed)
+        kwargs = {"head": head} if head is not None else {}
+        model = networks.build_classifier(network, n_classes, size, pretrained=pretrained,
+                                          channel_mean=channel_mean, **kwargs)
+        train.compile_model(model, train.FitConfig(
+            batch_size=16, learning_rate=learning_rate, seed=seed,
+            steps_per_execution=steps_per_execution))
+    finally:
+        accel.set_precision("float32")
+    return model
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    what: str
+    ours: str
+    other: str
+    result: str
+    target: str = ""
+    met: bool | None = None
+
+
+def table(rows: list[Row]) -> str:
+    header = ("measurement", "ours", "compared with", "result", "target", "met")
+    cells = [header] + [(r.what, r.ours, r.other, r.result, r.target,
+                         "" if r.met is None else ("yes" if r.met else "NO")) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+@dataclass
+class Context:
+    """What the sections share: the settings, the chosen images (decoded once per size) and
+    the float32 MobileNetV2, whose graph is built once (the slowest part of a run here)."""
+
+    args: argparse.Namespace
+    paths: list[Path]
+    labels: list[str]
+    images: dict[int, np.ndarray] = field(default_factory=dict)
+    models: dict[str, object] = field(default_factory=dict)
+
+    def decoded(self, size: int) -> np.ndarray:
+        from leuko.inputs import load_resized
+
+        if size not in self.images:
+            self.images[size] = load_resized(self.paths, size, progress=False)
+        return self.images[size]
+
+    def mobilenet(self):
+        """The float32 MobileNetV2 (random init, whole network trained) of the study's size."""
+        if "mobilenet_v2" not in self.models:
+            self.models["mobilenet_v2"] = new_model("mobilenet_v2", len(set(self.labels)),
+                                                    self.args.size, self.args.seed)
+        return self.models["mobilenet_v2"]
+
+
+# --- sections ---------------------------------------------------------------------------------
+
+
+def bench_pipeline(ctx: Context) -> list[Row]:
+    """Our input pipeline vs the seeds' ImageDataGenerator vs synthetic tensors, one model."""
+    import tensorflow as tf
+
+    from leuko.inputs import load_resized, make_epochs_dataset, steps_per_epoch
+
+    args = ctx.args
+    y, classes = one_hot(ctx.labels)
+    start = time.perf_counter()
+    x = ctx.images[args.size] = load_resized(ctx.paths, args.size, progress=False)
+    decode_s = time.perf_counter() - start
+    steps = steps_per_epoch(len(x), args.batch)
+    say(f"pipeline: {len(x)} images decoded and resized to {args.size} px once in "
+        f"{decode_s:.1f} s ({len(x) / decode_s:.0f} img/s); {steps} steps per epoch")
+
+    generator = tf.keras.preprocessing.image.ImageDataGenerator(**SEEDS_AUGMENTATION)
+    tree = class_tree(ctx.paths, ctx.labels, Path(tempfile.mkdtemp(prefix="bench-flow-")))
+    model = ctx.mobilenet()  # one model for all three: the same step, only the data differ
+    try:
+        flow = generator.flow_from_directory(
+            str(tree), target_size=(args.size, args.size), batch_size=args.batch,
+            class_mode="categorical", classes=classes, seed=args.seed, shuffle=True)
+        synthetic = synthetic_batches(args.batch, args.size, len(classes), args.seed)
+        epoch = {"n": 0}
+
+        def ours() -> Timing:  # the study's way: a dataset per epoch, as train.fit resumes
+            epoch["n"] += 1
+            data = make_epochs_dataset(x, y, args.batch, epoch["n"], epoch["n"] - 1,
+                                       augment=True, seed=args.seed)
+            return fit_epoch(model, data, steps)
+
+        series = interleaved({
+            "ours": ours,
+            "seeds": lambda: fit_epoch(model, flow),
+            "synthetic": lambda: fit_epoch(model, synthetic, steps),
+        }, args.epochs)
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+    o, s, z = series["ours"], series["seeds"], series["synthetic"]
+    for name, item in series.items():
+        say(f"  {name:9s} epochs " + " ".join(f"{r.seconds:.1f}" for r in item.runs)
+            + f" s; median step {ms(item.step)}")
+    ratio = s.epoch / o.epoch
+    overhead = o.step / z.step - 1
+    return [
+        Row(f"epoch, MobileNetV2 {args.size}px, {len(x)} images", f"{o.epoch:.1f} s",
+            f"ImageDataGenerator {s.epoch:.1f} s", f"{ratio:.2f}x faster", ">= 3x",
+            ratio >= 3),
+        Row("  one-off decode+resize (load_resized)", f"{decode_s:.1f} s", "",
+            f"{decode_s / o.epoch:.2f} epochs' time"),
+        Row("step, real data vs synthetic tensors", ms(o.step), f"synthetic {ms(z.step)}",
+            f"{overhead * 100:+.1f} % overhead", "<= 5 %", overhead <= 0.05),
+    ]
+
+
+def bench_transfer(ctx: Context) -> list[Row]:
+    """The head on cached bottleneck features vs recomputing the frozen base every epoch."""
+    import yaml
+
+    from leuko import networks, study, train
+    from leuko.inputs import make_epochs_dataset, steps_per_epoch
+
+    args = ctx.args
+    y, classes = one_hot(ctx.labels)
+    x = ctx.decoded(args.size)
+    steps = steps_per_epoch(len(x), args.batch)
+    entry = networks.get_network("mobilenet_v2")
+    base = entry.build((args.size, args.size, 3), True)
+    base.trainable = False
+    start = time.perf_counter()
+    features = train.compute_features(base, networks.Preprocess(entry.preprocessing), x, 64)
+    features_s = time.perf_counter() - start
+    head_config = train.FitConfig(batch_size=args.batch, seed=args.seed, steps_per_execution=50)
+    head = train.compile_model(networks.build_head(features.shape[1], len(classes)),
+                               head_config)
+    whole = networks.build_classifier("mobilenet_v2", len(classes), args.size, True,
+                                      base=base)
+    train.compile_model(whole, train.FitConfig(batch_size=args.batch, seed=args.seed))
+    epoch = {"cached": 0, "recompute": 0}
+
+    def cached() -> Timing:  # as train_wbc: epochs_of the features, 50 steps per execution
+        epoch["cached"] += 1
+        data = study.epochs_of(features, y, args.batch, epoch["cached"], False,
+                               args.seed)(epoch["cached"] - 1)
+        return fit_epoch(head, data, steps)
+
+    def recompute() -> Timing:  # the frozen base runs forward over every image every epoch
+        epoch["recompute"] += 1
+        data = make_epochs_dataset(x, y, args.batch, epoch["recompute"], epoch["recompute"] - 1,
+                                   augment=False, seed=args.seed)
+        return fit_epoch(whole, data, steps)
+
+    series = interleaved({"cached": cached, "recompute": recompute}, max(args.epochs, 2))
+    c, r = series["cached"], series["recompute"]
+    say(f"transfer: features of {len(x)} images in {features_s:.1f} s; epochs cached "
+        + " ".join(f"{t.seconds:.2f}" for t in c.runs) + " s, recomputed "
+        + " ".join(f"{t.seconds:.1f}" for t in r.runs) + " s")
+    epochs = int(yaml.safe_load((ROOT / "params/regimes/imagenet.yaml").read_text())["epochs"])
+    ratio = r.epoch / c.epoch
+    total = (epochs * r.epoch) / (features_s + epochs * c.epoch)
+    return [
+        Row("transfer epoch, cached features vs frozen base", f"{c.epoch:.2f} s",
+            f"recompute {r.epoch:.1f} s", f"{ratio:.0f}x faster", ">= 20x", ratio >= 20),
+        Row(f"  {epochs} epochs incl. the one feature pass", f"{features_s + epochs * c.epoch:.0f} s",
+            f"recompute {epochs * r.epoch:.0f} s", f"{total:.0f}x faster", ">= 20x", total >= 20),
+    ]
+
+
+def bench_precision(ctx: Context) -> list[Row]:
+    """Training step time, float32 vs mixed_bfloat16, on synthetic in-memory batches."""
+    args = ctx.args
+    rows = []
+    for network, size in (("mobilenet_v2", args.size), ("leukemia_cnn", args.cnn_size)):
+        mean = (0.5, 0.5, 0.5) if network == "leukemia_cnn" else None
+        models = {p: new_model(network, 4, size, args.seed, precision=p, channel_mean=mean)
+                  for p in ("float32", "mixed_bfloat16")
+                  if not (network == "mobilenet_v2" and p == "float32")}
+        if network == "mobilenet_v2":
+            models = {"float32": ctx.mobilenet(), **models}
+        data = synthetic_batches(args.batch, size, 4, args.seed)
+        series = interleaved(
+            {p: partial(fit_epoch, m, data, args.precision_steps) for p, m in models.items()},
+            args.epochs, warmup={p: partial(fit_epoch, m, data, 2) for p, m in models.items()})
+        f, b = series["float32"].step, series["mixed_bfloat16"].step
+        say(f"precision: {network} {size}px step float32 {ms(f)}, mixed_bfloat16 {ms(b)}")
+        rows.append(Row(f"train step {network} {size}px, float32 vs bf16", ms(f),
+                        f"mixed_bfloat16 {ms(b)}",
+                        f"bf16 {f / b:.2f}x faster" if b < f else f"bf16 {b / f:.2f}x slower"))
+    return rows
+
+
+def bench_precision_accuracy(ctx: Context) -> list[Row]:
+    """A few epochs of real training under each policy: validation accuracy and epoch time."""
+    from leuko import networks
+    from leuko.inputs import load_resized, make_dataset, make_epochs_dataset, steps_per_epoch
+
+    args = ctx.args
+    rows = []
+    # MobileNetV2 fine-tuned from ImageNet on the 4 WBC classes (TRAIN -> a TEST sample)
+    train_paths, train_labels = pick_images(WBC_TRAIN, args.per_class, args.seed)
+    val_paths, val_labels = pick_images(WBC_TEST, max(10, args.per_class // 2), args.seed + 1)
+    tasks = [("mobilenet_v2", args.size, train_paths, train_labels, val_paths, val_labels,
+              True, 1e-4)]
+    # the custom CNN from scratch on ALL-IDB2 (blast _1 vs healthy _0), a seeded 75:25 split
+    files = sorted(ALL_IDB2.glob("*.tif"))
+    if files:
+        order = np.random.default_rng(args.seed).permutation(len(files))
+        cut = int(0.75 * len(files))
+        label = [f.stem.rsplit("_", 1)[-1] for f in files]
+        tasks.append(("leukemia_cnn", args.cnn_size, [files[i] for i in order[:cut]],
+                      [label[i] for i in order[:cut]], [files[i] for i in order[cut:]],
+                      [label[i] for i in order[cut:]], False, 1e-4))
+    for network, size, tp, tl, vp, vl, pretrained, lr in tasks:
+        y, classes = one_hot(tl)
+        yv = np.eye(len(classes), dtype=np.float32)[[classes.index(v) for v in vl]]
+        x, xv = load_resized(tp, size, progress=False), load_resized(vp, size, progress=False)
+        mean = tuple(float(m) for m in x.reshape(-1, 3).mean(axis=0) / 255.0)
+        head = networks.HeadConfig((1024, 1024), 0.0, 7e-4, 7e-4) \
+            if network == "leukemia_cnn" else None
+        steps = steps_per_epoch(len(x), args.batch)
+        result = {}
+        for policy in ("float32", "mixed_bfloat16"):
+            model = new_model(network, len(classes), size, args.seed, lr, pretrained, policy,
+                              mean if network == "leukemia_cnn" else None, head)
+            times = []
+            for e in range(args.accuracy_epochs):
+                data = make_epochs_dataset(x, y, args.batch, e + 1, e, augment=True,
+                                           seed=args.seed)
+                times.append(fit_epoch(model, data, steps).seconds)
+            loss, acc = model.evaluate(make_dataset(xv, yv, args.batch), verbose=0)
+            result[policy] = (acc, loss, statistics.median(times[1:] or times))
+            say(f"accuracy: {network} {size}px {policy}: val accuracy {acc:.3f}, val loss "
+                f"{loss:.3f}, epochs " + " ".join(f"{t:.1f}" for t in times) + " s")
+        (fa, fl, ft), (ba, bl, bt) = result["float32"], result["mixed_bfloat16"]
+        rows.append(Row(f"{network} {size}px, {args.accuracy_epochs} epochs, "
+                        f"{len(x)}/{len(xv)} img", f"acc {fa:.3f} loss {fl:.2f} {ft:.1f} s/ep",
+                        f"bf16 acc {ba:.3f} loss {bl:.2f} {bt:.1f} s/ep",
+                        f"acc {ba - fa:+.3f}, time {bt / ft:.2f}x"))
+    return rows
+
+
+def bench_classify(ctx: Context) -> list[Row]:
+    """Cells per second of the classifier with a saved MobileNetV2 model."""
+    from leuko import study
+
+    args, paths = ctx.args, ctx.paths
+    classes = sorted(set(ctx.labels))
+    folder = Path(tempfile.mkdtemp(prefix="bench-model-"))
+    rows = []
+    try:
+        model_path = study.save_model(ctx.mobilenet(), folder / "wbc.keras")
+        model_path.with_suffix(".json").write_text(json.dumps(
+            {"classes": classes, "input_size": [args.size, args.size], "crop": None}))
+        try:
+            from leuko import classify
+        except ImportError:
+            classify = None
+
+        variants = {}
+        if classify is not None and hasattr(classify, "classify_cells"):
+            classifier = classify.load_classifier(model_path)
+
+            def cells() -> Timing:
+                start = time.perf_counter()
+                done = sum(1 for _ in classify.classify_cells(paths, classifier))
+                assert done == len(paths)
+                return Timing(time.perf_counter() - start, np.array([]))
+
+            variants["classify_cells"] = cells
+        loaded = study.load_model(model_path)
+        x = ctx.decoded(args.size)
+
+        def predict() -> Timing:
+            start = time.perf_counter()
+            study.predict(loaded, x)
+            return Timing(time.perf_counter() - start, np.array([]))
+
+        variants["predict"] = predict
+        series = interleaved(variants, 2)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    for name, item in series.items():
+        rate = len(paths) / item.epoch
+        say(f"classify: {name}: " + " ".join(f"{r.seconds:.1f}" for r in item.runs)
+            + f" s for {len(paths)} cells -> {rate:.0f} cells/s")
+    if "classify_cells" in series:
+        rate = len(paths) / series["classify_cells"].epoch
+        rows.append(Row(f"classifier, MobileNetV2 {args.size}px, files in",
+                        f"{rate:.0f} cells/s", "leuko.classify.classify_cells", "",
+                        ">= 100 cells/s", rate >= 100))
+    rate = len(paths) / series["predict"].epoch
+    rows.append(Row("  model only (study.predict, decoded images)", f"{rate:.0f} cells/s",
+                    "", "", ">= 100 cells/s", rate >= 100))
+    return rows
+
+
+def bench_dvc() -> list[Row]:
+    """``dvc status``; then, only when the pipeline is up to date, a real no-op ``dvc repro``."""
+    dvc = str(Path(sys.executable).parent / "dvc")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+    def timed(*cmd: str) -> tuple[float, subprocess.CompletedProcess]:
+        start = time.perf_counter()
+        done = subprocess.run([dvc, *cmd], cwd=ROOT, capture_output=True, text=True, env=env,
+                              timeout=600)
+        return time.perf_counter() - start, done
+
+    status_s, status = timed("status", "--quiet")
+    text = (status.stdout + status.stderr).strip()
+    if status.returncode == 0:
+        repro_s, repro = timed("repro")
+        out = repro.stdout + repro.stderr
+        last = out.strip().splitlines()[-1] if out.strip() else ""
+        noop = repro.returncode == 0 and ("up to date" in out or "didn't change" in out)
+        say(f"dvc: status {status_s:.1f} s (up to date); repro {repro_s:.1f} s: {last}")
+        return [Row("no-op dvc repro (pipeline up to date)", f"{repro_s:.1f} s",
+                    f"dvc status {status_s:.1f} s", "no-op" if noop else "NOT a no-op",
+                    "<= 5 s", noop and repro_s <= 5)]
+    if status.returncode == 1:  # `--quiet`: 1 = something changed
+        _, full = timed("status")
+        changed = sum(1 for line in full.stdout.splitlines()
+                      if line and not line.startswith((" ", "\t")) and line.endswith(":"))
+        why = f"pipeline not up to date ({changed} stage(s) changed): no repro run"
+    else:
+        why = f"dvc status failed: {text.splitlines()[-1] if text else status.returncode}"
+    say(f"dvc: status {status_s:.1f} s; {why}")
+    return [Row("dvc status (no-op repro not run)", f"{status_s:.1f} s", "", why, "<= 5 s",
+                status_s <= 5)]
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def parse(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated, of {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--per-class", type=int, default=100,
+                        help="training images per class from blood-cell-images TRAIN (4 classes)")
+    parser.add_argument("--size", type=int, default=96, help="MobileNetV2 input size (px)")
+    parser.add_argument("--cnn-size", type=int, default=128, help="leukemia_cnn input size")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=2,
+                        help="measured epochs per variant, after one warm-up epoch each")
+    parser.add_argument("--precision-steps", type=int, default=8,
+                        help="training steps per timed run in the precision section")
+    parser.add_argument("--precision-accuracy", action="store_true",
+                        help="also train a few epochs under each precision (slow)")
+    parser.add_argument("--accuracy-epochs", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(args.sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"sections must be among {SECTIONS}, got {unknown}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    os.chdir(ROOT)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.path.insert(0, str(ROOT / "lib"))
+    begin = time.perf_counter()
+    from leuko import train
+
+    for line in machine_lines():
+        say(line)
+    say(f"settings  {' '.join(sys.argv[1:]) or '(defaults)'}; seed {args.seed}; "
+        f"batch {args.batch}; medians of {args.epochs} interleaved runs after a warm-up")
+    train.set_determinism(args.seed)
+    rows: list[Row] = []
+    if not WBC_TRAIN.is_dir():
+        raise SystemExit(f"{WBC_TRAIN} missing: run `make data` first")
+    ctx = Context(args, *pick_images(WBC_TRAIN, args.per_class, args.seed))
+    for section in args.sections:
+        start = time.perf_counter()
+        if section == "pipeline":
+            rows += bench_pipeline(ctx)
+        elif section == "transfer":
+            rows += bench_transfer(ctx)
+        elif section == "precision":
+            rows += bench_precision(ctx)
+            if args.precision_accuracy:
+                rows += bench_precision_accuracy(ctx)
+        elif section == "classify":
+            rows += bench_classify(ctx)
+        elif section == "dvc":
+            rows += bench_dvc()
+        say(f"[{section}: {time.perf_counter() - start:.0f} s]")
+    say("")
+    say(table(rows))
+    say(f"\ntotal {time.perf_counter() - begin:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

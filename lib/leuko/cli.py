@@ -1,0 +1,206 @@
+"""``leuko``: the command line of the study's classifier.
+
+``leuko classify PATH... [--smear] [--model M] [--output CSV] [--batch-size N] [--json]``
+    Classify cell images (or, with ``--smear``, whole smears) in files and folders (recursive;
+    JPEG, PNG, BMP, TIFF), write one CSV row per cell with the predicted class and the
+    probability of every class, and print the differential count (cells and % per class).
+``leuko export --task {wbc,leukemia} [--rule val_macro_f1|best_val_accuracy]``
+    Choose the study's model for a task and export it with its metadata to build/export/.
+
+Exit codes (every subcommand):
+    0  everything worked;
+    1  usage error: bad option, model or metadata missing, nothing to classify;
+    2  some input files could not be read: they are listed with their reasons (on stderr, in
+       ``<output>-failed.csv`` and under ``"failed"`` with ``--json``); all others were
+       classified and written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED = 0, 1, 2
+DEFAULT_MODEL = Path("build/export/wbc.keras")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error; here 2 means "some files failed", so use 1."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``leuko`` argument parser with its subcommands."""
+    parser = _Parser(prog="leuko", description="The command line of the leukocyte study's "
+                                               "classifier: classify new images, export models.",
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                     epilog="Exit codes: 0 all good, 1 usage error, 2 some files could not be "
+                            "read (listed with reasons; the others were classified).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    c = sub.add_parser("classify", help="classify cell images or whole smears",
+                       description="Classify white-blood-cell images (or whole smears with "
+                                   "--smear) and print the differential count.",
+                       epilog="Exit codes: 0 all good, 1 usage error, 2 some files could not "
+                              "be read (listed with reasons; the others were classified).")
+    c.add_argument("paths", nargs="+", metavar="PATH",
+                   help="image files and/or folders (searched recursively for .jpg .jpeg "
+                        ".png .bmp .tif .tiff)")
+    c.add_argument("--model", type=Path, default=DEFAULT_MODEL,
+                   help=f"exported model; its metadata JSON must lie beside it "
+                        f"(default: {DEFAULT_MODEL})")
+    c.add_argument("--output", "-o", type=Path, default=Path("leuko-classify.csv"),
+                   help="CSV to write, one row per cell (default: leuko-classify.csv); with "
+                        "--smear also <stem>-smears.csv and the folder <stem>-annotated/")
+    c.add_argument("--batch-size", type=_positive_int, default=64,
+                   help="images per model call (default: 64)")
+    c.add_argument("--smear", action="store_true",
+                   help="inputs are whole smears: find the white cells, classify each, and "
+                        "write an annotated PNG per smear")
+    c.add_argument("--cell-size", type=_positive_float, default=None,
+                   help="with --smear: a white cell's width in pixels in your smears "
+                        "(default 190, right for BCCD's 640x480 smears)")
+    c.add_argument("--json", action="store_true",
+                   help="print a JSON summary on stdout instead of the table")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c.add_argument("--workers", type=_positive_int, default=2,
+                   help="threads decoding images (default: 2)")
+
+    e = sub.add_parser("export", help="choose and export the study's model for a task",
+                       description="Choose the study's model for a task by a validation "
+                                   "figure and copy it with its metadata to build/export/.")
+    e.add_argument("--task", required=True, help="wbc (4 classes) or leukemia (ALL vs HEM)")
+    e.add_argument("--rule", default="val_macro_f1",
+                   help="val_macro_f1 (default: computed on the manifest's validation rows) "
+                        "or best_val_accuracy (from the training summary)")
+    e.add_argument("--models", nargs="*", default=None, metavar="MODEL_ID",
+                   help="candidate model ids (default: every trained model of the task)")
+    e.add_argument("--out-dir", type=Path, default=Path("build/export"))
+    e.add_argument("--json", action="store_true", help="print the metadata as JSON")
+    return parser
+
+
+def _print_failures(failures, stream) -> None:
+    print(f"{len(failures)} file(s) could not be read and were skipped:", file=stream)
+    for failure in failures:
+        print(f"  {failure.path}: {failure.reason}", file=stream)
+
+
+def cmd_classify(args) -> int:
+    """``leuko classify``: run, write the CSVs, print the differential count."""
+    from leuko import classify
+
+    if args.cell_size is not None and not args.smear:
+        print("leuko classify: error: --cell-size only applies with --smear", file=sys.stderr)
+        return EXIT_USAGE
+    if not any(True for _ in classify.iter_image_files(args.paths)):
+        print("leuko classify: error: no image files found in: " + ", ".join(args.paths),
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        classifier = classify.load_classifier(args.model)
+    except (FileNotFoundError, ValueError, OSError) as error:
+        print(f"leuko classify: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    detect_config = None
+    if args.smear:
+        from leuko.smear import DetectConfig
+
+        detect_config = DetectConfig(**({"cell_size": args.cell_size} if args.cell_size
+                                        else {}))
+    summary = classify.run(args.paths, args.model, args.output, batch_size=args.batch_size,
+                           smear=args.smear, detect_config=detect_config,
+                           progress=not args.no_progress, workers=args.workers,
+                           classifier=classifier)
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+        return summary.exit_code
+    unit = "smear" if args.smear else "image"
+    rate = ""
+    if summary.seconds:
+        rate = f" ({summary.cells / summary.seconds:.1f} cells/s)"
+        if args.smear:
+            rate = f" ({summary.files / summary.seconds:.1f} smears/s,{rate[2:]}"
+    print(f"Classified {summary.classified_files} of {summary.files} {unit}(s) with "
+          f"{args.model} in {summary.seconds:.1f} s{rate}")
+    if args.smear:
+        print(f"White cells found: {summary.cells}")
+        if summary.smears_without_cells:
+            print(f"{len(summary.smears_without_cells)} smear(s) without a white cell found "
+                  "(see their annotated images)")
+    print()
+    print(classify.format_differential(summary.differential(),
+                                       f"Differential count ({summary.cells} cells):"))
+    print()
+    print(f"Per-cell results: {summary.output}")
+    if summary.smear_output:
+        print(f"Per-smear counts: {summary.smear_output}")
+        print(f"Annotated smears: {summary.annotated_dir}{os.sep}")
+    if summary.ignored_files:
+        print(f"Ignored {summary.ignored_files} file(s) in the folders without an image "
+              "suffix.")
+    if summary.failures:
+        print(file=sys.stderr)
+        _print_failures(summary.failures, sys.stderr)
+        print(f"(also listed in {summary.failed_output}; exit code 2)", file=sys.stderr)
+    return summary.exit_code
+
+
+def cmd_export(args) -> int:
+    """``leuko export``: choose the model of a task and export it with metadata."""
+    from leuko import export
+
+    try:
+        metadata = export.export_task(args.task, rule=args.rule, model_ids=args.models,
+                                      out_dir=args.out_dir)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"leuko export: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(metadata, indent=2))
+    else:
+        choice = metadata["choice"]
+        print(f"Exported {metadata['model_id']} as {metadata['model_file']} "
+              f"(rule {choice['rule_used']}: {choice['score']:.4f})")
+        if choice.get("note"):
+            print(f"Note: {choice['note']}")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``leuko`` console script; returns the exit code."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    if args.command == "classify":
+        return cmd_classify(args)
+    return cmd_export(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

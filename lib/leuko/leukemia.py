@@ -1,0 +1,612 @@
+"""The leukemia study's stages (ALL blast vs healthy cell): the C-NMC 2019 report's recipe.
+
+prepare (``study.prepare``: 6:3:1 train/val/test, stratified, grouped by patient and content
+hash) -> augment (centre crop, then a balanced, seeded, materialised train and validation set of
+``N`` images per class; test never augmented) -> train (Solution A, the custom CNN
+``leukemia_cnn``, or Solution B, ``efficientnet_b2`` from scratch; EarlyStopping,
+ReduceLROnPlateau(0.5, min 1e-6), checkpoint on the best validation accuracy) -> evaluate
+(``study.evaluate_model`` on the test split: confusion matrix, per-class report, bootstrap
+intervals; galleries of the false positives and false negatives).
+
+Model ids, models, curves and metrics follow the 4-class study's scheme (``study.Paths``,
+``study.model_id(dataset, network, "scratch")``), so the compare notebook and
+``leuko.report.results_table`` read both studies alike; what only this study writes has its
+own paths in ``LeukemiaPaths``. The crop is chosen per dataset layout and recorded once, by the
+augment stage, so training and evaluation cannot disagree about it.
+
+Optional k-fold cross-validation (``folds`` >= 2 at prepare): fold ``f`` is the test set, fold
+``f + 1`` the validation set, the rest the training set; each fold is augmented and trained like
+the main split, its test fold predicted, and the evaluation reports per-fold and pooled figures
+(mean ± sd with ``metrics.kfold_summary``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from leuko import study
+from leuko.atomic import write_csv_atomic
+from leuko.augment import AugmentConfig, apply_transform, enabled_transforms, materialise
+from leuko.crops import centre_crop, channel_mean
+from leuko.datasets import LEUKEMIA_CLASSES, detect_layout
+from leuko.images import load_rgb
+
+REGIME = "scratch"  # both solutions start from random weights
+POSITIVE = LEUKEMIA_CLASSES[0]  # "ALL": a false positive is a healthy cell called a blast
+AUGMENTED_SPLITS = ("train", "val")
+RECIPE = AugmentConfig()  # the report's augmentation (leuko.augment's defaults)
+GALLERY_KINDS = {"false-positives": "false positives (healthy cells called ALL)",
+                 "false-negatives": "false negatives (ALL blasts called healthy)"}
+
+
+@dataclass(frozen=True)
+class LeukemiaPaths(study.Paths):
+    """``study.Paths`` plus what only the leukemia study writes."""
+
+    def augmented(self, dataset: str) -> Path:
+        return self.root / "build" / "augmented" / dataset
+
+    def augmented_manifest(self, dataset: str) -> Path:
+        return self.augmented(dataset) / "manifest.csv"
+
+    def augment_info(self, dataset: str) -> Path:
+        return self.augmented(dataset) / "augment.json"
+
+    def kfold_predictions(self, model_id: str) -> Path:
+        return self.root / "build" / "kfold" / f"{model_id}.csv"
+
+    def figures(self) -> Path:
+        return self.root / "reports" / "figures" / "leukemia"
+
+    def augment_figure(self, dataset: str) -> Path:
+        return self.figures() / f"augment-{dataset}.png"
+
+    def gallery(self, model_id: str, kind: str) -> Path:
+        if kind not in GALLERY_KINDS:
+            raise ValueError(f"gallery kind must be one of {sorted(GALLERY_KINDS)}, got {kind!r}")
+        return self.figures() / f"{model_id}-{kind}.png"
+
+    def kfold_figure(self, model_id: str) -> Path:
+        return self.figures() / f"{model_id}-kfold.png"
+
+
+def leukemia_model_id(dataset: str, network: str) -> str:
+    """``<dataset>-<network>-scratch``: the 4-class study's id scheme."""
+    return study.model_id(dataset, network, REGIME)
+
+
+# --- crop -------------------------------------------------------------------------------------
+
+
+def resolve_crop(data_path: str | Path, crops: dict[str, int | float]) -> tuple[str, int | float]:
+    """The dataset layout at ``data_path`` and its centre crop (int pixels or float fraction
+    per side) from ``crops`` (layout -> margin), e.g. ``{"all-idb2": 0.1, "cnmc": 100}``."""
+    layout = detect_layout(data_path)
+    if layout not in crops:
+        raise ValueError(f"no crop given for layout {layout!r} of {data_path}; "
+                         f"crops are given for {sorted(crops)}")
+    margin = crops[layout]
+    if isinstance(margin, float) and margin.is_integer() and margin >= 1:
+        margin = int(margin)  # 100.0 from a YAML/papermill round trip means pixels
+    return layout, margin
+
+
+def cropped_loader(crop: int | float | None):
+    """``path -> uint8 RGB image`` with the centre crop applied (no crop for 0 / None)."""
+
+    def load(path):
+        image = load_rgb(path)
+        return centre_crop(image, crop) if crop else image
+
+    return load
+
+
+# --- splits of the main run and of the k folds --------------------------------------------------
+
+
+def n_folds(manifest: pd.DataFrame) -> int:
+    """Number of cross-validation folds the prepare stage assigned (0 when none)."""
+    if "fold" not in manifest.columns:
+        return 0
+    folds = pd.to_numeric(manifest["fold"], errors="coerce")
+    folds = folds[folds >= 0]
+    return int(folds.max()) + 1 if len(folds) else 0
+
+
+def fold_split(manifest: pd.DataFrame, fold: int) -> pd.DataFrame:
+    """The labelled rows with ``split`` set for cross-validation fold ``fold``: that fold is the
+    test set, the next one (cyclically) the validation set, the rest the training set."""
+    k = n_folds(manifest)
+    if not 0 <= fold < k:
+        raise ValueError(f"fold must be in 0..{k - 1}, got {fold}")
+    folds = pd.to_numeric(manifest["fold"], errors="coerce")
+    rows = manifest[folds >= 0].copy()
+    folds = folds[folds >= 0].astype(int)
+    rows["split"] = np.where(folds == fold, "test",
+                             np.where(folds == (fold + 1) % k, "val", "train"))
+    return rows
+
+
+def run_splits(manifest: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """``"main"`` (the 6:3:1 split) and ``"fold<f>"`` for each cross-validation fold."""
+    runs = {"main": manifest}
+    for fold in range(n_folds(manifest)):
+        runs[f"fold{fold}"] = fold_split(manifest, fold)
+    return runs
+
+
+def _split_seed(seed: int, run: str, split: str) -> int:
+    """A seed per (run, split), so train and validation items never share transform draws."""
+    words = [int(seed), AUGMENTED_SPLITS.index(split)] + [ord(c) for c in run]
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
+
+
+# --- augment ----------------------------------------------------------------------------------
+
+
+def augment_stage(dataset: str, data_path: str | Path, train_per_class: int, val_per_class: int,
+                  seed: int, crops: dict[str, int | float], size: int | None,
+                  config: AugmentConfig = RECIPE, paths: LeukemiaPaths = LeukemiaPaths(),
+                  progress: bool = True) -> pd.DataFrame:
+    """Materialise the balanced, augmented train and validation sets of the dataset's split
+    (and of each cross-validation fold); return their manifest.
+
+    Each source is centre-cropped (``crops`` per layout), augmented by the recipe
+    (``leuko.augment``) and resized to ``size`` px (None: the cropped size). The test split is
+    never augmented. Writes ``build/augmented/<dataset>/{main,fold<f>}/{train,val}/<label>/*.png``,
+    ``manifest.csv`` (paths relative to the project root) and ``augment.json`` (the crop).
+    """
+    manifest = study.read_manifest(paths.manifest(dataset))
+    layout, crop = resolve_crop(data_path, crops)
+    counts = {"train": int(train_per_class), "val": int(val_per_class)}
+    out_root = paths.augmented(dataset)
+    shutil.rmtree(out_root, ignore_errors=True)  # no stale images of a larger earlier run
+    load = cropped_loader(crop)
+    frames = []
+    for run, rows in run_splits(manifest).items():
+        for split in AUGMENTED_SPLITS:
+            sources = rows[rows["split"] == split]
+            if sources.empty:
+                raise ValueError(f"{dataset} ({run}) has no {split} images to augment")
+            out = materialise(sources, out_root / run, counts[split],
+                              _split_seed(seed, run, split), config, split,
+                              size=int(size) if size else None, load=load, progress=progress)
+            out["path"] = [(out_root / run / p).as_posix() for p in out["path"]]
+            out.insert(3, "run", run)
+            frames.append(out)
+    augmented = pd.concat(frames, ignore_index=True)
+    write_csv_atomic(paths.augmented_manifest(dataset), augmented)
+    study.write_json(paths.augment_info(dataset), {
+        "dataset": dataset, "layout": layout, "crop": crop, "size": size, "seed": seed,
+        "train_per_class": counts["train"], "val_per_class": counts["val"],
+        "transforms": list(enabled_transforms(config)), "config": {
+            k: getattr(config, k) for k in config.__dataclass_fields__}})
+    return augmented
+
+
+def read_augment_info(dataset: str, paths: LeukemiaPaths = LeukemiaPaths()) -> dict:
+    """What the augment stage recorded: layout, crop, size, counts."""
+    return study.read_json(paths.augment_info(dataset))
+
+
+def augment_figure(dataset: str, crop: int | float | None, seed: int,
+                   config: AugmentConfig = RECIPE,
+                   paths: LeukemiaPaths = LeukemiaPaths()):
+    """One training cell per class, cropped, then under each transform of the recipe."""
+    from leuko.figures import image_gallery
+
+    manifest = study.read_manifest(paths.manifest(dataset))
+    train = manifest[manifest["split"] == "train"].sort_values("path")
+    load = cropped_loader(crop)
+    names = ["original (cropped)", *enabled_transforms(config)]
+    images, titles = [], []
+    for label, rows in train.groupby("label", sort=True):
+        image = load(rows["path"].iloc[0])
+        for i, name in enumerate(names):
+            rng = np.random.default_rng([seed, i])
+            images.append(image if i == 0 else apply_transform(image, name, rng, config))
+            titles.append(f"{label}: {name}")
+    return image_gallery(images, titles, ncols=len(names),
+                         title=f"{dataset}: one cell per class under each transform")
+
+
+# --- train ------------------------------------------------------------------------------------
+
+
+def load_augmented(dataset: str, run: str, split: str, size: int, classes=LEUKEMIA_CLASSES,
+                   paths: LeukemiaPaths = LeukemiaPaths(), progress: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images (resized to ``size``) and one-hot labels of one augmented split."""
+    from leuko.inputs import load_resized
+
+    frame = pd.read_csv(paths.augmented_manifest(dataset), keep_default_na=False)
+    rows = frame[(frame["run"] == run) & (frame["split"] == split)]
+    if rows.empty:
+        raise ValueError(f"no augmented {split} images for {dataset} ({run}) in "
+                         f"{paths.augmented_manifest(dataset)}: run the augment stage")
+    images = load_resized(list(rows["path"]), size, progress=progress)
+    return images, study.one_hot_labels(rows["label"].to_numpy(), list(classes))
+
+
+def set_input_mean(base, mean: Sequence[float]) -> bool:
+    """Centre a keras.applications EfficientNet's input on ``mean`` (of [0, 1] pixels): its
+    built-in Rescaling(1/255) -> Normalization becomes x/255 - mean. Saved with the model."""
+    import keras
+
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.Normalization) and layer.input_mean is None:
+            layer.adapt_mean.assign(np.asarray(mean, dtype="float32"))
+            layer.adapt_variance.assign(np.ones(len(mean), dtype="float32"))
+            layer.finalize_state()
+            return True
+    return False
+
+
+def set_bn_momentum(base, momentum: float | None) -> int:
+    """Set the moving-statistics momentum of every BatchNormalization layer of ``base``
+    (None: keep Keras's 0.99); returns the number of layers changed.
+
+    The statistics used at inference are a moving average over training batches; with 0.99
+    they still carry ~15 % of their initial values (mean 0, variance 1) after 190 steps, and
+    a small training set (the default preset's ~30 steps per epoch) gives a network that is
+    right in training mode and constant at inference (validation accuracy stuck at 0.5).
+    The report's 20000 images (1250 steps per epoch) never met this."""
+    import keras
+
+    if momentum is None:
+        return 0
+    if not 0 < float(momentum) < 1:
+        raise ValueError(f"bn_momentum must be in (0, 1), got {momentum}")
+    changed = 0
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(momentum)
+            changed += 1
+    return changed
+
+
+def build_solution_model(network: str, image_size: int, head, mean: Sequence[float],
+                         n_classes: int = len(LEUKEMIA_CLASSES),
+                         bn_momentum: float | None = None):
+    """Input(0..255) -> [/255 - training channel mean] -> base (random weights) -> head.
+
+    The custom CNN centres in its ``Preprocess("unit_centred", mean)`` layer; EfficientNet
+    rescales inside, and its Normalization layer subtracts the mean (``set_input_mean``).
+    ``bn_momentum`` sets the base's BatchNormalization momentum (``set_bn_momentum``).
+    """
+    from leuko import networks
+
+    entry = networks.get_network(network)
+    base = entry.build((image_size, image_size, 3), False)
+    set_bn_momentum(base, bn_momentum)
+    if entry.preprocessing != "unit_centred" and not set_input_mean(base, mean):
+        print(f"note: {network} uses its own preprocessing ({entry.preprocessing!r}); "
+              "the channel mean is not subtracted")
+    return networks.build_classifier(network, n_classes, image_size, pretrained=False,
+                                     head=head, channel_mean=mean, base=base)
+
+
+def append_live(live_dir: Path, history: pd.DataFrame, first_step: int) -> None:
+    """Add epochs to a DVCLive folder after those already there (steps ``first_step`` on),
+    named as ``DVCLiveCallback`` names them (``train/accuracy``, ``eval/loss``, ...)."""
+    from dvclive import Live
+    from dvclive.utils import standardize_metric_name
+
+    live = Live(str(live_dir), resume=True, save_dvc_exp=False, dvcyaml=None)
+    live.step = int(first_step)
+    for row in history.drop(columns=["phase", "epoch"], errors="ignore").to_dict("records"):
+        for name, value in row.items():
+            if pd.notna(value):
+                live.log_metric(standardize_metric_name(name, "dvclive.keras"), float(value))
+        live.next_step()
+    live.end()
+
+
+def fit_recipe(model, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
+               y_val: np.ndarray, config, extra_epochs: int, live_dir: Path | None,
+               work_dir: Path) -> pd.DataFrame:
+    """The report's schedule: ``config.epochs`` with early stopping, then ``extra_epochs`` more
+    without it (Solution B: 30 + 20); ReduceLROnPlateau and the best-val-accuracy checkpoint
+    throughout; the weights of the best validation accuracy over both phases are kept.
+    The training images are the materialised augmented set, so no augmentation on the fly."""
+    from dataclasses import replace
+
+    from leuko import train
+    from leuko.inputs import make_dataset, make_epochs_dataset, steps_per_epoch
+
+    steps = steps_per_epoch(len(x_train), config.batch_size)
+    val = make_dataset(x_val, y_val, config.batch_size)
+    history = train.fit(model, study.epochs_of(x_train, y_train, config.batch_size,
+                                               config.epochs, False, config.seed),
+                        steps, val, config, live_dir, work_dir / "phase1",
+                        label="early stopping")
+    if extra_epochs > 0:
+        done = int(history["epoch"].max())  # a resumed phase 1 returns its last epochs only
+        best_first = float(history["val_accuracy"].max())
+        kept = model.get_weights()  # phase 1's best (checkpoint) weights
+        more = replace(config, epochs=int(extra_epochs), patience=0)
+
+        def batches(start: int):  # epochs done + start .. done + extra - 1 of one shuffle
+            return make_epochs_dataset(x_train, y_train, config.batch_size,
+                                       done + int(extra_epochs), done + start, False,
+                                       config.seed)
+
+        second = train.fit(model, batches, steps, val, more, None, work_dir / "phase2",
+                           label="no early stopping")
+        second["epoch"] += done
+        if live_dir is not None:  # the curves go on where phase 1's stopped
+            append_live(live_dir, second, done)
+        if float(second["val_accuracy"].max()) < best_first:
+            model.set_weights(kept)
+        history = pd.concat([history, second], ignore_index=True)
+    return history
+
+
+def train_solution(dataset: str, solution: str, network: str, image_size: int, seed: int,
+                   epochs: int, batch_size: int, learning_rate: float, extra_epochs: int = 0,
+                   patience: int = 0, reduce_lr_patience: int = 0, head_units: int = 1024,
+                   head_layers: int = 2, head_dropout: float = 0.0, head_l1: float = 7e-4,
+                   head_l2: float = 7e-4, bn_momentum: float | None = None,
+                   paths: LeukemiaPaths = LeukemiaPaths(), progress: bool = True):
+    """Train one solution on the augmented set; save the model, its DVCLive curves and a
+    training summary (and, with k folds, every fold's test predictions)."""
+    from leuko import networks, train
+
+    train.set_determinism(seed)
+    the_id = leukemia_model_id(dataset, network)
+    info = read_augment_info(dataset, paths)
+    classes = list(LEUKEMIA_CLASSES)
+    size = study.resolve_image_size(network, image_size)
+    config = train.FitConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                             patience=patience, reduce_lr_patience=reduce_lr_patience,
+                             checkpoint_best=True, seed=seed)
+    head = networks.HeadConfig((int(head_units),) * int(head_layers), head_dropout, head_l1,
+                               head_l2)
+    manifest = study.read_manifest(paths.manifest(dataset))
+    start = time.perf_counter()
+    model = history = None
+    fold_predictions = []
+    for run, rows in run_splits(manifest).items():
+        x_train, y_train = load_augmented(dataset, run, "train", size, classes, paths, progress)
+        x_val, y_val = load_augmented(dataset, run, "val", size, classes, paths, progress)
+        mean = channel_mean(x_train)
+        candidate = build_solution_model(network, size, head, mean, len(classes), bn_momentum)
+        train.compile_model(candidate, config)
+        main = run == "main"
+        run_history = fit_recipe(candidate, x_train, y_train, x_val, y_val, config,
+                                 extra_epochs, paths.live(the_id) if main else None,
+                                 paths.work(the_id) / run)
+        if main:
+            model, history, n_train, n_val = candidate, run_history, len(x_train), len(x_val)
+            channel = mean
+            seconds = time.perf_counter() - start
+        else:
+            fold_predictions.append(_predict_rows(candidate, rows[rows["split"] == "test"], size,
+                                                  info["crop"], classes).assign(fold=run))
+    study.save_model(model, paths.model(the_id))
+    columns = ["fold", "path", "group", "actual", "predicted", *[f"p_{c}" for c in classes]]
+    write_csv_atomic(paths.kfold_predictions(the_id),
+                     pd.concat(fold_predictions, ignore_index=True)[columns]
+                     if fold_predictions else pd.DataFrame(columns=columns))
+    result = train.RunResult(model, history, seconds, extra={
+        "model": the_id, "dataset": dataset, "network": network, "regime": REGIME,
+        "solution": solution, "image_size": size, "crop": info["crop"],
+        "layout": info["layout"], "classes": classes, "channel_mean": list(map(float, channel)),
+        "n_train": n_train, "n_val": n_val, "extra_epochs": int(extra_epochs),
+        "bn_momentum": bn_momentum,
+        "folds": len(fold_predictions), "seconds_with_folds": round(
+            time.perf_counter() - start, 2), "params": networks.count_params(model)})
+    study.write_json(paths.train_summary(the_id), result.summary())
+    return result
+
+
+def _predict_rows(model, rows: pd.DataFrame, size: int, crop, classes: list[str]
+                  ) -> pd.DataFrame:
+    """Predictions of ``model`` for manifest rows (original images, cropped and resized)."""
+    from leuko.inputs import load_resized
+
+    probs = study.predict(model, load_resized(list(rows["path"]), size, crop=crop,
+                                              progress=False))
+    frame = pd.DataFrame({"path": rows["path"].to_numpy(), "group": rows["group"].to_numpy(),
+                          "actual": rows["label"].to_numpy(),
+                          "predicted": [classes[i] for i in probs.argmax(axis=1)]})
+    for i, name in enumerate(classes):
+        frame[f"p_{name}"] = probs[:, i].round(5)
+    return frame
+
+
+# --- evaluate ---------------------------------------------------------------------------------
+
+
+def errors(predictions: pd.DataFrame, kind: str, positive: str = POSITIVE) -> pd.DataFrame:
+    """The false positives or negatives of a predictions table, most confident first."""
+    if kind == "false-positives":
+        rows = predictions[(predictions["predicted"] == positive)
+                           & (predictions["actual"] != positive)]
+        confidence = rows[f"p_{positive}"]
+    elif kind == "false-negatives":
+        rows = predictions[(predictions["predicted"] != positive)
+                           & (predictions["actual"] == positive)]
+        confidence = 1 - rows[f"p_{positive}"]
+    else:
+        raise ValueError(f"kind must be one of {sorted(GALLERY_KINDS)}, got {kind!r}")
+    return rows.assign(_c=confidence.to_numpy()).sort_values(
+        ["_c", "path"], ascending=[False, True]).drop(columns="_c")
+
+
+def error_gallery(predictions: pd.DataFrame, kind: str, crop, title: str = "",
+                  limit: int = 24, positive: str = POSITIVE):
+    """A gallery of the (cropped) images of one kind of error, with p(ALL) under each."""
+    from leuko.figures import image_gallery
+
+    found = errors(predictions, kind, positive)
+    rows = found.head(limit)
+    load = cropped_loader(crop)
+    images = [load(p) for p in rows["path"]]
+    titles = [f"{Path(p).stem}\np({positive}) = {v:.2f}"
+              for p, v in zip(rows["path"], rows[f"p_{positive}"], strict=True)]
+    shown = f"{len(found)} images" + (f", the {limit} most confident shown"
+                                      if len(found) > limit else "")
+    return image_gallery(images, titles, ncols=6,
+                         title=f"{title or GALLERY_KINDS[kind]} ({shown})")
+
+
+def kfold_results(predictions: pd.DataFrame, classes: list[str], n_boot: int, seed: int) -> dict:
+    """Per-fold metrics, mean ± sd over the folds, and the pooled predictions' metrics with
+    bootstrap intervals (every labelled image is predicted once, by the fold that held it out)."""
+    from leuko.metrics import classification_metrics, kfold_summary, metric_intervals
+
+    per_fold = {}
+    for fold, rows in predictions.groupby("fold", sort=True):
+        per_fold[fold] = classification_metrics(study.class_index(rows["actual"], classes),
+                                                study.class_index(rows["predicted"], classes),
+                                                classes)
+    y_true = study.class_index(predictions["actual"], classes)
+    y_pred = study.class_index(predictions["predicted"], classes)
+    pooled = classification_metrics(y_true, y_pred, classes)
+    pooled["intervals"] = metric_intervals(y_true, y_pred, classes, n_boot=n_boot, seed=seed,
+                                           groups=predictions["group"].astype(str).to_numpy())
+    keys = ["accuracy", "macro_f1", *[f"per_class.{c}.recall" for c in classes]]
+    return {"folds": len(per_fold), "summary": kfold_summary(list(per_fold.values()), keys),
+            "per_fold": per_fold, "pooled": pooled}
+
+
+def kfold_figure(kfold: dict, classes: list[str], title: str = ""):
+    """Per-fold accuracy and macro F1 (bars; the mean ± sd as error bars of the 'mean' bar)
+    beside the pooled confusion matrix."""
+    from matplotlib.figure import Figure
+
+    from leuko.figures import plot_confusion_matrix
+
+    fig = Figure(figsize=(11.0, 4.0), layout="constrained")
+    ax_bar, ax_cm = fig.subplots(1, 2, width_ratios=[1.3, 1])
+    summary = kfold["summary"]
+    labels = [*kfold["per_fold"], "mean"]
+    x = np.arange(len(labels))
+    for j, key in enumerate(("accuracy", "macro_f1")):
+        values = [*summary[key]["per_fold"], summary[key]["mean"]]
+        sd = [0.0] * (len(values) - 1) + [summary[key]["sd"]]
+        ax_bar.bar(x + (j - 0.5) * 0.4, values, width=0.38, yerr=np.nan_to_num(sd), capsize=3,
+                   label=key.replace("_", " "))
+    ax_bar.set_xticks(x, labels)
+    ax_bar.set_ylim(0, 1)
+    ax_bar.set_ylabel("fraction")
+    ax_bar.legend(loc="lower right", fontsize=8)
+    ax_bar.grid(True, axis="y", alpha=0.3)
+    ax_bar.set_title("per fold (mean ± sd)")
+    plot_confusion_matrix(kfold["pooled"]["confusion_matrix"], classes,
+                          title="pooled over the folds", ax=ax_cm)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def evaluate_leukemia(dataset: str, solution: str, network: str, n_boot: int = 2000,
+                      seed: int = 0, paths: LeukemiaPaths = LeukemiaPaths()) -> dict:
+    """Evaluate a trained solution on the test split (and C-NMC's labelled preliminary test
+    set when present) with ``study.evaluate_model``; add the k-fold results and write the
+    galleries of false positives and false negatives. Returns the metrics dict."""
+    from leuko.figures import save_figure
+
+    the_id = leukemia_model_id(dataset, network)
+    training = study.read_json(paths.train_summary(the_id))
+    classes = list(training["classes"])
+    result = study.evaluate_model(dataset, network, REGIME, training["image_size"],
+                                  n_boot=n_boot, seed=seed, eval_splits=("test", "prelim"),
+                                  classes=classes, crop=training["crop"], paths=paths)
+    result.update(solution=solution, image_size=training["image_size"], crop=training["crop"])
+    kfold_table = pd.read_csv(paths.kfold_predictions(the_id), keep_default_na=False)
+    if len(kfold_table):
+        result["kfold"] = kfold_results(kfold_table, classes, n_boot, seed)
+        save_figure(kfold_figure(result["kfold"], classes,
+                                 f"{the_id}: {result['kfold']['folds']}-fold cross-validation"),
+                    paths.kfold_figure(the_id))
+    study.write_json(paths.metrics(the_id), result)
+    predictions = pd.read_csv(paths.predictions(the_id), keep_default_na=False)
+    test = predictions[predictions["split"] == "test"]
+    for kind, what in GALLERY_KINDS.items():
+        save_figure(error_gallery(test, kind, training["crop"], f"{the_id}, test: {what}"),
+                    paths.gallery(the_id, kind))
+    return result
+
+
+# --- the report's section ---------------------------------------------------------------------
+
+
+def is_leukemia_result(result: dict) -> bool:
+    """Whether a metrics dict is one of this study's (classes ALL / HEM)."""
+    return list(result.get("classes", [])) == list(LEUKEMIA_CLASSES)
+
+
+def section_items(results: list[dict], paths: LeukemiaPaths = LeukemiaPaths()) -> list:
+    """The leukemia section of the report, in reading order: Markdown, tables (DataFrames),
+    figures and saved images (``IPython.display.Image``) for every leukemia model."""
+    from IPython.display import Image, Markdown
+
+    from leuko.figures import plot_confusion_matrix, plot_training_curves
+    from leuko.metrics import classification_report_frame
+    from leuko.report import load_history
+
+    items: list = [Markdown(
+        "## Leukemia study: ALL blast vs healthy cell\n\n"
+        "The C-NMC 2019 report's recipe: centre crop, 6:3:1 split by patient and content hash, "
+        "train and validation balanced by augmentation, Solution A (custom CNN) and Solution B "
+        "(EfficientNetB2 from scratch). The test images are never augmented.")]
+    leukemia = sorted((r for r in results if is_leukemia_result(r)),
+                      key=lambda r: (r["dataset"], r.get("solution", ""), r["model"]))
+    for dataset in dict.fromkeys(r["dataset"] for r in leukemia):
+        items.append(Markdown(f"### {dataset}: the augmentation"))
+        figure = paths.augment_figure(dataset)
+        items.append(Image(filename=str(figure)) if figure.is_file()
+                     else Markdown(f"(no augmentation figure at `{figure}`)"))
+        for result in (r for r in leukemia if r["dataset"] == dataset):
+            the_id = result["model"]
+            name = f"Solution {result.get('solution', '?').upper()} ({result['network']})"
+            items.append(Markdown(f"### {dataset}, {name}"))
+            live = paths.live(the_id)
+            if live.is_dir():
+                items.append(plot_training_curves(load_history(live), title=the_id))
+            for split, metrics in result["splits"].items():
+                ci = metrics["intervals"]["accuracy"]
+                items.append(Markdown(
+                    f"**{split}** ({metrics['n']} images): accuracy {metrics['accuracy']:.3f} "
+                    f"[95 % CI {ci['low']:.3f}, {ci['high']:.3f}], macro F1 "
+                    f"{metrics['macro_f1']:.3f}"))
+                items.append(classification_report_frame(metrics).round(3))
+                items.append(plot_confusion_matrix(metrics["confusion_matrix"],
+                                                   result["classes"], title=f"{the_id}: {split}"))
+            for kind in GALLERY_KINDS:
+                gallery = paths.gallery(the_id, kind)
+                if gallery.is_file():
+                    items.append(Image(filename=str(gallery)))
+            if "kfold" in result:
+                summary = result["kfold"]["summary"]
+                items.append(Markdown(
+                    f"**{result['kfold']['folds']}-fold cross-validation**: accuracy "
+                    f"{summary['accuracy']['mean']:.3f} ± {summary['accuracy']['sd']:.3f}, "
+                    f"macro F1 {summary['macro_f1']['mean']:.3f} ± "
+                    f"{summary['macro_f1']['sd']:.3f} (mean ± sd over folds)"))
+                figure = paths.kfold_figure(the_id)
+                if figure.is_file():
+                    items.append(Image(filename=str(figure)))
+    return items
+
+
+def display_section(metrics_dir: str | Path = "reports/metrics",
+                    paths: LeukemiaPaths = LeukemiaPaths()) -> int:
+    """Display the leukemia section in a notebook; returns the number of leukemia models."""
+    from IPython.display import display
+
+    from leuko.report import load_results
+
+    results = [r for r in load_results(Path(metrics_dir)) if is_leukemia_result(r)]
+    for item in section_items(results, paths):
+        display(item)
+    return len(results)
