@@ -95,7 +95,7 @@ def styled_results(table: pd.DataFrame):
     })
     for column in [c for c in table.columns if c.startswith("recall_")]:
         view[column.replace("recall_", "recall ")] = (100 * table[column]).round(1)
-    return view.style.hide(axis="index")
+    return view.style.hide(axis="index").format(precision=1)
 
 
 def load_history(live_dir: Path) -> pd.DataFrame:
