@@ -452,10 +452,14 @@ def error_gallery(predictions: pd.DataFrame, kind: str, crop, title: str = "",
     images = [load(p) for p in rows["path"]]
     titles = [f"{Path(p).stem}\np({positive}) = {v:.2f}"
               for p, v in zip(rows["path"], rows[f"p_{positive}"], strict=True)]
-    shown = f"{len(found)} images" + (f", the {limit} most confident shown"
+    shown = f"{len(found)} image{'s' if len(found) != 1 else ''}" + (f", the {limit} most confident shown"
                                       if len(found) > limit else "")
-    return image_gallery(images, titles, ncols=6,
-                         title=f"{title or GALLERY_KINDS[kind]} ({shown})")
+    text = f"{title or GALLERY_KINDS[kind]} ({shown})"
+    if len(rows) < 3:  # a narrow figure (2 in per image, 4 in if none): wrap the title
+        import textwrap
+
+        text = textwrap.fill(text, 36 if len(rows) != 1 else 20)
+    return image_gallery(images, titles, ncols=6, title=text)
 
 
 def kfold_results(predictions: pd.DataFrame, classes: list[str], n_boot: int, seed: int) -> dict:
