@@ -9,7 +9,8 @@ BIN         := $(VENV)/bin
 UV_VERSION  := 0.13.9
 KERNEL      := leuko
 STAMP       := $(VENV)/.installed
-DATA_STAMP  := data/.pulled
+# The pull stamp lives outside data/: a file in data/ would change what data.dvc tracks.
+DATA_STAMP  := .dvc/tmp/data-pulled
 
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL := 2
