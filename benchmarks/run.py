@@ -395,7 +395,12 @@ def bench_transfer(ctx: Context) -> list[Row]:
     start = time.perf_counter()
     features = train.compute_features(base, networks.Preprocess(entry.preprocessing), x, 64)
     features_s = time.perf_counter() - start
-    head_config = train.FitConfig(batch_size=args.batch, seed=args.seed, steps_per_execution=50)
+    # train_wbc runs the head 50 steps per execution; Keras then needs steps per epoch to be a
+    # multiple of it (else each epoch overruns into the next one's batches), so: the largest
+    # divisor of the steps per epoch up to 50
+    per_execution = max(d for d in range(1, 51) if steps % d == 0)
+    head_config = train.FitConfig(batch_size=args.batch, seed=args.seed,
+                                  steps_per_execution=per_execution)
     head = train.compile_model(networks.build_head(features.shape[1], len(classes)),
                                head_config)
     whole = networks.build_classifier("mobilenet_v2", len(classes), args.size, True,
@@ -404,7 +409,7 @@ def bench_transfer(ctx: Context) -> list[Row]:
     epoch = {"cached": 0, "recompute": 0}
     per_call = 10  # the head's epochs per fit call: the study runs all its epochs in one
 
-    def cached() -> Timing:  # as train_wbc: epochs_of the features, 50 steps per execution
+    def cached() -> Timing:  # as train_wbc: epochs_of the features, many steps per execution
         epoch["cached"] += per_call
         data = study.epochs_of(features, y, args.batch, epoch["cached"], False,
                                args.seed)(epoch["cached"] - per_call)
