@@ -50,15 +50,20 @@ def augment_batch(images, seed: int):
     """Label-preserving augmentation for cell crops on a batch: random flips and 90° turns.
 
     A white cell has no up or left, so the 8 symmetries of the square keep its class.
+    Each image is picked whole (``Select`` with a per-image condition): a ``tf.where``
+    broadcasting a (batch, 1, 1, 1) mask gives the same images at ~3x the CPU time.
     """
     import tensorflow as tf
 
-    flip_lr = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], seed) < 0.5
-    images = tf.where(flip_lr, tf.reverse(images, axis=[2]), images)
-    flip_ud = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], seed + 1) < 0.5
-    images = tf.where(flip_ud, tf.reverse(images, axis=[1]), images)
-    transpose = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], seed + 2) < 0.5
-    return tf.where(transpose, tf.transpose(images, [0, 2, 1, 3]), images)
+    n = tf.shape(images)[0]
+
+    def choose(images, transformed, salt: int):
+        pick = tf.random.stateless_uniform([n], seed + salt) < 0.5
+        return tf.raw_ops.Select(condition=pick, x=transformed, y=images)
+
+    images = choose(images, tf.reverse(images, axis=[2]), 0)
+    images = choose(images, tf.reverse(images, axis=[1]), 1)
+    return choose(images, tf.transpose(images, [0, 2, 1, 3]), 2)
 
 
 def make_dataset(images: np.ndarray, labels: np.ndarray | None, batch_size: int):

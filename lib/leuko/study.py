@@ -307,7 +307,8 @@ def train_wbc(dataset: str, network: str, regime: str, image_size: int | str,
         if head_epochs:
             head_fit = train.FitConfig(**{**train.config_dict(fit_config), "epochs": head_epochs,
                                           "learning_rate": learning_rate if frozen else 1e-3,
-                                          "steps_per_execution": 50})
+                                          "steps_per_execution": execution_chunk(
+                                              steps_per_epoch(len(y_train), batch_size))})
             train.compile_model(head, head_fit)
             histories.append(train.fit(
                 head, epochs_of(cached["train_features"], y_train, batch_size, head_epochs,
@@ -352,6 +353,12 @@ def one_hot_labels(labels: np.ndarray, classes: list[str]) -> np.ndarray:
     from leuko.train import one_hot
 
     return one_hot(class_index(pd.Series(labels), classes), len(classes))
+
+
+def execution_chunk(steps: int, most: int = 50) -> int:
+    """Steps run per call for a tiny head: a divisor of the epoch's steps (else Keras runs past
+    an epoch's end into the next one's batches), at most ``most``."""
+    return max(d for d in range(1, most + 1) if steps % d == 0)
 
 
 def epochs_of(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int, augment: bool,
