@@ -11,7 +11,7 @@ The engine behind ``leuko classify`` (see :mod:`leuko.cli`):
 * Every batch the model sees has exactly ``batch_size`` images (the last one is padded), so
   the model's graph is built once.
 * A file that cannot be read (:class:`leuko.images.BadImageError`) becomes a
-  :class:`Failure` with its reason; the others are still classified.
+  :class:`leuko.images.BadImage` with its reason; the others are still classified.
 * Results are written row by row (CSV) as they come; the differential count is a running
   tally.
 
@@ -36,11 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from leuko.images import SUPPORTED_SUFFIXES, BadImageError, load_rgb
+from leuko.images import SUPPORTED_SUFFIXES, BadImage, BadImageError, load_rgb
 
 __all__ = [
     "Classifier",
-    "Failure",
     "Prediction",
     "RunSummary",
     "classify_cells",
@@ -152,14 +151,6 @@ def load_classifier(model_path: str | Path) -> Classifier:
 # files in, results out
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Failure:
-    """A file that could not be classified, and why."""
-
-    path: str
-    reason: str
-
-
-@dataclass(frozen=True)
 class Prediction:
     """One classified cell: a cell image, or cell ``cell`` of smear ``path`` in ``box``."""
 
@@ -256,13 +247,13 @@ def _chunks(iterator: Iterable, size: int) -> Iterator[list]:
 def _decode_all(paths: Iterable[Path], work: Callable, chunk: int, workers: int
                 ) -> Iterator[tuple[Path, object]]:
     """``(path, work(path))`` for each path, decoded ``chunk`` at a time by a thread pool;
-    a BadImageError becomes ``(path, Failure)``."""
+    a BadImageError becomes ``(path, BadImage)``."""
 
     def safe(path):
         try:
             return work(path)
         except BadImageError as error:
-            return Failure(str(path), error.reason)
+            return BadImage(Path(path), error.reason)
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for paths_chunk in _chunks(paths, chunk):
@@ -270,7 +261,7 @@ def _decode_all(paths: Iterable[Path], work: Callable, chunk: int, workers: int
 
 
 def classify_cells(paths: Iterable[Path], classifier: Classifier, batch_size: int = 64,
-                   workers: int = 2, prefetch: int = 2) -> Iterator[Prediction | Failure]:
+                   workers: int = 2, prefetch: int = 2) -> Iterator[Prediction | BadImage]:
     """Predictions (or failures) for single-cell images, in the order of ``paths``."""
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
@@ -283,11 +274,11 @@ def classify_cells(paths: Iterable[Path], classifier: Classifier, batch_size: in
     n_images = 0
 
     def flush():
-        images = [item for _, item in pending if not isinstance(item, Failure)]
+        images = [item for _, item in pending if not isinstance(item, BadImage)]
         probs = classifier.predict_batch(np.stack(images), batch_size) if images else None
         k = 0
         for path, item in pending:
-            if isinstance(item, Failure):
+            if isinstance(item, BadImage):
                 yield item
             else:
                 yield Prediction(str(path), probs[k])
@@ -296,7 +287,7 @@ def classify_cells(paths: Iterable[Path], classifier: Classifier, batch_size: in
 
     for path, item in decoded:
         pending.append((path, item))
-        if not isinstance(item, Failure):
+        if not isinstance(item, BadImage):
             n_images += 1
         if n_images == batch_size:
             yield from flush()
@@ -317,7 +308,7 @@ class SmearResult:
 
 def classify_smears(paths: Iterable[Path], classifier: Classifier, config=None,
                     batch_size: int = 64, workers: int = 2, prefetch: int = 2
-                    ) -> Iterator[SmearResult | Failure]:
+                    ) -> Iterator[SmearResult | BadImage]:
     """Each smear with its detected cells classified (or a failure), in the order of
     ``paths``. Cells of several smears share a batch; a smear is yielded as soon as all of
     its cells are classified, so only smears with cells in the current batch are held."""
@@ -334,7 +325,7 @@ def classify_smears(paths: Iterable[Path], classifier: Classifier, config=None,
         return rgb, found, crops
 
     decoded = _prefetch(_decode_all(paths, read, max(1, workers), workers), prefetch)
-    pending: list[SmearResult | Failure] = []
+    pending: list[SmearResult | BadImage] = []
     crops: list[tuple[SmearResult, np.ndarray]] = []
 
     def predict(n):
@@ -345,12 +336,12 @@ def classify_smears(paths: Iterable[Path], classifier: Classifier, config=None,
         crops[:] = rest
 
     def ready():
-        while pending and (isinstance(pending[0], Failure) or
+        while pending and (isinstance(pending[0], BadImage) or
                            len(pending[0].probabilities) == len(pending[0].detections)):
             yield pending.pop(0)
 
     for path, item in decoded:
-        if isinstance(item, Failure):
+        if isinstance(item, BadImage):
             pending.append(item)
         else:
             rgb, found, cell_images = item
@@ -400,7 +391,7 @@ class RunSummary:
     classified_files: int = 0
     cells: int = 0
     counts: Counter = field(default_factory=Counter)
-    failures: list[Failure] = field(default_factory=list)
+    failures: list[BadImage] = field(default_factory=list)
     ignored_files: int = 0
     smears_without_cells: list[str] = field(default_factory=list)
     output: str = ""
@@ -421,7 +412,7 @@ class RunSummary:
             "model": self.model, "classes": self.classes, "mode": self.mode,
             "files": self.files, "classified_files": self.classified_files,
             "cells": self.cells, "differential": self.differential(),
-            "failed": [{"path": f.path, "reason": f.reason} for f in self.failures],
+            "failed": [{"path": str(f.path), "reason": f.reason} for f in self.failures],
             "ignored_non_image_files": self.ignored_files,
             "smears_without_cells": self.smears_without_cells,
             "output": self.output, "failed_output": self.failed_output,
@@ -483,7 +474,7 @@ def run(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
                                             workers):
                     summary.files += 1
                     bar.update(1)
-                    if isinstance(item, Failure):
+                    if isinstance(item, BadImage):
                         summary.failures.append(item)
                         continue
                     summary.classified_files += 1
@@ -516,7 +507,7 @@ def run(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
                 for item in classify_cells(files, classifier, batch_size, workers):
                     summary.files += 1
                     bar.update(1)
-                    if isinstance(item, Failure):
+                    if isinstance(item, BadImage):
                         summary.failures.append(item)
                         continue
                     p = item.probabilities
@@ -540,10 +531,8 @@ def run(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
         summary.smear_output = str(smear_csv)
     failed_csv = output.with_name(f"{output.stem}-failed.csv")
     if summary.failures:
-        from leuko.images import BadImage
-
         write_csv_atomic(failed_csv, bad_images_frame(
-            [BadImage(Path(f.path), f.reason) for f in summary.failures]))
+            summary.failures))
         summary.failed_output = str(failed_csv)
     else:
         failed_csv.unlink(missing_ok=True)  # a stale list from an earlier run would mislead

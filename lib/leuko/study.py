@@ -16,8 +16,6 @@ import pandas as pd
 from leuko import datasets, splits
 from leuko.atomic import atomic_write, write_csv_atomic, write_json_atomic
 
-WBC_DATASETS = ("blood-cell-images", "blood-cell-images-pooled")
-
 
 def project_root(start: Path | None = None) -> Path | None:
     """The folder holding ``dvc.yaml`` at or above ``start`` (default: the working directory)."""
