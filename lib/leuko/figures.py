@@ -26,6 +26,7 @@ __all__ = [
     "plot_bar_with_ci",
     "plot_confusion_matrix",
     "plot_curve_grid",
+    "plot_heatmap",
     "plot_training_curves",
     "save_figure",
 ]
@@ -289,6 +290,36 @@ def plot_bar_with_ci(
             bbox_to_anchor=(1.01, 1.0),
             borderaxespad=0.0,
         )
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# heat map of a table
+# --------------------------------------------------------------------------------------------
+def plot_heatmap(table: pd.DataFrame, label: str, title: str = "", fmt: str = "{:.1f}",
+                 cmap: str = "RdYlGn", vmin: float | None = None,
+                 vmax: float | None = None) -> Figure:
+    """A table of numbers as a heat map: rows and columns keep the table's order and names,
+    every cell is written out (``fmt``), and the colour bar says what the value is (``label``,
+    with its unit)."""
+    values = table.to_numpy(dtype=float)
+    rows, cols = values.shape
+    fig = _new_figure((max(5.0, 1.0 * cols + 3.0), max(2.5, 0.55 * rows + 1.8)))
+    ax = fig.add_subplot()
+    image = ax.imshow(values, cmap=cmap, aspect="auto",
+                      vmin=np.nanmin(values) if vmin is None else vmin,
+                      vmax=np.nanmax(values) if vmax is None else vmax)
+    fig.colorbar(image, ax=ax, label=label, fraction=0.046, pad=0.04)
+    for i in range(rows):
+        for j in range(cols):
+            if not np.isnan(values[i, j]):
+                ax.text(j, i, fmt.format(values[i, j]), ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(cols), [str(c) for c in table.columns], rotation=30, ha="right")
+    ax.set_yticks(range(rows), [str(r) for r in table.index])
+    ax.set_xlabel(str(table.columns.name or "").replace("_", " "))
+    ax.set_ylabel(str(table.index.name or "").replace("_", " "))
     if title:
         ax.set_title(title)
     return fig

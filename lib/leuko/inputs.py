@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from leuko import stain
 from leuko.crops import centre_crop
 from leuko.images import load_rgb
 
@@ -94,9 +95,12 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def make_epochs_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, epochs: int,
-                        start_epoch: int = 0, augment: bool = False, seed: int = 0):
+                        start_epoch: int = 0, augment: bool = False, seed: int = 0,
+                        stain_jitter: float = 0.0):
     """Training batches for epochs ``start_epoch .. epochs-1``, shuffled and augmented as a
     function of (seed, epoch, step) only: resuming at any epoch reproduces the rest exactly.
+    ``augment`` adds flips and 90° turns; ``stain_jitter`` > 0 adds the stain, colour and scale
+    jitter of ``leuko.stain.stain_jitter`` at that strength.
     Use with ``fit(..., steps_per_epoch=steps_per_epoch(len(images), batch_size))``."""
     import tensorflow as tf
 
@@ -110,8 +114,11 @@ def make_epochs_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int,
 
     def gather(idx, step):
         x = tf.cast(tf.gather(images_t, idx), tf.float32)
+        batch_seed = tf.stack([tf.cast(seed, tf.int64), step])
         if augment:
-            x = augment_batch(x, tf.stack([tf.cast(seed, tf.int64), step]))
+            x = augment_batch(x, batch_seed)
+        if stain_jitter:
+            x = stain.stain_jitter(x, batch_seed + 7919, stain_jitter)
         return x, tf.gather(labels_t, idx)
 
     ds = tf.data.Dataset.zip((ds, counter)).map(gather, num_parallel_calls=tf.data.AUTOTUNE,

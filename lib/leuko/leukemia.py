@@ -524,7 +524,8 @@ def evaluate_leukemia(dataset: str, solution: str, network: str, n_boot: int = 2
     classes = list(training["classes"])
     result = study.evaluate_model(dataset, network, REGIME, training["image_size"],
                                   n_boot=n_boot, seed=seed, eval_splits=("test", "prelim"),
-                                  classes=classes, crop=training["crop"], paths=paths)
+                                  classes=classes, crop=training["crop"],
+                                  robustness_split=None, paths=paths)
     result.update(solution=solution, image_size=training["image_size"], crop=training["crop"])
     kfold_table = pd.read_csv(paths.kfold_predictions(the_id), keep_default_na=False)
     if len(kfold_table):

@@ -300,3 +300,22 @@ def detection_table(metrics_path: Path) -> pd.DataFrame:
                              "smears": split, **{k: v for k, v in values.items()
                                                  if not isinstance(v, dict | list)}})
     return pd.DataFrame(rows)
+
+
+def stain_robustness_table(results: list[dict], value: str = "accuracy") -> pd.DataFrame:
+    """``value`` (accuracy or macro_f1) of every evaluated model (rows) under each simulated
+    other-lab stain or light (columns, ``leuko.stain.STAIN_SHIFTS``; ``none`` = as imaged)."""
+    rows = {r["model"]: {kind: scores[value] for kind, scores in r["stain_shift"]["kinds"].items()}
+            for r in results if "stain_shift" in r}
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name, frame.columns.name = "model", "stain shift"
+    return frame
+
+
+def stain_robustness_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per model: accuracy as imaged, the mean and the worst over the shifted labs, and the
+    worst shift's name."""
+    shifted = table.drop(columns="none")
+    return pd.DataFrame({"as imaged": table["none"], "mean under shift": shifted.mean(axis=1),
+                         "worst under shift": shifted.min(axis=1),
+                         "worst shift": shifted.idxmin(axis=1)})

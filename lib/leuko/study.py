@@ -67,6 +67,11 @@ class Paths:
     def predictions(self, model_id: str) -> Path:
         return self.root / "reports" / "predictions" / f"{model_id}.csv"
 
+    def confusion_plot(self, model_id: str, split: str) -> Path:
+        """(actual, predicted) per image of one split: the data of ``dvc plots``' confusion
+        matrix (one file per split, so TEST and TEST_SIMPLE are never pooled)."""
+        return self.root / "reports" / "plots" / "confusion" / model_id / f"{split}.csv"
+
 
 def model_id(dataset: str, network: str, regime: str) -> str:
     """The name of one trained model: ``<dataset>-<network>-<regime>``."""
@@ -272,8 +277,13 @@ def train_wbc(dataset: str, network: str, regime: str, image_size: int | str,
               patience: int = 0, reduce_lr_patience: int = 0, head_units=(256,),
               head_dropout: float = 0.5, head_l1: float = 0.0, head_l2: float = 0.0,
               finetune_blocks: str | int = "all", warmup_epochs: int = 0, augment: bool = True,
-              precision: str = "float32", paths: Paths = Paths()):
-    """Train one model of the 4-class study; save it, its curves and a training summary."""
+              stain_jitter: float = 0.0, precision: str = "float32", strategy: str = "auto",
+              paths: Paths = Paths()):
+    """Train one model of the 4-class study; save it, its curves and a training summary.
+
+    ``stain_jitter``: strength of the stain, colour and scale jitter of training images
+    (``leuko.stain.stain_jitter``; 0 = off). ``strategy``: ``leuko.accel.distribution_strategy``
+    (``auto`` mirrors over several GPUs, else one device)."""
     import time
 
     from leuko import accel, networks, train
@@ -294,54 +304,58 @@ def train_wbc(dataset: str, network: str, regime: str, image_size: int | str,
     n = len(classes)
     start = time.perf_counter()
     histories = []
-    entry = networks.get_network(network)
-    frozen = regime in train.FROZEN_REGIMES
-    if regime in train.PRETRAINED_REGIMES:
-        cached = load_features(paths.features(dataset, network))
-        y_train = one_hot_labels(cached["train_labels"], classes)
-        y_val = one_hot_labels(cached["val_labels"], classes)
-        head = networks.build_head(cached["train_features"].shape[1], n, head_config)
-        head_epochs = epochs if frozen else warmup_epochs
-        if head_epochs:
-            head_fit = train.FitConfig(**{**train.config_dict(fit_config), "epochs": head_epochs,
-                                          "learning_rate": learning_rate if frozen else 1e-3,
-                                          "steps_per_execution": execution_chunk(
-                                              steps_per_epoch(len(y_train), batch_size))})
-            train.compile_model(head, head_fit)
-            histories.append(train.fit(
-                head, epochs_of(cached["train_features"], y_train, batch_size, head_epochs,
-                                False, seed), steps_per_epoch(len(y_train), batch_size),
-                make_dataset(cached["val_features"], y_val, batch_size), head_fit,
-                paths.live(the_id) if frozen else None, paths.work(the_id) / "head",
-                label="head"))
-        base = entry.build((size, size, 3), True)
-        if frozen:
-            base.trainable = False
+    with accel.distribution_strategy(strategy).scope():
+        entry = networks.get_network(network)
+        frozen = regime in train.FROZEN_REGIMES
+        if regime in train.PRETRAINED_REGIMES:
+            cached = load_features(paths.features(dataset, network))
+            y_train = one_hot_labels(cached["train_labels"], classes)
+            y_val = one_hot_labels(cached["val_labels"], classes)
+            head = networks.build_head(cached["train_features"].shape[1], n, head_config)
+            head_epochs = epochs if frozen else warmup_epochs
+            if head_epochs:
+                head_fit = train.FitConfig(**{
+                    **train.config_dict(fit_config), "epochs": head_epochs,
+                    "learning_rate": learning_rate if frozen else 1e-3,
+                    "steps_per_execution": execution_chunk(
+                        steps_per_epoch(len(y_train), batch_size))})
+                train.compile_model(head, head_fit)
+                histories.append(train.fit(
+                    head, epochs_of(cached["train_features"], y_train, batch_size, head_epochs,
+                                    False, seed), steps_per_epoch(len(y_train), batch_size),
+                    make_dataset(cached["val_features"], y_val, batch_size), head_fit,
+                    paths.live(the_id) if frozen else None, paths.work(the_id) / "head",
+                    label="head"))
+            base = entry.build((size, size, 3), True)
+            if frozen:
+                base.trainable = False
+            else:
+                networks.set_trainable_top(base, finetune_blocks)
+            model = networks.build_classifier(network, n, size, pretrained=True, base=base,
+                                              head_model=head)
         else:
-            networks.set_trainable_top(base, finetune_blocks)
-        model = networks.build_classifier(network, n, size, pretrained=True, base=base,
-                                          head_model=head)
-    else:
-        model = networks.build_classifier(network, n, size, pretrained=False, head=head_config)
-    if not frozen:
-        manifest = read_manifest(paths.manifest(dataset))
-        train_rows, val_rows = training_rows(manifest, train_per_class, val_per_class, seed)
-        x_train = load_resized(list(train_rows["path"]), size)
-        x_val = load_resized(list(val_rows["path"]), size)
-        y_train = one_hot_labels(train_rows["label"].to_numpy(), classes)
-        y_val = one_hot_labels(val_rows["label"].to_numpy(), classes)
-        train.compile_model(model, fit_config)
-        histories.append(train.fit(
-            model, epochs_of(x_train, y_train, batch_size, epochs, augment, seed),
-            steps_per_epoch(len(x_train), batch_size), make_dataset(x_val, y_val, batch_size),
-            fit_config, paths.live(the_id), paths.work(the_id), label="end-to-end"))
+            model = networks.build_classifier(network, n, size, pretrained=False,
+                                              head=head_config)
+        if not frozen:
+            manifest = read_manifest(paths.manifest(dataset))
+            train_rows, val_rows = training_rows(manifest, train_per_class, val_per_class, seed)
+            x_train = load_resized(list(train_rows["path"]), size)
+            x_val = load_resized(list(val_rows["path"]), size)
+            y_train = one_hot_labels(train_rows["label"].to_numpy(), classes)
+            y_val = one_hot_labels(val_rows["label"].to_numpy(), classes)
+            train.compile_model(model, fit_config)
+            histories.append(train.fit(
+                model, epochs_of(x_train, y_train, batch_size, epochs, augment, seed,
+                                 stain_jitter),
+                steps_per_epoch(len(x_train), batch_size), make_dataset(x_val, y_val, batch_size),
+                fit_config, paths.live(the_id), paths.work(the_id), label="end-to-end"))
     seconds = time.perf_counter() - start
     history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
     save_model(model, paths.model(the_id))
     result = train.RunResult(model, history, seconds, extra={
         "model": the_id, "dataset": dataset, "network": network, "regime": regime,
         "image_size": size, "classes": classes, "precision": precision,
-        "params": networks.count_params(model)})
+        "stain_jitter": float(stain_jitter), "params": networks.count_params(model)})
     write_json(paths.train_summary(the_id), result.summary())
     return result
 
@@ -360,11 +374,12 @@ def execution_chunk(steps: int, most: int = 50) -> int:
 
 
 def epochs_of(x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int, augment: bool,
-              seed: int):
+              seed: int, stain_jitter: float = 0.0):
     """The training-batch factory ``start_epoch -> dataset`` that ``train.fit`` resumes from."""
     from leuko.inputs import make_epochs_dataset
 
-    return lambda start: make_epochs_dataset(x, y, batch_size, epochs, start, augment, seed)
+    return lambda start: make_epochs_dataset(x, y, batch_size, epochs, start, augment, seed,
+                                             stain_jitter)
 
 
 def predict(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -374,11 +389,36 @@ def predict(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     return model.predict(make_dataset(images, None, batch_size), verbose=0)
 
 
+def stain_robustness(model, rows: pd.DataFrame, size: int, classes: list[str],
+                     crop=None) -> dict[str, dict[str, float]]:
+    """Accuracy and macro F1 of ``model`` on ``rows`` as they are (``none``) and as each
+    simulated other lab of ``leuko.stain.STAIN_SHIFTS`` would show them."""
+    from leuko.inputs import load_resized
+    from leuko.metrics import classification_metrics
+    from leuko.stain import STAIN_SHIFTS, stain_shift
+
+    images = load_resized(list(rows["path"]), size, crop=crop, progress=False)
+    y_true = class_index(rows["label"], classes)
+    scores = {}
+    for kind in STAIN_SHIFTS:
+        y_pred = predict(model, stain_shift(images, kind)).argmax(axis=1)
+        metrics = classification_metrics(y_true, y_pred, classes)
+        scores[kind] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+    return scores
+
+
 def evaluate_model(dataset: str, network: str, regime: str, image_size: int | str,
                    n_boot: int = 2000, seed: int = 0, eval_splits=("test", "test_simple"),
-                   classes: list[str] | None = None, crop=None, paths: Paths = Paths()) -> dict:
+                   classes: list[str] | None = None, crop=None,
+                   robustness_split: str | None = "test", robustness_per_class: int = 100,
+                   paths: Paths = Paths()) -> dict:
     """Accuracy, per-class figures, confusion matrix and bootstrap intervals on each held-out
-    split; intervals resample whole source cells / patients (``group``)."""
+    split; intervals resample whole source cells / patients (``group``).
+
+    Robustness to other labs: on a seeded, class-balanced sample of ``robustness_split``
+    (``robustness_per_class`` images per class spread over its source cells; 0 = all) the
+    accuracy under each simulated stain or light shift (``stain_robustness``); ``None`` or
+    ``"none"`` skips it."""
     from leuko.datasets import WBC_CLASSES
     from leuko.inputs import load_resized
     from leuko.metrics import classification_metrics, metric_intervals
@@ -408,6 +448,15 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
         for i, name in enumerate(classes):
             frame[f"p_{name}"] = probs[:, i].round(5)
         predictions.append(frame)
+        write_csv_atomic(paths.confusion_plot(the_id, split), frame[["actual", "predicted"]])
+    if robustness_split not in (None, "none"):
+        rows = manifest[manifest["split"] == robustness_split]
+        if rows.empty:
+            raise ValueError(f"robustness_split {robustness_split!r} has no rows in "
+                             f"{paths.manifest(dataset)}")
+        rows = splits.balanced_subsample(rows, robustness_per_class, seed)
+        result["stain_shift"] = {"split": robustness_split, "n": len(rows),
+                                 "kinds": stain_robustness(model, rows, size, classes, crop)}
     training = read_json(paths.train_summary(the_id))
     result["training"] = {k: training[k] for k in ("train_seconds", "epochs_run",
                                                   "best_val_accuracy", "final_train_accuracy")}

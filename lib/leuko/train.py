@@ -5,6 +5,8 @@
   same with many more epochs (the thesis's 5000-epoch run).
 - ``imagenet-finetune``: the pretrained base unfrozen (all or its top blocks), the head first
   warmed up on the cached features, then everything trained end to end with a small rate.
+  ``imagenet-finetune-stain`` adds stain, colour and scale jitter (``leuko.stain``): the
+  model meant for cells from other labs.
 - ``scratch``: random initial weights, the whole network trained, with the cure the thesis
   named for its near-chance scratch models: weight decay (L2), dropout and early stopping.
 """
@@ -22,9 +24,9 @@ import keras
 import numpy as np
 import pandas as pd
 
-REGIMES = ("imagenet", "imagenet-long", "imagenet-finetune", "scratch")
+REGIMES = ("imagenet", "imagenet-long", "imagenet-finetune", "imagenet-finetune-stain", "scratch")
 FROZEN_REGIMES = ("imagenet", "imagenet-long")  # head only, on cached bottleneck features
-PRETRAINED_REGIMES = (*FROZEN_REGIMES, "imagenet-finetune")
+PRETRAINED_REGIMES = (*FROZEN_REGIMES, "imagenet-finetune", "imagenet-finetune-stain")
 
 
 def check_regime(regime: str) -> str:
