@@ -15,6 +15,7 @@ from leuko.figures import (
     plot_bar_with_ci,
     plot_confusion_matrix,
     plot_curve_grid,
+    plot_heatmap,
     plot_training_curves,
     save_figure,
 )
@@ -165,6 +166,19 @@ def test_bar_with_ci_without_hue_and_missing_column():
     assert sum(len(c.get_segments()) for c in ax.collections) == 1  # NaN bound: no bar
     with pytest.raises(KeyError):
         plot_bar_with_ci(frame, "m", "nope", "lo", "hi")
+
+
+def test_heatmap_writes_every_value_with_labels():
+    table = pd.DataFrame([[90.0, 42.5], [np.nan, 10.0]], index=pd.Index(["m1", "m2"], name="model"),
+                         columns=pd.Index(["none", "faded"], name="stain shift"))
+    fig = plot_heatmap(table, label="accuracy (%)", title="robustness", vmin=0, vmax=100)
+    ax = fig.axes[0]
+    assert _texts(ax) == ["90.0", "42.5", "10.0"]  # NaN left blank
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["none", "faded"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["m1", "m2"]
+    assert ax.get_xlabel() == "stain shift" and ax.get_ylabel() == "model"
+    assert fig.axes[1].get_ylabel() == "accuracy (%)"
+    assert ax.get_title() == "robustness"
 
 
 def test_image_gallery_grid_and_titles():

@@ -67,3 +67,23 @@ def test_readme_results_match_the_metrics_files():
     table = report.results_table(report.load_results(metrics))
     readme = (ROOT / "README.md").read_text()
     assert report.readme_table(table) in readme, "run `make results` after `make study`"
+
+
+def test_dvc_plots_show_curves_and_a_confusion_matrix_per_evaluated_split():
+    metrics = ROOT / "reports" / "metrics"
+    if not any(metrics.glob("*.json")):
+        pytest.skip("no metrics committed yet")
+    shown = json.loads(subprocess.run([DVC, "plots", "show", "--json"], cwd=ROOT, check=True,
+                                      capture_output=True, text=True).stdout)["data"]
+    for path in metrics.glob("*.json"):
+        result = json.loads(path.read_text())
+        model = result["model"]
+        for curve in ("train/accuracy", "eval/accuracy", "train/loss", "eval/loss"):
+            plot_id = f"reports/live/{model}/plots/metrics/{curve}.tsv"
+            assert plot_id in shown, f"no dvc plot {plot_id}"
+        for split in result["splits"]:
+            plot_id = f"reports/plots/confusion/{model}/{split}.csv"
+            assert plot_id in shown, f"no dvc plot {plot_id}"
+            spec = shown[plot_id][0]["content"]["spec"]
+            assert spec["encoding"]["x"]["field"] == "predicted"
+            assert spec["encoding"]["y"]["field"] == "actual"
