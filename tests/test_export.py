@@ -80,7 +80,7 @@ def test_choose_model_by_val_macro_f1(tmp_path):
     paths = make_study(tmp_path, {"a": 0.9, "b": 0.5})
     scores = {"a": 0.60, "b": 0.80}
 
-    def scorer(model_id, paths):
+    def scorer(model_id, paths, shifted=False):
         return {"macro_f1": scores[model_id], "accuracy": 0.0, "n": 8}
 
     choice = export.choose_model(["a", "b"], "val_macro_f1", paths, scorer=scorer)
@@ -91,10 +91,36 @@ def test_choose_model_by_val_macro_f1(tmp_path):
     assert by_accuracy["model_id"] == "a"
 
 
+def test_choose_model_by_val_macro_f1_under_stain_shifts(tmp_path):
+    paths = make_study(tmp_path, {"a": 0.9, "b": 0.5})
+    as_imaged, across_labs = {"a": 0.80, "b": 0.70}, {"a": 0.60, "b": 0.65}
+
+    def scorer(model_id, paths, shifted=False):
+        return {"macro_f1": (across_labs if shifted else as_imaged)[model_id]}
+
+    assert export.choose_model(["a", "b"], "val_macro_f1", paths, scorer=scorer)[
+        "model_id"] == "a"
+    choice = export.choose_model(["a", "b"], "val_macro_f1_shifted", paths, scorer=scorer)
+    assert choice["model_id"] == "b"  # the better model across labs, not as imaged
+    assert choice["rule_used"] == "val_macro_f1_shifted"
+
+
+def test_val_macro_f1_shifted_is_the_mean_over_the_stain_shifts(tmp_path):
+    from leuko.stain import STAIN_SHIFTS
+
+    paths = make_study(tmp_path, {"a": 0.9})
+    plain = export.val_macro_f1("a", paths)
+    shifted = export.val_macro_f1("a", paths, shifted=True)
+    assert set(shifted["per_shift"]) == set(STAIN_SHIFTS)
+    assert shifted["per_shift"]["none"] == pytest.approx(plain["macro_f1"])
+    assert shifted["macro_f1"] == pytest.approx(np.mean(list(shifted["per_shift"].values())))
+    assert shifted["n"] == 8  # 2 per class, all below SHIFTED_PER_CLASS
+
+
 def test_choose_model_ties_and_bad_rule(tmp_path):
     paths = make_study(tmp_path, {"a": 0.7, "b": 0.9})
 
-    def scorer(model_id, paths):
+    def scorer(model_id, paths, shifted=False):
         return {"macro_f1": 0.5}
 
     assert export.choose_model(["a", "b"], paths=paths, scorer=scorer)["model_id"] == "b"

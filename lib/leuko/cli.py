@@ -4,7 +4,7 @@
     Classify cell images (or, with ``--smear``, whole smears) in files and folders (recursive;
     JPEG, PNG, BMP, TIFF), write one CSV row per cell with the predicted class and the
     probability of every class, and print the differential count (cells and % per class).
-``leuko export --task {wbc,leukemia} [--rule val_macro_f1|best_val_accuracy]``
+``leuko export --task {wbc,leukemia} [--rule val_macro_f1|val_macro_f1_shifted|best_val_accuracy]``
     Choose the study's model for a task and export it with its metadata to build/export/.
 
 Exit codes (every subcommand):
@@ -97,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "figure and copy it with its metadata to build/export/.")
     e.add_argument("--task", required=True, help="wbc (4 classes) or leukemia (ALL vs HEM)")
     e.add_argument("--rule", default="val_macro_f1",
-                   help="val_macro_f1 (default: computed on the manifest's validation rows) "
-                        "or best_val_accuracy (from the training summary)")
+                   help="val_macro_f1 (default: macro F1 on the manifest's validation rows), "
+                        "val_macro_f1_shifted (its mean over simulated other-lab stains; the "
+                        "study's choice) or best_val_accuracy (from the training summary)")
     e.add_argument("--models", nargs="*", default=None, metavar="MODEL_ID",
                    help="candidate model ids (default: every trained model of the task)")
     e.add_argument("--out-dir", type=Path, default=Path("build/export"))
