@@ -120,8 +120,7 @@ def val_macro_f1(model_id: str, paths: Paths = DEFAULT_PATHS, batch_size: int = 
     from leuko.inputs import load_resized
     from leuko.metrics import classification_metrics
     from leuko.splits import balanced_subsample
-    from leuko.stain import STAIN_SHIFTS, stain_shift
-    from leuko.study import class_index, load_model, predict
+    from leuko.study import class_index, load_model, predict, stain_robustness
 
     summary = read_json(paths.train_summary(model_id))
     manifest_file = paths.manifest(summary["dataset"])
@@ -138,19 +137,17 @@ def val_macro_f1(model_id: str, paths: Paths = DEFAULT_PATHS, batch_size: int = 
     classes = list(summary["classes"])
     if shifted:
         rows = balanced_subsample(rows, SHIFTED_PER_CLASS, seed=0)
+        per_shift = stain_robustness(model, rows, size[0], classes, crop=summary.get("crop"))
+        return {"macro_f1": float(np.mean([m["macro_f1"] for m in per_shift.values()])),
+                "accuracy": float(np.mean([m["accuracy"] for m in per_shift.values()])),
+                "n": len(rows), "per_shift": {k: m["macro_f1"] for k, m in per_shift.items()}}
     images = load_resized(list(rows["path"]), size[0], crop=summary.get("crop"),
                           progress=False)
-    y_true = class_index(rows["label"], classes)
-    per_shift = {}
-    for kind in STAIN_SHIFTS if shifted else ("none",):
-        probs = predict(model, stain_shift(images, kind) if shifted else images, batch_size)
-        per_shift[kind] = classification_metrics(y_true, probs.argmax(axis=1), classes)
-    result = {"macro_f1": float(np.mean([m["macro_f1"] for m in per_shift.values()])),
-              "accuracy": float(np.mean([m["accuracy"] for m in per_shift.values()])),
-              "n": len(rows)}
-    if shifted:
-        result["per_shift"] = {kind: m["macro_f1"] for kind, m in per_shift.items()}
-    return result
+    probs = predict(model, images, batch_size)
+    metrics = classification_metrics(class_index(rows["label"], classes), probs.argmax(axis=1),
+                                      classes)
+    return {"macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"],
+            "n": metrics["n"]}
 
 
 def choose_model(model_ids: list[str], rule: str = "val_macro_f1", paths: Paths = DEFAULT_PATHS,
