@@ -14,6 +14,7 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_
 from leuko.metrics import (
     ConfusionMetric,
     accuracy_metric,
+    add_exact_interval,
     bootstrap_ci,
     class_recall_metric,
     classification_metrics,
@@ -22,6 +23,7 @@ from leuko.metrics import (
     macro_f1_metric,
     mcnemar,
     metric_intervals,
+    proportion_intervals,
 )
 
 NAMES3 = ["A", "B", "C"]
@@ -302,6 +304,108 @@ def test_confusion_metric_is_a_plain_callable():
         "errors", lambda cm: cm.sum(axis=(-2, -1)) - np.trace(cm, axis1=-2, axis2=-1)
     )
     assert m([0, 1, 1], [0, 0, 1]) == 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# exact intervals of a proportion
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("k", "n", "low", "high", "tol"),
+    [
+        # ALL-IDB2's 26 test cells.  26/26: low = 0.025 ** (1 / 26) = 0.8677 (the closed form at
+        # k = n), high = 1; 25/26: the published exact interval [0.804, 0.999].
+        (26, 26, 0.868, 1.0, 5e-4),
+        (25, 26, 0.804, 0.999, 5e-4),
+        # Newcombe RG (1998), Two-sided confidence intervals for the single proportion:
+        # comparison of seven methods, Statistics in Medicine 17:857-872, Table II, method 5
+        # ("exact", Clopper-Pearson).
+        (81, 263, 0.2527, 0.3676, 5e-5),
+        (15, 148, 0.0578, 0.1617, 5e-5),
+        (0, 20, 0.0, 0.1684, 5e-5),
+        (1, 29, 0.0009, 0.1776, 5e-5),
+    ],
+)
+def test_clopper_pearson_published_values(k, n, low, high, tol):
+    r = proportion_intervals(k, n)
+    assert r["clopper_pearson"]["low"] == pytest.approx(low, abs=tol)
+    assert r["clopper_pearson"]["high"] == pytest.approx(high, abs=tol)
+    assert (r["k"], r["n"], r["value"]) == (k, n, k / n)
+
+
+def test_clopper_pearson_closed_forms():
+    # at k = n the lower bound is (alpha/2) ** (1/n); at k = 0 the upper is 1 - (alpha/2) ** (1/n)
+    assert proportion_intervals(26, 26)["clopper_pearson"]["low"] == pytest.approx(0.025 ** (1 / 26))
+    assert proportion_intervals(0, 71)["clopper_pearson"] == pytest.approx(
+        {"low": 0.0, "high": 1 - 0.025 ** (1 / 71)}
+    )
+    # 90 % interval: alpha/2 = 0.05
+    assert proportion_intervals(10, 10, alpha=0.1)["clopper_pearson"]["low"] == pytest.approx(
+        0.05 ** 0.1
+    )
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "low", "high"),
+    [
+        # Newcombe (1998), Table II, method 3 (Wilson score interval without continuity
+        # correction): the textbook examples 81/263, 15/148, 0/20 and 1/29.
+        (81, 263, 0.2553, 0.3662),
+        (15, 148, 0.0624, 0.1605),
+        (0, 20, 0.0, 0.1611),
+        (1, 29, 0.0061, 0.1718),
+    ],
+)
+def test_wilson_published_values(k, n, low, high):
+    r = proportion_intervals(k, n)
+    assert r["wilson"]["low"] == pytest.approx(low, abs=5e-5)
+    assert r["wilson"]["high"] == pytest.approx(high, abs=5e-5)
+
+
+def test_wilson_hand_formula_and_symmetry():
+    # 25/26, z = 1.959964: centre (25 + z^2/2) / (26 + z^2), half z sqrt(25/26 + z^2/4) / (26 + z^2)
+    z = 1.959964
+    centre = (25 + z * z / 2) / (26 + z * z)
+    half = z * math.sqrt(25 * 1 / 26 + z * z / 4) / (26 + z * z)
+    r = proportion_intervals(25, 26)
+    assert r["wilson"]["low"] == pytest.approx(centre - half, abs=1e-6)
+    assert r["wilson"]["high"] == pytest.approx(centre + half, abs=1e-6)
+    # k and n - k mirror each other
+    a, b = proportion_intervals(7, 30), proportion_intervals(23, 30)
+    for method in ("clopper_pearson", "wilson"):
+        assert a[method]["low"] == pytest.approx(1 - b[method]["high"])
+        assert a[method]["high"] == pytest.approx(1 - b[method]["low"])
+    json.dumps(r, allow_nan=False)
+
+
+def test_proportion_intervals_rejects_bad_counts():
+    for k, n in ((3, 2), (-1, 5), (0, 0), (1.5, 3)):
+        with pytest.raises(ValueError):
+            proportion_intervals(k, n)
+    with pytest.raises(ValueError, match="alpha"):
+        proportion_intervals(1, 2, alpha=0)
+
+
+def test_add_exact_interval_to_classification_metrics():
+    t = np.r_[np.zeros(13, dtype=int), np.ones(13, dtype=int)]
+    p = t.copy()
+    p[0] = 1  # 25 of 26 right
+    m = classification_metrics(t, p, ["ALL", "HEM"])
+    out = add_exact_interval(m)
+    assert "exact_interval" not in m  # a copy, the input is left alone
+    e = out["exact_interval"]
+    assert (e["k"], e["n"], e["method"], e["independent"]) == (25, 26, "clopper-pearson", True)
+    assert e["value"] == pytest.approx(m["accuracy"])
+    assert (e["low"], e["high"]) == pytest.approx((0.804, 0.999), abs=5e-4)
+    assert e["wilson"] == proportion_intervals(25, 26)["wilson"]
+    # copies of fewer cells: the exact interval is marked as not applicable to them
+    copies = add_exact_interval(m, groups=np.arange(26) // 2)["exact_interval"]
+    assert copies["independent"] is False
+    assert add_exact_interval(m, groups=[f"c{i}" for i in range(26)])["exact_interval"][
+        "independent"
+    ]
+    with pytest.raises(ValueError, match="groups"):
+        add_exact_interval(m, groups=[1, 2])
+    json.dumps(out, allow_nan=False)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""Evaluation metrics of the study: per-class scores, bootstrap intervals, McNemar, k-fold summaries.
+"""Evaluation metrics of the study: per-class scores, bootstrap intervals, exact intervals of a
+proportion, paired bootstrap comparisons of two models, k-fold summaries.
 
-Everything here is plain numpy (scipy for the McNemar p-value; no TensorFlow, no scikit-learn at
-run time -- the tests check the numbers against scikit-learn), so the CLI, the report notebook and
+Everything here is plain numpy (scipy for the Clopper-Pearson interval; no TensorFlow, no
+scikit-learn at run time -- the tests check the numbers against scikit-learn), so the CLI, the report notebook and
 the tests can import it cheaply.  Point estimates and bootstrap resamples go through the same
 confusion-matrix code, so they cannot disagree.  Labels are integer class indices ``0 .. k-1`` in the order of
 ``class_names``; every returned number is a native Python ``int``/``float`` so the dicts can be
@@ -17,6 +18,9 @@ Conventions
   of ``class_names`` even when it is absent from the data.
 * Bootstrap intervals are percentile intervals.  With ``groups`` whole groups are resampled
   (cluster bootstrap); see :func:`bootstrap_ci` for why that matters with augmented copies.
+* Exact intervals (:func:`proportion_intervals`: Clopper-Pearson and Wilson) assume independent
+  items; they are the right interval for a small test set of distinct cells (ALL-IDB2's 26 test
+  cells, TEST_SIMPLE's 71), not for TEST's augmented copies of 71 cells.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-# scipy.stats is imported inside mcnemar(): it takes seconds to import and is rarely needed.
+# scipy.stats is imported inside proportion_intervals(): it takes seconds to import.
 
 __all__ = [
     "ConfusionMetric",
     "accuracy_metric",
+    "add_exact_interval",
     "bootstrap_ci",
     "class_recall_metric",
     "classification_metrics",
@@ -40,6 +45,7 @@ __all__ = [
     "macro_f1_metric",
     "mcnemar",
     "metric_intervals",
+    "proportion_intervals",
 ]
 
 # Bound on the size (elements) of the per-chunk resampling matrices of the bootstrap (~32 MB).
@@ -437,6 +443,89 @@ def metric_intervals(
     for key, m in metrics.items():
         low, high = _percentile_interval(m.fn(boot), alpha)
         out[key] = {"value": float(m.fn(cm)), "low": low, "high": high}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# exact intervals of a proportion
+# --------------------------------------------------------------------------------------------
+def _check_count(k: int, n: int) -> tuple[int, int]:
+    if int(n) != n or int(k) != k:
+        raise ValueError(f"k and n must be whole numbers, got k={k}, n={n}")
+    k, n = int(k), int(n)
+    if n < 1 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    return k, n
+
+
+def proportion_intervals(k: int, n: int, alpha: float = 0.05) -> dict:
+    """Clopper-Pearson ("exact") and Wilson score intervals of the proportion ``k / n``.
+
+    Returns ``{"k", "n", "value", "clopper_pearson": {"low", "high"}, "wilson": {"low",
+    "high"}}`` at confidence ``1 - alpha``.
+
+    * Clopper-Pearson (1934) inverts two one-sided binomial tests:
+      ``low = Beta(alpha/2; k, n - k + 1)``, ``high = Beta(1 - alpha/2; k + 1, n - k)``, with
+      ``low = 0`` at ``k = 0`` and ``high = 1`` at ``k = n``.  Its coverage is at least
+      ``1 - alpha`` for every true proportion (conservative).  26 of 26 right gives
+      [0.868, 1.0]: a perfect score on 26 cells still allows a true accuracy of 87 %.
+    * Wilson (1927) inverts the normal score test: centre ``(k + z^2/2) / (n + z^2)``,
+      half-width ``z sqrt(k (n - k) / n + z^2 / 4) / (n + z^2)``; shorter, with coverage close
+      to ``1 - alpha`` on average (Newcombe 1998's method 3; no continuity correction).
+
+    Both assume ``n`` independent items.  For augmented copies of fewer source cells use the
+    cluster bootstrap (:func:`bootstrap_ci` with ``groups``).
+    """
+    from scipy import stats
+
+    k, n = _check_count(k, n)
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    cp_low = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
+    cp_high = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    centre = (k + z * z / 2) / (n + z * z)
+    half = z * np.sqrt(k * (n - k) / n + z * z / 4) / (n + z * z)
+    return {
+        "k": k,
+        "n": n,
+        "value": k / n,
+        "clopper_pearson": {"low": cp_low, "high": cp_high},
+        "wilson": {"low": float(max(0.0, centre - half)), "high": float(min(1.0, centre + half))},
+    }
+
+
+def add_exact_interval(metrics: dict, groups: Sequence | None = None, alpha: float = 0.05) -> dict:
+    """A copy of a :func:`classification_metrics` result with ``"exact_interval"`` of accuracy.
+
+    ``exact_interval`` = ``{"value", "low", "high"}`` (Clopper-Pearson, the same keys as the
+    bootstrap ``intervals``) plus ``"method": "clopper-pearson"``, ``"k"`` (correct), ``"n"``,
+    ``"wilson": {"low", "high"}`` and ``"independent"``: whether every item is its own source
+    cell (``groups`` all distinct, or ``groups`` not given).  Where ``independent`` is false
+    (TEST: copies of 71 cells) the exact interval is too narrow; readers should use the
+    cluster-bootstrap ``intervals["accuracy"]`` there.
+    """
+    n = int(metrics["n"])
+    k = int(np.trace(np.asarray(metrics["confusion_matrix"])))
+    if groups is not None:
+        g = np.asarray(groups)
+        if g.ndim != 1 or g.size != n:
+            raise ValueError(f"groups must have one entry per item ({n}), got shape {g.shape}")
+        independent = bool(np.unique(g).size == n)
+    else:
+        independent = True
+    exact = proportion_intervals(k, n, alpha)
+    out = dict(metrics)
+    out["exact_interval"] = {
+        "value": exact["value"],
+        "low": exact["clopper_pearson"]["low"],
+        "high": exact["clopper_pearson"]["high"],
+        "method": "clopper-pearson",
+        "k": k,
+        "n": n,
+        "wilson": exact["wilson"],
+        "independent": independent,
+    }
     return out
 
 
