@@ -196,28 +196,6 @@ def test_kfold_results_pool_the_folds():
     assert "accuracy" in result["pooled"]["intervals"]
 
 
-def test_efficientnet_input_is_centred_on_the_training_mean(tmp_path):
-    import keras
-
-    from leuko.networks import HeadConfig
-
-    mean = [0.7, 0.6, 0.5]
-    model = leukemia.build_solution_model("efficientnet_b2", 32, HeadConfig((8,)), mean,
-                                          bn_momentum=0.9)
-    study.save_model(model, tmp_path / "b.keras")
-    loaded = study.load_model(tmp_path / "b.keras")
-    base = next(layer for layer in loaded.layers if isinstance(layer, keras.Model))
-    norm = next(layer for layer in base.layers if isinstance(layer, keras.layers.Normalization))
-    probe = keras.Model(base.input, norm.output)
-    out = probe.predict(np.full((1, 32, 32, 3), 255.0, np.float32), verbose=0)
-    assert out[0, 0, 0] == pytest.approx(1 - np.array(mean), abs=1e-5)
-    momenta = {layer.momentum for layer in base.layers
-               if isinstance(layer, keras.layers.BatchNormalization)}
-    assert momenta == {0.9}
-    with pytest.raises(ValueError, match="bn_momentum must be in"):
-        leukemia.set_bn_momentum(base, 1.5)
-
-
 # --- the notebooks, end to end ------------------------------------------------------------------
 
 

@@ -64,6 +64,60 @@ def test_missing_weights_offline_name_file_and_folder(tmp_path, monkeypatch, off
     assert entry.weights_file in message and str(tmp_path / "models") in message
 
 
+def test_efficientnet_input_is_centred_on_the_training_mean(tmp_path):
+    mean = [0.7, 0.6, 0.5]
+    model = networks.build_solution_model("efficientnet_b2", 32, networks.HeadConfig((8,)), mean,
+                                          2, bn_momentum=0.9)
+    study.save_model(model, tmp_path / "b.keras")
+    loaded = study.load_model(tmp_path / "b.keras")
+    base = next(layer for layer in loaded.layers if isinstance(layer, keras.Model))
+    norm = next(layer for layer in base.layers if isinstance(layer, keras.layers.Normalization))
+    probe = keras.Model(base.input, norm.output)
+    out = probe.predict(np.full((1, 32, 32, 3), 255.0, np.float32), verbose=0)
+    assert out[0, 0, 0] == pytest.approx(1 - np.array(mean), abs=1e-5)
+    momenta = {layer.momentum for layer in base.layers
+               if isinstance(layer, keras.layers.BatchNormalization)}
+    assert momenta == {0.9}
+    with pytest.raises(ValueError, match="bn_momentum must be in"):
+        networks.set_bn_momentum(base, 1.5)
+
+
+def test_a_network_that_cannot_hold_the_channel_mean_is_an_error():
+    """No silent skip: a base with neither 'unit_centred' preprocessing nor a Normalization
+    layer cannot be centred, and says so."""
+    with pytest.raises(ValueError, match="mobilenet_v2 cannot be centred"):
+        networks.build_solution_model("mobilenet_v2", 32, networks.HeadConfig((8,)),
+                                      [0.5, 0.5, 0.5], 2)
+
+
+def test_a_failed_download_is_named_and_other_errors_are_not(tmp_path, monkeypatch):
+    """Only a network failure becomes PretrainedWeightsMissing; any other error keeps its type
+    and message."""
+    import urllib.error
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    entry = networks.get_network("resnet50")
+
+    def keras_download_failure(*args, **kwargs):  # as keras.utils.get_file raises it
+        try:
+            raise urllib.error.URLError("no route to host")
+        except urllib.error.URLError as error:
+            raise Exception(f"URL fetch failure on https://x: None -- {error.reason}")  # noqa: B904
+
+    monkeypatch.setattr(keras.applications.resnet50, "ResNet50", keras_download_failure)
+    with pytest.raises(networks.PretrainedWeightsMissing, match="URLError"):
+        entry.build((32, 32, 3), True)
+
+    def broken(*args, **kwargs):
+        raise ValueError("input_shape is not supported")
+
+    monkeypatch.setattr(keras.applications.resnet50, "ResNet50", broken)
+    with pytest.raises(ValueError, match="input_shape is not supported") as error:
+        entry.build((32, 32, 3), True)
+    assert not isinstance(error.value, networks.PretrainedWeightsMissing)
+    assert networks.download_failure(ValueError("x")) is None
+
+
 @pytest.mark.parametrize("name", ["mobilenet_v2", "leukemia_cnn", "densenet121",
                                   "efficientnet_b2"])
 def test_classifier_saves_and_loads_safely(tmp_path, name):

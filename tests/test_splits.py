@@ -89,3 +89,5 @@ def test_bad_ratios_are_named():
     frame = pd.DataFrame({"label": ["a", "b"] * 10, "group": range(20), "sha256": range(20)})
     with pytest.raises(ValueError, match="summing to 1"):
         splits.split_train_val_test(frame, (0.5, 0.3, 0.1))
+    with pytest.raises(ValueError, match=r"multiples of 0\.1.*got 0\.65"):
+        splits.split_train_val_test(frame, (0.65, 0.25, 0.1))

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,64 +234,6 @@ def load_augmented(dataset: str, run: str, split: str, size: int, classes=LEUKEM
     return images, study.one_hot_labels(rows["label"].to_numpy(), list(classes))
 
 
-def set_input_mean(base, mean: Sequence[float]) -> bool:
-    """Centre a keras.applications EfficientNet's input on ``mean`` (of [0, 1] pixels): its
-    built-in Rescaling(1/255) -> Normalization becomes x/255 - mean. Saved with the model."""
-    import keras
-
-    for layer in base.layers:
-        if isinstance(layer, keras.layers.Normalization) and layer.input_mean is None:
-            layer.adapt_mean.assign(np.asarray(mean, dtype="float32"))
-            layer.adapt_variance.assign(np.ones(len(mean), dtype="float32"))
-            layer.finalize_state()
-            return True
-    return False
-
-
-def set_bn_momentum(base, momentum: float | None) -> int:
-    """Set the moving-statistics momentum of every BatchNormalization layer of ``base``
-    (None: keep Keras's 0.99); returns the number of layers changed.
-
-    The statistics used at inference are a moving average over training batches; with 0.99
-    they still carry ~15 % of their initial values (mean 0, variance 1) after 190 steps, and
-    a small training set (the default preset's ~30 steps per epoch) gives a network that is
-    right in training mode and constant at inference (validation accuracy stuck at 0.5).
-    The report's 20000 images (1250 steps per epoch) never met this."""
-    import keras
-
-    if momentum is None:
-        return 0
-    if not 0 < float(momentum) < 1:
-        raise ValueError(f"bn_momentum must be in (0, 1), got {momentum}")
-    changed = 0
-    for layer in base.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = float(momentum)
-            changed += 1
-    return changed
-
-
-def build_solution_model(network: str, image_size: int, head, mean: Sequence[float],
-                         n_classes: int = len(LEUKEMIA_CLASSES),
-                         bn_momentum: float | None = None):
-    """Input(0..255) -> [/255 - training channel mean] -> base (random weights) -> head.
-
-    The custom CNN centres in its ``Preprocess("unit_centred", mean)`` layer; EfficientNet
-    rescales inside, and its Normalization layer subtracts the mean (``set_input_mean``).
-    ``bn_momentum`` sets the base's BatchNormalization momentum (``set_bn_momentum``).
-    """
-    from leuko import networks
-
-    entry = networks.get_network(network)
-    base = entry.build((image_size, image_size, 3), False)
-    set_bn_momentum(base, bn_momentum)
-    if entry.preprocessing != "unit_centred" and not set_input_mean(base, mean):
-        print(f"note: {network} uses its own preprocessing ({entry.preprocessing!r}); "
-              "the channel mean is not subtracted")
-    return networks.build_classifier(network, n_classes, image_size, pretrained=False,
-                                     head=head, channel_mean=mean, base=base)
-
-
 def append_live(live_dir: Path, history: pd.DataFrame, first_step: int) -> None:
     """Add epochs to a DVCLive folder after those already there (steps ``first_step`` on),
     named as ``DVCLiveCallback`` names them (``train/accuracy``, ``eval/loss``, ...)."""
@@ -377,7 +318,8 @@ def train_solution(dataset: str, solution: str, network: str, image_size: int, s
         x_train, y_train = load_augmented(dataset, run, "train", size, classes, paths, progress)
         x_val, y_val = load_augmented(dataset, run, "val", size, classes, paths, progress)
         mean = channel_mean(x_train)
-        candidate = build_solution_model(network, size, head, mean, len(classes), bn_momentum)
+        candidate = networks.build_solution_model(network, size, head, mean, len(classes),
+                                                  bn_momentum)
         train.compile_model(candidate, config)
         main = run == "main"
         run_history = fit_recipe(candidate, x_train, y_train, x_val, y_val, config,

@@ -12,7 +12,10 @@ file and the folder to place it in.
 
 from __future__ import annotations
 
+import http.client
 import os
+import socket
+import urllib.error
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +97,24 @@ def keras_cache_dir() -> Path:
     return Path(home) / "models"
 
 
+DOWNLOAD_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError,
+                   TimeoutError, socket.gaierror)
+"""What a failed download raises (Keras re-raises them as a bare ``Exception`` whose context
+is one of these)."""
+
+
+def download_failure(error: BaseException) -> BaseException | None:
+    """The network error behind ``error`` (itself or an exception in its cause/context chain),
+    or None when ``error`` did not come from a failed download."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, DOWNLOAD_ERRORS):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def _keras_application(constructor_path: str, weights_file: str):
     """A builder for ``keras.applications.<constructor>`` that loads cached ImageNet weights
     from the Keras cache, or downloads them once, or fails naming file and folder."""
@@ -113,11 +134,14 @@ def _keras_application(constructor_path: str, weights_file: str):
         try:
             return constructor(include_top=False, weights="imagenet", input_shape=input_shape,
                                pooling="avg")
-        except Exception as error:  # noqa: BLE001 - any download failure means "not available"
+        except Exception as error:
+            cause = download_failure(error)
+            if cause is None:  # not a failed download: a real error, with its own cause
+                raise
             raise PretrainedWeightsMissing(
                 f"ImageNet weights for {constructor_name} are not cached and could not be "
-                f"downloaded ({type(error).__name__}). Place the file {weights_file} in "
-                f"{keras_cache_dir()} (or set KERAS_HOME) and run again.") from error
+                f"downloaded ({type(cause).__name__}: {cause}). Place the file {weights_file} "
+                f"in {keras_cache_dir()} (or set KERAS_HOME) and run again.") from error
 
     return build
 
@@ -254,6 +278,64 @@ def build_classifier(network: str, n_classes: int, image_size: int, pretrained: 
     x = base(x)
     outputs = head_model(x)
     return keras.Model(inputs, outputs, name=f"{network}_classifier")
+
+
+# --- model surgery (the leukemia recipe's centred, from-scratch models) ---------------------
+
+
+def set_input_mean(base: keras.Model, mean: Sequence[float]) -> bool:
+    """Centre a keras.applications EfficientNet's input on ``mean`` (of [0, 1] pixels): its
+    built-in Rescaling(1/255) -> Normalization becomes x/255 - mean. Saved with the model."""
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.Normalization) and layer.input_mean is None:
+            layer.adapt_mean.assign(np.asarray(mean, dtype="float32"))
+            layer.adapt_variance.assign(np.ones(len(mean), dtype="float32"))
+            layer.finalize_state()
+            return True
+    return False
+
+
+def set_bn_momentum(base: keras.Model, momentum: float | None) -> int:
+    """Set the moving-statistics momentum of every BatchNormalization layer of ``base``
+    (None: keep Keras's 0.99); returns the number of layers changed.
+
+    The statistics used at inference are a moving average over training batches; with 0.99
+    they still carry ~15 % of their initial values (mean 0, variance 1) after 190 steps, and
+    a small training set (the default preset's ~30 steps per epoch) gives a network that is
+    right in training mode and constant at inference (validation accuracy stuck at 0.5).
+    The report's 20000 images (1250 steps per epoch) never met this."""
+    if momentum is None:
+        return 0
+    if not 0 < float(momentum) < 1:
+        raise ValueError(f"bn_momentum must be in (0, 1), got {momentum}")
+    changed = 0
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(momentum)
+            changed += 1
+    return changed
+
+
+def build_solution_model(network: str, image_size: int, head: HeadConfig,
+                         mean: Sequence[float], n_classes: int,
+                         bn_momentum: float | None = None) -> keras.Model:
+    """Input(0..255) -> [/255 - training channel mean] -> base (random weights) -> head.
+
+    The custom CNN centres in its ``Preprocess("unit_centred", mean)`` layer; EfficientNet
+    rescales inside, and its Normalization layer subtracts the mean (``set_input_mean``).
+    ``bn_momentum`` sets the base's BatchNormalization momentum (``set_bn_momentum``).
+    """
+    entry = get_network(network)
+    base = entry.build((image_size, image_size, 3), False)
+    set_bn_momentum(base, bn_momentum)
+    if entry.preprocessing != "unit_centred" and not set_input_mean(base, mean):
+        raise ValueError(
+            f"{network} cannot be centred on the training channel mean: its preprocessing is "
+            f"{entry.preprocessing!r} and its base has no Normalization layer to hold the mean. "
+            "Use a network with 'unit_centred' preprocessing (leukemia_cnn) or an EfficientNet "
+            "(efficientnet_b2)")
+    return build_classifier(network, n_classes, image_size, pretrained=False, head=head,
+                            channel_mean=mean, base=base)
 
 
 def set_trainable_top(base: keras.Model, blocks: str | int) -> int:

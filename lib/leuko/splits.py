@@ -56,13 +56,16 @@ def split_train_val_test(frame: pd.DataFrame, ratios: Sequence[float] = (0.6, 0.
                          keys: Sequence[str] = ("group", "sha256")) -> pd.Series:
     """Assign 'train' / 'val' / 'test' per row, stratified by ``label``, grouped by ``keys``.
 
-    The data is cut into 10 stratified group folds; each fold goes whole to one side, in the
-    proportions of ``ratios`` rounded to tenths (6:3:1 by default).
+    The data is cut into 10 stratified group folds; each fold goes whole to one side, so every
+    ratio must be a multiple of 0.1 (6:3:1 by default); any other ratio is a ValueError naming
+    it, never rounded.
     """
     ratios = _check_ratios(ratios)
     tenths = [round(r * 10) for r in ratios]
-    if sum(tenths) != 10:
-        raise ValueError(f"split ratios must be multiples of 0.1, got {ratios}")
+    off = [r for r, t in zip(ratios, tenths, strict=True) if not np.isclose(r * 10, t)]
+    if off:
+        raise ValueError(f"split ratios must be multiples of 0.1 (whole tenths of the data go "
+                         f"to each side), got {off[0]} in {ratios}")
     groups = leak_groups(frame, keys)
     n_groups = len(np.unique(groups))
     if n_groups < 10:
