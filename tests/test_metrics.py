@@ -21,8 +21,9 @@ from leuko.metrics import (
     classification_report_frame,
     kfold_summary,
     macro_f1_metric,
-    mcnemar,
     metric_intervals,
+    paired_bootstrap_difference,
+    paired_bootstrap_difference_seeds,
     proportion_intervals,
 )
 
@@ -409,54 +410,105 @@ def test_add_exact_interval_to_classification_metrics():
 
 
 # --------------------------------------------------------------------------------------------
-# McNemar
+# paired bootstrap of the accuracy difference
 # --------------------------------------------------------------------------------------------
-def _paired(b: int, c: int, both_right: int = 5, both_wrong: int = 3):
-    """y_true, pred_a, pred_b with b items only A gets right and c items only B gets right."""
-    n = b + c + both_right + both_wrong
-    y = np.zeros(n, dtype=int)
-    a_ok = np.r_[np.ones(b), np.zeros(c), np.ones(both_right), np.zeros(both_wrong)].astype(bool)
-    b_ok = np.r_[np.zeros(b), np.ones(c), np.ones(both_right), np.zeros(both_wrong)].astype(bool)
-    return y, np.where(a_ok, 0, 1), np.where(b_ok, 0, 2)
-
-
-def test_mcnemar_exact_hand_example():
-    # b = 10, c = 2: P(X <= 2 | n = 12, p = 1/2) = (C(12,0) + C(12,1) + C(12,2)) / 2**12
-    #                                           = (1 + 12 + 66) / 4096 = 79 / 4096
-    # two-sided exact p = 2 * 79 / 4096 = 0.0385742...
-    y, a, b = _paired(10, 2)
-    r = mcnemar(y, a, b)
-    assert r["b"] == 10 and r["c"] == 2
-    assert r["method"] == "exact"
-    assert r["p_value"] == pytest.approx(2 * 79 / 4096)
-    assert r["p_value"] == pytest.approx(0.0385742, abs=1e-7)
-    assert r["statistic"] == 2.0
-    # swapping the models swaps b and c, same p
-    swapped = mcnemar(y, b, a)
-    assert (swapped["b"], swapped["c"]) == (2, 10)
-    assert swapped["p_value"] == pytest.approx(r["p_value"])
-
-
-def test_mcnemar_chi2_hand_example():
-    # b = 20, c = 10 (30 >= 25): chi2 = (|20 - 10| - 1)^2 / 30 = 81 / 30 = 2.7, 1 df;
-    # P(chi2_1 > x) = erfc(sqrt(x / 2)) = erfc(1.161895) = 0.10035
-    y, a, b = _paired(20, 10)
-    r = mcnemar(y, a, b)
-    assert (r["b"], r["c"], r["method"]) == (20, 10, "chi2")
-    assert r["statistic"] == pytest.approx(2.7)
-    assert r["p_value"] == pytest.approx(math.erfc(math.sqrt(2.7 / 2)))
-    assert r["p_value"] == pytest.approx(0.10035, abs=1e-4)
-
-
-def test_mcnemar_switches_method_at_25_and_handles_no_discordance():
-    assert mcnemar(*_paired(14, 10))["method"] == "exact"  # 24 discordant pairs
-    assert mcnemar(*_paired(15, 10))["method"] == "chi2"  # 25
-    r = mcnemar(*_paired(0, 0))
-    assert (r["b"], r["c"], r["p_value"], r["method"]) == (0, 0, 1.0, "exact")
-    # b == c with many pairs: continuity-corrected statistic clipped at 0 -> p = 1
-    r = mcnemar(*_paired(20, 20))
-    assert r["statistic"] == 0.0 and r["p_value"] == pytest.approx(1.0)
+def test_paired_bootstrap_identical_predictions_give_zero():
+    t, p = _labels(300, 0.7, n_classes=4)
+    groups = np.arange(300) // 10
+    r = paired_bootstrap_difference(t, p, p.copy(), groups, n_boot=500, seed=1)
+    assert (r["difference"], r["low"], r["high"]) == (0.0, 0.0, 0.0)
+    assert r["share_a_better"] == 0.0 and r["share_b_better"] == 0.0
+    assert r["accuracy_a"] == r["accuracy_b"] == pytest.approx(0.7)
+    assert (r["n"], r["n_groups"], r["seeds_a"], r["seeds_b"], r["n_boot"]) == (300, 30, 1, 1, 500)
     json.dumps(r, allow_nan=False)
+
+
+def _three_cells_a_better(copies: int = 20):
+    """5 source cells x ``copies``: A is right on every copy of cells 0-2 and B wrong; both are
+    right on every copy of cells 3-4."""
+    cells = np.repeat(np.arange(5), copies)
+    t = np.array(["MONOCYTE"] * cells.size)
+    a = t.copy()
+    b = np.where(cells < 3, "LYMPHOCYTE", t)
+    return t, a, b, cells
+
+
+def test_paired_bootstrap_three_cells_hand_computed():
+    # accuracy A = 1, B = 2/5: difference 3/5.  Cells are equal in size, so a resample's
+    # difference is X / 5 with X ~ Binomial(5, 3/5) the draws of cells 0-2:
+    #   P(X = 0) = 0.4^5 = 0.01024, P(X <= 1) = 0.01024 + 5 * 0.6 * 0.4^4 = 0.08704,
+    #   P(X <= 4) = 1 - 0.6^5 = 0.92224
+    # so the 2.5 % quantile is X = 1 (0.2), the 97.5 % quantile X = 5 (1.0), and A > B in
+    # 1 - P(X = 0) = 0.98976 of the resamples.
+    t, a, b, cells = _three_cells_a_better()
+    r = paired_bootstrap_difference(t, a, b, cells, n_boot=20000, seed=0)
+    assert r["difference"] == pytest.approx(0.6)
+    assert (r["accuracy_a"], r["accuracy_b"]) == pytest.approx((1.0, 0.4))
+    assert (r["low"], r["high"]) == pytest.approx((0.2, 1.0))
+    assert r["share_a_better"] == pytest.approx(0.98976, abs=0.003)
+    assert r["share_b_better"] == 0.0
+    # swapping the models mirrors everything
+    s = paired_bootstrap_difference(t, b, a, cells, n_boot=20000, seed=0)
+    assert (s["difference"], s["low"], s["high"]) == pytest.approx((-0.6, -1.0, -0.2))
+    assert s["share_b_better"] == pytest.approx(r["share_a_better"])
+    # deterministic for a seed
+    assert paired_bootstrap_difference(t, a, b, cells, n_boot=20000, seed=0) == r
+
+
+def test_paired_bootstrap_resamples_whole_cells_not_copies():
+    # cell 0: A right, B wrong; cell 1: both right.  With 2 cells the resampled difference is
+    # X / 2, X ~ Binomial(2, 1/2): 0, 0.5, 1 with 1/4, 1/2, 1/4, so the interval is [0, 1].
+    # 100 copies of each cell must give the same interval: the copies add no information.
+    t2 = np.array([0, 0])
+    a2, b2 = np.array([0, 0]), np.array([1, 0])
+    two = paired_bootstrap_difference(t2, a2, b2, [0, 1], n_boot=4000, seed=3)
+    assert (two["difference"], two["low"], two["high"]) == pytest.approx((0.5, 0.0, 1.0))
+    assert two["share_a_better"] == pytest.approx(0.75, abs=0.03)
+    cells = np.repeat([0, 1], 100)
+    t, a, b = t2[cells], a2[cells], b2[cells]
+    copies = paired_bootstrap_difference(t, a, b, [f"cell{c}" for c in cells], n_boot=4000, seed=3)
+    assert (copies["difference"], copies["low"], copies["high"]) == pytest.approx(
+        (two["difference"], two["low"], two["high"])
+    )
+    assert copies["n_groups"] == 2 and copies["n"] == 200
+    # treating the 200 copies as independent images gives 0.5 +- about 2 * sqrt(0.25 / 200),
+    # an interval about 7 times too narrow
+    items = paired_bootstrap_difference(t, a, b, None, n_boot=4000, seed=3)
+    assert items["high"] - items["low"] == pytest.approx(2 * 1.96 * math.sqrt(0.25 / 200), rel=0.2)
+    assert items["high"] - items["low"] < (copies["high"] - copies["low"]) / 5
+
+
+def test_paired_bootstrap_seeds_hand_computed():
+    # 4 independent cells (no copies); A's two seeds get 4/4 and 2/4 right, B's two seeds 1/4 and
+    # 1/4: difference = mean(1, 0.5) - mean(0.25, 0.25) = 0.5
+    t = np.zeros(4, dtype=int)
+    a = [np.array([0, 0, 0, 0]), np.array([0, 0, 1, 1])]
+    b = [np.array([0, 1, 1, 1]), np.array([1, 0, 1, 1])]
+    r = paired_bootstrap_difference_seeds(t, a, b, np.arange(4), n_boot=4000, seed=0)
+    assert r["difference"] == pytest.approx(0.5)
+    assert (r["accuracy_a"], r["accuracy_b"]) == pytest.approx((0.75, 0.25))
+    assert (r["seeds_a"], r["seeds_b"], r["n_groups"]) == (2, 2, 4)
+    assert r["low"] <= r["difference"] <= r["high"]
+    # one seed per model: the same numbers as the single-run function (same cell draws)
+    single = paired_bootstrap_difference(t, a[0], b[0], np.arange(4), n_boot=4000, seed=0)
+    assert paired_bootstrap_difference_seeds(t, a[:1], b[:1], np.arange(4), 4000, 0) == single
+    # seeds are resampled too: a model whose seeds disagree widens the interval over the same
+    # cells compared with a model repeated with identical seeds
+    steady = paired_bootstrap_difference_seeds(t, [a[0], a[0]], b, np.arange(4), 4000, 0)
+    spread = paired_bootstrap_difference_seeds(t, [a[0], np.array([1, 1, 1, 1])], b,
+                                               np.arange(4), 4000, 0)
+    assert spread["high"] - spread["low"] > steady["high"] - steady["low"]
+
+
+def test_paired_bootstrap_rejects_bad_input():
+    with pytest.raises(ValueError, match="shape"):
+        paired_bootstrap_difference([0, 1], [0, 1], [0], None)
+    with pytest.raises(ValueError, match="groups"):
+        paired_bootstrap_difference([0, 1], [0, 1], [0, 1], [0])
+    with pytest.raises(ValueError, match="no predictions"):
+        paired_bootstrap_difference_seeds([0, 1], [], [[0, 1]], None)
+    with pytest.raises(ValueError, match="n_boot"):
+        paired_bootstrap_difference([0], [0], [0], None, n_boot=0)
 
 
 # --------------------------------------------------------------------------------------------

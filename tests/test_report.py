@@ -30,3 +30,190 @@ def test_stain_robustness_table_and_summary():
     assert summary.loc["b", "worst under shift"] == 0.5
     assert list(summary["worst shift"]) == ["faded", "dark"]
     assert isinstance(summary, pd.DataFrame)
+
+
+# --------------------------------------------------------------------------------------------
+# paired comparisons on synthetic predictions and manifests
+# --------------------------------------------------------------------------------------------
+WBC = "blood-cell-images"
+
+
+def _write_run(folder, model: str, rows: list[tuple[str, str, str, str]]) -> None:
+    """A predictions CSV as the evaluate stage writes it: (path, split, actual, predicted)."""
+    frame = pd.DataFrame(rows, columns=["path", "split", "actual", "predicted"])
+    frame["p_A"] = 0.5
+    frame.to_csv(folder / f"{model}.csv", index=False)
+
+
+def _study(tmp_path, copies: int = 4):
+    """A tiny study: WBC TEST = ``copies`` copies of 5 cells, TEST_SIMPLE = the 5 cells; every
+    model right everywhere except scratch (wrong on cells 0-2) and imagenet-long (wrong on
+    cell 4); ALL-IDB2 test = 4 cells, Solution B wrong on cell 0.  Returns (table, dirs)."""
+    predictions, manifests = tmp_path / "predictions", tmp_path / "manifests"
+    predictions.mkdir()
+    manifests.mkdir()
+    test = [(f"test/c{c}_{i}.jpg", "test", c) for c in range(5) for i in range(copies)]
+    simple = [(f"simple/c{c}.jpg", "test_simple", c) for c in range(5)]
+    pd.DataFrame({"path": [p for p, _, _ in test + simple], "label": "MONOCYTE",
+                  "split": [s for _, s, _ in test + simple],
+                  "group": [f"cell{c}" for _, _, c in test + simple]}).to_csv(
+        manifests / f"{WBC}.csv", index=False)
+    wrong = {"scratch": {0, 1, 2}, "imagenet-long": {4}}
+    rows = []
+    for regime in ("imagenet", "scratch", "imagenet-finetune", "imagenet-finetune-stain",
+                   "imagenet-long"):
+        model = f"{WBC}-mobilenet_v2-{regime}"
+        _write_run(predictions, model, [
+            (p, s, "MONOCYTE", "LYMPHOCYTE" if c in wrong.get(regime, ()) else "MONOCYTE")
+            for p, s, c in test + simple])
+        rows.append({"model": model, "dataset": WBC, "network": "mobilenet_v2",
+                     "regime": regime})
+    cells = [(f"data/all-idb2/Im{c:03d}_1.tif", "test", c) for c in range(4)]
+    pd.DataFrame({"path": [p for p, _, _ in cells], "label": "ALL", "split": "test",
+                  "group": [str(c) for c in range(4)]}).to_csv(manifests / "all-idb2.csv",
+                                                               index=False)
+    for network in ("leukemia_cnn", "efficientnet_b2"):
+        model = f"all-idb2-{network}-scratch"
+        _write_run(predictions, model, [
+            (p, s, "ALL", "HEM" if network == "efficientnet_b2" and c == 0 else "ALL")
+            for p, s, c in cells])
+        rows.append({"model": model, "dataset": "all-idb2", "network": network,
+                     "regime": "scratch"})
+    return pd.DataFrame(rows), predictions, manifests
+
+
+def test_paired_comparisons_fixed_pairs_and_hand_values(tmp_path):
+    table, predictions, manifests = _study(tmp_path)
+    out = report.paired_comparisons(table, predictions, manifests, n_boot=20000)
+    assert list(zip(out["comparison"], out["split"], strict=True)) == [
+        ("transfer vs scratch", "test"), ("transfer vs scratch", "test_simple"),
+        ("fine-tune vs fine-tune + stain jitter", "test"),
+        ("fine-tune vs fine-tune + stain jitter", "test_simple"),
+        ("100 epochs vs long training", "test"), ("100 epochs vs long training", "test_simple"),
+        ("Solution A vs Solution B", "test")]
+    by = {(r.comparison, r.split): r for r in out.itertuples()}
+    # transfer right on 5 cells, scratch on 2 of 5: difference 3/5; a resample's difference is
+    # X / 5, X ~ Binomial(5, 3/5) -> 2.5 % and 97.5 % quantiles X = 1 and X = 5: [0.2, 1.0],
+    # the same on TEST (4 copies per cell) as on TEST_SIMPLE (the 5 cells): copies add nothing
+    for split, images in (("test", 20), ("test_simple", 5)):
+        r = by[("transfer vs scratch", split)]
+        assert (r.model_a, r.model_b) == (f"{WBC}-mobilenet_v2-imagenet",
+                                          f"{WBC}-mobilenet_v2-scratch")
+        assert (r.images, r.cells, r.runs_a, r.runs_b) == (images, 5, 1, 1)
+        assert (r.accuracy_a, r.accuracy_b) == pytest.approx((1.0, 0.4))
+        assert (r.difference, r.low, r.high) == pytest.approx((0.6, 0.2, 1.0))
+        assert r.share_a_better == pytest.approx(1 - 0.4 ** 5, abs=0.003)
+    # identical predictions: 0 [0, 0]
+    same = by[("fine-tune vs fine-tune + stain jitter", "test")]
+    assert (same.difference, same.low, same.high, same.share_a_better) == (0, 0, 0, 0)
+    # long training wrong on 1 of 5 cells: +0.2, X ~ Binomial(5, 1/5): quantiles X = 0, X = 3
+    # (P(X <= 2) = 0.942, P(X <= 3) = 0.993)
+    long = by[("100 epochs vs long training", "test")]
+    assert (long.difference, long.low, long.high) == pytest.approx((0.2, 0.0, 0.6))
+    leuk = by[("Solution A vs Solution B", "test")]
+    assert (leuk.dataset, leuk.network) == ("all-idb2", "leukemia_cnn vs efficientnet_b2")
+    assert (leuk.model_a, leuk.model_b) == ("all-idb2-leukemia_cnn-scratch",
+                                            "all-idb2-efficientnet_b2-scratch")
+    assert (leuk.difference, leuk.cells) == (pytest.approx(0.25), 4)
+    view = report.comparisons_view(out)
+    assert view.loc[0, "A - B (points) [95 % CI]"] == "+60.0 [+20.0, +100.0]"
+    assert view.loc[0, "cells (images)"] == "5 (20)"
+    assert view.loc[0, "dataset"] == "official split"
+
+
+def test_paired_comparisons_order_is_fixed_not_by_score(tmp_path):
+    # the comparison is A - B as fixed in advance even where B scores higher, and models that
+    # did not run leave no row (no other pair is picked in their place)
+    table, predictions, manifests = _study(tmp_path)
+    table = table[table["regime"] != "imagenet-finetune-stain"]
+    out = report.paired_comparisons(table, predictions, manifests, splits=("test",), n_boot=200)
+    assert "fine-tune vs fine-tune + stain jitter" not in set(out["comparison"])
+    leuk = out[out["comparison"] == "Solution A vs Solution B"].iloc[0]
+    assert leuk["difference"] > 0
+    flipped = report.paired_comparisons(
+        table, predictions, manifests, n_boot=200, comparisons=(report.Comparison(
+            "B vs A", {"network": "efficientnet_b2"}, {"network": "leukemia_cnn"},
+            same=("dataset",)),))
+    assert flipped["difference"].tolist() == pytest.approx([-0.25])
+    empty = report.paired_comparisons(table.iloc[:0], predictions, manifests)
+    assert empty.empty and "difference" in empty.columns
+
+
+def test_paired_comparisons_resample_seeds(tmp_path):
+    # a second run (seed) of scratch that is right everywhere: both runs enter, A - B =
+    # 1 - mean(0.4, 1.0) = 0.3.  Resampled: B's runs are (first, first) with 1/4, mixed with
+    # 1/2, (second, second) with 1/4, and X ~ Binomial(5, 3/5) of cells 0-2 are drawn, so the
+    # difference is X/5, X/10 or 0: P(0) = 1/4 + 3/4 * 0.4^5 > 2.5 % -> low 0;
+    # P(1.0) = 1/4 * 0.6^5 = 1.9 % < 2.5 % < P(>= 0.8) = 1/4 * (0.6^5 + 5 * 0.6^4 * 0.4) -> high 0.8
+    table, predictions, manifests = _study(tmp_path)
+    other = f"{WBC}-mobilenet_v2-scratch-seed1"
+    frame = pd.read_csv(predictions / f"{WBC}-mobilenet_v2-scratch.csv")
+    frame.assign(predicted="MONOCYTE").to_csv(predictions / f"{other}.csv", index=False)
+    table = pd.concat([table, pd.DataFrame([{"model": other, "dataset": WBC,
+                                             "network": "mobilenet_v2",
+                                             "regime": "scratch"}])])
+    out = report.paired_comparisons(table, predictions, manifests, splits=("test",),
+                                    comparisons=report.COMPARISONS[:1], n_boot=4000)
+    r = out.iloc[0]
+    assert (r["runs_a"], r["runs_b"]) == (1, 2)
+    assert r["model_b"] == f"{WBC}-mobilenet_v2-scratch, {other}"
+    assert r["difference"] == pytest.approx(0.3)
+    assert (r["low"], r["high"]) == pytest.approx((0.0, 0.8))
+
+
+def test_paired_comparisons_needs_the_manifest_groups(tmp_path):
+    table, predictions, manifests = _study(tmp_path)
+    (manifests / "all-idb2.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="all-idb2"):
+        report.paired_comparisons(table, predictions, manifests, n_boot=10)
+    pd.DataFrame({"path": ["elsewhere.tif"], "group": ["0"]}).to_csv(
+        manifests / "all-idb2.csv", index=False)
+    with pytest.raises(ValueError, match="not in the manifest"):
+        report.paired_comparisons(table, predictions, manifests, n_boot=10)
+
+
+# --------------------------------------------------------------------------------------------
+# exact intervals in the results table, labels
+# --------------------------------------------------------------------------------------------
+def _metrics_file(model: str, dataset: str, correct: int, n: int, groups) -> dict:
+    from leuko.metrics import add_exact_interval, classification_metrics, metric_intervals
+
+    t = [0] * n
+    p = [0] * correct + [1] * (n - correct)
+    m = add_exact_interval(classification_metrics(t, p, ["A", "B"]), groups=groups)
+    m["intervals"] = metric_intervals(t, p, ["A", "B"], n_boot=200, groups=groups)
+    network, regime = model.split("-")[-2:]
+    return {"model": model, "dataset": dataset, "network": network, "regime": regime,
+            "splits": {"test": m}, "training": {"train_seconds": 10.0}}
+
+
+def test_results_table_uses_exact_interval_only_for_distinct_cells():
+    results = [_metrics_file("all-idb2-cnn-scratch", "all-idb2", 26, 26, list(range(26))),
+               _metrics_file("wbc-net-imagenet", "wbc", 40, 40, [i // 4 for i in range(40)])]
+    table = report.results_table(results)
+    cells, copies = table.iloc[0], table.iloc[1]
+    assert cells["exact_independent"] and not copies["exact_independent"]
+    assert cells["accuracy_exact_low"] == pytest.approx(0.025 ** (1 / 26))
+    # the bootstrap of a perfect score is the degenerate [100, 100]; the exact one is not
+    assert report.accuracy_ci(next(table.iloc[:1].itertuples())) == "100.0 % [86.8, 100.0] exact"
+    assert report.accuracy_ci(next(table.iloc[1:].itertuples())) == "100.0 % [100.0, 100.0]"
+    readme = report.readme_table(table.assign(split="test"))
+    assert "| `all-idb2-cnn-scratch` | 100.0 % [86.8, 100.0] exact |" in readme
+    assert "Clopper-Pearson" in readme
+    assert "exact" in report.summary_markdown(table)
+    # metrics written before exact intervals existed still load
+    old = _metrics_file("x-net-scratch", "x", 3, 4, None)
+    del old["splits"]["test"]["exact_interval"]
+    row = next(report.results_table([old]).itertuples())
+    assert report.accuracy_ci(row).startswith("75.0 % [") and "exact" not in report.accuracy_ci(row)
+
+
+def test_model_labels_are_short_two_line_names():
+    table = pd.DataFrame({"model": ["blood-cell-images-pooled-mobilenet_v2-imagenet-finetune-stain"],
+                          "dataset": ["blood-cell-images-pooled"], "network": ["mobilenet_v2"],
+                          "regime": ["imagenet-finetune-stain"]})
+    label = report.model_labels(table)[table["model"][0]]
+    assert label == "mobilenet_v2 · pooled split\nimagenet-finetune-stain"
+    assert max(len(line) for line in label.splitlines()) <= 28
+    assert report.model_label("all-idb2", "leukemia_cnn", "scratch") == \
+        "leukemia_cnn · all-idb2\nscratch"

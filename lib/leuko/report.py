@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -32,7 +33,12 @@ def load_results(metrics_dir: Path) -> list[dict]:
 
 def results_table(results: list[dict]) -> pd.DataFrame:
     """One row per model and evaluation split: accuracy and macro F1 with 95 % intervals,
-    per-class recall, training time."""
+    per-class recall, training time.
+
+    ``accuracy_low`` / ``accuracy_high`` are the cluster-bootstrap interval; where the metrics
+    carry an exact interval (:func:`leuko.metrics.add_exact_interval`), ``accuracy_exact_low``
+    / ``accuracy_exact_high`` are its Clopper-Pearson bounds and ``exact_independent`` says
+    whether every test image is its own cell (NaN / False otherwise)."""
     rows = []
     for result in results:
         for split, m in result["splits"].items():
@@ -43,6 +49,10 @@ def results_table(results: list[dict]) -> pd.DataFrame:
                    "accuracy_low": ci["accuracy"]["low"], "accuracy_high": ci["accuracy"]["high"],
                    "macro_f1": m["macro_f1"], "macro_f1_low": ci["macro_f1"]["low"],
                    "macro_f1_high": ci["macro_f1"]["high"]}
+            exact = m.get("exact_interval") or {}
+            row["accuracy_exact_low"] = exact.get("low", float("nan"))
+            row["accuracy_exact_high"] = exact.get("high", float("nan"))
+            row["exact_independent"] = bool(exact.get("independent", False))
             for name, values in m["per_class"].items():
                 row[f"recall_{name}"] = values["recall"]
             training = result.get("training", {})
@@ -62,10 +72,47 @@ def _ci(value: float, low: float, high: float) -> str:
     return f"{100 * value:.1f} % [{100 * low:.1f}, {100 * high:.1f}]"
 
 
+def _has_exact(row) -> bool:
+    """Whether a results row has an exact interval that applies (every image its own cell)."""
+    low = getattr(row, "accuracy_exact_low", float("nan"))
+    return bool(getattr(row, "exact_independent", False)) and pd.notna(low)
+
+
+def accuracy_ci(row) -> str:
+    """A results row's accuracy with its 95 % interval: exact (Clopper-Pearson, marked
+    "exact") where every test image is a distinct cell, else the cluster bootstrap's."""
+    if _has_exact(row):
+        return _ci(row.accuracy, row.accuracy_exact_low, row.accuracy_exact_high) + " exact"
+    return _ci(row.accuracy, row.accuracy_low, row.accuracy_high)
+
+
+def short_dataset(dataset: str) -> str:
+    """A short name for figure labels: the thesis's two splits by their kind."""
+    return {"blood-cell-images": "official split",
+            "blood-cell-images-pooled": "pooled split"}.get(dataset, dataset)
+
+
+def model_label(dataset: str, network: str, regime: str) -> str:
+    """A model's name on two short lines (network · split, regime) for figure titles and
+    axis labels, where the full id ``<dataset>-<network>-<regime>`` overlaps its neighbours."""
+    return f"{network} · {short_dataset(dataset)}\n{regime}"
+
+
+def model_labels(table: pd.DataFrame) -> dict[str, str]:
+    """``{model id: model_label(...)}`` for every model of a results table."""
+    models = table.drop_duplicates("model")
+    return {r.model: model_label(r.dataset, r.network, r.regime) for r in models.itertuples()}
+
+
 def best_rows(table: pd.DataFrame, split: str) -> pd.DataFrame:
     """The best model per dataset on ``split`` (by accuracy)."""
     rows = table[table["split"] == split]
     return rows.loc[rows.groupby("dataset")["accuracy"].idxmax()] if len(rows) else rows
+
+
+_INTERVALS_NOTE = ("Intervals on TEST resample whole source cells (its images are copies of "
+                   "71 cells); intervals marked *exact* are Clopper-Pearson, for test sets "
+                   "whose images are all distinct cells.")
 
 
 def summary_markdown(table: pd.DataFrame) -> str:
@@ -74,11 +121,11 @@ def summary_markdown(table: pd.DataFrame) -> str:
     lines = ["## Summary", "", "| study | best model | split | accuracy [95 % CI] | "
              "macro F1 [95 % CI] |", "|---|---|---|---|---|"]
     for split in ("test", "test_simple"):
-        for _, row in best_rows(table, split).iterrows():
-            lines.append(f"| {row['dataset']} | {row['network']} ({row['regime']}) | {split} | "
-                         f"{_ci(row['accuracy'], row['accuracy_low'], row['accuracy_high'])} | "
-                         f"{_ci(row['macro_f1'], row['macro_f1_low'], row['macro_f1_high'])} |")
-    lines += ["", "Published for comparison: " + "; ".join(
+        for row in best_rows(table, split).itertuples():
+            lines.append(f"| {row.dataset} | {row.network} ({row.regime}) | {split} | "
+                         f"{accuracy_ci(row)} | "
+                         f"{_ci(row.macro_f1, row.macro_f1_low, row.macro_f1_high)} |")
+    lines += ["", _INTERVALS_NOTE, "", "Published for comparison: " + "; ".join(
         f"{name} {100 * value:.1f} %" for name, value in PUBLISHED.items()) + "."]
     return "\n".join(lines)
 
@@ -87,12 +134,17 @@ def styled_results(table: pd.DataFrame):
     """The results table formatted for reading (percentages with intervals)."""
     view = pd.DataFrame({
         "model": table["model"], "split": table["split"], "n": table["n"],
-        "accuracy [95 % CI]": [_ci(r.accuracy, r.accuracy_low, r.accuracy_high)
-                               for r in table.itertuples()],
+        "accuracy [95 % CI, bootstrap]": [_ci(r.accuracy, r.accuracy_low, r.accuracy_high)
+                                          for r in table.itertuples()],
         "macro F1 [95 % CI]": [_ci(r.macro_f1, r.macro_f1_low, r.macro_f1_high)
                                for r in table.itertuples()],
         "training time (s)": table["train_seconds"],
     })
+    if "accuracy_exact_low" in table and table["accuracy_exact_low"].notna().any():
+        view.insert(4, "accuracy [exact 95 % CI]", [
+            _ci(r.accuracy, r.accuracy_exact_low, r.accuracy_exact_high) if _has_exact(r)
+            else "– (copies of cells)" if pd.notna(r.accuracy_exact_low) else "–"
+            for r in table.itertuples()])
     for column in [c for c in table.columns if c.startswith("recall_")]:
         view[column.replace("recall_", "recall ")] = (100 * table[column]).round(1)
     return view.style.hide(axis="index").format(precision=1)
@@ -164,12 +216,12 @@ def readme_table(table: pd.DataFrame) -> str:
         test = by_split.get("test")
         other = by_split.get("test_simple")
         cells = [f"`{model}`",
-                 _ci(test.accuracy, test.accuracy_low, test.accuracy_high) if test else "–",
+                 accuracy_ci(test) if test else "–",
                  f"{100 * test.macro_f1:.1f} %" if test else "–",
-                 _ci(other.accuracy, other.accuracy_low, other.accuracy_high) if other else "–",
+                 accuracy_ci(other) if other else "–",
                  f"{rows['train_seconds'].iloc[0]:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join([*lines, "", _INTERVALS_NOTE])
 
 
 def update_readme(readme: Path, table: pd.DataFrame) -> bool:
@@ -233,36 +285,175 @@ def split_inflation(table: pd.DataFrame) -> pd.DataFrame:
     return wide
 
 
-def paired_predictions(predictions_dir: Path, models: list[str], split: str
-                       ) -> pd.DataFrame:
-    """Predictions of several models on the same images of ``split`` (columns = models)."""
-    frames = []
-    for model in models:
-        frame = pd.read_csv(Path(predictions_dir) / f"{model}.csv")
-        frame = frame[frame["split"] == split].set_index("path")
-        frames.append(frame["predicted"].rename(model))
-        actual = frame["actual"]
-    joined = pd.concat(frames, axis=1, join="inner")
-    joined.insert(0, "actual", actual.reindex(joined.index))
-    return joined
+@dataclass(frozen=True)
+class Comparison:
+    """A comparison of two kinds of model fixed before any test score is seen.
+
+    ``a`` / ``b`` select models by their metrics' fields (``regime``, ``network``, ...);
+    models that agree on every field of ``same`` are paired; ``datasets`` (if given) limits
+    the comparison to those datasets.  Every run (seed) of a selected kind enters the
+    comparison: nothing is picked by its score."""
+
+    name: str
+    a: dict
+    b: dict
+    same: tuple[str, ...] = ("dataset", "network")
+    datasets: tuple[str, ...] | None = None
 
 
-def mcnemar_best_two(table: pd.DataFrame, predictions_dir: Path, dataset: str,
-                     split: str = "test") -> dict | None:
-    """McNemar's test between the two most accurate models of ``dataset`` on ``split``."""
-    from leuko.metrics import mcnemar
+# The study's questions, fixed in advance (issue 15): never chosen by test score.
+COMPARISONS: tuple[Comparison, ...] = (
+    Comparison("transfer vs scratch", {"regime": "imagenet"}, {"regime": "scratch"},
+               datasets=("blood-cell-images",)),
+    Comparison("fine-tune vs fine-tune + stain jitter", {"regime": "imagenet-finetune"},
+               {"regime": "imagenet-finetune-stain"}, datasets=("blood-cell-images",)),
+    Comparison("100 epochs vs long training", {"regime": "imagenet"},
+               {"regime": "imagenet-long"}, datasets=("blood-cell-images",)),
+    Comparison("Solution A vs Solution B", {"network": "leukemia_cnn", "regime": "scratch"},
+               {"network": "efficientnet_b2", "regime": "scratch"}, same=("dataset",)),
+)
 
-    rows = table[(table["dataset"] == dataset) & (table["split"] == split)]
-    best = rows.sort_values("accuracy", ascending=False)["model"].head(2).tolist()
-    if len(best) < 2:
-        return None
-    paired = paired_predictions(predictions_dir, best, split)
-    classes = sorted(set(paired["actual"]) | set(paired[best[0]]) | set(paired[best[1]]))
-    code = {c: i for i, c in enumerate(classes)}
-    result = mcnemar(paired["actual"].map(code), paired[best[0]].map(code),
-                     paired[best[1]].map(code))
-    return {"model_a": best[0], "model_b": best[1], "split": split, "n": len(paired),
-            **result}
+
+def _runs(table: pd.DataFrame, comparison: Comparison) -> list[tuple[dict, list[str], list[str]]]:
+    """``(shared fields, runs of A, runs of B)`` for every pairing of ``comparison``."""
+    models = table.drop_duplicates("model")
+    if comparison.datasets is not None:
+        models = models[models["dataset"].isin(comparison.datasets)]
+
+    def select(fields: dict) -> pd.DataFrame:
+        mask = pd.Series(True, index=models.index)
+        for key, value in fields.items():
+            mask &= models[key] == value
+        return models[mask]
+
+    side_a, side_b = select(comparison.a), select(comparison.b)
+    keys = list(comparison.same)
+    out = []
+    for shared, rows_a in side_a.groupby(keys, sort=True):
+        shared = dict(zip(keys, shared if isinstance(shared, tuple) else (shared,), strict=True))
+        rows_b = side_b
+        for key, value in shared.items():
+            rows_b = rows_b[rows_b[key] == value]
+        if len(rows_b):
+            out.append((shared, sorted(rows_a["model"]), sorted(rows_b["model"])))
+    return out
+
+
+def _predictions(predictions_dir: Path, model: str, split: str) -> pd.DataFrame:
+    frame = pd.read_csv(Path(predictions_dir) / f"{model}.csv", keep_default_na=False)
+    frame = frame[frame["split"] == split]
+    if frame["path"].duplicated().any():
+        raise ValueError(f"{model}: duplicated paths in its {split} predictions")
+    return frame.set_index("path")[["actual", "predicted"]]
+
+
+def _manifest_groups(manifests_dir: Path, dataset: str) -> pd.Series:
+    path = Path(manifests_dir) / f"{dataset}.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"no manifest {path}: the source cells (group) of {dataset}'s "
+                                f"images come from it (run the prepare stage)")
+    manifest = pd.read_csv(path, keep_default_na=False, dtype={"group": str})
+    return manifest.set_index("path")["group"]
+
+
+def paired_frame(predictions_dir: Path, runs_a: list[str], runs_b: list[str], split: str,
+                 groups: pd.Series) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Rows of ``split`` predicted by every run of A and of B, with ``actual`` and ``group``.
+
+    Returns the frame (index = path; columns ``actual``, ``group`` and one per run) and the
+    run columns of A and B; empty when a run has no prediction on ``split``."""
+    frames = {run: _predictions(predictions_dir, run, split) for run in [*runs_a, *runs_b]}
+    if any(f.empty for f in frames.values()):
+        return pd.DataFrame(), runs_a, runs_b
+    paths = None
+    for frame in frames.values():
+        paths = frame.index if paths is None else paths.intersection(frame.index, sort=False)
+    first = frames[runs_a[0]].loc[paths, "actual"]
+    for run, frame in frames.items():
+        if not frame.loc[paths, "actual"].equals(first):
+            raise ValueError(f"{run}: its true labels on {split} differ from {runs_a[0]}'s")
+    missing = paths.difference(groups.index)
+    if len(missing):
+        raise ValueError(f"{len(missing)} predicted images are not in the manifest, e.g. "
+                         f"{missing[0]}")
+    joined = pd.DataFrame({"actual": first, "group": groups.reindex(paths)}, index=paths)
+    for run, frame in frames.items():
+        joined[run] = frame.loc[paths, "predicted"]
+    return joined, runs_a, runs_b
+
+
+def paired_comparisons(table: pd.DataFrame, predictions_dir: Path, manifests_dir: Path,
+                       comparisons: tuple[Comparison, ...] = COMPARISONS,
+                       splits: tuple[str, ...] = ("test", "test_simple"), n_boot: int = 2000,
+                       seed: int = 0) -> pd.DataFrame:
+    """Accuracy difference A - B of each fixed comparison on each held-out split, with the
+    95 % interval of a paired bootstrap that resamples whole source cells (the manifest's
+    ``group``: TEST's 2,487 images are copies of 71 cells) and, where a model has several runs
+    (seeds), its runs too (:func:`leuko.metrics.paired_bootstrap_difference_seeds`).
+
+    One row per comparison, pairing and split, with columns ``comparison``, ``dataset``,
+    ``network``, ``split``, ``model_a``, ``model_b`` (their runs, comma-separated),
+    ``runs_a``, ``runs_b``, ``images``, ``cells``, ``accuracy_a``, ``accuracy_b``,
+    ``difference``, ``low``, ``high``, ``share_a_better``.  A comparison whose models did not
+    run leaves no row."""
+    from leuko.metrics import paired_bootstrap_difference_seeds
+
+    rows = []
+    groups_of: dict[str, pd.Series] = {}
+    for comparison in comparisons:
+        for shared, runs_a, runs_b in _runs(table, comparison):
+            dataset = shared.get("dataset")
+            if dataset not in groups_of:
+                groups_of[dataset] = _manifest_groups(manifests_dir, dataset)
+            for split in splits:
+                joined, _, _ = paired_frame(predictions_dir, runs_a, runs_b, split,
+                                            groups_of[dataset])
+                if joined.empty:
+                    continue
+                result = paired_bootstrap_difference_seeds(
+                    joined["actual"].to_numpy(), [joined[r].to_numpy() for r in runs_a],
+                    [joined[r].to_numpy() for r in runs_b], joined["group"].to_numpy(),
+                    n_boot=n_boot, seed=seed)
+                network = shared.get("network") or (
+                    f"{comparison.a.get('network')} vs {comparison.b.get('network')}")
+                rows.append({"comparison": comparison.name, "dataset": dataset,
+                             "network": network, "split": split,
+                             "model_a": ", ".join(runs_a), "model_b": ", ".join(runs_b),
+                             "runs_a": result["seeds_a"], "runs_b": result["seeds_b"],
+                             "images": result["n"], "cells": result["n_groups"],
+                             "accuracy_a": result["accuracy_a"],
+                             "accuracy_b": result["accuracy_b"],
+                             "difference": result["difference"], "low": result["low"],
+                             "high": result["high"],
+                             "share_a_better": result["share_a_better"]})
+    return pd.DataFrame(rows, columns=["comparison", "dataset", "network", "split", "model_a",
+                                       "model_b", "runs_a", "runs_b", "images", "cells",
+                                       "accuracy_a", "accuracy_b", "difference", "low", "high",
+                                       "share_a_better"])
+
+
+def comparisons_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """The paired comparisons for reading: accuracies, the difference in points with its 95 %
+    interval, and the share of resamples in which A is ahead."""
+
+    def points(value: float, low: float, high: float) -> str:
+        return f"{100 * value:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+    return pd.DataFrame({
+        "comparison (A vs B)": frame["comparison"],
+        "dataset": frame["dataset"].map(short_dataset),
+        "network": frame["network"],
+        "split": frame["split"],
+        "cells (images)": [f"{c} ({i})" for c, i in zip(frame["cells"], frame["images"],
+                                                          strict=True)],
+        "runs A / B": [f"{a} / {b}" for a, b in zip(frame["runs_a"], frame["runs_b"],
+                                                    strict=True)],
+        "accuracy A": [f"{100 * v:.1f} %" for v in frame["accuracy_a"]],
+        "accuracy B": [f"{100 * v:.1f} %" for v in frame["accuracy_b"]],
+        "A - B (points) [95 % CI]": [points(r.difference, r.low, r.high)
+                                     for r in frame.itertuples()],
+        "resamples with A ahead": [f"{100 * v:.0f} %" for v in frame["share_a_better"]],
+    })
 
 
 def training_times(results_dir: Path) -> pd.DataFrame:
