@@ -217,3 +217,6 @@ def test_model_labels_are_short_two_line_names():
     assert max(len(line) for line in label.splitlines()) <= 28
     assert report.model_label("all-idb2", "leukemia_cnn", "scratch") == \
         "leukemia_cnn · all-idb2\nscratch"
+    two_runs = pd.DataFrame({"model": ["d-n-r", "d-n-r-seed1"], "dataset": "d", "network": "n",
+                             "regime": "r"})
+    assert list(report.model_labels(two_runs).values()) == ["n · d\nr · run 1", "n · d\nr · run 2"]

@@ -101,7 +101,13 @@ def model_label(dataset: str, network: str, regime: str) -> str:
 def model_labels(table: pd.DataFrame) -> dict[str, str]:
     """``{model id: model_label(...)}`` for every model of a results table."""
     models = table.drop_duplicates("model")
-    return {r.model: model_label(r.dataset, r.network, r.regime) for r in models.itertuples()}
+    labels = {r.model: model_label(r.dataset, r.network, r.regime) for r in models.itertuples()}
+    seen: dict[str, int] = {}
+    for model, label in labels.items():  # several runs (seeds) of one kind: number them
+        seen[label] = seen.get(label, 0) + 1
+        if seen[label] > 1 or list(labels.values()).count(label) > 1:
+            labels[model] = f"{label} · run {seen[label]}"
+    return labels
 
 
 def best_rows(table: pd.DataFrame, split: str) -> pd.DataFrame:
