@@ -24,27 +24,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["atomic_write", "write_csv_atomic", "write_json_atomic", "write_text_atomic"]
+__all__ = ["atomic_write", "write_bytes_atomic", "write_csv_atomic", "write_json_atomic",
+           "write_text_atomic"]
 
 
-def _fsync_file(path: Path) -> None:
-    """Flush a written file's data to disk (best effort)."""
+def _fsync(path: Path) -> None:
+    """Flush a written file's data, or a folder's entries (the rename), to disk: best effort,
+    not possible on every platform."""
     try:
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Flush a folder entry (the rename) to disk; not possible on every platform."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
     except OSError:
         return
     try:
@@ -74,20 +62,25 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
         if not tmp.exists():
             raise FileNotFoundError(f"atomic_write: nothing was written to {tmp} for {target}")
         if tmp.is_file():
-            _fsync_file(tmp)
+            _fsync(tmp)
         os.replace(tmp, target)
     except BaseException:
         _remove(tmp)
         raise
-    _fsync_dir(target.parent)
+    _fsync(target.parent)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Atomically write ``data`` to ``path``; return the Path."""
+    target = Path(path)
+    with atomic_write(target) as tmp:
+        tmp.write_bytes(data)
+    return target
 
 
 def write_text_atomic(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
     """Atomically write ``text`` to ``path`` (no newline translation); return the Path."""
-    target = Path(path)
-    with atomic_write(target) as tmp:
-        tmp.write_bytes(text.encode(encoding))
-    return target
+    return write_bytes_atomic(path, text.encode(encoding))
 
 
 def _json_default(obj: Any) -> Any:

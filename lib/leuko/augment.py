@@ -51,6 +51,9 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from leuko.atomic import write_bytes_atomic
+from leuko.images import resize
+
 __all__ = [
     "AugmentConfig",
     "OPTIONAL_TRANSFORMS",
@@ -370,22 +373,6 @@ def _encode_png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize to size x size (bilinear with antialiasing, PIL; deterministic)."""
-    from PIL import Image
-
-    if image.shape[0] == size and image.shape[1] == size:
-        return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes through a temporary file and rename, so readers never see partial files."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def materialise(
     frame: pd.DataFrame,
     out_dir: Path,
@@ -452,11 +439,11 @@ def materialise(
                 prefix = "mirror+"
             out, chain = augment_image(image, rng, config)
             if size is not None:
-                out = _resize(out, size)
+                out = resize(out, size)
             data = _encode_png(out)
             label = item["label"]
             rel = Path(split) / str(label) / f"{label}_{int(item['index']):06d}.png"
-            _write_atomic(out_dir / rel, data)
+            write_bytes_atomic(out_dir / rel, data)
             records[row_id] = {
                 "path": rel.as_posix(),
                 "label": label,

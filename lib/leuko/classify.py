@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leuko.images import SUPPORTED_SUFFIXES, BadImage, BadImageError, load_rgb
+from leuko.images import SUPPORTED_SUFFIXES, BadImage, BadImageError, load_rgb, resize
 
 __all__ = [
     "Classifier",
@@ -79,18 +79,13 @@ class Classifier:
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
         """An RGB image as the model takes it: centre-cropped if required, then resized as in
-        training (:func:`leuko.inputs.resize_square`: bilinear, aspect not kept), uint8."""
+        training (:func:`leuko.images.resize`: bilinear, aspect not kept), uint8."""
         from leuko.crops import centre_crop
-        from leuko.inputs import resize_square
 
         if self.crop:
             rgb = centre_crop(rgb, self.crop)
         height, width = self.image_size
-        if height == width:
-            return np.ascontiguousarray(resize_square(rgb, height), dtype=np.uint8)
-        from PIL import Image
-
-        return np.asarray(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))
+        return np.ascontiguousarray(resize(rgb, height, width), dtype=np.uint8)
 
     def predict_batch(self, images: np.ndarray, batch_size: int) -> np.ndarray:
         """Class probabilities of up to ``batch_size`` prepared images (padded to the full
@@ -312,7 +307,7 @@ def classify_smears(paths: Iterable[Path], classifier: Classifier, config=None,
     """Each smear with its detected cells classified (or a failure), in the order of
     ``paths``. Cells of several smears share a batch; a smear is yielded as soon as all of
     its cells are classified, so only smears with cells in the current batch are held."""
-    from leuko.smear import DetectConfig, cell_crops, detect_cells
+    from leuko.detect import DetectConfig, cell_crops, detect_cells
 
     config = config or DetectConfig()
     if batch_size < 1:
@@ -439,7 +434,7 @@ def run(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
 
     from tqdm.auto import tqdm
 
-    from leuko.atomic import write_csv_atomic
+    from leuko.atomic import atomic_write, write_csv_atomic
     from leuko.images import bad_images_frame
 
     start = time.perf_counter()
@@ -457,13 +452,12 @@ def run(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
     bar = tqdm(total=total, disable=not progress, unit="smear" if smear else "img",
                desc="classify smears" if smear else "classify", dynamic_ncols=True)
     prob_columns = [f"p_{c}" for c in classes]
-    tmp = output.with_name(f".tmp-{os.getpid()}-{output.name}")
     smear_rows = []
     try:
-        with open(tmp, "w", newline="") as handle:
+        with atomic_write(output) as tmp, open(tmp, "w", newline="") as handle:
             writer = csv.writer(handle)
             if smear:
-                from leuko.smear import CLASS_COLOURS, annotate
+                from leuko.detect import CLASS_COLOURS, annotate
 
                 annotated_dir.mkdir(parents=True, exist_ok=True)
                 summary.annotated_dir = str(annotated_dir)
@@ -517,10 +511,8 @@ def run(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
                     summary.classified_files += 1
                     writer.writerow([item.path, classes[k], f"{p[k]:.5f}",
                                      *(f"{v:.5f}" for v in p)])
-        os.replace(tmp, output)
     finally:
         bar.close()
-        Path(tmp).unlink(missing_ok=True)
     summary.ignored_files = skipped["not an image"]
     if smear:
         import pandas as pd

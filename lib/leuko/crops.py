@@ -56,7 +56,3 @@ def channel_mean(images: np.ndarray) -> np.ndarray:
     """Per-channel mean of uint8 images (N, H, W, 3) after scaling to [0, 1]."""
     return images.reshape(-1, images.shape[-1]).astype(np.float64).mean(axis=0) / 255.0
 
-
-def scale_and_centre(images: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """Scale uint8 images to [0, 1] and subtract the (training set's) channel mean."""
-    return (images.astype(np.float32) / 255.0 - np.asarray(mean, dtype=np.float32))

@@ -36,7 +36,6 @@ the fewer parameters, then the model id.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import shutil
 from pathlib import Path
@@ -45,6 +44,7 @@ import numpy as np
 import yaml
 
 from leuko.atomic import atomic_write, write_json_atomic
+from leuko.images import file_sha256
 from leuko.study import Paths, read_json, read_manifest
 
 __all__ = ["RULES", "TASKS", "candidates", "choose_model", "data_version", "export_model",
@@ -194,14 +194,6 @@ def _reverse_key(text: str) -> tuple[int, ...]:
     return tuple(-ord(c) for c in text)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _test_figures(metrics: dict) -> dict:
     out = {}
     for split, values in (metrics.get("splits") or {}).items():
@@ -271,7 +263,7 @@ def export_model(task: str, choice: dict, paths: Paths = DEFAULT_PATHS,
                      if k in summary},
         "params": summary.get("params"),
         "file_bytes": target.stat().st_size,
-        "sha256": _sha256(target),
+        "sha256": file_sha256(target),
     }
     if not metrics:
         metadata["note_test"] = (f"no test figures: {metrics_file} is missing (run the "

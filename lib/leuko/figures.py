@@ -9,9 +9,7 @@ never call ``show``.  Write figures with :func:`save_figure` (PNG, 120 dpi, atom
 from __future__ import annotations
 
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +18,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from leuko.atomic import atomic_write
 
 __all__ = [
     "image_gallery",
@@ -380,18 +380,12 @@ def image_gallery(
 # saving
 # --------------------------------------------------------------------------------------------
 def save_figure(fig: Figure, path) -> Path:
-    """Write ``fig`` as PNG at 120 dpi atomically (temp file + ``os.replace``), then close it."""
+    """Write ``fig`` as PNG at 120 dpi atomically (:func:`leuko.atomic.atomic_write`), then
+    close it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=DPI)
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private (0600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI)
     finally:
         # Figures made here are not registered with pyplot; close any that are (e.g. via ax=).
         if "matplotlib.pyplot" in sys.modules:

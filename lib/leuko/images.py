@@ -83,6 +83,7 @@ __all__ = [
     "check_policy",
     "file_sha256",
     "load_rgb",
+    "resize",
     "scan_images",
 ]
 
@@ -178,6 +179,17 @@ def file_sha256(path: str | Path) -> str:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def resize(image: np.ndarray, height: int, width: int | None = None) -> np.ndarray:
+    """An HxWx3 uint8 image resized to ``height`` x ``width`` (``width`` defaults to
+    ``height``: a square), bilinear with antialiasing (PIL), aspect not kept; the image itself
+    when it already has that size. The one resize of training, augmentation and classifying."""
+    width = height if width is None else width
+    if image.shape[0] == height and image.shape[1] == width:
+        return image
+    return np.asarray(Image.fromarray(image).resize((int(width), int(height)),
+                                                    Image.Resampling.BILINEAR))
 
 
 def load_rgb(path: str | Path) -> np.ndarray:

@@ -9,19 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
 from leuko import stain
 from leuko.crops import centre_crop
-from leuko.images import load_rgb
+from leuko.images import load_rgb, resize
 
-
-def resize_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize an HxWx3 uint8 image to size x size (bilinear, antialiased)."""
-    if image.shape[0] == size and image.shape[1] == size:
-        return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+resize_square = resize
+"""The old name of :func:`leuko.images.resize` (size x size)."""
 
 
 def load_resized(paths: Sequence[str | Path], size: int, crop: int | float | None = None,
@@ -35,7 +30,7 @@ def load_resized(paths: Sequence[str | Path], size: int, crop: int | float | Non
         image = load_rgb(path)
         if crop:
             image = centre_crop(image, crop)
-        return resize_square(image, size)
+        return resize(image, size)
 
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     workers = workers or min(8, (os.cpu_count() or 2) * 2)

@@ -169,38 +169,38 @@ def _leukemia_cnn(input_shape: tuple[int, int, int], pretrained: bool) -> keras.
     return keras.Model(inputs, x, name="leukemia_cnn")
 
 
+def _application(name: str, constructor_path: str, weights_file: str, preprocessing: str,
+                 min_size: int, native_size: int, thesis: bool = False,
+                 description: str = "") -> Network:
+    """A registry entry for a ``keras.applications`` network (its weights file named once)."""
+    return Network(name, _keras_application(constructor_path, weights_file), preprocessing,
+                   min_size, native_size, weights_file, thesis, description)
+
+
+_NOTOP = "_weights_tf_dim_ordering_tf_kernels_notop.h5"  # keras.applications' file names
+
 NETWORKS: dict[str, Network] = {
     n.name: n
     for n in [
-        Network("vgg16", _keras_application("vgg16.VGG16",
-                "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-                "caffe", 32, 224, "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", True),
-        Network("vgg19", _keras_application("vgg19.VGG19",
-                "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-                "caffe", 32, 224, "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", True),
-        Network("inception_v3", _keras_application("inception_v3.InceptionV3",
-                "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-                "tf", 75, 299, "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", True),
-        Network("xception", _keras_application("xception.Xception",
-                "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-                "tf", 71, 299, "xception_weights_tf_dim_ordering_tf_kernels_notop.h5", True),
-        Network("densenet121", _keras_application("densenet.DenseNet121",
-                "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-                "torch", 32, 224, "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5", True),
-        Network("densenet169", _keras_application("densenet.DenseNet169",
-                "densenet169_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-                "torch", 32, 224, "densenet169_weights_tf_dim_ordering_tf_kernels_notop.h5", True),
-        Network("densenet201", _keras_application("densenet.DenseNet201",
-                "densenet201_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-                "torch", 32, 224, "densenet201_weights_tf_dim_ordering_tf_kernels_notop.h5", True),
-        Network("resnet50", _keras_application("resnet50.ResNet50",
-                "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-                "caffe", 32, 224, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", True),
+        _application("vgg16", "vgg16.VGG16", f"vgg16{_NOTOP}", "caffe", 32, 224, True),
+        _application("vgg19", "vgg19.VGG19", f"vgg19{_NOTOP}", "caffe", 32, 224, True),
+        _application("inception_v3", "inception_v3.InceptionV3", f"inception_v3{_NOTOP}",
+                     "tf", 75, 299, True),
+        _application("xception", "xception.Xception", f"xception{_NOTOP}", "tf", 71, 299,
+                     True),
+        _application("densenet121", "densenet.DenseNet121", f"densenet121{_NOTOP}", "torch",
+                     32, 224, True),
+        _application("densenet169", "densenet.DenseNet169", f"densenet169{_NOTOP}", "torch",
+                     32, 224, True),
+        _application("densenet201", "densenet.DenseNet201", f"densenet201{_NOTOP}", "torch",
+                     32, 224, True),
+        _application("resnet50", "resnet50.ResNet50", f"resnet50{_NOTOP}", "caffe", 32, 224,
+                     True),
         Network("mobilenet_v2", _mobilenet_v2_torch, "torch", 32, 224, None,
                 description="torchvision's MobileNetV2 rebuilt in Keras; ImageNet weights offline"),
-        Network("efficientnet_b2", _keras_application("efficientnet.EfficientNetB2",
-                "efficientnetb2_notop.h5"), "none", 32, 260, "efficientnetb2_notop.h5",
-                description="the leukemia report's Solution B (trained from scratch)"),
+        _application("efficientnet_b2", "efficientnet.EfficientNetB2", "efficientnetb2_notop.h5",
+                     "none", 32, 260,
+                     description="the leukemia report's Solution B (trained from scratch)"),
         Network("leukemia_cnn", _leukemia_cnn, "unit_centred", 32, 250, None,
                 description="the leukemia report's Solution A, a custom CNN"),
     ]
