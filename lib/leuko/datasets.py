@@ -27,6 +27,11 @@ MANIFEST_COLUMNS = ["path", "label", "split", "group", "sha256", "height", "widt
 WBC_CLASSES = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
 LEUKEMIA_CLASSES = ("ALL", "HEM")  # lymphoblast (acute lymphoblastic leukemia) / healthy
 WBC_SPLITS = {"TRAIN": "train", "TEST": "test", "TEST_SIMPLE": "test_simple"}
+# The five white cells a differential count counts, and the other cells PBC labels: kept as
+# classes of their own, so that an immature granulocyte is never forced into the five.
+DIFFERENTIAL_CLASSES = ("BASOPHIL", "EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
+OTHER_CELL_CLASSES = ("IG", "ERYTHROBLAST", "PLATELET")
+PBC_CLASSES = DIFFERENTIAL_CLASSES + OTHER_CELL_CLASSES
 
 
 class DatasetError(ValueError):
@@ -109,6 +114,37 @@ def blood_cell_images(root: str | Path, policy: str = "fail", progress: bool = T
                 rows.append({"path": path, "label": label, "split": split,
                              "group": f"{split}/{label}/{cell}"})
     return _build(rows, policy, progress)
+
+
+# --- PBC (Acevedo et al. 2020, CellaVision DM96, Barcelona) -------------------------------
+
+
+def pbc(root: str | Path, policy: str = "fail", progress: bool = True) -> Prepared:
+    """PBC single-cell images in ``<class>/<name>.jpg`` (8 lower-case class folders).
+
+    PBC publishes no donor ids, so ``group`` is the content hash (``sha256``): byte-identical
+    files (three basophil pairs) form one group and never straddle two splits. ``split`` is
+    ``""``: the study splits the data.
+    """
+    folder = _require_dir(Path(root), "PBC folder")
+    expected = {c.lower() for c in PBC_CLASSES}
+    found = {p.name for p in folder.iterdir() if p.is_dir()}
+    unknown = found - expected
+    if unknown:
+        raise DatasetError(f"unknown class folder(s) {sorted(unknown)} in {folder}; expected "
+                           f"{sorted(expected)}")
+    missing = expected - found
+    if missing:
+        raise DatasetError(f"class folder(s) {sorted(missing)} missing in {folder}")
+    rows = []
+    for label in PBC_CLASSES:
+        files = _images_in(folder / label.lower())
+        if not files:
+            raise DatasetError(f"class folder {folder / label.lower()} holds no images")
+        rows += [{"path": path, "label": label, "split": "", "group": ""} for path in files]
+    prepared = _build(rows, policy, progress)
+    prepared.manifest["group"] = "sha256:" + prepared.manifest["sha256"].str[:16]
+    return prepared
 
 
 # --- ALL-IDB2 -------------------------------------------------------------------------------
@@ -299,6 +335,7 @@ ADAPTERS = {
     "all-idb2": all_idb2,
     "cnmc": cnmc,
     "bccd": bccd,
+    "pbc": pbc,
 }
 
 
@@ -320,11 +357,13 @@ def detect_layout(root: str | Path) -> str:
         return "blood-cell-images"
     if (root / "Annotations").is_dir():
         return "bccd"
+    if {p.name for p in root.iterdir() if p.is_dir()} >= {c.lower() for c in PBC_CLASSES}:
+        return "pbc"
     if any(_ALLIDB_NAME.match(p.name) for p in root.iterdir()):
         return "all-idb2"
     raise DatasetError(
         f"cannot tell the layout of {root}: expected C-NMC (training_data/), blood-cell-images "
-        "(images/TRAIN/), BCCD (Annotations/) or ALL-IDB2 (ImNNN_[01].tif)")
+        "(images/TRAIN/), BCCD (Annotations/), PBC (basophil/ ... platelet/) or ALL-IDB2 (ImNNN_[01].tif)")
 
 
 def class_counts(frame: pd.DataFrame, by: Iterable[str] = ("split", "label")) -> pd.DataFrame:

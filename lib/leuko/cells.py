@@ -1,0 +1,260 @@
+"""One cell at one scale and one stain: the preprocessing that makes a cell image look the same
+whichever lab, microscope or camera framed it.
+
+Cells arrive framed in every way: blood-cell-images' 320x240 crops show a cell off centre among
+red cells, PBC's 360x363 CellaVision images a centred cell filling half the frame, a user's
+own images anything from a tight crop to a fifth of the field. Before a network sees a cell:
+
+1. **Find it** (:func:`find_cell`): the stained nucleus is the pixels high on a nuclear stain
+   map (blue minus green: violet nuclei against pink red cells and a pale background, under
+   any Romanowsky-type stain), thresholded by Otsu; the lobes of one nucleus are merged by a
+   dilation; of the nuclei found, the one that is large and near the middle of the image wins
+   (``area * exp(-(distance / 0.35 side)^2)``), since a single-cell image is taken around its
+   cell.
+2. **Frame it** (:func:`cell_box`): a square around the nucleus, its side ``scale`` times the
+   nucleus' longer side (so the cytoplasm and a ring of context are inside), moved into the
+   image where it can be and padded by reflection where it cannot. When no nucleus is found the
+   whole image is used, squared, and the result says so (``found=False``): nothing is dropped
+   silently, the count of such images is reported by training, evaluation and ``classify``.
+3. **Normalise the stain** (:func:`reinhard`): Reinhard et al. (2001) colour transfer in CIE
+   L*a*b*: each channel's mean and standard deviation are mapped to a fixed target. The
+   statistics are taken on the *background* (the pixels outside the dilated nucleus: red
+   cells, plasma, glass), which differ between labs but not between cell classes; taken on the
+   whole image they would also remove the colour of the cell itself (an eosinophil's red
+   granules, a basophil's dark ones).
+
+:class:`CellPreprocess` holds the parameters; its ``to_dict`` goes into every trained model's
+summary and the exported model's metadata, and :func:`prepare_cell` applies it, so training,
+evaluation and ``leuko classify`` run the same code.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage as ndi
+
+__all__ = ["CellPreprocess", "CellBox", "find_cell", "cell_box", "reinhard", "prepare_cell",
+           "STAIN_NORMS"]
+
+STAIN_NORMS = ("none", "reinhard")
+
+# Target L*a*b* statistics of the background (mean, sd per channel): the median over PBC and
+# blood-cell-images training images' backgrounds, rounded (measured with
+# ``background_lab_stats``); any fixed value works, the point is that every image gets the same.
+TARGET_LAB_MEAN = (78.0, 8.0, 4.0)
+TARGET_LAB_STD = (9.0, 5.0, 5.0)
+
+
+@dataclass(frozen=True)
+class CellPreprocess:
+    """How a cell image is framed and normalised (see the module doc)."""
+
+    scale: float = 2.2  # crop side / the nucleus' longer side
+    work_size: int = 128  # px: the longer side the image is searched at
+    merge: float = 0.04  # dilation radius merging lobes, fraction of work_size
+    min_area: float = 0.004  # smallest nucleus, fraction of the working image's area
+    stain_norm: str = "reinhard"  # none | reinhard (on the background)
+    cell_crop: bool = True  # False: the whole image (squared by padding), no search
+
+    def __post_init__(self):
+        if self.stain_norm not in STAIN_NORMS:
+            raise ValueError(f"stain_norm must be one of {STAIN_NORMS}, got {self.stain_norm!r}")
+        if not self.scale >= 1.0:
+            raise ValueError(f"cell crop scale must be >= 1, got {self.scale!r}")
+        if int(self.work_size) < 32:
+            raise ValueError(f"work_size must be >= 32 px, got {self.work_size!r}")
+        if not 0 <= self.merge < 0.5 or not 0 < self.min_area < 1:
+            raise ValueError(f"merge must be in [0, 0.5) and min_area in (0, 1), got "
+                             f"{self.merge!r}, {self.min_area!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> CellPreprocess:
+        """A config from a dict such as a model's metadata, naming unknown keys."""
+        values = dict(values or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown cell preprocessing key(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CellBox:
+    """The nucleus found in an image, in input pixels."""
+
+    nucleus_box: tuple[int, int, int, int]  # xmin, ymin, xmax, ymax
+    area: float  # nucleus pixels (input scale)
+    mask: np.ndarray  # the nucleus mask at the working scale (for the background statistics)
+
+
+def nuclear_map(rgb: np.ndarray) -> np.ndarray:
+    """Blue minus green, in levels: high on violet nuclei, low on red cells and background."""
+    return rgb[..., 2].astype(np.float32) - rgb[..., 1].astype(np.float32)
+
+
+def _disk(radius: float) -> np.ndarray | None:
+    r = int(round(radius))
+    if r < 1:
+        return None
+    y, x = np.ogrid[-r:r + 1, -r:r + 1]
+    return x * x + y * y <= r * r
+
+
+def _working(rgb: np.ndarray, work_size: int) -> tuple[np.ndarray, float]:
+    height, width = rgb.shape[:2]
+    factor = min(1.0, work_size / max(height, width))
+    if factor == 1.0:
+        return rgb, 1.0
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR)), factor
+
+
+def find_cell(rgb: np.ndarray, config: CellPreprocess = CellPreprocess()) -> CellBox | None:
+    """The nucleus of the image's cell (see the module doc), or None when there is none."""
+    from skimage.filters import threshold_otsu
+
+    rgb = _check_rgb(rgb)
+    small, factor = _working(rgb, config.work_size)
+    stain = ndi.gaussian_filter(nuclear_map(small), 1.0)
+    if float(stain.max()) - float(stain.min()) < 10.0:  # a flat image: no stained nucleus
+        return None
+    threshold = max(float(threshold_otsu(stain)), 10.0)
+    mask = ndi.binary_opening(stain > threshold, _disk(1))
+    merging = _disk(config.merge * max(small.shape[:2]))
+    merged = ndi.binary_dilation(mask, merging) if merging is not None else mask
+    labels, n = ndi.label(merged)
+    if n == 0:
+        return None
+    labels = np.where(mask, labels, 0)
+    index = np.arange(1, n + 1)
+    areas = ndi.sum_labels(mask, labels, index)
+    centres = ndi.center_of_mass(mask, labels, index)
+    h, w = small.shape[:2]
+    reach = 0.35 * max(h, w)
+    scores = [a * math.exp(-(((cy - h / 2) ** 2 + (cx - w / 2) ** 2) / reach ** 2))
+              if a >= config.min_area * h * w else -1.0
+              for a, (cy, cx) in zip(areas, centres, strict=True)]
+    best = int(np.argmax(scores))
+    if scores[best] <= 0:
+        return None
+    ys, xs = np.nonzero(labels == best + 1)
+    box = (xs.min() / factor, ys.min() / factor, (xs.max() + 1) / factor, (ys.max() + 1) / factor)
+    height, width = rgb.shape[:2]
+    nucleus_box = (max(0, math.floor(box[0])), max(0, math.floor(box[1])),
+                   min(width, math.ceil(box[2])), min(height, math.ceil(box[3])))
+    return CellBox(nucleus_box, float(areas[best]) / factor ** 2, labels == best + 1)
+
+
+def cell_box(nucleus_box: tuple[int, int, int, int], scale: float
+             ) -> tuple[int, int, int, int]:
+    """The square crop around a nucleus: side ``scale`` x its longer side, same centre
+    (may reach past the image; :func:`crop_square` pads)."""
+    xmin, ymin, xmax, ymax = nucleus_box
+    side = max(xmax - xmin, ymax - ymin) * scale
+    cx, cy = (xmin + xmax) / 2, (ymin + ymax) / 2
+    x0, y0 = round(cx - side / 2), round(cy - side / 2)
+    side = max(1, round(side))
+    return (x0, y0, x0 + side, y0 + side)
+
+
+def crop_square(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The pixels of a square ``box``, moved into the image where the image is large enough and
+    padded by reflection where it is not."""
+    height, width = rgb.shape[:2]
+    x0, y0, x1, y1 = box
+    side = x1 - x0
+    if side <= width:
+        x0 = min(max(0, x0), width - side)
+    if side <= height:
+        y0 = min(max(0, y0), height - side)
+    x1, y1 = x0 + side, y0 + side
+    pad = ((max(0, -y0), max(0, y1 - height)), (max(0, -x0), max(0, x1 - width)), (0, 0))
+    inside = rgb[max(0, y0):min(height, y1), max(0, x0):min(width, x1)]
+    if any(p for pair in pad[:2] for p in pair):
+        inside = np.pad(inside, pad, mode="reflect")  # numpy repeats the reflection as needed
+    return inside
+
+
+def whole_square(rgb: np.ndarray) -> np.ndarray:
+    """The whole image, squared by reflection padding of its shorter side (centred)."""
+    height, width = rgb.shape[:2]
+    side = max(height, width)
+    return crop_square(rgb, (round((width - side) / 2), round((height - side) / 2),
+                             round((width - side) / 2) + side, round((height - side) / 2) + side))
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    from skimage.color import rgb2lab
+
+    return rgb2lab(rgb.astype(np.float32) / 255.0)
+
+
+def background_lab_stats(rgb: np.ndarray, background: np.ndarray | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of L*a*b* over ``background`` pixels (all when None)."""
+    lab = _lab(rgb).reshape(-1, 3)
+    if background is not None and background.sum() >= 16:
+        lab = lab[background.reshape(-1)]
+    return lab.mean(axis=0), lab.std(axis=0)
+
+
+def reinhard(rgb: np.ndarray, background: np.ndarray | None = None,
+             target_mean=TARGET_LAB_MEAN, target_std=TARGET_LAB_STD) -> np.ndarray:
+    """Reinhard colour transfer: L*a*b* channels shifted and scaled so that the ``background``
+    pixels' (all pixels' when None) mean and standard deviation become the target's."""
+    from skimage.color import lab2rgb
+
+    rgb = _check_rgb(rgb)
+    mean, std = background_lab_stats(rgb, background)
+    lab = _lab(rgb)
+    scaled = (lab - mean) / np.maximum(std, 1e-3) * np.asarray(target_std) + np.asarray(
+        target_mean)
+    with warnings.catch_warnings():  # colours outside sRGB are clipped, as intended
+        warnings.simplefilter("ignore", UserWarning)
+        out = lab2rgb(scaled)
+    return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
+
+
+def _check_rgb(rgb: np.ndarray) -> np.ndarray:
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got shape {rgb.shape} "
+                         f"dtype {rgb.dtype}")
+    return rgb
+
+
+def prepare_cell(rgb: np.ndarray, size: int, config: CellPreprocess = CellPreprocess()
+                 ) -> tuple[np.ndarray, bool]:
+    """The cell framed, resized to ``size`` x ``size`` (bilinear) and stain-normalised (uint8),
+    and whether a nucleus was found (False: the whole image was used)."""
+    from leuko.inputs import resize_square
+
+    rgb = _check_rgb(rgb)
+    found = find_cell(rgb, config) if config.cell_crop else None
+    if found is not None:
+        square = crop_square(rgb, cell_box(found.nucleus_box, config.scale))
+    else:
+        square = whole_square(rgb)
+    square = resize_square(np.ascontiguousarray(square), int(size))
+    if config.stain_norm == "reinhard":
+        stain = nuclear_map(square)
+        nucleus = stain > _otsu_or_inf(stain)
+        background = ~ndi.binary_dilation(nucleus, _disk(max(1, size / 48)))
+        square = reinhard(square, background if background.sum() >= 16 else None)
+    return square, found is not None or not config.cell_crop
+
+
+def _otsu_or_inf(values: np.ndarray) -> float:
+    from skimage.filters import threshold_otsu
+
+    if float(values.max()) - float(values.min()) < 10.0:
+        return float("inf")
+    return max(float(threshold_otsu(values)), 10.0)

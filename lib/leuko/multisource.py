@@ -1,0 +1,387 @@
+"""The cell classifier for other labs: two sources, one cell geometry, leave-one-source-out.
+
+A classifier trained on one lab's cells fails on another lab's (see the README). This module
+trains and judges the classifier that ``leuko classify`` ships on two independent sources:
+
+* ``blood-cell-images`` (BCCD's lab: 4 classes, ~300 source cells, augmented copies), split as
+  the thesis study splits it (validation = whole held-out source cells of TRAIN; TEST /
+  TEST_SIMPLE as published);
+* ``pbc`` (Barcelona, CellaVision: 5 white cells + immature granulocytes, erythroblasts,
+  platelets), split 6:2:2, stratified, grouped by content hash (:func:`prepare_pbc`).
+
+Every image goes through :func:`leuko.cells.prepare_cell` (the cell found, framed at a fixed
+multiple of its nucleus, stain-normalised) once, into a cache (:func:`build_cell_cache`) that
+every training and evaluation of this module reads. Three trainings (``TRAININGS``): on
+blood-cell-images only, on PBC only, on both; each is evaluated on every source's test part,
+so the two single-source models give the leave-one-source-out scores and the two-source model
+is the one exported. Every model is calibrated on its validation cells (temperature scaling)
+and carries an abstention threshold chosen there (:func:`abstention_threshold`).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from leuko import datasets, splits
+from leuko.cells import CellPreprocess, prepare_cell
+from leuko.study import Paths, read_manifest
+
+SOURCES = ("blood-cell-images", "pbc")
+TRAININGS: dict[str, tuple[str, ...]] = {
+    "blood-cell-images": ("blood-cell-images",),
+    "pbc": ("pbc",),
+    "both": ("blood-cell-images", "pbc"),
+}
+"""Training name -> the sources it trains on (the model id is ``cells-<name>``)."""
+
+TEST_PARTS: tuple[tuple[str, str], ...] = (
+    ("pbc", "test"), ("blood-cell-images", "test_simple"), ("blood-cell-images", "test"))
+"""(source, split) of every held-out part each model is scored on."""
+
+CLASS_ORDER = (*datasets.DIFFERENTIAL_CLASSES, *datasets.OTHER_CELL_CLASSES)
+CACHE_NAME = "cells"
+DEFAULT_PATHS = Paths()
+
+
+def cell_model_id(training: str) -> str:
+    """``cells-<training>``: the id of one model of this study."""
+    if training not in TRAININGS:
+        raise ValueError(f"training must be one of {sorted(TRAININGS)}, got {training!r}")
+    return f"cells-{training}"
+
+
+@dataclass(frozen=True)
+class CellData:
+    """Which cells of each source the study uses (``params/cells.yaml: cells.data``)."""
+
+    image_size: int = 64
+    bci_train_per_class: int = 300  # blood-cell-images TRAIN: round-robin over source cells
+    bci_val_per_class: int = 100
+    pbc_split: tuple[float, float, float] = (0.6, 0.2, 0.2)  # train / val / test
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+def prepare_pbc(data_path: str | Path, seed: int, ratios=(0.6, 0.2, 0.2), policy: str = "fail",
+                progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The PBC manifest with a seeded train / val / test split, stratified by class and grouped
+    by content hash (byte-identical files stay on one side); and its unreadable images."""
+    from leuko.images import bad_images_frame, check_policy
+
+    check_policy(policy)
+    prepared = datasets.pbc(data_path, policy=policy, progress=progress)
+    frame = prepared.manifest
+    frame["split"] = splits.split_train_val_test(frame, ratios, seed).to_numpy()
+    return frame, bad_images_frame(prepared.bad)
+
+
+def cell_rows(bci: pd.DataFrame, pbc: pd.DataFrame, data: CellData, seed: int) -> pd.DataFrame:
+    """Every row any model of this study trains, validates or is tested on, with ``source``.
+
+    blood-cell-images: a class-balanced sample of TRAIN and of the validation cells (round-robin
+    over source cells, so every cell is seen before any copy repeats), TEST and TEST_SIMPLE
+    whole; PBC: every image of its split.
+    """
+    parts = []
+    for split, n in (("train", data.bci_train_per_class), ("val", data.bci_val_per_class)):
+        parts.append(splits.balanced_subsample(bci[bci["split"] == split], n, seed))
+    parts.append(bci[bci["split"].isin(["test", "test_simple"])])
+    bci_rows = pd.concat(parts).assign(source="blood-cell-images")
+    rows = pd.concat([bci_rows, pbc.assign(source="pbc")], ignore_index=True)
+    columns = ["path", "source", "label", "split", "group", "sha256"]
+    return rows[columns].sort_values(["source", "split", "path"], kind="stable").reset_index(
+        drop=True)
+
+
+def _prepare_one(task: tuple[str, int, dict]) -> tuple[np.ndarray, bool]:
+    from leuko.images import load_rgb
+
+    path, size, config = task
+    return prepare_cell(load_rgb(path), size, CellPreprocess.from_dict(config))
+
+
+def prepare_images(paths: list[str], size: int, config: CellPreprocess, workers: int = 2,
+                   progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``prepare_cell`` on every file, in ``workers`` processes: uint8 images (N, size, size, 3)
+    and a bool per image, True where a nucleus was found."""
+    tasks = [(str(p), int(size), config.to_dict()) for p in paths]
+    images = np.empty((len(tasks), size, size, 3), dtype=np.uint8)
+    found = np.empty(len(tasks), dtype=bool)
+    bar = tqdm(total=len(tasks), disable=not progress, desc=f"cells {size}px", unit="img",
+               mininterval=10)
+    if workers <= 1:
+        results = map(_prepare_one, tasks)
+    else:
+        pool = ProcessPoolExecutor(workers)
+        results = pool.map(_prepare_one, tasks, chunksize=32)
+    for i, (image, ok) in enumerate(results):
+        images[i], found[i] = image, ok
+        bar.update()
+    bar.close()
+    if workers > 1:
+        pool.shutdown()
+    return images, found
+
+
+def cache_path(paths: Paths = DEFAULT_PATHS) -> Path:
+    return paths.root / "build" / "cells" / f"{CACHE_NAME}.npz"
+
+
+def build_cell_cache(rows: pd.DataFrame, data: CellData, config: CellPreprocess,
+                     paths: Paths = DEFAULT_PATHS, workers: int = 2, progress: bool = True) -> Path:
+    """Prepare every row's cell once; write the images, the found flags and the rows' table
+    (``build/cells/cells.npz`` and its manifest ``build/manifests/cells.csv``)."""
+    from leuko.study import save_features, write_manifest
+
+    images, found = prepare_images(list(rows["path"]), data.image_size, config, workers,
+                                   progress)
+    rows = rows.assign(cell_found=found, index=np.arange(len(rows)))
+    write_manifest(rows, paths.manifest(CACHE_NAME))  # sorted by path; index = image row
+    return save_features(cache_path(paths), images=images, found=found,
+                         paths=rows["path"].to_numpy(dtype=str))
+
+
+@dataclass
+class CellCache:
+    """The prepared cells and their rows (``index`` = row of ``images``)."""
+
+    rows: pd.DataFrame
+    images: np.ndarray
+
+    def part(self, sources, split: str) -> tuple[pd.DataFrame, np.ndarray]:
+        """Rows and images of ``split`` from ``sources``."""
+        sources = (sources,) if isinstance(sources, str) else tuple(sources)
+        rows = self.rows[self.rows["source"].isin(sources) & (self.rows["split"] == split)]
+        rows = rows.sort_values(["source", "path"], kind="stable").reset_index(drop=True)
+        return rows, self.images[rows["index"].to_numpy(dtype=int)]
+
+
+def load_cell_cache(paths: Paths = DEFAULT_PATHS) -> CellCache:
+    """The cache written by :func:`build_cell_cache` (checked: rows and images agree)."""
+    from leuko.study import load_features
+
+    rows = read_manifest(paths.manifest(CACHE_NAME))
+    arrays = load_features(cache_path(paths))
+    if len(arrays["images"]) != len(rows):
+        raise ValueError(f"{cache_path(paths)} holds {len(arrays['images'])} images but "
+                         f"{paths.manifest(CACHE_NAME)} {len(rows)} rows: rerun the cells stage")
+    rows["cell_found"] = rows["cell_found"].astype(str).str.lower() == "true"
+    return CellCache(rows, arrays["images"])
+
+
+def classes_of(labels) -> list[str]:
+    """The classes present in ``labels``, in the study's order (the five, then the others)."""
+    present = set(labels)
+    unknown = present - set(CLASS_ORDER)
+    if unknown:
+        raise ValueError(f"unknown class name(s) {sorted(unknown)}; expected {CLASS_ORDER}")
+    return [c for c in CLASS_ORDER if c in present]
+
+
+# --- calibration and doubt --------------------------------------------------------------------
+
+
+def temperature_scale(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Softmax probabilities re-tempered: ``softmax(log p / T)`` (T > 1 softens)."""
+    logits = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    out = np.exp(logits)
+    return out / out.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(probs: np.ndarray, y_true: np.ndarray) -> float:
+    """The temperature that minimises the negative log-likelihood of ``y_true`` (Guo et al.
+    2017), searched over log T in [-3, 3]."""
+    from scipy.optimize import minimize_scalar
+
+    y = np.asarray(y_true, dtype=int)
+
+    def nll(log_t: float) -> float:
+        scaled = temperature_scale(probs, float(np.exp(log_t)))
+        return float(-np.log(np.clip(scaled[np.arange(len(y)), y], 1e-12, 1.0)).mean())
+
+    result = minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded")
+    return float(np.exp(result.x))
+
+
+def abstention_threshold(confidence: np.ndarray, coverage: float) -> float:
+    """The confidence below which a cell is called ``uncertain``: the ``1 - coverage``
+    quantile of the validation cells' (calibrated) confidence, so that ``coverage`` of cells
+    like the training ones are classified (0 when coverage is 1)."""
+    if not 0 < coverage <= 1:
+        raise ValueError(f"abstain coverage must be in (0, 1], got {coverage!r}")
+    if coverage == 1:
+        return 0.0
+    return float(np.quantile(np.asarray(confidence, dtype=np.float64), 1.0 - coverage))
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10
+                               ) -> float:
+    """ECE: the mean |accuracy - confidence| over equal-width confidence bins, weighted by
+    the share of cells in each bin."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            total += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(total)
+
+
+def reliability_table(confidence: np.ndarray, correct: np.ndarray, bins: int = 10
+                      ) -> pd.DataFrame:
+    """Per confidence bin: cells, mean confidence, accuracy (the reliability diagram's data)."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        inside = which == b
+        rows.append({"bin_low": edges[b], "bin_high": edges[b + 1], "n": int(inside.sum()),
+                     "confidence": float(confidence[inside].mean()) if inside.any() else np.nan,
+                     "accuracy": float(correct[inside].mean()) if inside.any() else np.nan})
+    return pd.DataFrame(rows)
+
+
+def coverage_curve(confidence: np.ndarray, correct: np.ndarray, points: int = 21
+                   ) -> pd.DataFrame:
+    """Accuracy of the cells kept when the least confident are left out, at coverages from 1
+    down to 0.05 (the accuracy-coverage curve)."""
+    order = np.argsort(-np.asarray(confidence, dtype=np.float64), kind="stable")
+    correct = np.asarray(correct, dtype=np.float64)[order]
+    n = len(correct)
+    rows = []
+    for coverage in np.linspace(1.0, 0.05, points):
+        kept = max(1, int(round(coverage * n)))
+        rows.append({"coverage": kept / n, "accuracy": float(correct[:kept].mean()),
+                     "n": kept})
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class Abstain:
+    """The abstention rule (``params/cells.yaml: cells.abstain``)."""
+
+    val_coverage: float = 0.95  # share of validation cells classified; the rest uncertain
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _elapsed(start: float) -> float:
+    return round(time.perf_counter() - start, 2)
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CellTraining:
+    """How each model of this study is trained (``params/cells.yaml: cells.train``): an
+    ImageNet MobileNetV2 fine-tuned end to end on the prepared cells, its BatchNorm layers
+    kept in inference mode (the Keras transfer-learning guide's advice: the small batches
+    of a CPU run would otherwise overwrite the pretrained statistics)."""
+
+    network: str = "mobilenet_v2"
+    epochs: int = 6
+    batch_size: int = 32
+    learning_rate: float = 3e-4
+    head_units: tuple[int, ...] = (256,)
+    head_dropout: float = 0.3
+    augment: bool = True  # flips and 90-degree turns
+    stain_jitter: float = 1.0  # leuko.stain.stain_jitter strength on top of normalisation
+
+
+def build_cell_model(network: str, n_classes: int, image_size: int, head_units, dropout: float):
+    """Input(0..255) -> Preprocess -> pretrained base (BatchNorm in inference mode) -> head."""
+    import keras
+
+    from leuko import networks
+
+    entry = networks.get_network(network)
+    networks.check_input_size(entry, image_size)
+    base = entry.build((image_size, image_size, 3), True)
+    head = networks.build_head(base.output_shape[-1], n_classes,
+                               networks.HeadConfig(tuple(head_units), dropout))
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = networks.Preprocess(entry.preprocessing, name="preprocess")(inputs)
+    x = base(x, training=False)
+    return keras.Model(inputs, head(x), name=f"{network}_cells")
+
+
+def train_cell_model(training: str, cache: CellCache, config: CellTraining, abstain: Abstain,
+                     preprocess: CellPreprocess, seed: int, paths: Paths = DEFAULT_PATHS) -> dict:
+    """Train one model on the training part of its sources, calibrate it on their validation
+    part, choose its abstention threshold there; save the model and its training summary."""
+    from leuko import train
+    from leuko.inputs import make_dataset, steps_per_epoch
+    from leuko.networks import count_params
+    from leuko.study import epochs_of, one_hot_labels, predict, save_model, write_json
+
+    the_id = cell_model_id(training)
+    sources = TRAININGS[training]
+    train_rows, x_train = cache.part(sources, "train")
+    val_rows, x_val = cache.part(sources, "val")
+    classes = classes_of(train_rows["label"])
+    missing = set(val_rows["label"]) - set(classes)
+    if missing:
+        raise ValueError(f"{the_id}: validation classes {sorted(missing)} not in training")
+    y_train = one_hot_labels(train_rows["label"].to_numpy(), classes)
+    y_val = one_hot_labels(val_rows["label"].to_numpy(), classes)
+    train.set_determinism(seed)
+    start = time.perf_counter()
+    size = int(x_train.shape[1])
+    model = build_cell_model(config.network, len(classes), size, config.head_units,
+                             config.head_dropout)
+    fit = train.FitConfig(epochs=config.epochs, batch_size=config.batch_size,
+                          learning_rate=config.learning_rate, seed=seed)
+    train.compile_model(model, fit)
+    history = train.fit(model, epochs_of(x_train, y_train, config.batch_size, config.epochs,
+                                         config.augment, seed, config.stain_jitter),
+                        steps_per_epoch(len(x_train), config.batch_size),
+                        make_dataset(x_val, y_val, config.batch_size), fit,
+                        paths.live(the_id), paths.work(the_id), label="end-to-end")
+    seconds = time.perf_counter() - start
+    val_probs = predict(model, x_val)
+    y_val_idx = y_val.argmax(axis=1)
+    temperature = fit_temperature(val_probs, y_val_idx)
+    calibrated = temperature_scale(val_probs, temperature)
+    threshold = abstention_threshold(calibrated.max(axis=1), abstain.val_coverage)
+    save_model(model, paths.model(the_id))
+    last = history.iloc[-1]
+    summary = {
+        "model": the_id, "dataset": CACHE_NAME, "training": training, "sources": list(sources),
+        "network": config.network, "regime": "imagenet-finetune", "classes": classes,
+        "image_size": size, "train_seconds": round(seconds, 2),
+        "epochs_run": int(history["epoch"].max()),
+        "final_train_accuracy": float(last["accuracy"]),
+        "final_val_accuracy": float(last["val_accuracy"]),
+        "best_val_accuracy": float(history["val_accuracy"].max()),
+        "saved_weights": "last epoch",
+        "val_accuracy_saved": float((val_probs.argmax(axis=1) == y_val_idx).mean()),
+        "n_train": {s: int((train_rows["source"] == s).sum()) for s in sources},
+        "n_val": {s: int((val_rows["source"] == s).sum()) for s in sources},
+        "cells_not_found_train": int((~train_rows["cell_found"]).sum()),
+        "cell_preprocess": preprocess.to_dict(), "config": {**asdict(config),
+                                                            "head_units": list(config.head_units)},
+        "temperature": temperature, "abstain": {**abstain.to_dict(), "threshold": threshold},
+        "val_ece": {"raw": expected_calibration_error(val_probs.max(axis=1),
+                                                      val_probs.argmax(axis=1) == y_val_idx),
+                    "calibrated": expected_calibration_error(
+                        calibrated.max(axis=1), calibrated.argmax(axis=1) == y_val_idx)},
+        "params": count_params(model), "seed": seed,
+    }
+    write_json(paths.train_summary(the_id), summary)
+    return summary
