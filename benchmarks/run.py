@@ -64,27 +64,18 @@ def say(*args) -> None:
 # --- the machine ----------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (or the platform's processor string)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def machine_lines() -> list[str]:
+    """The machine (``leuko.machine.describe``, the one description the stage times use too),
+    the software and the load."""
     import keras
     import tensorflow as tf
 
-    from leuko import accel
+    from leuko import machine
 
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    info = machine.describe()
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    return [f"machine   {cpu_model()}; {os.cpu_count()} logical cores ({usable} usable); "
-            f"native bfloat16 (AVX512-BF16/AMX): {'yes' if accel.cpu_has_bf16() else 'no'}; "
+    return [f"machine   {machine.machine_line(info)}; native bfloat16 (AVX512-BF16/AMX): "
+            f"{'yes' if info['avx512_bf16'] or info['amx'] else 'no'}; "
             f"GPUs: {len(tf.config.list_physical_devices('GPU'))}",
             f"software  Python {platform.python_version()}, TensorFlow {tf.__version__}, "
             f"Keras {keras.__version__}",

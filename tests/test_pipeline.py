@@ -18,7 +18,8 @@ def run_notebook(name: str, cwd: Path, **params) -> Path:
     """Execute notebooks/<name>.ipynb with papermill in ``cwd``; fails with its traceback."""
     import papermill
 
-    out = cwd / "reports" / "notebooks" / f"{name}{''.join(f'-{v}' for v in params.values())}.ipynb"
+    suffix = "".join(f"-{v}" for v in params.values() if isinstance(v, str | int))
+    out = cwd / "reports" / "notebooks" / f"{name}{suffix}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=params,
                                kernel_name="leuko", cwd=str(cwd), progress_bar=False)
@@ -38,9 +39,12 @@ def test_wbc_notebooks_run_with_their_defaults(study_dir):
     assert (study_dir / "build" / "manifests" / "blood-cell-images.csv").is_file()
     run_notebook("02-features", study_dir)
     assert (study_dir / "build" / "features" / "blood-cell-images-mobilenet_v2.npz").is_file()
-    for regime in ("imagenet", "imagenet-long", "imagenet-finetune", "scratch"):
+    regimes = ["imagenet", "imagenet-long", "imagenet-finetune", "scratch"]
+    for regime in regimes:
         run_notebook("03-train", study_dir, regime=regime)
-        run_notebook("04-evaluate", study_dir, regime=regime)
+    run_notebook("04-evaluate", study_dir, wbc={"networks": ["mobilenet_v2"], "regimes": regimes,
+                                                "pooled_regimes": [], "image_size": 96})
+    for regime in regimes:
         model_id = f"blood-cell-images-mobilenet_v2-{regime}"
         assert (study_dir / "build" / "models" / f"{model_id}.keras").is_file()
         metrics = json.loads((study_dir / "reports" / "metrics" / f"{model_id}.json")

@@ -117,10 +117,11 @@ def val_macro_f1(model_id: str, paths: Paths = DEFAULT_PATHS, batch_size: int = 
 
     Raises ValueError when the manifest has no validation rows.
     """
+    from leuko.evaluation import stain_robustness
     from leuko.inputs import load_resized
     from leuko.metrics import classification_metrics
     from leuko.splits import balanced_subsample
-    from leuko.study import class_index, load_model, predict, stain_robustness
+    from leuko.study import class_index, load_model, predict
 
     summary = read_json(paths.train_summary(model_id))
     manifest_file = paths.manifest(summary["dataset"])

@@ -5,7 +5,7 @@ hash) -> augment (centre crop, then a balanced, seeded, materialised train and v
 ``N`` images per class; test never augmented) -> train (Solution A, the custom CNN
 ``leukemia_cnn``, or Solution B, ``efficientnet_b2`` from scratch; EarlyStopping,
 ReduceLROnPlateau(0.5, min 1e-6), checkpoint on the best validation accuracy) -> evaluate
-(``study.evaluate_model`` on the test split: confusion matrix, per-class report, bootstrap
+(``evaluation.evaluate_model`` on the test split: confusion matrix, per-class report, bootstrap
 intervals; galleries of the false positives and false negatives).
 
 Model ids, models, curves and metrics follow the 4-class study's scheme (``study.Paths``,
@@ -457,17 +457,18 @@ def kfold_figure(kfold: dict, classes: list[str], title: str = ""):
 def evaluate_leukemia(dataset: str, solution: str, network: str, n_boot: int = 2000,
                       seed: int = 0, paths: LeukemiaPaths = LeukemiaPaths()) -> dict:
     """Evaluate a trained solution on the test split (and C-NMC's labelled preliminary test
-    set when present) with ``study.evaluate_model``; add the k-fold results and write the
+    set when present) with ``evaluation.evaluate_model``; add the k-fold results and write the
     galleries of false positives and false negatives. Returns the metrics dict."""
+    from leuko.evaluation import evaluate_model
     from leuko.figures import save_figure
 
     the_id = leukemia_model_id(dataset, network)
     training = study.read_json(paths.train_summary(the_id))
     classes = list(training["classes"])
-    result = study.evaluate_model(dataset, network, REGIME, training["image_size"],
-                                  n_boot=n_boot, seed=seed, eval_splits=("test", "prelim"),
-                                  classes=classes, crop=training["crop"],
-                                  robustness_split=None, paths=paths)
+    result = evaluate_model(dataset, network, REGIME, training["image_size"],
+                            n_boot=n_boot, seed=seed, eval_splits=("test", "prelim"),
+                            classes=classes, crop=training["crop"],
+                            robustness_split=None, paths=paths)
     result.update(solution=solution, image_size=training["image_size"], crop=training["crop"])
     kfold_table = pd.read_csv(paths.kfold_predictions(the_id), keep_default_na=False)
     if len(kfold_table):

@@ -1,0 +1,182 @@
+"""Evaluation of trained models: held-out accuracy with intervals, and robustness to other labs.
+
+Split from ``leuko.study`` so that the training stages do not import ``leuko.metrics``: a
+change to how models are scored reruns the evaluate stages, never training (``leuko.stagedeps``
+derives each stage's code dependencies from these imports).
+
+``evaluate_models`` scores many models in one process (the ``evaluate-wbc`` stage: one
+TensorFlow start for every model instead of one per model) and writes each model's files as
+``evaluate_model`` does, plus an index of what it evaluated (``Paths``' scheme).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from leuko import splits
+from leuko.atomic import write_csv_atomic
+from leuko.study import (
+    Paths,
+    class_index,
+    load_model,
+    model_id,
+    predict,
+    read_json,
+    read_manifest,
+    resolve_image_size,
+    write_json,
+)
+
+#: The official split and the leaky pooled split of the 4-class study.
+WBC_DATASET = "blood-cell-images"
+WBC_POOLED_DATASET = "blood-cell-images-pooled"
+#: Where ``evaluate_models`` writes its index (one per study part).
+INDEX_DIR = Path("reports") / "evaluation"
+DEFAULT_PATHS = Paths()
+
+def stain_robustness(model, rows: pd.DataFrame, size: int, classes: list[str],
+                     crop=None) -> dict[str, dict[str, float]]:
+    """Accuracy and macro F1 of ``model`` on ``rows`` as they are (``none``) and as each
+    simulated other lab of ``leuko.stain.STAIN_SHIFTS`` would show them."""
+    from leuko.inputs import load_resized
+    from leuko.metrics import classification_metrics
+    from leuko.stain import STAIN_SHIFTS, stain_shift
+
+    images = load_resized(list(rows["path"]), size, crop=crop, progress=False)
+    y_true = class_index(rows["label"], classes)
+    scores = {}
+    for kind in STAIN_SHIFTS:
+        y_pred = predict(model, stain_shift(images, kind)).argmax(axis=1)
+        metrics = classification_metrics(y_true, y_pred, classes)
+        scores[kind] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+    return scores
+
+
+def evaluate_model(dataset: str, network: str, regime: str, image_size: int | str,
+                   n_boot: int = 2000, seed: int = 0, eval_splits=("test", "test_simple"),
+                   classes: list[str] | None = None, crop=None,
+                   robustness_split: str | None = "test", robustness_per_class: int = 100,
+                   paths: Paths = DEFAULT_PATHS) -> dict:
+    """Accuracy, per-class figures, confusion matrix and bootstrap intervals on each held-out
+    split; intervals resample whole source cells / patients (``group``).
+
+    Robustness to other labs: on a seeded, class-balanced sample of ``robustness_split``
+    (``robustness_per_class`` images per class spread over its source cells; 0 = all) the
+    accuracy under each simulated stain or light shift (``stain_robustness``); ``None`` or
+    ``"none"`` skips it."""
+    from leuko.datasets import WBC_CLASSES
+    from leuko.inputs import load_resized
+    from leuko.metrics import classification_metrics, metric_intervals
+
+    the_id = model_id(dataset, network, regime)
+    classes = list(classes or WBC_CLASSES)
+    size = resolve_image_size(network, image_size)
+    model = load_model(paths.model(the_id))
+    manifest = read_manifest(paths.manifest(dataset))
+    result = {"model": the_id, "dataset": dataset, "network": network, "regime": regime,
+              "classes": classes, "splits": {}}
+    predictions = []
+    for split in eval_splits:
+        rows = manifest[manifest["split"] == split]
+        if rows.empty:
+            continue
+        probs = predict(model, load_resized(list(rows["path"]), size, crop=crop))
+        y_true = class_index(rows["label"], classes)
+        y_pred = probs.argmax(axis=1)
+        metrics = classification_metrics(y_true, y_pred, classes)
+        metrics["intervals"] = metric_intervals(y_true, y_pred, classes, n_boot=n_boot,
+                                                seed=seed, groups=rows["group"].to_numpy())
+        result["splits"][split] = metrics
+        frame = pd.DataFrame({"path": rows["path"].to_numpy(), "split": split,
+                              "actual": rows["label"].to_numpy(),
+                              "predicted": [classes[i] for i in y_pred]})
+        for i, name in enumerate(classes):
+            frame[f"p_{name}"] = probs[:, i].round(5)
+        predictions.append(frame)
+        write_csv_atomic(paths.confusion_plot(the_id, split), frame[["actual", "predicted"]])
+    if robustness_split not in (None, "none"):
+        rows = manifest[manifest["split"] == robustness_split]
+        if rows.empty:
+            raise ValueError(f"robustness_split {robustness_split!r} has no rows in "
+                             f"{paths.manifest(dataset)}")
+        rows = splits.balanced_subsample(rows, robustness_per_class, seed)
+        result["stain_shift"] = {"split": robustness_split, "n": len(rows),
+                                 "kinds": stain_robustness(model, rows, size, classes, crop)}
+    training = read_json(paths.train_summary(the_id))
+    result["training"] = {k: training[k] for k in ("train_seconds", "epochs_run",
+                                                  "best_val_accuracy", "final_train_accuracy")}
+    write_json(paths.metrics(the_id), result)
+    write_csv_atomic(paths.predictions(the_id), pd.concat(predictions, ignore_index=True))
+    return result
+
+
+def wbc_models(wbc: dict) -> list[tuple[str, str, str]]:
+    """(dataset, network, regime) of every model of the 4-class study, from the
+    ``params/wbc.yaml`` block ``wbc``: ``networks x regimes`` on the official split and
+    ``networks x pooled_regimes`` on the pooled split (duplicates dropped, order kept)."""
+    missing = [k for k in ("networks", "regimes") if k not in wbc]
+    if missing:
+        raise ValueError(f"wbc parameters lack {missing}; expected networks, regimes and "
+                         "optionally pooled_regimes (params/wbc.yaml)")
+    models = [(WBC_DATASET, n, r) for n in wbc["networks"] for r in wbc["regimes"]]
+    models += [(WBC_POOLED_DATASET, n, r) for n in wbc["networks"]
+               for r in wbc.get("pooled_regimes") or []]
+    return list(dict.fromkeys(models))
+
+
+def evaluate_models(models: list[tuple[str, str, str]], image_size: int | str,
+                    n_boot: int = 2000, seed: int = 0, robustness_split: str | None = "test",
+                    robustness_per_class: int = 100, index_name: str | None = "wbc",
+                    paths: Paths = DEFAULT_PATHS) -> list[dict]:
+    """``evaluate_model`` for each (dataset, network, regime) in one process; each model's
+    metrics, predictions and confusion data are written as a per-model run writes them, and
+    ``reports/evaluation/<index_name>.json`` lists the models with their headline figures
+    (``None``: no index). Models are evaluated in order; the first failure stops the run."""
+    import keras
+
+    if not models:
+        raise ValueError("no models to evaluate (params/wbc.yaml: networks x regimes is empty)")
+    results = []
+    for dataset, network, regime in models:
+        results.append(evaluate_model(dataset, network, regime, image_size, n_boot=n_boot,
+                                      seed=seed, robustness_split=robustness_split,
+                                      robustness_per_class=robustness_per_class, paths=paths))
+        keras.backend.clear_session()  # free the graphs of the model just scored
+    if index_name:
+        write_json(paths.root / INDEX_DIR / f"{index_name}.json", evaluation_index(results, paths))
+    return results
+
+
+def evaluation_index(results: list[dict], paths: Paths = DEFAULT_PATHS) -> dict:
+    """Per model: its files and, per split, accuracy (with its interval), macro F1 and n."""
+    index = {}
+    for result in results:
+        the_id = result["model"]
+        index[the_id] = {
+            "metrics": paths.metrics(the_id).as_posix(),
+            "predictions": paths.predictions(the_id).as_posix(),
+            "splits": {split: {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+                               "n": m["n"],
+                               "accuracy_low": m["intervals"]["accuracy"]["low"],
+                               "accuracy_high": m["intervals"]["accuracy"]["high"]}
+                       for split, m in result["splits"].items()}}
+    return {"models": index}
+
+
+def results_frame(results: list[dict]) -> pd.DataFrame:
+    """One row per model and split: accuracy [low, high], macro F1, n."""
+    rows = [{"model": r["model"], "split": split, "accuracy": m["accuracy"],
+             "low": m["intervals"]["accuracy"]["low"],
+             "high": m["intervals"]["accuracy"]["high"], "macro_f1": m["macro_f1"], "n": m["n"]}
+            for r in results for split, m in r["splits"].items()]
+    return pd.DataFrame(rows, columns=["model", "split", "accuracy", "low", "high", "macro_f1",
+                                       "n"])
+
+
+def stain_shift_frame(results: list[dict]) -> pd.DataFrame:
+    """Accuracy per model (rows) under each simulated stain or light shift (columns)."""
+    rows = {r["model"]: {kind: v["accuracy"] for kind, v in r["stain_shift"]["kinds"].items()}
+            for r in results if "stain_shift" in r}
+    return pd.DataFrame.from_dict(rows, orient="index")

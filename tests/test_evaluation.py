@@ -1,0 +1,104 @@
+"""leuko.evaluation: the models of params/wbc.yaml, and the evaluate-wbc notebook scoring several
+models in one process with the per-model files the compare stage and ``dvc plots`` read."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from leuko import evaluation
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_wbc_models_are_networks_x_regimes_plus_the_pooled_ones():
+    models = evaluation.wbc_models({"networks": ["a", "b"], "regimes": ["x", "y"],
+                                    "pooled_regimes": ["x"]})
+    assert models == [("blood-cell-images", "a", "x"), ("blood-cell-images", "a", "y"),
+                      ("blood-cell-images", "b", "x"), ("blood-cell-images", "b", "y"),
+                      ("blood-cell-images-pooled", "a", "x"),
+                      ("blood-cell-images-pooled", "b", "x")]
+    assert evaluation.wbc_models({"networks": ["a"], "regimes": ["x"]}) == [
+        ("blood-cell-images", "a", "x")]
+    with pytest.raises(ValueError, match="networks"):
+        evaluation.wbc_models({"regimes": ["x"]})
+
+
+def _result(model: str, accuracy: float) -> dict:
+    split = {"accuracy": accuracy, "macro_f1": accuracy - 0.1, "n": 10,
+             "intervals": {"accuracy": {"low": accuracy - 0.2, "high": accuracy + 0.1}}}
+    return {"model": model, "splits": {"test": split},
+            "stain_shift": {"split": "test", "n": 8,
+                            "kinds": {"none": {"accuracy": accuracy},
+                                      "warm": {"accuracy": accuracy / 2}}}}
+
+
+def test_index_and_tables_list_every_model():
+    results = [_result("m1", 0.8), _result("m2", 0.6)]
+    index = evaluation.evaluation_index(results)["models"]
+    assert set(index) == {"m1", "m2"}
+    assert index["m1"]["metrics"] == "reports/metrics/m1.json"
+    assert index["m2"]["splits"]["test"]["accuracy_low"] == pytest.approx(0.4)
+    frame = evaluation.results_frame(results)
+    assert list(frame["model"]) == ["m1", "m2"]
+    assert list(frame["low"]) == pytest.approx([0.6, 0.4])
+    shifts = evaluation.stain_shift_frame(results)
+    assert shifts.loc["m2", "warm"] == pytest.approx(0.3)
+
+
+@pytest.mark.slow
+def test_evaluate_notebook_scores_several_models_in_one_run(tmp_path):
+    """Two untrained models on a few real images: per-model metrics, predictions and
+    confusion files, the index, and the stage's time record (through leuko.stagetimes)."""
+    manifest = ROOT / "build" / "manifests" / "blood-cell-images.csv"
+    if not manifest.is_file():
+        pytest.skip("no manifest: dvc repro prepare-wbc")
+    from leuko import networks, study
+
+    work = tmp_path
+    (work / "data").symlink_to(ROOT / "data")
+    (work / "dvc.yaml").write_text("stages: {}\n")
+    paths = study.Paths(work)
+    frame = study.read_manifest(manifest)
+    held_out = frame[frame["split"].isin(["test", "test_simple"])]
+    small = held_out.groupby(["split", "label"]).head(3)
+    ids = []
+    for dataset in ("blood-cell-images", "blood-cell-images-pooled"):
+        study.write_manifest(small, paths.manifest(dataset))
+        the_id = study.model_id(dataset, "mobilenet_v2", "scratch")
+        model = networks.build_classifier("mobilenet_v2", 4, 96, pretrained=False)
+        study.save_model(model, paths.model(the_id))
+        study.write_json(paths.train_summary(the_id), {
+            "train_seconds": 1.0, "epochs_run": 1, "best_val_accuracy": 0.25,
+            "final_train_accuracy": 0.25})
+        ids.append(the_id)
+    params = work / "params.yaml"
+    params.write_text(json.dumps({
+        "wbc": {"networks": ["mobilenet_v2"], "regimes": ["scratch"],
+                "pooled_regimes": ["scratch"], "image_size": 96},
+        "evaluate": {"n_boot": 20, "robustness_split": "test_simple",
+                     "robustness_per_class": 2}}))
+    bin_dir = Path(sys.executable).parent
+    done = subprocess.run(
+        [sys.executable, "-m", "leuko.stagetimes", "evaluate-wbc", "--",
+         str(bin_dir / "papermill"), "-k", "leuko", "--no-progress-bar",
+         str(ROOT / "notebooks" / "04-evaluate.ipynb"), "evaluate-wbc.ipynb",
+         "-f", str(params), "-p", "seed", "0"],
+        cwd=work, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[evaluate-wbc] started" in done.stderr and "[evaluate-wbc] done" in done.stderr
+    index = json.loads((work / "reports" / "evaluation" / "wbc.json").read_text())
+    assert sorted(index["models"]) == sorted(ids)
+    for the_id in ids:
+        metrics = json.loads(paths.metrics(the_id).read_text())
+        assert set(metrics["splits"]) == {"test", "test_simple"}
+        assert metrics["stain_shift"]["n"] == 8
+        assert len(pd.read_csv(paths.predictions(the_id))) == len(small)
+        assert len(pd.read_csv(paths.confusion_plot(the_id, "test"))) == 12
+    record = json.loads((work / "reports" / "times" / "evaluate-wbc.json").read_text())
+    assert record["seconds"] > 0 and record["machine"]["cores"] >= 1

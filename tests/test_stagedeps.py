@@ -1,0 +1,115 @@
+"""Each dvc.yaml stage depends on exactly the lib/leuko modules its code imports
+(``leuko.stagedeps``), so that ``dvc repro`` reruns what an edit can change and nothing else."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from leuko import stagedeps
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC_YAML = ROOT / "dvc.yaml"
+#: Stages that take minutes: an edit of the CLI, the report or the HTML must rerun none.
+HEAVY = ("prepare-", "features", "train", "evaluate", "export", "detect", "augment-")
+
+
+def test_dvc_yaml_lib_deps_match_the_imports():
+    diff = stagedeps.differences(DVC_YAML)
+    assert not diff, ("dvc.yaml's lib/leuko deps differ from the imports; paste the lists of "
+                      "`python -m leuko.stagedeps`:\n" + "\n".join(
+                          f"  {name}: missing {d['missing']}, extra {d['extra']}"
+                          for name, d in diff.items()))
+
+
+def test_every_stage_runs_some_leuko_code():
+    expected = stagedeps.expected_deps(DVC_YAML)
+    assert expected and all(expected.values()), [k for k, v in expected.items() if not v]
+
+
+def test_an_edit_of_the_cli_reruns_no_stage():
+    assert stagedeps.reruns(DVC_YAML)["lib/leuko/cli.py"] == []
+
+
+@pytest.mark.parametrize("module", ["report.py", "render.py"])
+def test_an_edit_of_the_report_reruns_nothing_heavy_of_the_wbc_study(module):
+    stages = stagedeps.reruns(DVC_YAML)[f"lib/leuko/{module}"]
+    heavy = [s for s in stages if s.startswith(HEAVY) and "leukemia" not in s]
+    assert heavy == []
+
+
+def test_an_edit_of_metrics_reruns_evaluation_not_wbc_training():
+    stages = set(stagedeps.reruns(DVC_YAML)["lib/leuko/metrics.py"])
+    assert "evaluate-wbc" in stages
+    assert not stages & {"prepare-wbc", "features", "train", "train-pooled"}
+
+
+@pytest.mark.xfail(strict=True, reason="notebooks/07 imports leuko.leukemia, whose evaluation "
+                   "and compare helpers import leuko.metrics and leuko.report: split them off "
+                   "(e.g. leuko.leukemia_report) to make this pass")
+def test_an_edit_of_metrics_or_report_reruns_no_leukemia_training():
+    table = stagedeps.reruns(DVC_YAML)
+    assert "train-leukemia" not in table["lib/leuko/metrics.py"] + table["lib/leuko/report.py"]
+
+
+# --- the parts ---------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def package(tmp_path) -> Path:
+    pkg = tmp_path / "lib" / "leuko"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("import os\n\ndef f():\n    from leuko.b import g\n    return g\n")
+    (pkg / "b.py").write_text("from . import c\n\ndef g():\n    return c\n")
+    (pkg / "c.py").write_text("import numpy\n")
+    (pkg / "d.py").write_text("from leuko import a\n")
+    (pkg / "templates").mkdir()
+    return tmp_path
+
+
+def test_imports_inside_functions_and_relative_imports_count(package):
+    pkg = package / "lib" / "leuko"
+    assert stagedeps.closure(["leuko.a"], pkg) == {"leuko", "leuko.a", "leuko.b", "leuko.c"}
+    assert stagedeps.closure(["leuko.d"], pkg) == {"leuko", "leuko.a", "leuko.b", "leuko.c",
+                                                   "leuko.d"}
+    assert stagedeps.closure(["leuko.c"], pkg) == {"leuko", "leuko.c"}
+
+
+def test_a_notebook_is_read_from_its_code_cells_magics_dropped(package):
+    nb = package / "notebooks" / "x.ipynb"
+    nb.parent.mkdir()
+    nb.write_text(json.dumps({"cells": [
+        {"cell_type": "markdown", "source": ["from leuko import d\n"]},
+        {"cell_type": "code", "source": ["%matplotlib inline\n", "!ls\n", "from leuko import c"]},
+    ]}))
+    modules = stagedeps.stage_modules("papermill -k leuko notebooks/x.ipynb out.ipynb", package)
+    assert modules == {"leuko", "leuko.c"}
+    assert stagedeps.module_deps(modules, package) == ["lib/leuko/__init__.py", "lib/leuko/c.py"]
+
+
+def test_entry_points_of_commands():
+    notebooks, modules = stagedeps.entry_points(
+        "python -m leuko.stagetimes train@x -- papermill -k leuko --no-progress-bar "
+        "notebooks/03-train.ipynb reports/notebooks/train-x.ipynb -p a 1")
+    assert notebooks == ["notebooks/03-train.ipynb"]
+    assert modules == ["leuko.stagetimes"]  # "-k leuko" is a kernel, not the console script
+    assert stagedeps.entry_points("leuko export --task wbc")[1] == ["leuko.cli"]
+    assert stagedeps.entry_points("python -m leuko.render reports && leuko classify x")[1] == [
+        "leuko.render", "leuko.cli"]
+
+
+def test_package_data_comes_with_its_module():
+    deps = stagedeps.module_deps({"leuko", "leuko.render"}, ROOT)
+    assert "lib/leuko/templates" in deps and "lib/leuko/render.py" in deps
+
+
+def test_check_prints_the_differences_and_fails(tmp_path, capsys):
+    text = DVC_YAML.read_text().replace("      - lib/leuko/train.py\n", "", 1)
+    (tmp_path / "dvc.yaml").write_text(text)
+    (tmp_path / "lib").symlink_to(ROOT / "lib")
+    (tmp_path / "notebooks").symlink_to(ROOT / "notebooks")
+    assert stagedeps.main([str(tmp_path / "dvc.yaml"), "--check"]) == 1
+    assert "missing ['lib/leuko/train.py']" in capsys.readouterr().out
