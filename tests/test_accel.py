@@ -53,8 +53,15 @@ def test_auto_precision_follows_the_hardware(tmp_path):
 
 
 def test_set_precision_auto_resolves(restore_policy):
-    assert accel.set_precision("auto") == accel.resolve_precision("auto")
-    assert keras.mixed_precision.global_policy().name == accel.resolve_precision("auto")
+    """``auto`` sets the explicit policy the documented rule names for this machine."""
+    if accel.gpu_count():
+        expected = "mixed_float16"
+    else:
+        expected = "mixed_bfloat16" if accel.cpu_has_bf16() else "float32"
+    assert accel.set_precision("auto") == expected
+    assert keras.mixed_precision.global_policy().name == expected
+    accel.set_precision("float32")
+    assert keras.mixed_precision.global_policy().name == "float32"
 
 
 def test_mixed_precision_classifier_keeps_float32_probabilities(restore_policy):

@@ -86,12 +86,8 @@ def test_compare_and_report_render_every_model(study_dir):
 
 
 @pytest.mark.browser
-def test_the_study_report_reads_cleanly_in_a_browser(study_dir, tmp_path):
-    from browser import available, check_page
-
-    if not available():
-        pytest.skip("Chromium / chromedriver missing: `make test` installs them")
-    seen = check_page(study_dir / "reports" / "study.html", tmp_path / "study.png")
+def test_the_study_report_reads_cleanly_in_a_browser(study_dir, tmp_path, browser):
+    seen = browser(study_dir / "reports" / "study.html", tmp_path / "study.png")
     assert seen.images >= 8 and seen.broken_images == []
     assert "Summary" in seen.text and "TEST_SIMPLE" in seen.text
     assert seen.console_errors == [] and seen.external_requests == []

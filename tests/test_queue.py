@@ -85,6 +85,7 @@ def exp_repo(tmp_path, monkeypatch):
     return repo
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_queued_experiments_run_and_both_results_are_collected(exp_repo):
     import dvc.api

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from browser import available, check_page
-
 pytestmark = pytest.mark.browser
 
 
@@ -47,14 +45,8 @@ def report_html(tmp_path_factory) -> Path:
     return render_html(folder / "compare.ipynb", folder / "study.html")
 
 
-def require_browser():
-    if not available():
-        pytest.skip("Chromium / chromedriver missing: `make test` installs them (make browser)")
-
-
-def test_report_opens_cleanly_in_a_browser(report_html, tmp_path):
-    require_browser()
-    seen = check_page(report_html, tmp_path / "report.png")
+def test_report_opens_cleanly_in_a_browser(report_html, tmp_path, browser):
+    seen = browser(report_html, tmp_path / "report.png")
     assert seen.images >= 1 and seen.broken_images == []
     assert "Summary" in seen.text and "accuracy" in seen.text
     assert seen.console_errors == []
@@ -62,11 +54,10 @@ def test_report_opens_cleanly_in_a_browser(report_html, tmp_path):
     assert (tmp_path / "report.png").stat().st_size > 1000
 
 
-def test_browser_check_catches_a_broken_image(report_html, tmp_path):
-    require_browser()
+def test_browser_check_catches_a_broken_image(report_html, tmp_path, browser):
     broken = tmp_path / "broken.html"
     broken.write_text(re.sub(r'src="data:image/png;base64,[A-Za-z0-9+/=]+"',
                              'src="data:image/png;base64,AAAA"', report_html.read_text(),
                              count=1))
-    seen = check_page(broken, tmp_path / "broken.png")
+    seen = browser(broken, tmp_path / "broken.png")
     assert seen.broken_images, "a broken image must be noticed"

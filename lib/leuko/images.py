@@ -81,6 +81,8 @@ __all__ = [
     "ImageInfo",
     "bad_images_frame",
     "check_policy",
+    "dhash",
+    "dihedral_dhashes",
     "file_sha256",
     "load_rgb",
     "resize",
@@ -190,6 +192,29 @@ def resize(image: np.ndarray, height: int, width: int | None = None) -> np.ndarr
         return image
     return np.asarray(Image.fromarray(image).resize((int(width), int(height)),
                                                     Image.Resampling.BILINEAR))
+
+
+def dhash(image: np.ndarray, size: int = 16) -> np.ndarray:
+    """The difference hash of an RGB image: its grey levels at ``size + 1`` x ``size`` pixels,
+    one bit per pixel pair (left brighter than right), packed into ``size**2 / 64`` uint64
+    words (``size`` a multiple of 8). Near-identical images (re-encoded, resized, slightly
+    shifted) differ in few bits, unrelated ones in about half."""
+    if size < 8 or size % 8:
+        raise ValueError(f"dhash size must be a multiple of 8, got {size}")
+    grey = np.asarray(Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("L").resize(
+        (size + 1, size), Image.Resampling.BILINEAR), dtype=np.int16)
+    return np.packbits(grey[:, 1:] > grey[:, :-1]).view(">u8").astype(np.uint64)
+
+
+def dihedral_dhashes(image: np.ndarray, size: int = 16) -> np.ndarray:
+    """:func:`dhash` of the image under each of the square's 8 symmetries (quarter turns, each
+    also mirrored), the image itself first: uint64 (8, words), for finding turned or flipped
+    copies (:func:`leuko.splits.near_duplicates`)."""
+    out = []
+    for turns in range(4):
+        turned = np.rot90(image, turns)
+        out += [dhash(turned, size), dhash(turned[:, ::-1], size)]
+    return np.stack(out)
 
 
 def load_rgb(path: str | Path) -> np.ndarray:

@@ -8,16 +8,16 @@ assigned to splits with scikit-learn's ``StratifiedGroupKFold``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 
-def leak_groups(frame: pd.DataFrame, keys: Sequence[str] = ("group", "sha256")) -> np.ndarray:
-    """Component id per row: rows sharing a value in any of ``keys`` get the same id."""
-    parent = list(range(len(frame)))
+def _components(n: int, links: Iterable[tuple[int, int]]) -> np.ndarray:
+    """Component id (0, 1, ...) per item 0..n-1 of the graph with edges ``links``."""
+    parent = list(range(n))
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -25,6 +25,18 @@ def leak_groups(frame: pd.DataFrame, keys: Sequence[str] = ("group", "sha256")) 
             i = parent[i]
         return i
 
+    for a, b in links:
+        ra, rb = find(int(a)), find(int(b))
+        if ra != rb:
+            parent[ra] = rb
+    roots = np.array([find(i) for i in range(n)])
+    _, ids = np.unique(roots, return_inverse=True)
+    return ids
+
+
+def leak_groups(frame: pd.DataFrame, keys: Sequence[str] = ("group", "sha256")) -> np.ndarray:
+    """Component id per row: rows sharing a value in any of ``keys`` get the same id."""
+    links = []
     for key in keys:
         if key not in frame.columns:
             continue
@@ -33,14 +45,10 @@ def leak_groups(frame: pd.DataFrame, keys: Sequence[str] = ("group", "sha256")) 
             if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
                 continue
             if value in first:
-                a, b = find(i), find(first[value])
-                if a != b:
-                    parent[a] = b
+                links.append((i, first[value]))
             else:
                 first[value] = i
-    roots = np.array([find(i) for i in range(len(frame))])
-    _, ids = np.unique(roots, return_inverse=True)
-    return ids
+    return _components(len(frame), links)
 
 
 def _check_ratios(ratios: Sequence[float]) -> tuple[float, ...]:
@@ -128,6 +136,64 @@ def shared_between(frame: pd.DataFrame, key: str, split: str = "split") -> set:
     """Values of ``key`` that occur in more than one split (empty for a leak-free split)."""
     per_value = frame.groupby(key)[split].nunique()
     return set(per_value[per_value > 1].index)
+
+
+NEAR_DUPLICATE_DISTANCE = 0.15
+"""Default fraction of fingerprint bits (:func:`leuko.images.dihedral_dhashes`) within which two
+images are near duplicates: ALL-IDB2's shifted copies of one cell (Im222_0 / Im256_0,
+Im171_0 / Im211_0, ...) differ in 0.08-0.16 of their bits, unrelated cells in 0.44 (median)."""
+
+
+def near_duplicates(frame: pd.DataFrame, hashes, max_distance: float = NEAR_DUPLICATE_DISTANCE,
+                    split: str = "split", between: Sequence[str] | None = None
+                    ) -> pd.DataFrame:
+    """Pairs of rows on different sides of a split whose images look alike: a check for leaks
+    that hashing the bytes (``sha256``) cannot see (a re-encoded, resized, turned or flipped
+    copy of one image).
+
+    ``hashes`` holds per row the fingerprint of its image and, optionally, of its variants:
+    uint64 of shape (n,), (n, k) or (n, k, words), variant 0 the image itself
+    (:func:`leuko.images.dihedral_dhashes` gives k = 8 variants of 4 words). Two rows are near
+    duplicates when the image of one differs from the other or from any of its variants in at
+    most ``max_distance`` of the fingerprint's bits (a fraction; unrelated images differ in
+    about half). ``between`` limits the check to rows of those splits (None: every split).
+    Returns one row per pair: ``a``, ``b`` (index labels of ``frame``), ``split_a``,
+    ``split_b``, ``distance`` (the fraction of bits); empty when no near duplicate straddles
+    two sides.
+    """
+    h = np.asarray(hashes, dtype=np.uint64)
+    h = h.reshape(len(h), *(1,) * (3 - h.ndim), *h.shape[1:]) if 1 <= h.ndim < 3 else h
+    if h.ndim != 3 or len(h) != len(frame):
+        raise ValueError(f"hashes must have one row per frame row ({len(frame)}), got shape "
+                         f"{np.shape(hashes)}")
+    bits = 64 * h.shape[2]
+    sides = frame[split].astype(str).to_numpy()
+    keep = np.ones(len(frame), bool) if between is None else np.isin(sides, list(between))
+    rows = np.flatnonzero(keep)
+    pairs = []
+    for k, i in enumerate(rows[:-1]):
+        others = rows[k + 1:]
+        others = others[sides[others] != sides[i]]
+        if not len(others):
+            continue
+        # i's image against j's variants, and j's image against i's
+        forward = np.bitwise_count(h[others] ^ h[i, 0]).sum(axis=2).min(axis=1)
+        backward = np.bitwise_count(h[i][None] ^ h[others, :1]).sum(axis=2).min(axis=1)
+        distance = np.minimum(forward, backward) / bits
+        for j, d in zip(others[distance <= max_distance], distance[distance <= max_distance],
+                        strict=True):
+            pairs.append((frame.index[i], frame.index[j], sides[i], sides[j], float(d)))
+    return pd.DataFrame(pairs, columns=["a", "b", "split_a", "split_b", "distance"]).sort_values(
+        ["distance", "a", "b"], ignore_index=True)
+
+
+def near_duplicate_groups(hashes, max_distance: float = NEAR_DUPLICATE_DISTANCE) -> np.ndarray:
+    """Component id per row: rows whose images are near duplicates (:func:`near_duplicates`,
+    any two rows) get one id, e.g. a ``near`` column to add to :func:`leak_groups`' keys so
+    that no split can put them on two sides."""
+    n = len(hashes)
+    pairs = near_duplicates(pd.DataFrame({"split": np.arange(n)}), hashes, max_distance)
+    return _components(n, zip(pairs["a"], pairs["b"], strict=True))
 
 
 def balanced_subsample(frame: pd.DataFrame, n_per_class: int | None, seed: int = 0,
