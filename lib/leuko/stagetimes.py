@@ -57,11 +57,15 @@ def run_timed(stage: str, command: list[str], times_dir: Path = TIMES_DIR) -> in
     def forward(signum, _frame):  # let the stage end cleanly (a training resumes later)
         child.send_signal(signum)
 
-    previous = signal.signal(signal.SIGTERM, forward)
+    # SIGTERM is passed on; Ctrl-C reaches the child from the terminal (same process group),
+    # so the wrapper only waits for it to end and reports its exit code.
+    previous = {sig: signal.signal(sig, handler) for sig, handler in (
+        (signal.SIGTERM, forward), (signal.SIGINT, lambda *_: None))}
     try:
         code = child.wait()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     seconds = time.perf_counter() - begin
     if code == 0:
         write_json_atomic(record_path(stage, times_dir), {
@@ -69,7 +73,7 @@ def run_timed(stage: str, command: list[str], times_dir: Path = TIMES_DIR) -> in
             "machine": machine})
     print(f"[{stage}] {'done' if code == 0 else f'FAILED (exit {code})'} after "
           f"{seconds:.0f} s", file=sys.stderr, flush=True)
-    return code
+    return 128 - code if code < 0 else code  # killed by signal N: the shell's 128 + N
 
 
 def read_records(times_dir: Path = TIMES_DIR) -> list[dict]:
