@@ -74,18 +74,36 @@ class Classifier:
     image_size: tuple[int, int]
     crop: int | float | None = None
     metadata: dict = field(default_factory=dict)
+    cell_preprocess: dict | None = None  # leuko.cells: find, frame and normalise the cell
+    temperature: float = 1.0  # calibration (temperature scaling, fitted on validation cells)
+    abstain_threshold: float = 0.0  # calibrated confidence below which a cell is uncertain
     path: Path | None = None
     _predict: Callable | None = field(default=None, repr=False)
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
-        """An RGB image as the model takes it: centre-cropped if required, then resized as in
-        training (:func:`leuko.images.resize`: bilinear, aspect not kept), uint8."""
+        """An RGB image as the model takes it, uint8: for a cell model the cell found, framed
+        and stain-normalised (:func:`leuko.cells.prepare_cell`), else centre-cropped if
+        required and resized as in training (:func:`leuko.images.resize`: bilinear, aspect
+        not kept)."""
+        return self.prepare_flagged(rgb)[0]
+
+    def prepare_flagged(self, rgb: np.ndarray) -> tuple[np.ndarray, bool | None]:
+        """``prepare``, and for a cell model whether its nucleus was found (False: the whole
+        image was used; None: the model does not look for cells)."""
         from leuko.crops import centre_crop
 
+        height, width = self.image_size
+        if self.cell_preprocess is not None:
+            from leuko.cells import CellPreprocess, prepare_cell
+
+            return prepare_cell(rgb, height, CellPreprocess.from_dict(self.cell_preprocess))
         if self.crop:
             rgb = centre_crop(rgb, self.crop)
-        height, width = self.image_size
-        return np.ascontiguousarray(resize(rgb, height, width), dtype=np.uint8)
+        return np.ascontiguousarray(resize(rgb, height, width), dtype=np.uint8), None
+
+    def is_uncertain(self, probabilities: np.ndarray) -> bool:
+        """Whether a cell's (calibrated) confidence is below the abstention threshold."""
+        return float(np.max(probabilities)) < self.abstain_threshold
 
     def predict_batch(self, images: np.ndarray, batch_size: int) -> np.ndarray:
         """Class probabilities of up to ``batch_size`` prepared images (padded to the full
@@ -104,6 +122,10 @@ class Classifier:
             self._predict = tf.function(lambda x: model(x, training=False),
                                         reduce_retracing=True)
         probs = np.asarray(self._predict(batch))[:n]
+        if self.temperature != 1.0:
+            from leuko.calibration import temperature_scale
+
+            probs = temperature_scale(probs, self.temperature).astype(np.float32)
         if probs.shape[1] != len(self.classes):
             raise ModelMetadataError(
                 f"the model gives {probs.shape[1]} outputs but its metadata names "
@@ -137,9 +159,12 @@ def load_classifier(model_path: str | Path) -> Classifier:
     size = metadata["input_size"]
     size = (int(size), int(size)) if isinstance(size, int | float) else (int(size[0]),
                                                                           int(size[1]))
+    abstain = metadata.get("abstain") or {}
     return Classifier(model=model, classes=[str(c) for c in metadata["classes"]],
                       image_size=size, crop=metadata.get("crop"), metadata=metadata,
-                      path=model_path)
+                      path=model_path, cell_preprocess=metadata.get("cell_preprocess"),
+                      temperature=float(metadata.get("temperature", 1.0)),
+                      abstain_threshold=float(abstain.get("threshold", 0.0)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,6 +178,7 @@ class Prediction:
     probabilities: np.ndarray
     cell: int | None = None
     box: tuple[int, int, int, int] | None = None
+    cell_found: bool | None = None
 
 
 def _is_image_name(name: str) -> bool:
@@ -262,21 +288,21 @@ def classify_cells(paths: Iterable[Path], classifier: Classifier, batch_size: in
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
 
     def read(path):
-        return classifier.prepare(load_rgb(path))
+        return classifier.prepare_flagged(load_rgb(path))
 
     decoded = _prefetch(_decode_all(paths, read, batch_size, workers), prefetch * batch_size)
     pending: list[tuple[Path, object]] = []
     n_images = 0
 
     def flush():
-        images = [item for _, item in pending if not isinstance(item, BadImage)]
+        images = [item[0] for _, item in pending if not isinstance(item, BadImage)]
         probs = classifier.predict_batch(np.stack(images), batch_size) if images else None
         k = 0
         for path, item in pending:
             if isinstance(item, BadImage):
                 yield item
             else:
-                yield Prediction(str(path), probs[k])
+                yield Prediction(str(path), probs[k], cell_found=item[1])
                 k += 1
         pending.clear()
 
@@ -354,6 +380,15 @@ def classify_smears(paths: Iterable[Path], classifier: Classifier, config=None,
 # --------------------------------------------------------------------------------------------
 # the differential count
 # --------------------------------------------------------------------------------------------
+def differential_classes(classes: Sequence[str]) -> tuple[list[str], list[str]]:
+    """A model's classes split into those a differential count counts (the white cells) and
+    the other cell types (immature granulocytes, erythroblasts, platelets)."""
+    from leuko.datasets import DIFFERENTIAL_CLASSES, WBC_CLASSES
+
+    white = set(DIFFERENTIAL_CLASSES) | set(WBC_CLASSES)
+    return [c for c in classes if c in white], [c for c in classes if c not in white]
+
+
 def differential_count(counts: Counter | dict, classes: Sequence[str]) -> list[dict]:
     """Cells and percent per class (in ``classes`` order), from a tally of predicted names."""
     total = sum(int(counts.get(c, 0)) for c in classes)
@@ -394,19 +429,28 @@ class RunSummary:
     smear_output: str | None = None
     annotated_dir: str | None = None
     seconds: float = 0.0
+    uncertain: int = 0  # cells below the model's abstention threshold: not counted
+    cells_not_found: int = 0  # images in which no nucleus was found (whole image used)
 
     @property
     def exit_code(self) -> int:
         return 2 if self.failures else 0
 
     def differential(self) -> list[dict]:
-        return differential_count(self.counts, self.classes)
+        """The differential count of the white cells classified with confidence."""
+        return differential_count(self.counts, differential_classes(self.classes)[0])
+
+    def other_cells(self) -> dict[str, int]:
+        """Cells of the other types (not white cells), by class."""
+        return {c: int(self.counts.get(c, 0)) for c in differential_classes(self.classes)[1]}
 
     def to_dict(self) -> dict:
         return {
             "model": self.model, "classes": self.classes, "mode": self.mode,
             "files": self.files, "classified_files": self.classified_files,
             "cells": self.cells, "differential": self.differential(),
+            "other_cells": self.other_cells(), "uncertain": self.uncertain,
+            "cells_not_found": self.cells_not_found,
             "failed": [{"path": str(f.path), "reason": f.reason} for f in self.failures],
             "ignored_non_image_files": self.ignored_files,
             "smears_without_cells": self.smears_without_cells,
@@ -463,7 +507,7 @@ def run(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
                 summary.annotated_dir = str(annotated_dir)
                 used: set[str] = set()
                 writer.writerow(["path", "cell", "xmin", "ymin", "xmax", "ymax", "predicted",
-                                 "confidence", *prob_columns])
+                                 "confidence", "uncertain", *prob_columns])
                 for item in classify_smears(files, classifier, detect_config, batch_size,
                                             workers):
                     summary.files += 1
@@ -476,11 +520,15 @@ def run(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
                     for i, (det, p) in enumerate(zip(item.detections, item.probabilities,
                                                      strict=True)):
                         k = int(np.argmax(p))
-                        names.append(classes[k])
-                        counts[classes[k]] += 1
+                        doubt = classifier.is_uncertain(p)
+                        names.append("uncertain" if doubt else classes[k])
+                        counts[names[-1]] += 1
+                        summary.uncertain += doubt
                         writer.writerow([item.path, i + 1, *det.box, classes[k],
-                                         f"{p[k]:.5f}", *(f"{v:.5f}" for v in p)])
-                    summary.counts.update(counts)
+                                         f"{p[k]:.5f}", str(doubt).lower(),
+                                         *(f"{v:.5f}" for v in p)])
+                    summary.counts.update({c: n for c, n in counts.items()
+                                           if c != "uncertain"})
                     summary.cells += len(names)
                     if not names:
                         summary.smears_without_cells.append(item.path)
@@ -488,16 +536,19 @@ def run(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
                     labels = [f"{n} {float(np.max(p)):.2f}"
                               for n, p in zip(names, item.probabilities, strict=True)]
                     colours = [CLASS_COLOURS[classes.index(n) % len(CLASS_COLOURS)]
-                               for n in names]
-                    title = (", ".join(f"{c} {counts[c]}" for c in classes if counts[c])
+                               if n in classes else "#808080" for n in names]
+                    title = (", ".join(f"{c} {counts[c]}" for c in [*classes, "uncertain"]
+                                       if counts[c])
                              or "no white cell found")
                     annotate(item.image, [d.box for d in item.detections], labels, colours,
                              title=title).save(png)
                     smear_rows.append({"path": item.path, "cells": len(names),
                                        **{c: counts[c] for c in classes},
+                                       "uncertain": counts["uncertain"],
                                        "annotated": str(png)})
             else:
-                writer.writerow(["path", "predicted", "confidence", *prob_columns])
+                writer.writerow(["path", "predicted", "confidence", "uncertain", "cell_found",
+                                 *prob_columns])
                 for item in classify_cells(files, classifier, batch_size, workers):
                     summary.files += 1
                     bar.update(1)
@@ -506,11 +557,17 @@ def run(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
                         continue
                     p = item.probabilities
                     k = int(np.argmax(p))
-                    summary.counts[classes[k]] += 1
+                    doubt = classifier.is_uncertain(p)
+                    if doubt:
+                        summary.uncertain += 1
+                    else:
+                        summary.counts[classes[k]] += 1
+                    summary.cells_not_found += item.cell_found is False
                     summary.cells += 1
                     summary.classified_files += 1
+                    found = "" if item.cell_found is None else str(item.cell_found).lower()
                     writer.writerow([item.path, classes[k], f"{p[k]:.5f}",
-                                     *(f"{v:.5f}" for v in p)])
+                                     str(doubt).lower(), found, *(f"{v:.5f}" for v in p)])
     finally:
         bar.close()
     summary.ignored_files = skipped["not an image"]
@@ -518,7 +575,8 @@ def run(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
         import pandas as pd
 
         smear_csv = output.with_name(f"{output.stem}-smears.csv")
-        frame = pd.DataFrame(smear_rows, columns=["path", "cells", *classes, "annotated"])
+        frame = pd.DataFrame(smear_rows,
+                             columns=["path", "cells", *classes, "uncertain", "annotated"])
         write_csv_atomic(smear_csv, frame)
         summary.smear_output = str(smear_csv)
     failed_csv = output.with_name(f"{output.stem}-failed.csv")

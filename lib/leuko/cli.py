@@ -99,11 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="choose and export the study's model for a task",
                        description="Choose the study's model for a task by a validation "
                                    "figure and copy it with its metadata to build/export/.")
-    e.add_argument("--task", required=True, help="wbc (4 classes) or leukemia (ALL vs HEM)")
-    e.add_argument("--rule", default="val_macro_f1",
-                   help="val_macro_f1 (default: macro F1 on the manifest's validation rows), "
-                        "val_macro_f1_shifted (its mean over simulated other-lab stains; the "
-                        "study's choice) or best_val_accuracy (from the training summary)")
+    e.add_argument("--task", required=True,
+                   help="wbc (the two-source cell classifier: 5 white cells + 3 other cell "
+                        "types), wbc4 (the thesis's 4-class models) or leukemia (ALL vs HEM)")
+    e.add_argument("--rule", default="val_macro_f1_shifted",
+                   help="val_macro_f1_shifted (default, the study's rule: validation macro F1 "
+                        "averaged over simulated other-lab stains), val_macro_f1 (as imaged) "
+                        "or best_val_accuracy (from the training summary)")
     e.add_argument("--models", nargs="*", default=None, metavar="MODEL_ID",
                    help="candidate model ids (default: every trained model of the task)")
     e.add_argument("--out-dir", type=Path, default=Path("build/export"))
@@ -160,8 +162,19 @@ def cmd_classify(args) -> int:
             print(f"{len(summary.smears_without_cells)} smear(s) without a white cell found "
                   "(see their annotated images)")
     print()
+    counted = sum(r["cells"] for r in summary.differential())
     print(classify.format_differential(summary.differential(),
-                                       f"Differential count ({summary.cells} cells):"))
+                                       f"Differential count ({counted} white cells):"))
+    others = summary.other_cells()
+    if others:
+        print("Other cells (not in the differential): "
+              + ", ".join(f"{c} {n}" for c, n in others.items()))
+    if classifier.abstain_threshold > 0:
+        print(f"Uncertain (left out of the count): {summary.uncertain} of {summary.cells} "
+              f"cells (calibrated confidence < {classifier.abstain_threshold:.2f})")
+    if summary.cells_not_found:
+        print(f"No nucleus found in {summary.cells_not_found} image(s): classified on the "
+              "whole image (column cell_found = false)")
     print()
     print(f"Per-cell results: {summary.output}")
     if summary.smear_output:

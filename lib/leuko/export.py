@@ -18,6 +18,11 @@ and ``build/export/<task>.json`` beside it::
 
 The choice rule
 ---------------
+Task ``wbc`` (the classifier ``leuko classify`` uses by default) takes the cell models trained
+on both sources (``leuko.multisource``); their validation scores are the evaluate-cells
+stage's, on validation cells prepared as in training. ``wbc4`` takes the thesis study's
+4-class models, ``leukemia`` the leukemia study's.
+
 ``val_macro_f1_shifted`` (the study's default, ``params/export.yaml``): the mean macro F1 of
 each candidate on a class-balanced sample of the validation rows (``SHIFTED_PER_CLASS`` per
 class) as imaged and as each simulated other lab of ``leuko.stain.STAIN_SHIFTS`` would show
@@ -29,8 +34,8 @@ checkpointing and early stopping looked at a subsample of the same rows, so the 
 slightly optimistic for every candidate alike and fair for choosing; it is never a test figure.
 The test split is never used to choose. ``best_val_accuracy``: the training summary's best
 validation accuracy (cheaper; accuracy ignores class imbalance). When the val macro F1 cannot
-be computed (no manifest, or no validation rows), the choice falls back to
-``best_val_accuracy`` and ``choice.note`` says so. Ties: the higher best_val_accuracy, then
+be computed (no manifest, no validation rows, no evaluation of a cell model), the export
+stops with the cause. Ties: the higher best_val_accuracy, then
 the fewer parameters, then the model id.
 """
 
@@ -44,6 +49,7 @@ import numpy as np
 import yaml
 
 from leuko.atomic import atomic_write, write_json_atomic
+from leuko.datasets import DIFFERENTIAL_CLASSES, WBC_CLASSES
 from leuko.images import file_sha256
 from leuko.study import Paths, read_json, read_manifest
 
@@ -53,12 +59,18 @@ __all__ = ["RULES", "TASKS", "candidates", "choose_model", "data_version", "expo
 RULES = ("val_macro_f1", "val_macro_f1_shifted", "best_val_accuracy")
 SCORED_RULES = ("val_macro_f1", "val_macro_f1_shifted")  # computed here from validation images
 SHIFTED_PER_CLASS = 50
+DEFAULT_RULE = "val_macro_f1_shifted"  # the study's rule (params/export.yaml) and the CLI's
 DEFAULT_PATHS = Paths()
 
 TASKS: dict[str, dict] = {
-    "wbc": {"datasets": ("blood-cell-images",),
-            "description": "4 white-cell classes (eosinophil, lymphocyte, monocyte, "
-                           "neutrophil)"},
+    "wbc": {"datasets": ("cells",), "trainings": ("both",),
+            "description": "white cells of other labs: the 5-part differential (basophil, "
+                           "eosinophil, lymphocyte, monocyte, neutrophil) and 3 other cell "
+                           "types (immature granulocyte, erythroblast, platelet), trained on "
+                           "two sources (blood-cell-images and PBC)"},
+    "wbc4": {"datasets": ("blood-cell-images",),
+             "description": "the thesis study's 4 white-cell classes (eosinophil, lymphocyte, "
+                            "monocyte, neutrophil), one source"},
     "leukemia": {"datasets": ("all-idb2", "cnmc"),
                  "description": "ALL lymphoblast vs healthy (HEM) cell"},
 }
@@ -98,7 +110,9 @@ def candidates(task: str, paths: Paths = DEFAULT_PATHS) -> list[str]:
     for summary_file in sorted(folder.glob("*.json")):
         summary = read_json(summary_file)
         model_id = summary.get("model", summary_file.stem)
-        if summary.get("dataset") in spec["datasets"] and paths.model(model_id).is_file():
+        trainings = spec.get("trainings")
+        if (summary.get("dataset") in spec["datasets"] and paths.model(model_id).is_file()
+                and (trainings is None or summary.get("training") in trainings)):
             found.append(model_id)
     return found
 
@@ -124,6 +138,8 @@ def val_macro_f1(model_id: str, paths: Paths = DEFAULT_PATHS, batch_size: int = 
     from leuko.study import class_index, load_model, predict
 
     summary = read_json(paths.train_summary(model_id))
+    if "cell_preprocess" in summary:
+        return _cell_model_validation(model_id, paths, shifted)
     manifest_file = paths.manifest(summary["dataset"])
     if not manifest_file.is_file():
         raise ValueError(f"manifest {manifest_file} not found")
@@ -151,6 +167,21 @@ def val_macro_f1(model_id: str, paths: Paths = DEFAULT_PATHS, batch_size: int = 
             "n": metrics["n"]}
 
 
+def _cell_model_validation(model_id: str, paths: Paths, shifted: bool) -> dict:
+    """A cell model's validation scores, as the evaluate-cells stage measured them on its
+    validation cells (prepared as in training): macro F1 as imaged, or its mean over the
+    image as imaged and each simulated other-lab stain."""
+    metrics_file = paths.metrics(model_id)
+    if not metrics_file.is_file():
+        raise FileNotFoundError(f"{metrics_file} not found: run the evaluate-cells stage "
+                                "before exporting a cell model")
+    scores = read_json(metrics_file)["stain_shift"]
+    per_shift = scores["per_shift"]
+    value = float(np.mean(list(per_shift.values()))) if shifted else float(scores["as_imaged"])
+    return {"macro_f1": value, "n": scores["n"], "per_shift": per_shift,
+            "from": str(metrics_file)}
+
+
 def choose_model(model_ids: list[str], rule: str = "val_macro_f1", paths: Paths = DEFAULT_PATHS,
                  scorer=val_macro_f1) -> dict:
     """Pick one of ``model_ids`` by ``rule`` (see the module doc); return the choice record:
@@ -164,16 +195,10 @@ def choose_model(model_ids: list[str], rule: str = "val_macro_f1", paths: Paths 
                     for m, s in summaries.items()}
     n_params = {m: int((s.get("params") or {}).get("total", 0)) for m, s in summaries.items()}
     rule_used, note, scores, details = rule, "", {}, {}
-    if rule in SCORED_RULES:
-        try:
-            for m in model_ids:
-                details[m] = scorer(m, paths, shifted=rule == "val_macro_f1_shifted")
-                scores[m] = float(details[m]["macro_f1"])
-        except ValueError as error:
-            rule_used = "best_val_accuracy"
-            note = (f"{rule} could not be computed ({error}); chose by the training "
-                    "summaries' best_val_accuracy instead")
-            scores, details = {}, {}
+    if rule in SCORED_RULES:  # errors keep their cause: no silent change of rule
+        for m in model_ids:
+            details[m] = scorer(m, paths, shifted=rule == "val_macro_f1_shifted")
+            scores[m] = float(details[m]["macro_f1"])
     if rule_used == "best_val_accuracy":
         scores = dict(val_accuracy)
     usable = {m: s for m, s in scores.items() if not math.isnan(s)}
@@ -197,7 +222,7 @@ def _reverse_key(text: str) -> tuple[int, ...]:
 
 def _test_figures(metrics: dict) -> dict:
     out = {}
-    for split, values in (metrics.get("splits") or {}).items():
+    for split, values in (metrics.get("splits") or metrics.get("parts") or {}).items():
         entry = {k: values[k] for k in ("n", "accuracy", "macro_f1") if k in values}
         intervals = values.get("intervals") or {}
         for name in ("accuracy", "macro_f1"):
@@ -263,6 +288,9 @@ def export_model(task: str, choice: dict, paths: Paths = DEFAULT_PATHS,
                                              "train_seconds", "image_size")
                      if k in summary},
         "params": summary.get("params"),
+        **{key: summary[key] for key in ("sources", "cell_preprocess", "temperature", "abstain",
+                                         "n_train") if key in summary},
+        "differential_classes": [c for c in classes if c in DIFFERENTIAL_CLASSES + WBC_CLASSES],
         "file_bytes": target.stat().st_size,
         "sha256": file_sha256(target),
     }

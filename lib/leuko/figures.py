@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -391,3 +392,67 @@ def save_figure(fig: Figure, path) -> Path:
         if "matplotlib.pyplot" in sys.modules:
             sys.modules["matplotlib.pyplot"].close(fig)
     return path
+
+
+def cell_gallery(raw: list[np.ndarray], prepared: list[np.ndarray], titles: list[str],
+                 title: str = "") -> Figure:
+    """Pairs of images as taken and as the cell classifier sees them (found, framed,
+    stain-normalised): one column per image, raw above, prepared below."""
+    n = len(raw)
+    fig = Figure(figsize=(1.5 * n, 3.4))
+    axes = fig.subplots(2, n, squeeze=False)
+    for i in range(n):
+        for row, image in enumerate((raw[i], prepared[i])):
+            axes[row, i].imshow(image)
+            axes[row, i].set_xticks([])
+            axes[row, i].set_yticks([])
+        axes[0, i].set_title(titles[i], fontsize=7)
+    axes[0, 0].set_ylabel("as taken", fontsize=8)
+    axes[1, 0].set_ylabel("prepared", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_coverage_curves(curves: dict[str, pd.DataFrame], title: str = "") -> Figure:
+    """Accuracy of the cells kept against the share kept (least confident left out), one
+    line per (model, test part)."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for label, curve in curves.items():
+        ax.plot(curve["coverage"], curve["accuracy"], marker=".", label=label)
+    ax.set_xlabel("coverage (share of cells classified)")
+    ax.set_ylabel("accuracy of the cells classified")
+    ax.set_xlim(1.02, 0.0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title(title or "Accuracy against coverage")
+    fig.tight_layout()
+    return fig
+
+
+def plot_reliability(tables: dict[str, pd.DataFrame], title: str = "") -> Figure:
+    """Reliability diagrams (accuracy against mean confidence per bin), one panel per entry,
+    with the diagonal of perfect calibration."""
+    n = len(tables)
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(3.2 * cols, 3.0 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, (label, table) in zip(axes.flat, tables.items(), strict=False):
+        kept = table.dropna(subset=["accuracy"])
+        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--")
+        ax.bar(kept["bin_low"], kept["accuracy"], width=kept["bin_high"] - kept["bin_low"],
+               align="edge", alpha=0.6, edgecolor="black")
+        ax.set_title(textwrap.fill(label, 30), fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence", fontsize=8)
+        ax.set_ylabel("accuracy", fontsize=8)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

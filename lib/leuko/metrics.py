@@ -259,9 +259,16 @@ def accuracy_metric() -> ConfusionMetric:
     return ConfusionMetric("accuracy", _cm_accuracy)
 
 
-def macro_f1_metric(n_classes: int) -> ConfusionMetric:
-    """Macro F1 over all ``n_classes`` classes (zero_division=0) as a :class:`ConfusionMetric`."""
-    return ConfusionMetric("macro_f1", _cm_macro_f1, int(n_classes))
+def macro_f1_metric(n_classes: int, over: Sequence[int] | None = None) -> ConfusionMetric:
+    """Macro F1 over all ``n_classes`` classes (zero_division=0), or over the class indices
+    ``over`` only (e.g. the classes a test set holds), as a :class:`ConfusionMetric`."""
+    if over is None:
+        return ConfusionMetric("macro_f1", _cm_macro_f1, int(n_classes))
+    chosen = np.asarray(list(over), dtype=int)
+    if chosen.size == 0 or chosen.min() < 0 or chosen.max() >= n_classes:
+        raise ValueError(f"over must name class indices in 0..{n_classes - 1}, got {list(over)}")
+    return ConfusionMetric("macro_f1", lambda cm: _per_class(cm)[2][..., chosen].mean(axis=-1),
+                           int(n_classes))
 
 
 def class_recall_metric(cls: int, n_classes: int) -> ConfusionMetric:

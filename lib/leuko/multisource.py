@@ -30,6 +30,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from leuko import datasets, splits
+from leuko.calibration import (
+    abstention_threshold,
+    expected_calibration_error,
+    fit_temperature,
+    temperature_scale,
+)
 from leuko.cells import CellPreprocess, prepare_cell
 from leuko.study import Paths, read_manifest
 
@@ -186,90 +192,6 @@ def classes_of(labels) -> list[str]:
     return [c for c in CLASS_ORDER if c in present]
 
 
-# --- calibration and doubt --------------------------------------------------------------------
-
-
-def temperature_scale(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Softmax probabilities re-tempered: ``softmax(log p / T)`` (T > 1 softens)."""
-    logits = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)) / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    out = np.exp(logits)
-    return out / out.sum(axis=1, keepdims=True)
-
-
-def fit_temperature(probs: np.ndarray, y_true: np.ndarray) -> float:
-    """The temperature that minimises the negative log-likelihood of ``y_true`` (Guo et al.
-    2017), searched over log T in [-3, 3]."""
-    from scipy.optimize import minimize_scalar
-
-    y = np.asarray(y_true, dtype=int)
-
-    def nll(log_t: float) -> float:
-        scaled = temperature_scale(probs, float(np.exp(log_t)))
-        return float(-np.log(np.clip(scaled[np.arange(len(y)), y], 1e-12, 1.0)).mean())
-
-    result = minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded")
-    return float(np.exp(result.x))
-
-
-def abstention_threshold(confidence: np.ndarray, coverage: float) -> float:
-    """The confidence below which a cell is called ``uncertain``: the ``1 - coverage``
-    quantile of the validation cells' (calibrated) confidence, so that ``coverage`` of cells
-    like the training ones are classified (0 when coverage is 1)."""
-    if not 0 < coverage <= 1:
-        raise ValueError(f"abstain coverage must be in (0, 1], got {coverage!r}")
-    if coverage == 1:
-        return 0.0
-    return float(np.quantile(np.asarray(confidence, dtype=np.float64), 1.0 - coverage))
-
-
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10
-                               ) -> float:
-    """ECE: the mean |accuracy - confidence| over equal-width confidence bins, weighted by
-    the share of cells in each bin."""
-    confidence = np.asarray(confidence, dtype=np.float64)
-    correct = np.asarray(correct, dtype=np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        inside = which == b
-        if inside.any():
-            total += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
-    return float(total)
-
-
-def reliability_table(confidence: np.ndarray, correct: np.ndarray, bins: int = 10
-                      ) -> pd.DataFrame:
-    """Per confidence bin: cells, mean confidence, accuracy (the reliability diagram's data)."""
-    confidence = np.asarray(confidence, dtype=np.float64)
-    correct = np.asarray(correct, dtype=np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    rows = []
-    for b in range(bins):
-        inside = which == b
-        rows.append({"bin_low": edges[b], "bin_high": edges[b + 1], "n": int(inside.sum()),
-                     "confidence": float(confidence[inside].mean()) if inside.any() else np.nan,
-                     "accuracy": float(correct[inside].mean()) if inside.any() else np.nan})
-    return pd.DataFrame(rows)
-
-
-def coverage_curve(confidence: np.ndarray, correct: np.ndarray, points: int = 21
-                   ) -> pd.DataFrame:
-    """Accuracy of the cells kept when the least confident are left out, at coverages from 1
-    down to 0.05 (the accuracy-coverage curve)."""
-    order = np.argsort(-np.asarray(confidence, dtype=np.float64), kind="stable")
-    correct = np.asarray(correct, dtype=np.float64)[order]
-    n = len(correct)
-    rows = []
-    for coverage in np.linspace(1.0, 0.05, points):
-        kept = max(1, int(round(coverage * n)))
-        rows.append({"coverage": kept / n, "accuracy": float(correct[:kept].mean()),
-                     "n": kept})
-    return pd.DataFrame(rows)
-
-
 @dataclass(frozen=True)
 class Abstain:
     """The abstention rule (``params/cells.yaml: cells.abstain``)."""
@@ -322,9 +244,11 @@ def build_cell_model(network: str, n_classes: int, image_size: int, head_units, 
 
 
 def train_cell_model(training: str, cache: CellCache, config: CellTraining, abstain: Abstain,
-                     preprocess: CellPreprocess, seed: int, paths: Paths = DEFAULT_PATHS) -> dict:
+                     preprocess: CellPreprocess, seed: int, paths: Paths = DEFAULT_PATHS
+                     ) -> tuple[dict, pd.DataFrame]:
     """Train one model on the training part of its sources, calibrate it on their validation
-    part, choose its abstention threshold there; save the model and its training summary."""
+    part, choose its abstention threshold there; save the model and its training summary.
+    Returns the summary and the per-epoch history."""
     from leuko import train
     from leuko.inputs import make_dataset, steps_per_epoch
     from leuko.networks import count_params
@@ -384,4 +308,91 @@ def train_cell_model(training: str, cache: CellCache, config: CellTraining, abst
         "params": count_params(model), "seed": seed,
     }
     write_json(paths.train_summary(the_id), summary)
-    return summary
+    return summary, history
+
+
+# --- parameters ---------------------------------------------------------------------------------
+
+PARAMS_FILE = Path("params/cells.yaml")
+
+
+def load_params(cells: dict | None = None, params_file: Path = PARAMS_FILE) -> dict:
+    """The ``cells`` parameters: as passed by papermill (``-f params/cells.yaml``), or read
+    from ``params_file`` when a notebook runs on its own (JupyterLab)."""
+    import yaml
+
+    if cells is None:
+        cells = (yaml.safe_load(Path(params_file).read_text()) or {})["cells"]
+    return cells
+
+
+@dataclass(frozen=True)
+class CellStudy:
+    """Every setting of this study, typed, from the ``cells`` parameters."""
+
+    pbc_path: str
+    data: CellData
+    preprocess: CellPreprocess
+    train: CellTraining
+    abstain: Abstain
+    shift_per_class: int
+    trainings: tuple[str, ...]
+
+    @classmethod
+    def from_params(cls, cells: dict | None = None) -> CellStudy:
+        p = load_params(cells)
+        data = dict(p["data"])
+        data["pbc_split"] = tuple(data["pbc_split"])
+        train = dict(p["train"])
+        train["head_units"] = tuple(train["head_units"])
+        trainings = tuple(p["trainings"])
+        for name in trainings:
+            cell_model_id(name)
+        return cls(pbc_path=str(p["pbc_path"]), data=CellData(**data),
+                   preprocess=CellPreprocess.from_dict(p["preprocess"]),
+                   train=CellTraining(**train), abstain=Abstain(**p["abstain"]),
+                   shift_per_class=int(p["evaluate"]["shift_per_class"]), trainings=trainings)
+
+
+# --- the stages ---------------------------------------------------------------------------------
+
+
+def cells_stage(study: CellStudy, seed: int, bad_images: str = "fail", workers: int = 2,
+                paths: Paths = DEFAULT_PATHS) -> pd.DataFrame:
+    """Stage ``cells``: the PBC manifest and its bad-image list, then every used cell prepared
+    once into the cache. Returns the cache's rows."""
+    from leuko.atomic import write_csv_atomic
+    from leuko.study import write_manifest
+
+    pbc, bad = prepare_pbc(study.pbc_path, seed, study.data.pbc_split, bad_images)
+    write_manifest(pbc, paths.manifest("pbc"))
+    write_csv_atomic(paths.bad_images("pbc"), bad)
+    bci = read_manifest(paths.manifest("blood-cell-images"))
+    rows = cell_rows(bci, pbc, study.data, seed)
+    build_cell_cache(rows, study.data, study.preprocess, paths, workers)
+    return load_cell_cache(paths).rows
+
+
+def cell_counts(rows: pd.DataFrame) -> pd.DataFrame:
+    """Images per source, split and class, and how many had no nucleus found (whole image)."""
+    table = rows.groupby(["source", "split", "label"]).size().unstack(fill_value=0)
+    table["not found"] = rows.groupby(["source", "split"])["cell_found"].apply(
+        lambda found: int((~found).sum()))
+    return table
+
+
+def preparation_gallery(rows: pd.DataFrame, study: CellStudy, seed: int, size: int = 96):
+    """One image per class and source, as taken and as prepared (``figures.cell_gallery``)."""
+    from leuko.figures import cell_gallery
+    from leuko.images import load_rgb
+
+    picked = (rows[rows["split"] == "train"].groupby(["source", "label"], sort=True)
+              .sample(1, random_state=seed).sort_values(["source", "label"]))
+    raw, prepared, titles = [], [], []
+    for record in picked.itertuples(index=False):
+        image = load_rgb(record.path)
+        raw.append(image)
+        prepared.append(prepare_cell(image, size, study.preprocess)[0])
+        titles.append(f"{'PBC' if record.source == 'pbc' else 'BCI'} {record.label.lower()}")
+    return cell_gallery(raw, prepared, titles, title="As taken (top) and prepared (bottom); "
+                                                     "BCI = blood-cell-images")

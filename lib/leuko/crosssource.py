@@ -1,0 +1,227 @@
+"""Leave one source out: the cell classifiers of :mod:`leuko.multisource` scored on every
+source's held-out test part, with intervals, calibration, abstention and the simulated
+stain-shift score beside the real cross-source one (stage evaluate-cells, notebook 12).
+
+Kept apart from training so that an edit of the metrics reruns evaluation, not training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from leuko import splits
+from leuko.calibration import (
+    coverage_curve,
+    expected_calibration_error,
+    reliability_table,
+    temperature_scale,
+)
+from leuko.multisource import DEFAULT_PATHS, TEST_PARTS, CellCache, cell_model_id
+from leuko.study import Paths
+
+
+def _present_macro_f1(metrics: dict) -> float:
+    """Macro F1 over the classes that occur in the truth (a class the test part does not hold
+    says nothing about it)."""
+    values = [v["f1"] for v in metrics["per_class"].values() if v["support"] > 0]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def score_part(probs: np.ndarray, rows: pd.DataFrame, classes: list[str], threshold: float,
+               n_boot: int, seed: int) -> tuple[dict, pd.DataFrame]:
+    """Figures of one model on one held-out part (calibrated ``probs``): accuracy and macro F1
+    (over the classes present) with 95 % cluster-bootstrap intervals over source cells /
+    images, per-class recall, confusion matrix, the exact interval of the accuracy where
+    every image is its own cell, calibration (ECE, reliability) and accuracy at the
+    abstention threshold with its coverage. Rows whose class the model does not know are
+    left out and counted (``n_unknown_class``)."""
+    from leuko.metrics import (
+        accuracy_metric,
+        add_exact_interval,
+        bootstrap_ci,
+        classification_metrics,
+        macro_f1_metric,
+    )
+
+    known = rows["label"].isin(classes).to_numpy()
+    rows, probs = rows[known].reset_index(drop=True), probs[known]
+    lookup = {c: i for i, c in enumerate(classes)}
+    y_true = rows["label"].map(lookup).to_numpy(dtype=int)
+    y_pred = probs.argmax(axis=1)
+    groups = rows["group"].to_numpy()
+    metrics = add_exact_interval(classification_metrics(y_true, y_pred, classes), groups=groups)
+    present = sorted(set(y_true.tolist()))
+    metrics["macro_f1"] = _present_macro_f1(metrics)
+    intervals = {}
+    for name, metric in (("accuracy", accuracy_metric()),
+                         ("macro_f1", macro_f1_metric(len(classes), over=present))):
+        value, low, high = bootstrap_ci(y_true, y_pred, metric, n_boot=n_boot, seed=seed,
+                                        groups=groups)
+        intervals[name] = {"value": value, "low": low, "high": high}
+    metrics["intervals"] = intervals
+    confidence = probs.max(axis=1)
+    correct = y_pred == y_true
+    kept = confidence >= threshold
+    metrics["n_unknown_class"] = int((~known).sum())
+    metrics["n_cells"] = int(len(np.unique(groups)))
+    metrics["ece"] = expected_calibration_error(confidence, correct)
+    metrics["abstain"] = {"threshold": threshold, "coverage": float(kept.mean()),
+                          "uncertain": int((~kept).sum()),
+                          "accuracy_kept": float(correct[kept].mean()) if kept.any() else None,
+                          "macro_f1_kept": _present_macro_f1(classification_metrics(
+                              y_true[kept], y_pred[kept], classes)) if kept.any() else None}
+    frame = pd.DataFrame({"path": rows["path"], "source": rows["source"], "split": rows["split"],
+                          "actual": rows["label"],
+                          "predicted": [classes[i] for i in y_pred],
+                          "confidence": confidence.round(5), "uncertain": ~kept})
+    return metrics, frame
+
+
+def stain_shift_score(model, rows: pd.DataFrame, images: np.ndarray, classes: list[str],
+                      per_class: int, seed: int) -> dict:
+    """Macro F1 on a class-balanced sample of validation cells as imaged and under each
+    simulated other-lab stain of ``leuko.stain.STAIN_SHIFTS`` (what the simulation predicts)."""
+    from leuko.metrics import classification_metrics
+    from leuko.stain import STAIN_SHIFTS, stain_shift
+    from leuko.study import class_index, predict
+
+    sample = splits.balanced_subsample(rows.assign(_i=np.arange(len(rows))), per_class, seed)
+    x = images[sample["_i"].to_numpy()]
+    y = class_index(sample["label"], classes)
+    per_shift = {kind: _present_macro_f1(classification_metrics(
+        y, predict(model, stain_shift(x, kind)).argmax(axis=1), classes))
+        for kind in STAIN_SHIFTS}
+    shifted = [v for k, v in per_shift.items() if k != "none"]
+    return {"n": len(sample), "as_imaged": per_shift["none"], "mean_shifted": float(np.mean(
+        shifted)), "worst_shifted": float(np.min(shifted)), "per_shift": per_shift}
+
+
+def evaluate_cell_models(trainings, cache: CellCache, n_boot: int, seed: int,
+                         shift_per_class: int = 50, paths: Paths = DEFAULT_PATHS) -> dict:
+    """Score every model on every held-out part (``TEST_PARTS``) and on simulated stain shifts
+    of its own validation cells; write per model ``reports/metrics/cells-<t>.json`` and
+    ``reports/predictions/cells-<t>.csv``; return {model id: metrics}."""
+    from leuko.atomic import write_csv_atomic
+    from leuko.study import load_model, predict, read_json, write_json
+
+    results = {}
+    for training in trainings:
+        the_id = cell_model_id(training)
+        summary = read_json(paths.train_summary(the_id))
+        classes = list(summary["classes"])
+        model = load_model(paths.model(the_id))
+        temperature = float(summary["temperature"])
+        threshold = float(summary["abstain"]["threshold"])
+        result = {"model": the_id, "dataset": "cells", "network": summary["network"],
+                  "regime": summary["regime"], "training": training,
+                  "sources": summary["sources"], "classes": classes, "parts": {}}
+        frames = []
+        for source, split in TEST_PARTS:
+            rows, images = cache.part(source, split)
+            probs = temperature_scale(predict(model, images), temperature)
+            metrics, frame = score_part(probs, rows, classes, threshold, n_boot, seed)
+            metrics["held_out_source"] = source not in summary["sources"]
+            metrics["cells_not_found"] = int((~rows["cell_found"]).sum())
+            metrics["coverage_curve"] = coverage_curve(
+                frame["confidence"].to_numpy(), (frame["actual"] == frame["predicted"]).to_numpy()
+            ).to_dict(orient="list")
+            metrics["reliability"] = reliability_table(
+                frame["confidence"].to_numpy(), (frame["actual"] == frame["predicted"]).to_numpy()
+            ).to_dict(orient="list")
+            result["parts"][f"{source}/{split}"] = metrics
+            frames.append(frame)
+        val_rows, val_images = cache.part(summary["sources"], "val")
+        result["stain_shift"] = stain_shift_score(model, val_rows, val_images, classes,
+                                                  shift_per_class, seed)
+        result["training_summary"] = {k: summary[k] for k in (
+            "train_seconds", "epochs_run", "val_accuracy_saved", "temperature", "abstain",
+            "val_ece", "n_train")}
+        write_json(paths.metrics(the_id), result)
+        write_csv_atomic(paths.predictions(the_id), pd.concat(frames, ignore_index=True))
+        results[the_id] = result
+    return results
+
+
+def cross_source_table(results: dict) -> pd.DataFrame:
+    """One row per (model, held-out part): accuracy and macro F1 with intervals, coverage and
+    accuracy at the abstention threshold, ECE, and the model's simulated stain-shift score."""
+    rows = []
+    for the_id, result in results.items():
+        for part, m in result["parts"].items():
+            rows.append({
+                "model": the_id, "trained on": " + ".join(result["sources"]), "tested on": part,
+                "held-out source": m["held_out_source"], "cells": m["n_cells"], "images": m["n"],
+                "accuracy": m["accuracy"], "accuracy low": m["intervals"]["accuracy"]["low"],
+                "accuracy high": m["intervals"]["accuracy"]["high"],
+                "macro F1": m["macro_f1"], "macro F1 low": m["intervals"]["macro_f1"]["low"],
+                "macro F1 high": m["intervals"]["macro_f1"]["high"],
+                "coverage": m["abstain"]["coverage"], "accuracy kept": m["abstain"][
+                    "accuracy_kept"], "ECE": m["ece"],
+                "simulated shift macro F1": result["stain_shift"]["mean_shifted"],
+                "validation macro F1": result["stain_shift"]["as_imaged"]})
+    return pd.DataFrame(rows)
+
+
+def recall_table(results: dict) -> pd.DataFrame:
+    """Per-class recall of each model on each held-out part (rows: model / part, columns:
+    classes)."""
+    rows = []
+    for the_id, result in results.items():
+        for part, m in result["parts"].items():
+            rows.append({"model": the_id, "tested on": part,
+                         **{c: v["recall"] for c, v in m["per_class"].items()
+                            if v["support"] > 0}})
+    return pd.DataFrame(rows).set_index(["model", "tested on"])
+
+
+def cross_source_view(table: pd.DataFrame) -> pd.DataFrame:
+    """The cross-source table for reading: percentages with their intervals."""
+
+    def pct(value, low=None, high=None):
+        if value is None or pd.isna(value):
+            return "–"
+        text = f"{100 * value:.1f}"
+        return text if low is None else f"{text} [{100 * low:.1f}, {100 * high:.1f}]"
+
+    return pd.DataFrame({
+        "trained on": table["trained on"], "tested on": table["tested on"],
+        "unseen source": table["held-out source"].map({True: "yes", False: "no"}),
+        "cells / images": [f"{c} / {i}" for c, i in zip(table["cells"], table["images"],
+                                                          strict=True)],
+        "accuracy % [95 % CI]": [pct(*v) for v in zip(
+            table["accuracy"], table["accuracy low"], table["accuracy high"], strict=True)],
+        "macro F1 % [95 % CI]": [pct(*v) for v in zip(
+            table["macro F1"], table["macro F1 low"], table["macro F1 high"], strict=True)],
+        "coverage %": table["coverage"].map(pct),
+        "accuracy kept %": table["accuracy kept"].map(pct),
+        "ECE": table["ECE"].round(3),
+        "simulated-shift macro F1 %": table["simulated shift macro F1"].map(pct),
+    })
+
+
+def write_cross_source_tables(results: dict, folder: Path = Path("reports/cells")) -> list[Path]:
+    """``cross_source.csv`` (one row per model and test part) and ``recall.csv`` in ``folder``."""
+    from leuko.atomic import write_csv_atomic
+
+    folder = Path(folder)
+    return [write_csv_atomic(folder / "cross_source.csv", cross_source_table(results)),
+            write_csv_atomic(folder / "recall.csv", recall_table(results).reset_index())]
+
+
+def _short(the_id: str, part: str) -> str:
+    return f"{the_id.removeprefix('cells-')} -> {part.replace('blood-cell-images', 'BCI')}"
+
+
+def coverage_curves(results: dict) -> dict[str, pd.DataFrame]:
+    """Accuracy-coverage curve per (model, test part), keyed by a short label."""
+    return {_short(m, part): pd.DataFrame(v["coverage_curve"])
+            for m, r in results.items() for part, v in r["parts"].items()}
+
+
+def reliability_tables(results: dict) -> dict[str, pd.DataFrame]:
+    """Reliability table per (model, test part), with the ECE in the label."""
+    return {f"{_short(m, part)} (ECE {v['ece']:.3f})": pd.DataFrame(v["reliability"])
+            for m, r in results.items() for part, v in r["parts"].items()}
