@@ -116,8 +116,8 @@ def evaluate_cell_models(trainings, cache: CellCache, n_boot: int, seed: int,
         temperature = float(summary["temperature"])
         threshold = float(summary["abstain"]["threshold"])
         result = {"model": the_id, "dataset": "cells", "network": summary["network"],
-                  "regime": summary["regime"], "training": training,
-                  "sources": summary["sources"], "classes": classes, "parts": {}}
+                  "regime": summary["regime"], "trained_on": training,
+                  "sources": summary["sources"], "classes": classes, "splits": {}}
         frames = []
         for source, split in TEST_PARTS:
             rows, images = cache.part(source, split)
@@ -131,12 +131,12 @@ def evaluate_cell_models(trainings, cache: CellCache, n_boot: int, seed: int,
             metrics["reliability"] = reliability_table(
                 frame["confidence"].to_numpy(), (frame["actual"] == frame["predicted"]).to_numpy()
             ).to_dict(orient="list")
-            result["parts"][f"{source}/{split}"] = metrics
+            result["splits"][f"{source}/{split}"] = metrics
             frames.append(frame)
         val_rows, val_images = cache.part(summary["sources"], "val")
-        result["stain_shift"] = stain_shift_score(model, val_rows, val_images, classes,
+        result["validation_stain_shift"] = stain_shift_score(model, val_rows, val_images, classes,
                                                   shift_per_class, seed)
-        result["training_summary"] = {k: summary[k] for k in (
+        result["training"] = {k: summary[k] for k in (
             "train_seconds", "epochs_run", "val_accuracy_saved", "temperature", "abstain",
             "val_ece", "n_train")}
         write_json(paths.metrics(the_id), result)
@@ -150,7 +150,7 @@ def cross_source_table(results: dict) -> pd.DataFrame:
     accuracy at the abstention threshold, ECE, and the model's simulated stain-shift score."""
     rows = []
     for the_id, result in results.items():
-        for part, m in result["parts"].items():
+        for part, m in result["splits"].items():
             rows.append({
                 "model": the_id, "trained on": " + ".join(result["sources"]), "tested on": part,
                 "held-out source": m["held_out_source"], "cells": m["n_cells"], "images": m["n"],
@@ -160,8 +160,8 @@ def cross_source_table(results: dict) -> pd.DataFrame:
                 "macro F1 high": m["intervals"]["macro_f1"]["high"],
                 "coverage": m["abstain"]["coverage"], "accuracy kept": m["abstain"][
                     "accuracy_kept"], "ECE": m["ece"],
-                "simulated shift macro F1": result["stain_shift"]["mean_shifted"],
-                "validation macro F1": result["stain_shift"]["as_imaged"]})
+                "simulated shift macro F1": result["validation_stain_shift"]["mean_shifted"],
+                "validation macro F1": result["validation_stain_shift"]["as_imaged"]})
     return pd.DataFrame(rows)
 
 
@@ -170,7 +170,7 @@ def recall_table(results: dict) -> pd.DataFrame:
     classes)."""
     rows = []
     for the_id, result in results.items():
-        for part, m in result["parts"].items():
+        for part, m in result["splits"].items():
             rows.append({"model": the_id, "tested on": part,
                          **{c: v["recall"] for c, v in m["per_class"].items()
                             if v["support"] > 0}})
@@ -218,10 +218,10 @@ def _short(the_id: str, part: str) -> str:
 def coverage_curves(results: dict) -> dict[str, pd.DataFrame]:
     """Accuracy-coverage curve per (model, test part), keyed by a short label."""
     return {_short(m, part): pd.DataFrame(v["coverage_curve"])
-            for m, r in results.items() for part, v in r["parts"].items()}
+            for m, r in results.items() for part, v in r["splits"].items()}
 
 
 def reliability_tables(results: dict) -> dict[str, pd.DataFrame]:
     """Reliability table per (model, test part), with the ECE in the label."""
     return {f"{_short(m, part)} (ECE {v['ece']:.3f})": pd.DataFrame(v["reliability"])
-            for m, r in results.items() for part, v in r["parts"].items()}
+            for m, r in results.items() for part, v in r["splits"].items()}

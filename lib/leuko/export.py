@@ -175,7 +175,7 @@ def _cell_model_validation(model_id: str, paths: Paths, shifted: bool) -> dict:
     if not metrics_file.is_file():
         raise FileNotFoundError(f"{metrics_file} not found: run the evaluate-cells stage "
                                 "before exporting a cell model")
-    scores = read_json(metrics_file)["stain_shift"]
+    scores = read_json(metrics_file)["validation_stain_shift"]
     per_shift = scores["per_shift"]
     value = float(np.mean(list(per_shift.values()))) if shifted else float(scores["as_imaged"])
     return {"macro_f1": value, "n": scores["n"], "per_shift": per_shift,
@@ -222,7 +222,7 @@ def _reverse_key(text: str) -> tuple[int, ...]:
 
 def _test_figures(metrics: dict) -> dict:
     out = {}
-    for split, values in (metrics.get("splits") or metrics.get("parts") or {}).items():
+    for split, values in (metrics.get("splits") or {}).items():
         entry = {k: values[k] for k in ("n", "accuracy", "macro_f1") if k in values}
         intervals = values.get("intervals") or {}
         for name in ("accuracy", "macro_f1"):
