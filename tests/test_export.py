@@ -130,13 +130,10 @@ def test_choose_model_ties_and_bad_rule(tmp_path):
         export.choose_model([], paths=paths)
 
 
-def test_choice_falls_back_to_val_accuracy_and_says_so(tmp_path):
+def test_a_rule_that_cannot_be_computed_stops_with_its_cause(tmp_path):
     paths = make_study(tmp_path, {"a": 0.9, "b": 0.5}, with_val=False)
-    choice = export.choose_model(["a", "b"], "val_macro_f1", paths)
-    assert choice["model_id"] == "a"
-    assert choice["rule"] == "val_macro_f1"
-    assert choice["rule_used"] == "best_val_accuracy"
-    assert "no validation rows" in choice["note"]
+    with pytest.raises(ValueError, match="no validation rows"):
+        export.choose_model(["a", "b"], "val_macro_f1", paths)
 
 
 def test_val_macro_f1_is_computed_on_the_val_rows(tmp_path):

@@ -5,10 +5,11 @@ Cells arrive framed in every way: blood-cell-images' 320x240 crops show a cell o
 red cells, PBC's 360x363 CellaVision images a centred cell filling half the frame, a user's
 own images anything from a tight crop to a fifth of the field. Before a network sees a cell:
 
-1. **Find it** (:func:`find_cell`): the stained nucleus is the pixels high on a nuclear stain
+1. **Find it** (:func:`find_cell`): the stained cell is the pixels high on a nuclear stain
    map (blue minus green: violet nuclei against pink red cells and a pale background, under
-   any Romanowsky-type stain), thresholded by Otsu; the lobes of one nucleus are merged by a
-   dilation; of the nuclei found, the one that is large and near the middle of the image wins
+   any Romanowsky-type stain), thresholded by Otsu: the nucleus, and the cytoplasm where it
+   stains as strongly (a lymphocyte's or monocyte's blue rim; a neutrophil's pale cytoplasm
+   stays out); the lobes of one nucleus are merged by a dilation; of the nuclei found, the one that is large and near the middle of the image wins
    (``area * exp(-(distance / 0.35 side)^2)``), since a single-cell image is taken around its
    cell.
 2. **Frame it** (:func:`cell_box`): a square around the nucleus, its side ``scale`` times the
@@ -146,10 +147,20 @@ def find_cell(rgb: np.ndarray, config: CellPreprocess = CellPreprocess()) -> Cel
     if scores[best] <= 0:
         return None
     ys, xs = np.nonzero(labels == best + 1)
-    box = (xs.min() / factor, ys.min() / factor, (xs.max() + 1) / factor, (ys.max() + 1) / factor)
     height, width = rgb.shape[:2]
-    nucleus_box = (max(0, math.floor(box[0])), max(0, math.floor(box[1])),
-                   min(width, math.ceil(box[2])), min(height, math.ceil(box[3])))
+    # the box at full resolution: the same threshold inside a window one working pixel wider
+    x0, y0 = max(0, math.floor((xs.min() - 1) / factor)), max(0, math.floor((ys.min() - 1) / factor))
+    x1 = min(width, math.ceil((xs.max() + 2) / factor))
+    y1 = min(height, math.ceil((ys.max() + 2) / factor))
+    window = nuclear_map(rgb[y0:y1, x0:x1])
+    inside = np.nonzero(ndi.gaussian_filter(window, 1.0 / factor) > threshold)
+    if inside[0].size:
+        nucleus_box = (x0 + int(inside[1].min()), y0 + int(inside[0].min()),
+                       x0 + int(inside[1].max()) + 1, y0 + int(inside[0].max()) + 1)
+    else:
+        nucleus_box = (max(0, math.floor(xs.min() / factor)), max(0, math.floor(ys.min() / factor)),
+                       min(width, math.ceil((xs.max() + 1) / factor)),
+                       min(height, math.ceil((ys.max() + 1) / factor)))
     return CellBox(nucleus_box, float(areas[best]) / factor ** 2, labels == best + 1)
 
 
@@ -194,7 +205,7 @@ def whole_square(rgb: np.ndarray) -> np.ndarray:
 def _lab(rgb: np.ndarray) -> np.ndarray:
     from skimage.color import rgb2lab
 
-    return rgb2lab(rgb.astype(np.float32) / 255.0)
+    return rgb2lab(rgb.astype(np.float64) / 255.0)
 
 
 def background_lab_stats(rgb: np.ndarray, background: np.ndarray | None = None
@@ -215,7 +226,8 @@ def reinhard(rgb: np.ndarray, background: np.ndarray | None = None,
     rgb = _check_rgb(rgb)
     mean, std = background_lab_stats(rgb, background)
     lab = _lab(rgb)
-    scaled = (lab - mean) / np.maximum(std, 1e-3) * np.asarray(target_std) + np.asarray(
+    # a flat background (std below one L*a*b* unit) is shifted, never amplified
+    scaled = (lab - mean) / np.maximum(std, 1.0) * np.asarray(target_std) + np.asarray(
         target_mean)
     with warnings.catch_warnings():  # colours outside sRGB are clipped, as intended
         warnings.simplefilter("ignore", UserWarning)

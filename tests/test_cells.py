@@ -1,0 +1,117 @@
+"""leuko.cells: one cell at one scale and one stain, whatever the framing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from leuko.cells import (
+    TARGET_LAB_MEAN,
+    CellPreprocess,
+    background_lab_stats,
+    find_cell,
+    prepare_cell,
+    reinhard,
+)
+
+BACKGROUND = (236, 214, 200)  # pale pink glass and plasma
+CYTOPLASM = (200, 180, 225)  # pale violet
+NUCLEUS = (105, 55, 160)  # dark violet
+
+
+def draw_cell(canvas: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
+    """A synthetic stained cell: a nucleus (0.55 of the radius) in its cytoplasm on glass."""
+    height, width = canvas
+    y, x = np.mgrid[0:height, 0:width]
+    d = np.hypot(x - centre[0], y - centre[1])
+    image = np.empty((height, width, 3), dtype=np.uint8)
+    image[:] = BACKGROUND
+    image[d <= radius] = CYTOPLASM
+    image[d <= 0.55 * radius] = NUCLEUS
+    return image
+
+
+NO_STAIN_NORM = CellPreprocess(stain_norm="none")
+
+
+@pytest.mark.parametrize(("canvas", "centre", "radius"), [
+    ((240, 320), (160, 120), 18),   # small in a wide frame
+    ((363, 360), (180, 181), 60),   # centred, filling a third (PBC-like)
+    ((300, 300), (110, 170), 40),   # off centre
+    ((120, 160), (70, 60), 45),     # a tight crop: the cell nearly fills the frame
+])
+def test_one_cell_at_any_scale_and_offset_gives_nearly_the_same_crop(canvas, centre, radius):
+    reference, found_ref = prepare_cell(draw_cell((300, 300), (150, 150), 50), 64, NO_STAIN_NORM)
+    crop, found = prepare_cell(draw_cell(canvas, centre, radius), 64, NO_STAIN_NORM)
+    assert found and found_ref
+    assert crop.shape == (64, 64, 3) and crop.dtype == np.uint8
+    # the same picture up to resampling: the nucleus disc covers the same pixels
+    nucleus = np.abs(crop.astype(int) - NUCLEUS).sum(axis=-1) < 60
+    nucleus_ref = np.abs(reference.astype(int) - NUCLEUS).sum(axis=-1) < 60
+    overlap = (nucleus & nucleus_ref).sum() / (nucleus | nucleus_ref).sum()
+    assert overlap > 0.8
+    assert np.abs(crop.astype(int) - reference.astype(int)).mean() < 8
+
+
+def test_the_box_is_the_stained_cell():
+    image = draw_cell((400, 400), (200, 200), 60)
+    cell = find_cell(image)
+    assert cell is not None
+    xmin, ymin, xmax, ymax = cell.nucleus_box
+    # the synthetic cytoplasm stains like a lymphocyte's (blue minus green 45 levels): the box
+    # holds nucleus and cytoplasm, the cell's diameter
+    assert abs((xmax - xmin) - 2 * 60) <= 4 and abs((ymax - ymin) - 2 * 60) <= 4
+    assert abs((xmin + xmax) / 2 - 200) <= 3 and abs((ymin + ymax) / 2 - 200) <= 3
+
+
+def test_the_central_cell_wins_over_a_stained_speck_in_a_corner():
+    image = draw_cell((300, 300), (160, 150), 45)
+    image[5:25, 5:25] = NUCLEUS  # a platelet-sized speck at the edge
+    cell = find_cell(image)
+    xmin, ymin, xmax, ymax = cell.nucleus_box
+    assert xmin > 100 and ymin > 100
+
+
+def test_no_nucleus_falls_back_to_the_whole_image_and_says_so():
+    blank = np.full((200, 300, 3), BACKGROUND, dtype=np.uint8)
+    crop, found = prepare_cell(blank, 48, NO_STAIN_NORM)
+    assert not found
+    assert crop.shape == (48, 48, 3)
+    assert np.abs(crop.astype(int) - BACKGROUND).max() <= 1
+
+
+def test_whole_image_mode_does_not_search():
+    image = draw_cell((200, 200), (50, 50), 20)
+    crop, found = prepare_cell(image, 32, CellPreprocess(cell_crop=False, stain_norm="none"))
+    assert found  # nothing was searched, so nothing is flagged
+    assert crop.shape == (32, 32, 3)
+
+
+def test_reinhard_maps_the_background_to_the_target():
+    image = draw_cell((200, 200), (100, 100), 50)
+    tinted = np.clip(image.astype(int) * np.array([0.8, 0.95, 1.1]), 0, 255).astype(np.uint8)
+    background = np.abs(tinted.astype(int) - tinted[0, 0]).sum(axis=-1) == 0
+    out = reinhard(tinted, background)
+    mean, _ = background_lab_stats(out, background)
+    assert np.allclose(mean, TARGET_LAB_MEAN, atol=2.0)
+
+
+def test_two_labs_stains_come_closer_after_normalisation():
+    lab_a = draw_cell((200, 200), (100, 100), 50)
+    lab_b = np.clip(lab_a.astype(int) * np.array([0.85, 0.9, 1.05]) + 10, 0, 255).astype(np.uint8)
+    before = np.abs(lab_a.astype(int) - lab_b.astype(int)).mean()
+    a, _ = prepare_cell(lab_a, 64)
+    b, _ = prepare_cell(lab_b, 64)
+    after = np.abs(a.astype(int) - b.astype(int)).mean()
+    assert after < before / 2
+
+
+def test_config_names_bad_values():
+    with pytest.raises(ValueError, match="unknown cell preprocessing key"):
+        CellPreprocess.from_dict({"scael": 2.0})
+    with pytest.raises(ValueError, match="stain_norm"):
+        CellPreprocess(stain_norm="macenko")
+    with pytest.raises(ValueError, match="scale"):
+        CellPreprocess(scale=0.5)
+    with pytest.raises(ValueError, match="uint8"):
+        prepare_cell(np.zeros((10, 10, 3), dtype=np.float32), 8)

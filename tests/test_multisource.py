@@ -1,0 +1,235 @@
+"""The cell classifier for other labs: PBC on its real files, its split, calibration and doubt,
+the leave-one-source-out scoring, and the whole path from real images to `leuko classify`."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import DATA, require
+from leuko import calibration, crosssource, datasets, multisource
+from leuko.splits import shared_between
+
+DUPLICATE_BASOPHILS = [("BA_20201", "BA_809918"), ("BA_251042", "BA_988506"),
+                       ("BA_381452", "BA_80990")]
+
+
+@pytest.fixture(scope="module")
+def pbc_split():
+    require(DATA / "pbc")
+    frame, bad = multisource.prepare_pbc(DATA / "pbc", seed=0, progress=False)
+    return frame, bad
+
+
+# --- PBC ----------------------------------------------------------------------------------------
+
+
+def test_pbc_adapter_reads_the_published_layout(pbc_split):
+    frame, bad = pbc_split
+    assert bad.empty
+    counts = frame["label"].value_counts().to_dict()
+    assert counts == {**dict.fromkeys(datasets.DIFFERENTIAL_CLASSES, 700),
+                      **dict.fromkeys(datasets.OTHER_CELL_CLASSES, 150)}
+    assert frame["height"].between(300, 400).all() and frame["width"].between(300, 400).all()
+    for record in frame.sample(20, random_state=0).itertuples():
+        assert Path(record.path).parent.name == record.label.lower()
+
+
+def test_pbc_duplicates_share_a_group_and_one_side(pbc_split):
+    frame, _ = pbc_split
+    stem = frame["path"].map(lambda p: Path(p).stem)
+    for a, b in DUPLICATE_BASOPHILS:
+        rows = frame[stem.isin([a, b])]
+        assert len(rows) == 2
+        assert rows["sha256"].nunique() == 1 and rows["group"].nunique() == 1
+        assert rows["split"].nunique() == 1
+    assert not shared_between(frame, "sha256") and not shared_between(frame, "group")
+
+
+def test_pbc_split_is_stratified_6_2_2_and_seeded(pbc_split):
+    frame, _ = pbc_split
+    shares = frame.groupby("label")["split"].value_counts(normalize=True).unstack()
+    assert np.allclose(shares["train"], 0.6, atol=0.03)
+    assert np.allclose(shares["val"], 0.2, atol=0.03)
+    assert np.allclose(shares["test"], 0.2, atol=0.03)
+    again, _ = multisource.prepare_pbc(DATA / "pbc", seed=0, progress=False)
+    assert again["split"].tolist() == frame["split"].tolist()
+    other, _ = multisource.prepare_pbc(DATA / "pbc", seed=1, progress=False)
+    assert other["split"].tolist() != frame["split"].tolist()
+
+
+def test_pbc_adapter_names_a_bad_layout(tmp_path):
+    (tmp_path / "basophil").mkdir()
+    with pytest.raises(datasets.DatasetError, match="missing"):
+        datasets.pbc(tmp_path)
+    for name in ("eosinophil", "lymphocyte", "monocyte", "neutrophil", "ig", "erythroblast",
+                 "platelet", "blast"):
+        (tmp_path / name).mkdir()
+    with pytest.raises(datasets.DatasetError, match="unknown class folder.*blast"):
+        datasets.pbc(tmp_path)
+
+
+def test_detect_layout_knows_pbc():
+    assert datasets.detect_layout(require(DATA / "pbc")) == "pbc"
+
+
+# --- calibration and doubt ----------------------------------------------------------------------
+
+
+def test_temperature_scaling_softens_an_overconfident_model():
+    rng = np.random.default_rng(0)
+    n = 2000
+    y = rng.integers(0, 4, n)
+    right = rng.random(n) < 0.7  # right 70 % of the time ...
+    pred = np.where(right, y, (y + 1) % 4)
+    probs = np.full((n, 4), 0.01 / 3)
+    probs[np.arange(n), pred] = 0.99  # ... but always 99 % sure
+    t = calibration.fit_temperature(probs, y)
+    assert t > 1.5
+    scaled = calibration.temperature_scale(probs, t)
+    assert abs(scaled.max(axis=1).mean() - 0.7) < 0.05
+    np.testing.assert_allclose(calibration.temperature_scale(probs, 1.0), probs, rtol=1e-9)
+    np.testing.assert_allclose(scaled.sum(axis=1), 1.0)
+
+
+def test_abstention_threshold_keeps_the_asked_share_of_validation_cells():
+    confidence = np.linspace(0.3, 1.0, 101)
+    threshold = calibration.abstention_threshold(confidence, 0.9)
+    assert abs((confidence >= threshold).mean() - 0.9) <= 0.011
+    assert calibration.abstention_threshold(confidence, 1.0) == 0.0
+    with pytest.raises(ValueError, match="coverage"):
+        calibration.abstention_threshold(confidence, 0.0)
+
+
+def test_ece_and_reliability_by_hand():
+    # bin [0.9, 1.0): confidences 0.95 x 2, one right -> |0.5 - 0.95| = 0.45, weight 2/4
+    # bin [0.6, 0.7): confidences 0.65 x 2, both right -> |1 - 0.65| = 0.35, weight 2/4
+    confidence = np.array([0.95, 0.95, 0.65, 0.65])
+    correct = np.array([1, 0, 1, 1])
+    assert calibration.expected_calibration_error(confidence, correct) == pytest.approx(0.4)
+    table = calibration.reliability_table(confidence, correct)
+    assert table["n"].sum() == 4
+    assert table.loc[9, "accuracy"] == 0.5 and table.loc[6, "accuracy"] == 1.0
+
+
+def test_coverage_curve_drops_the_least_confident_first():
+    confidence = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    correct = np.array([1, 1, 1, 0, 0])
+    curve = calibration.coverage_curve(confidence, correct, points=5)
+    assert curve["accuracy"].iloc[0] == pytest.approx(0.6)  # all five
+    assert curve.set_index("n").loc[3, "accuracy"] == 1.0  # the three most confident
+
+
+# --- scoring one held-out part -----------------------------------------------------------------
+
+
+def test_score_part_by_hand():
+    classes = ["EOSINOPHIL", "LYMPHOCYTE"]
+    rows = pd.DataFrame({
+        "path": list("abcdef"), "source": "x", "split": "test",
+        "label": ["EOSINOPHIL", "EOSINOPHIL", "LYMPHOCYTE", "LYMPHOCYTE", "LYMPHOCYTE",
+                  "BASOPHIL"],
+        "group": ["1", "1", "2", "3", "4", "5"]})
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.55, 0.45], [0.1, 0.9],
+                      [0.5, 0.5]])
+    metrics, frame = crosssource.score_part(probs, rows, classes, threshold=0.7, n_boot=200,
+                                            seed=0)
+    assert metrics["n_unknown_class"] == 1  # the basophil: a class the model does not know
+    assert metrics["n"] == 5 and metrics["n_cells"] == 4
+    assert metrics["accuracy"] == pytest.approx(4 / 5)
+    # F1: eosinophil 2*2/(3+2) = 0.8, lymphocyte 2*2/(2+3) = 0.8
+    assert metrics["macro_f1"] == pytest.approx(0.8)
+    assert metrics["abstain"]["uncertain"] == 2  # 0.6 and 0.55 < 0.7
+    assert metrics["abstain"]["accuracy_kept"] == 1.0
+    assert frame["uncertain"].tolist() == [False, True, False, True, False]
+    low, high = metrics["intervals"]["accuracy"]["low"], metrics["intervals"]["accuracy"]["high"]
+    assert low <= 0.8 <= high
+
+
+def test_classes_of_keeps_the_differential_first():
+    assert multisource.classes_of(["PLATELET", "EOSINOPHIL", "BASOPHIL"]) == [
+        "BASOPHIL", "EOSINOPHIL", "PLATELET"]
+    with pytest.raises(ValueError, match="unknown class"):
+        multisource.classes_of(["MEGAKARYOCYTE"])
+
+
+def test_study_parameters_are_the_params_file():
+    study = multisource.CellStudy.from_params()
+    assert study.data.image_size >= 32
+    assert set(study.trainings) == {"blood-cell-images", "pbc", "both"}
+    with pytest.raises(ValueError, match="training must be one of"):
+        multisource.cell_model_id("everything")
+
+
+# --- the whole path on real images ---------------------------------------------------------------
+
+
+def _small_rows(pbc: pd.DataFrame, per: int) -> pd.DataFrame:
+    """A few real images per source, split and class (blood-cell-images: TRAIN / TEST_SIMPLE
+    of the published split, validation = a few TRAIN source cells)."""
+    root = require(DATA / "blood-cell-images" / "images")
+    rows = []
+    for split, folder in (("train", "TRAIN"), ("val", "TRAIN"), ("test_simple", "TEST_SIMPLE"),
+                          ("test", "TEST")):
+        for label in datasets.WBC_CLASSES:
+            files = sorted((root / folder / label).iterdir())
+            files = files[per:2 * per] if split == "val" else files[:per]
+            rows += [{"path": str(f), "source": "blood-cell-images", "label": label,
+                      "split": split, "group": f"{folder}/{f.stem}", "sha256": f.stem}
+                     for f in files]
+    bci = pd.DataFrame(rows)
+    small = pbc.groupby(["split", "label"], group_keys=False).head(per).assign(source="pbc")
+    return pd.concat([bci, small[bci.columns]], ignore_index=True)
+
+
+@pytest.mark.slow
+def test_cells_pipeline_on_real_images_to_classify(tmp_path, pbc_split):
+    """Real images -> prepared cells -> a (1-epoch) two-source model -> evaluation ->
+    export -> `leuko classify` with its 5-part differential and uncertain count."""
+    from dataclasses import replace
+
+    from leuko import cli, export
+    from leuko.study import Paths
+
+    paths = Paths(tmp_path)
+    study = multisource.CellStudy.from_params()
+    data = replace(study.data, image_size=32)
+    rows = _small_rows(pbc_split[0], per=4)
+    multisource.build_cell_cache(rows, data, study.preprocess, paths, workers=1,
+                                 progress=False)
+    cache = multisource.load_cell_cache(paths)
+    assert len(cache.images) == len(rows) and cache.images.shape[1:] == (32, 32, 3)
+    summary, history = multisource.train_cell_model(
+        "both", cache, replace(study.train, epochs=1, batch_size=16), study.abstain,
+        study.preprocess, seed=0, paths=paths)
+    assert summary["classes"] == list(multisource.CLASS_ORDER)
+    assert summary["temperature"] > 0 and 0 <= summary["abstain"]["threshold"] <= 1
+    assert len(history) == 1
+    results = crosssource.evaluate_cell_models(["both"], cache, n_boot=50, seed=0,
+                                               shift_per_class=2, paths=paths)
+    parts = results["cells-both"]["splits"]
+    assert set(parts) == {f"{s}/{p}" for s, p in multisource.TEST_PARTS}
+    assert parts["pbc/test"]["n"] == 8 * 4
+    (tmp_path / "data.dvc").write_text((Path(__file__).parents[1] / "data.dvc").read_text())
+    meta = export.export_task("wbc", paths=paths, out_dir=tmp_path / "export",
+                              dvc_file=tmp_path / "data.dvc")
+    assert meta["model_id"] == "cells-both" and meta["sources"] == ["blood-cell-images", "pbc"]
+    assert meta["cell_preprocess"] == study.preprocess.to_dict()
+    assert meta["differential_classes"] == list(datasets.DIFFERENTIAL_CLASSES)
+    out = tmp_path / "cells.csv"
+    images = [DATA / "pbc" / "ig", DATA / "blood-cell-images/images/TEST_SIMPLE/MONOCYTE"]
+    code = cli.main(["classify", *map(str, images), "--model", meta["model_file"], "-o",
+                     str(out), "--no-progress", "--json"])
+    assert code == 0
+    table = pd.read_csv(out, keep_default_na=False)
+    assert len(table) == 150 + 4
+    assert set(table["uncertain"]) <= {"true", "false", True, False}
+    assert set(table["predicted"]) <= set(multisource.CLASS_ORDER)
+    counted = Counter(table.loc[table["uncertain"].astype(str) == "false", "predicted"])
+    report = json.loads(json.dumps(dict(counted)))
+    assert sum(report.values()) + (table["uncertain"].astype(str) == "true").sum() == 154
