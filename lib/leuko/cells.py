@@ -39,6 +39,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
+from leuko.detect import disk, nuclear_stain
+
 __all__ = ["CellPreprocess", "CellBox", "find_cell", "cell_box", "reinhard", "prepare_cell",
            "STAIN_NORMS"]
 
@@ -97,16 +99,9 @@ class CellBox:
 
 
 def nuclear_map(rgb: np.ndarray) -> np.ndarray:
-    """Blue minus green, in levels: high on violet nuclei, low on red cells and background."""
-    return rgb[..., 2].astype(np.float32) - rgb[..., 1].astype(np.float32)
-
-
-def _disk(radius: float) -> np.ndarray | None:
-    r = int(round(radius))
-    if r < 1:
-        return None
-    y, x = np.ogrid[-r:r + 1, -r:r + 1]
-    return x * x + y * y <= r * r
+    """Blue minus green, in levels: high on violet nuclei, low on red cells and background
+    (``leuko.detect.nuclear_stain``'s default map, shared with the smear detector)."""
+    return nuclear_stain(rgb, "blue_green")
 
 
 def _working(rgb: np.ndarray, work_size: int) -> tuple[np.ndarray, float]:
@@ -128,8 +123,8 @@ def find_cell(rgb: np.ndarray, config: CellPreprocess = CellPreprocess()) -> Cel
     if float(stain.max()) - float(stain.min()) < 10.0:  # a flat image: no stained nucleus
         return None
     threshold = max(float(threshold_otsu(stain)), 10.0)
-    mask = ndi.binary_opening(stain > threshold, _disk(1))
-    merging = _disk(config.merge * max(small.shape[:2]))
+    mask = ndi.binary_opening(stain > threshold, disk(1))
+    merging = disk(config.merge * max(small.shape[:2]))
     merged = ndi.binary_dilation(mask, merging) if merging is not None else mask
     labels, n = ndi.label(merged)
     if n == 0:
@@ -247,7 +242,7 @@ def prepare_cell(rgb: np.ndarray, size: int, config: CellPreprocess = CellPrepro
                  ) -> tuple[np.ndarray, bool]:
     """The cell framed, resized to ``size`` x ``size`` (bilinear) and stain-normalised (uint8),
     and whether a nucleus was found (False: the whole image was used)."""
-    from leuko.inputs import resize_square
+    from leuko.images import resize
 
     rgb = _check_rgb(rgb)
     found = find_cell(rgb, config) if config.cell_crop else None
@@ -255,11 +250,11 @@ def prepare_cell(rgb: np.ndarray, size: int, config: CellPreprocess = CellPrepro
         square = crop_square(rgb, cell_box(found.nucleus_box, config.scale))
     else:
         square = whole_square(rgb)
-    square = resize_square(np.ascontiguousarray(square), int(size))
+    square = resize(np.ascontiguousarray(square), int(size), int(size))
     if config.stain_norm == "reinhard":
         stain = nuclear_map(square)
         nucleus = stain > _otsu_or_inf(stain)
-        background = ~ndi.binary_dilation(nucleus, _disk(max(1, size / 48)))
+        background = ~ndi.binary_dilation(nucleus, disk(max(1, size / 48)))
         square = reinhard(square, background if background.sum() >= 16 else None)
     return square, found is not None or not config.cell_crop
 

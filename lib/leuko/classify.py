@@ -17,8 +17,8 @@ The engine behind ``leuko classify`` (see :mod:`leuko.cli`):
 
 Single cells: each image is one cell, centre-cropped when the model's metadata says so, and
 resized (bilinear, aspect not kept) to the model's input size, as in training.
-Smears (``smear=True``): :func:`leuko.smear.detect_cells` finds the white cells, each is cropped
-(:func:`leuko.smear.cell_crop_box`), classified, and an annotated PNG of the smear is written.
+Smears (``smear=True``): :func:`leuko.detect.detect_cells` finds the white cells, each is cropped
+(:func:`leuko.detect.cell_crop_box`), classified, and an annotated PNG of the smear is written.
 """
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ def cmd_classify(args) -> int:
         return EXIT_USAGE
     detect_config = None
     if args.smear:
-        from leuko.smear import DetectConfig
+        from leuko.detect import DetectConfig
 
         detect_config = DetectConfig(**({"cell_size": args.cell_size} if args.cell_size
                                         else {}))
@@ -213,7 +213,6 @@ def cmd_export(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``leuko`` console script; returns the exit code."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     if args.command == "classify":
         return cmd_classify(args)
