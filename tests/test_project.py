@@ -64,9 +64,12 @@ def test_readme_results_match_the_metrics_files():
     metrics = ROOT / "reports" / "metrics"
     if not any(metrics.glob("*.json")):
         pytest.skip("no metrics committed yet")
-    table = report.results_table(report.load_results(metrics))
     readme = (ROOT / "README.md").read_text()
-    assert report.readme_table(table) in readme, "run `make results` after `make study`"
+    assert report.readme_table(report.readme_results_table(metrics)) in readme, \
+        "run `make results` after `make study`"
+    cells = report.cells_markdown(ROOT / "reports" / "cells" / "cross_source.csv")
+    assert cells in readme, "run `make results` after `make study`"
+    assert report.times_markdown(ROOT / "reports" / "times") in readme, "run `make results`"
 
 
 def test_dvc_plots_show_curves_and_a_confusion_matrix_per_evaluated_split():

@@ -129,15 +129,12 @@ def allidb_hashes(allidb_manifest) -> np.ndarray:
                      for p in allidb_manifest.path])
 
 
-@pytest.mark.xfail(strict=True, reason="study.prepare does not yet join near duplicates into "
-                   "leak groups (issue 17): ALL-IDB2 has shifted copies of one cell (Im222_0 / "
-                   "Im256_0); remove this mark when prepare calls splits.near_duplicate_groups")
 def test_prepared_split_has_no_near_duplicates_across_sides(allidb_manifest, allidb_hashes):
     assert splits.near_duplicates(allidb_manifest, allidb_hashes).empty
 
 
 def test_near_duplicate_groups_keep_copies_on_one_side(allidb_manifest, allidb_hashes):
-    """What prepare should do: near duplicates join the leak groups before the split."""
+    """What prepare does: near duplicates join the leak groups before the split."""
     frame = allidb_manifest.assign(near=splits.near_duplicate_groups(allidb_hashes))
     assert frame.near.nunique() < len(frame)  # ALL-IDB2 has shifted copies
     side = splits.split_train_val_test(frame, seed=0, keys=("group", "sha256", "near"))

@@ -230,29 +230,80 @@ def readme_table(table: pd.DataFrame) -> str:
     return "\n".join([*lines, "", _INTERVALS_NOTE])
 
 
-def update_readme(readme: Path, table: pd.DataFrame) -> bool:
-    """Replace the results table between the README's markers; True if the text changed."""
+def readme_block_markers(name: str) -> tuple[str, str]:
+    """The README's markers around the block ``name`` that ``make results`` writes."""
+    if name == "results":
+        return README_START, README_END
+    return (f"<!-- {name}:start (written by `make results`; do not edit by hand) -->",
+            f"<!-- {name}:end -->")
+
+
+def replace_readme_block(text: str, name: str, body: str) -> str:
+    """``text`` with the block ``name`` (between its markers) replaced by ``body``."""
+    start, end = readme_block_markers(name)
+    if start not in text or end not in text:
+        raise ValueError(f"README lacks the markers {start!r} / {end!r}")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def update_readme(readme: Path, table: pd.DataFrame, blocks: dict[str, str] | None = None
+                  ) -> bool:
+    """Replace the results table (and each of ``blocks``: name -> markdown) between the
+    README's markers; True if the text changed."""
     text = Path(readme).read_text()
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"{readme} lacks the results markers {README_START!r} / {README_END!r}")
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    new = f"{head}{README_START}\n{readme_table(table)}\n{README_END}{tail}"
+    new = replace_readme_block(text, "results", readme_table(table))
+    for name, body in (blocks or {}).items():
+        new = replace_readme_block(new, name, body)
     if new != text:
         Path(readme).write_text(new)
     return new != text
 
 
+def cells_markdown(cross_source_csv: Path) -> str:
+    """The leave-one-source-out table of ``reports/cells/cross_source.csv`` as markdown."""
+    from leuko.crosssource import cross_source_view
+
+    if not Path(cross_source_csv).is_file():
+        return f"*Not run yet: {cross_source_csv} is missing (`dvc repro evaluate-cells`).*"
+    view = cross_source_view(pd.read_csv(cross_source_csv))
+    return view.to_markdown(index=False)
+
+
+def times_markdown(times_dir: Path) -> str:
+    """The run behind the numbers: per stage wall time, the total and the machine, from
+    ``reports/times`` (``leuko.stagetimes``)."""
+    from leuko.stagetimes import stage_times_summary, stage_times_table
+
+    table = stage_times_table(times_dir)
+    if table.empty:
+        return f"*No stage times in {times_dir}.*"
+    summary = stage_times_summary(table)
+    rows = table.sort_values("started")
+    lines = [f"Stages timed: {summary['stages']}, {summary['stage_seconds'] / 60:.1f} min of "
+             f"stage time, first start to last end {summary['span_seconds'] / 60:.1f} min "
+             f"({rows['started'].iloc[0]} to {rows['ended'].iloc[-1]}). Machine(s): "
+             + "; ".join(summary["machines"]) + ".", "",
+             "| stage | seconds | started |", "|---|---|---|"]
+    lines += [f"| {r.stage} | {r.seconds:.0f} | {r.started} |" for r in rows.itertuples()]
+    return "\n".join(lines)
+
+
+def readme_results_table(metrics_dir: Path) -> pd.DataFrame:
+    """The thesis and leukemia models' results (the cell classifier has its own block)."""
+    return results_table([r for r in load_results(Path(metrics_dir))
+                          if not r["model"].startswith("cells-")])
+
+
 def main() -> int:
-    """``python -m leuko.report``: refresh the README's results table from reports/metrics."""
-    table = results_table(load_results(Path("reports/metrics")))
-    changed = update_readme(Path("README.md"), table)
-    print("README.md results table " + ("updated" if changed else "already current"))
+    """``python -m leuko.report``: refresh the README's results table, the cell classifier's
+    leave-one-source-out table and the stage times from the run's files."""
+    changed = update_readme(Path("README.md"), readme_results_table(Path("reports/metrics")), {
+        "cells": cells_markdown(Path("reports/cells/cross_source.csv")),
+        "times": times_markdown(Path("reports/times"))})
+    print("README.md results " + ("updated" if changed else "already current"))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 def stage_links_markdown(notebooks_dir: Path = Path("reports/notebooks")) -> str:
@@ -516,3 +567,7 @@ def stain_robustness_summary(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"as imaged": table["none"], "mean under shift": shifted.mean(axis=1),
                          "worst under shift": shifted.min(axis=1),
                          "worst shift": shifted.idxmin(axis=1)})
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

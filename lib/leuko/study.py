@@ -164,12 +164,9 @@ def load_features(path: Path) -> dict[str, np.ndarray]:
 
 def save_model(model, path: Path) -> Path:
     """Save a Keras model in the ``.keras`` format, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    tmp.replace(path)
-    return path
+    with atomic_write(path) as tmp:  # the temporary name keeps the .keras suffix
+        model.save(tmp)
+    return Path(path)
 
 
 def load_model(path: Path):
@@ -210,19 +207,28 @@ def prepare(dataset: str, data_path: Path, seed: int, policy: str = "fail",
 
 def prepare_leukemia(dataset: str, data_path: Path, seed: int, policy: str, split_ratios,
                      folds: int, progress: bool) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
-    """The leukemia manifest: 6:3:1 train/val/test, stratified, grouped by patient and hash."""
+    """The leukemia manifest: 6:3:1 train/val/test, stratified, grouped by patient, content hash
+    and near-duplicate group (``near``: images within ``splits.NEAR_DUPLICATE_DISTANCE`` of
+    each other's fingerprints under any quarter turn or flip)."""
     layout = datasets.detect_layout(data_path)
     if layout not in ("all-idb2", "cnmc"):
         raise ValueError(f"leukemia dataset at {data_path} has layout {layout!r}; expected "
                          "ALL-IDB2 or C-NMC 2019")
+    from leuko.images import dihedral_dhashes, load_rgb
+
     prepared = datasets.adapter_for(layout)(data_path, policy=policy, progress=progress)
     frame = prepared.manifest
+    # shifted, turned or re-encoded copies of one cell (ALL-IDB2 has some) are one leak group
+    hashes = np.stack([dihedral_dhashes(load_rgb(p)) for p in frame["path"]])
+    frame["near"] = splits.near_duplicate_groups(hashes)
+    keys = ("group", "sha256", "near")
     labelled = frame["split"] != "prelim"
     frame.loc[labelled, "split"] = splits.split_train_val_test(
-        frame[labelled], split_ratios, seed).to_numpy()
+        frame[labelled], split_ratios, seed, keys=keys).to_numpy()
     if folds and folds >= 2:
         frame["fold"] = -1
-        frame.loc[labelled, "fold"] = splits.kfold(frame[labelled], folds, seed).to_numpy()
+        frame.loc[labelled, "fold"] = splits.kfold(frame[labelled], folds, seed,
+                                                   keys=keys).to_numpy()
     return {dataset: frame}, datasets_bad_frame(prepared)
 
 
