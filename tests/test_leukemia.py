@@ -241,11 +241,11 @@ def test_leukemia_notebooks_end_to_end(tmp_path, allidb_root):
     steps = pd.read_csv(paths.live(the_id) / "plots" / "metrics" / "train" / "accuracy.tsv",
                         sep="\t")["step"].tolist()
     assert steps == [0, 1]  # both phases' curves in one DVCLive folder
-    from leuko.report import load_results, results_table
+    from leuko.report import leukemia_section_items, load_results, results_table
 
     table = results_table(load_results(tmp_path / "reports" / "metrics"))
     assert table["model"].tolist() == [the_id]
-    items = leukemia.section_items(load_results(tmp_path / "reports" / "metrics"), paths)
+    items = leukemia_section_items(load_results(tmp_path / "reports" / "metrics"), paths)
     assert sum(isinstance(i, pd.DataFrame) for i in items) == 1
     executed = (tmp_path / "executed" / "08-evaluate-leukemia.ipynb").read_text()
     assert executed.count('"image/png"') >= 3  # confusion matrix and the two galleries

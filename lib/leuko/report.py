@@ -12,6 +12,7 @@ import pandas as pd
 import yaml
 
 from leuko.atomic import write_csv_atomic
+from leuko.leukemia import GALLERY_KINDS, LeukemiaPaths, is_leukemia_result
 
 # Published numbers of the two studies this project reproduces (see DESIGN.md).
 PUBLISHED = {
@@ -567,6 +568,74 @@ def stain_robustness_summary(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"as imaged": table["none"], "mean under shift": shifted.mean(axis=1),
                          "worst under shift": shifted.min(axis=1),
                          "worst shift": shifted.idxmin(axis=1)})
+
+
+# --- the leukemia study's section ------------------------------------------------------------
+
+LEUKEMIA_PATHS = LeukemiaPaths()
+
+def leukemia_section_items(results: list[dict], paths: LeukemiaPaths = LEUKEMIA_PATHS) -> list:
+    """The leukemia section of the report, in reading order: Markdown, tables (DataFrames),
+    figures and saved images (``IPython.display.Image``) for every leukemia model."""
+    from IPython.display import Image, Markdown
+
+    from leuko.figures import plot_confusion_matrix, plot_training_curves
+    from leuko.metrics import classification_report_frame
+
+    items: list = [Markdown(
+        "## Leukemia study: ALL blast vs healthy cell\n\n"
+        "The C-NMC 2019 report's recipe: centre crop, 6:3:1 split by patient and content hash, "
+        "train and validation balanced by augmentation, Solution A (custom CNN) and Solution B "
+        "(EfficientNetB2 from scratch). The test images are never augmented.")]
+    leukemia = sorted((r for r in results if is_leukemia_result(r)),
+                      key=lambda r: (r["dataset"], r.get("solution", ""), r["model"]))
+    for dataset in dict.fromkeys(r["dataset"] for r in leukemia):
+        items.append(Markdown(f"### {dataset}: the augmentation"))
+        figure = paths.augment_figure(dataset)
+        items.append(Image(filename=str(figure)) if figure.is_file()
+                     else Markdown(f"(no augmentation figure at `{figure}`)"))
+        for result in (r for r in leukemia if r["dataset"] == dataset):
+            the_id = result["model"]
+            name = f"Solution {result.get('solution', '?').upper()} ({result['network']})"
+            items.append(Markdown(f"### {dataset}, {name}"))
+            live = paths.live(the_id)
+            if live.is_dir():
+                items.append(plot_training_curves(load_history(live), title=the_id))
+            for split, metrics in result["splits"].items():
+                ci = metrics["intervals"]["accuracy"]
+                items.append(Markdown(
+                    f"**{split}** ({metrics['n']} images): accuracy {metrics['accuracy']:.3f} "
+                    f"[95 % CI {ci['low']:.3f}, {ci['high']:.3f}], macro F1 "
+                    f"{metrics['macro_f1']:.3f}"))
+                items.append(classification_report_frame(metrics).round(3))
+                items.append(plot_confusion_matrix(metrics["confusion_matrix"],
+                                                   result["classes"], title=f"{the_id}: {split}"))
+            for kind in GALLERY_KINDS:
+                gallery = paths.gallery(the_id, kind)
+                if gallery.is_file():
+                    items.append(Image(filename=str(gallery)))
+            if "kfold" in result:
+                summary = result["kfold"]["summary"]
+                items.append(Markdown(
+                    f"**{result['kfold']['folds']}-fold cross-validation**: accuracy "
+                    f"{summary['accuracy']['mean']:.3f} ± {summary['accuracy']['sd']:.3f}, "
+                    f"macro F1 {summary['macro_f1']['mean']:.3f} ± "
+                    f"{summary['macro_f1']['sd']:.3f} (mean ± sd over folds)"))
+                figure = paths.kfold_figure(the_id)
+                if figure.is_file():
+                    items.append(Image(filename=str(figure)))
+    return items
+
+
+def display_leukemia_section(metrics_dir: str | Path = "reports/metrics",
+                             paths: LeukemiaPaths = LEUKEMIA_PATHS) -> int:
+    """Display the leukemia section in a notebook; returns the number of leukemia models."""
+    from IPython.display import display
+
+    results = [r for r in load_results(Path(metrics_dir)) if is_leukemia_result(r)]
+    for item in leukemia_section_items(results, paths):
+        display(item)
+    return len(results)
 
 
 if __name__ == "__main__":
