@@ -12,6 +12,7 @@ from leuko.cells import (
     find_cell,
     prepare_cell,
     reinhard,
+    tight_frame,
 )
 
 BACKGROUND = (236, 214, 200)  # pale pink glass and plasma
@@ -115,3 +116,15 @@ def test_config_names_bad_values():
         CellPreprocess(scale=0.5)
     with pytest.raises(ValueError, match="uint8"):
         prepare_cell(np.zeros((10, 10, 3), dtype=np.float32), 8)
+
+
+def test_a_tight_crop_is_padded_with_plain_background_and_framed_as_a_loose_one():
+    loose = draw_cell((300, 300), (150, 150), 50)
+    tight = tight_frame(loose, NO_STAIN_NORM)
+    assert tight.shape[0] < 130 and tight.shape[1] < 130  # the cell and little else
+    a, found_a = prepare_cell(loose, 64, NO_STAIN_NORM)
+    b, found_b = prepare_cell(tight, 64, NO_STAIN_NORM)
+    assert found_a and found_b
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 8
+    # the padding is the border's colour (glass), not a mirror image of the cell
+    assert np.abs(b[0, 0].astype(int) - BACKGROUND).max() <= 2

@@ -16,24 +16,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import WBC_CLASSES, save_tiny_model
 from leuko import classify, cli
-from leuko.study import save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SIMPLE = ROOT / "data/blood-cell-images/images/TEST_SIMPLE"
-CLASSES = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
-
-
-def save_tiny_model(folder: Path, size: int = 16, crop=None) -> Path:
-    """A tiny classifier (mean colour -> softmax) saved as ``.keras`` with its metadata."""
-    from test_export import tiny_model
-
-    model = tiny_model(size=size, colour_weights=[[4, 0, 0, -4], [0, 4, 0, 0],
-                                                  [0, 0, 4, 4]])
-    path = save_model(model, folder / "tiny.keras")
-    (folder / "tiny.json").write_text(json.dumps(
-        {"classes": CLASSES, "input_size": [size, size], "crop": crop}))
-    return path
+CLASSES = WBC_CLASSES
 
 
 @pytest.fixture(scope="module")

@@ -10,30 +10,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import tiny_model
 from leuko import export
 from leuko.study import Paths, save_model, write_json
 
 CLASSES = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
 DATA_DVC = "outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n  size: 1\n  nfiles: 1\n" \
            "  hash: md5\n  path: data\n"
-
-
-def tiny_model(n_classes: int = 4, size: int = 16, colour_weights=None):
-    """Input(0..255) -> Preprocess('unit') -> mean colour -> Dense(softmax): tiny and fast."""
-    import keras
-
-    from leuko.networks import Preprocess
-
-    inputs = keras.Input((size, size, 3), name="image")
-    x = Preprocess("unit", name="preprocess")(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    dense = keras.layers.Dense(n_classes, activation="softmax", name="head")
-    outputs = dense(x)
-    model = keras.Model(inputs, outputs, name="tiny")
-    if colour_weights is not None:
-        dense.set_weights([np.asarray(colour_weights, np.float32),
-                           np.zeros(n_classes, np.float32)])
-    return model
 
 
 def make_study(root: Path, models: dict[str, float], with_val: bool = True) -> Paths:

@@ -188,7 +188,7 @@ def _small_rows(pbc: pd.DataFrame, per: int) -> pd.DataFrame:
 
 
 @pytest.mark.slow
-def test_cells_pipeline_on_real_images_to_classify(tmp_path, pbc_split):
+def test_cells_pipeline_on_real_images_to_classify(tmp_path, pbc_split, capsys):
     """Real images -> prepared cells -> a (1-epoch) two-source model -> evaluation ->
     export -> `leuko classify` with its 5-part differential and uncertain count."""
     from dataclasses import replace
@@ -223,13 +223,20 @@ def test_cells_pipeline_on_real_images_to_classify(tmp_path, pbc_split):
     assert meta["differential_classes"] == list(datasets.DIFFERENTIAL_CLASSES)
     out = tmp_path / "cells.csv"
     images = [DATA / "pbc" / "ig", DATA / "blood-cell-images/images/TEST_SIMPLE/MONOCYTE"]
+    capsys.readouterr()  # what training printed
     code = cli.main(["classify", *map(str, images), "--model", meta["model_file"], "-o",
                      str(out), "--no-progress", "--json"])
     assert code == 0
-    table = pd.read_csv(out, keep_default_na=False)
-    assert len(table) == 150 + 4
-    assert set(table["uncertain"]) <= {"true", "false", True, False}
+    summary = json.loads(capsys.readouterr().out)
+    table = pd.read_csv(out)
+    assert len(table) == 150 + 4 == summary["cells"]
     assert set(table["predicted"]) <= set(multisource.CLASS_ORDER)
-    counted = Counter(table.loc[table["uncertain"].astype(str) == "false", "predicted"])
-    report = json.loads(json.dumps(dict(counted)))
-    assert sum(report.values()) + (table["uncertain"].astype(str) == "true").sum() == 154
+    uncertain = table["uncertain"].astype(bool)
+    assert summary["uncertain"] == int(uncertain.sum())
+    counted = Counter(table.loc[~uncertain, "predicted"])
+    assert {r["class"]: r["cells"] for r in summary["differential"]} == {
+        c: counted.get(c, 0) for c in datasets.DIFFERENTIAL_CLASSES}
+    assert summary["other_cells"] == {c: counted.get(c, 0) for c in datasets.OTHER_CELL_CLASSES}
+    # every cell is counted once: in the differential, among the others, or as uncertain
+    assert (sum(r["cells"] for r in summary["differential"]) + sum(summary["other_cells"].values())
+            + summary["uncertain"]) == 154

@@ -14,7 +14,9 @@ own images anything from a tight crop to a fifth of the field. Before a network 
    cell.
 2. **Frame it** (:func:`cell_box`): a square around the nucleus, its side ``scale`` times the
    nucleus' longer side (so the cytoplasm and a ring of context are inside), moved into the
-   image where it can be and padded by reflection where it cannot. When no nucleus is found the
+   image where it can be and padded with the image's border colour where it cannot (a tightly
+   cropped cell then sits on plain background, as on glass; a reflection would add mirrored
+   copies of its edge that no training image shows). When no nucleus is found the
    whole image is used, squared, and the result says so (``found=False``): nothing is dropped
    silently, the count of such images is reported by training, evaluation and ``classify``.
 3. **Normalise the stain** (:func:`reinhard`): Reinhard et al. (2001) colour transfer in CIE
@@ -173,7 +175,7 @@ def cell_box(nucleus_box: tuple[int, int, int, int], scale: float
 
 def crop_square(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """The pixels of a square ``box``, moved into the image where the image is large enough and
-    padded by reflection where it is not."""
+    padded with the median colour of the image's border where it is not."""
     height, width = rgb.shape[:2]
     x0, y0, x1, y1 = box
     side = x1 - x0
@@ -185,12 +187,15 @@ def crop_square(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     pad = ((max(0, -y0), max(0, y1 - height)), (max(0, -x0), max(0, x1 - width)), (0, 0))
     inside = rgb[max(0, y0):min(height, y1), max(0, x0):min(width, x1)]
     if any(p for pair in pad[:2] for p in pair):
-        inside = np.pad(inside, pad, mode="reflect")  # numpy repeats the reflection as needed
+        border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+        colour = np.median(border, axis=0).astype(rgb.dtype)
+        inside = np.stack([np.pad(inside[..., c], pad[:2], constant_values=colour[c])
+                           for c in range(3)], axis=-1)
     return inside
 
 
 def whole_square(rgb: np.ndarray) -> np.ndarray:
-    """The whole image, squared by reflection padding of its shorter side (centred)."""
+    """The whole image, squared by padding its shorter side with the border colour (centred)."""
     height, width = rgb.shape[:2]
     side = max(height, width)
     return crop_square(rgb, (round((width - side) / 2), round((height - side) / 2),
@@ -236,6 +241,23 @@ def _check_rgb(rgb: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got shape {rgb.shape} "
                          f"dtype {rgb.dtype}")
     return rgb
+
+
+def tight_frame(rgb: np.ndarray, config: CellPreprocess = CellPreprocess(), margin: float = 1.15
+                ) -> np.ndarray:
+    """The image cut to its cell with little context (``margin`` x the stained cell's box): how
+    another lab may frame its single-cell images. A training augmentation: the prepared cell
+    then sits on padding, as a user's tight crop will. The image itself when no cell is found."""
+    found = find_cell(_check_rgb(rgb), config)
+    if found is None:
+        return rgb
+    height, width = rgb.shape[:2]
+    xmin, ymin, xmax, ymax = found.nucleus_box
+    cx, cy = (xmin + xmax) / 2, (ymin + ymax) / 2
+    half_w, half_h = (xmax - xmin) * margin / 2, (ymax - ymin) * margin / 2
+    x0, x1 = max(0, round(cx - half_w)), min(width, round(cx + half_w))
+    y0, y1 = max(0, round(cy - half_h)), min(height, round(cy + half_h))
+    return np.ascontiguousarray(rgb[y0:y1, x0:x1]) if x1 - x0 > 4 and y1 - y0 > 4 else rgb
 
 
 def prepare_cell(rgb: np.ndarray, size: int, config: CellPreprocess = CellPreprocess()

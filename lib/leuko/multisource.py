@@ -71,6 +71,7 @@ class CellData:
     bci_train_per_class: int = 300  # blood-cell-images TRAIN: round-robin over source cells
     bci_val_per_class: int = 100
     pbc_split: tuple[float, float, float] = (0.6, 0.2, 0.2)  # train / val / test
+    tight_share: float = 0.0  # share of training images cut tight to their cell first
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -107,18 +108,23 @@ def cell_rows(bci: pd.DataFrame, pbc: pd.DataFrame, data: CellData, seed: int) -
         drop=True)
 
 
-def _prepare_one(task: tuple[str, int, dict]) -> tuple[np.ndarray, bool]:
+def _prepare_one(task: tuple[str, int, dict, bool]) -> tuple[np.ndarray, bool]:
+    from leuko.cells import tight_frame
     from leuko.images import load_rgb
 
-    path, size, config = task
-    return prepare_cell(load_rgb(path), size, CellPreprocess.from_dict(config))
+    path, size, config, tight = task
+    config = CellPreprocess.from_dict(config)
+    image = load_rgb(path)
+    return prepare_cell(tight_frame(image, config) if tight else image, size, config)
 
 
 def prepare_images(paths: list[str], size: int, config: CellPreprocess, workers: int = 2,
-                   progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                   progress: bool = True, tight=None) -> tuple[np.ndarray, np.ndarray]:
     """``prepare_cell`` on every file, in ``workers`` processes: uint8 images (N, size, size, 3)
-    and a bool per image, True where a nucleus was found."""
-    tasks = [(str(p), int(size), config.to_dict()) for p in paths]
+    and a bool per image, True where a nucleus was found. ``tight``: a bool per file, True
+    where the image is first cut tight to its cell (``leuko.cells.tight_frame``)."""
+    tight = [False] * len(paths) if tight is None else [bool(t) for t in tight]
+    tasks = [(str(p), int(size), config.to_dict(), t) for p, t in zip(paths, tight, strict=True)]
     images = np.empty((len(tasks), size, size, 3), dtype=np.uint8)
     found = np.empty(len(tasks), dtype=bool)
     bar = tqdm(total=len(tasks), disable=not progress, desc=f"cells {size}px", unit="img",
@@ -142,14 +148,19 @@ def cache_path(paths: Paths = DEFAULT_PATHS) -> Path:
 
 
 def build_cell_cache(rows: pd.DataFrame, data: CellData, config: CellPreprocess,
-                     paths: Paths = DEFAULT_PATHS, workers: int = 2, progress: bool = True) -> Path:
+                     paths: Paths = DEFAULT_PATHS, workers: int = 2, progress: bool = True,
+                     seed: int = 0) -> Path:
     """Prepare every row's cell once; write the images, the found flags and the rows' table
-    (``build/cells/cells.npz`` and its manifest ``build/manifests/cells.csv``)."""
+    (``build/cells/cells.npz`` and its manifest ``build/manifests/cells.csv``). A seeded
+    ``data.tight_share`` of the training rows is cut tight to its cell first (column
+    ``tight``), so that the models also learn cells framed as another lab may frame them."""
     from leuko.study import save_features, write_manifest
 
+    rng = np.random.default_rng([seed, 7])
+    tight = (rows["split"] == "train").to_numpy() & (rng.random(len(rows)) < data.tight_share)
     images, found = prepare_images(list(rows["path"]), data.image_size, config, workers,
-                                   progress)
-    rows = rows.assign(cell_found=found, index=np.arange(len(rows)))
+                                   progress, tight)
+    rows = rows.assign(cell_found=found, tight=tight, index=np.arange(len(rows)))
     write_manifest(rows, paths.manifest(CACHE_NAME))  # sorted by path; index = image row
     return save_features(cache_path(paths), images=images, found=found,
                          paths=rows["path"].to_numpy(dtype=str))
@@ -179,7 +190,8 @@ def load_cell_cache(paths: Paths = DEFAULT_PATHS) -> CellCache:
     if len(arrays["images"]) != len(rows):
         raise ValueError(f"{cache_path(paths)} holds {len(arrays['images'])} images but "
                          f"{paths.manifest(CACHE_NAME)} {len(rows)} rows: rerun the cells stage")
-    rows["cell_found"] = rows["cell_found"].astype(str).str.lower() == "true"
+    for flag in ("cell_found", "tight"):
+        rows[flag] = rows[flag].astype(str).str.lower() == "true"
     return CellCache(rows, arrays["images"])
 
 
@@ -298,6 +310,7 @@ def train_cell_model(training: str, cache: CellCache, config: CellTraining, abst
         "n_train": {s: int((train_rows["source"] == s).sum()) for s in sources},
         "n_val": {s: int((val_rows["source"] == s).sum()) for s in sources},
         "cells_not_found_train": int((~train_rows["cell_found"]).sum()),
+        "tight_framed_train": int(train_rows["tight"].sum()),
         "cell_preprocess": preprocess.to_dict(), "config": {**asdict(config),
                                                             "head_units": list(config.head_units)},
         "temperature": temperature, "abstain": {**abstain.to_dict(), "threshold": threshold},
@@ -369,7 +382,7 @@ def cells_stage(study: CellStudy, seed: int, bad_images: str = "fail", workers: 
     write_csv_atomic(paths.bad_images("pbc"), bad)
     bci = read_manifest(paths.manifest("blood-cell-images"))
     rows = cell_rows(bci, pbc, study.data, seed)
-    build_cell_cache(rows, study.data, study.preprocess, paths, workers)
+    build_cell_cache(rows, study.data, study.preprocess, paths, workers, seed=seed)
     return load_cell_cache(paths).rows
 
 

@@ -291,6 +291,23 @@ def times_markdown(times_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def ablation_markdown(ablation_csv: Path) -> str:
+    """The cell-preprocessing ablation (``benchmarks/cells_ablation.py``) as markdown: held-out
+    source accuracy and macro F1 per variant and direction, with the machine it ran on."""
+    if not Path(ablation_csv).is_file():
+        return f"*Not run yet: `.venv/bin/python benchmarks/cells_ablation.py` writes {ablation_csv}.*"
+    table = pd.read_csv(ablation_csv)
+    view = pd.DataFrame({
+        "preprocessing": table["variant"], "trained on": table["trained on"],
+        "tested on (unseen source)": table["tested on"],
+        "accuracy %": (100 * table["accuracy"]).round(1),
+        "macro F1 %": (100 * table["macro F1"]).round(1)})
+    first = table.iloc[0]
+    return (view.to_markdown(index=False) + f"\n\n{int(first['epochs'])} epochs, "
+            f"{int(first['per_class'])} training cells per class and source, seed 0; "
+            f"machine: {first['machine']}.")
+
+
 def readme_results_table(metrics_dir: Path) -> pd.DataFrame:
     """The thesis and leukemia models' results (the cell classifier has its own block)."""
     return results_table([r for r in load_results(Path(metrics_dir))
@@ -302,7 +319,8 @@ def main() -> int:
     leave-one-source-out table and the stage times from the run's files."""
     changed = update_readme(Path("README.md"), readme_results_table(Path("reports/metrics")), {
         "cells": cells_markdown(Path("reports/cells/cross_source.csv")),
-        "times": times_markdown(Path("reports/times"))})
+        "times": times_markdown(Path("reports/times")),
+        "ablation": ablation_markdown(Path("reports/ablation/cells.csv"))})
     print("README.md results " + ("updated" if changed else "already current"))
     return 0
 
