@@ -90,3 +90,15 @@ def test_dvc_plots_show_curves_and_a_confusion_matrix_per_evaluated_split():
             spec = shown[plot_id][0]["content"]["spec"]
             assert spec["encoding"]["x"]["field"] == "predicted"
             assert spec["encoding"]["y"]["field"] == "actual"
+
+
+def test_full_preset_names_the_weights_to_place_offline(tmp_path, monkeypatch):
+    work = tmp_path / "repo"
+    shutil.copytree(ROOT / "params", work / "params")
+    presets.apply_preset("full", work / "params", work / "params" / "presets")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty-keras-home"))
+    missing = dict(presets.missing_weights(work / "params" / "wbc.yaml"))
+    assert "mobilenet_v2" not in missing  # its weights come with the data
+    assert missing["vgg16"] == tmp_path / "empty-keras-home" / "models" / (
+        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    assert len(missing) == 8

@@ -39,7 +39,6 @@ from leuko.calibration import (
 from leuko.cells import CellPreprocess, prepare_cell
 from leuko.study import Paths, read_manifest
 
-SOURCES = ("blood-cell-images", "pbc")
 TRAININGS: dict[str, tuple[str, ...]] = {
     "blood-cell-images": ("blood-cell-images",),
     "pbc": ("pbc",),
@@ -212,10 +211,6 @@ class Abstain:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _elapsed(start: float) -> float:
-    return round(time.perf_counter() - start, 2)
 
 
 # --- training ---------------------------------------------------------------------------------

@@ -48,8 +48,41 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"preset {argv[0]}: wrote " + ", ".join(str(p) for p in written))
-    print("`dvc status` now lists the stages whose parameters changed; `dvc repro` runs them.")
+    print(f"the pipeline now has {stage_count()} stages; `dvc status` lists those whose "
+          "parameters changed, `dvc repro` runs them.")
+    missing = missing_weights()
+    if missing:
+        print("ImageNet weights this preset needs and the Keras cache lacks (downloaded on first "
+              "use; offline, place these files there by hand):")
+        for network, path in missing:
+            print(f"  {network}: {path}")
     return 0
+
+
+def stage_count(dvc_yaml: Path = Path("dvc.yaml")) -> int:
+    """How many stages ``dvc.yaml`` expands to with the current parameters."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
+                         capture_output=True, text=True, check=True,
+                         cwd=Path(dvc_yaml).resolve().parent).stdout
+    return len(out.split())
+
+
+def missing_weights(wbc_yaml: Path = PARAMS / "wbc.yaml") -> list[tuple[str, Path]]:
+    """(network, cache path) of every ImageNet weights file ``wbc.networks`` needs that is not
+    in the Keras cache (MobileNetV2's come with the data)."""
+    import yaml
+
+    from leuko.networks import get_network, keras_cache_dir
+
+    networks = (yaml.safe_load(Path(wbc_yaml).read_text()) or {})["wbc"]["networks"]
+    out = []
+    for name in networks:
+        entry = get_network(name)
+        if entry.weights_file and not (keras_cache_dir() / entry.weights_file).is_file():
+            out.append((name, keras_cache_dir() / entry.weights_file))
+    return out
 
 
 if __name__ == "__main__":
