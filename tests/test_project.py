@@ -85,7 +85,7 @@ def test_dvc_plots_show_curves_and_a_confusion_matrix_per_evaluated_split():
             plot_id = f"reports/live/{model}/plots/metrics/{curve}.tsv"
             assert plot_id in shown, f"no dvc plot {plot_id}"
         for split in result["splits"]:
-            plot_id = f"reports/plots/confusion/{model}/{split}.csv"
+            plot_id = f"reports/plots/confusion/{model}/{split.replace('/', '-')}.csv"
             assert plot_id in shown, f"no dvc plot {plot_id}"
             spec = shown[plot_id][0]["content"]["spec"]
             assert spec["encoding"]["x"]["field"] == "predicted"

@@ -266,7 +266,7 @@ def test_classify_smears_writes_annotated_images(tmp_path, bccd, tiny, capsys):
     empty = 1 + sum(v == 0 for v in expected.values())  # no-cell.png has none by design
     assert f"White cells found: {total}" in printed.out
     assert f"{empty} smear(s) without a white cell found" in printed.out
-    assert f"Differential count ({total} cells):" in printed.out
+    assert f"Differential count ({total} white cells):" in printed.out
     assert "broken.jpg: not a decodable image" in printed.err
 
 

@@ -80,6 +80,11 @@ def score_part(probs: np.ndarray, rows: pd.DataFrame, classes: list[str], thresh
     return metrics, frame
 
 
+def plot_name(part: str) -> str:
+    """The file name of a test part's confusion data: ``pbc/test`` -> ``pbc-test``."""
+    return part.replace("/", "-")
+
+
 def stain_shift_score(model, rows: pd.DataFrame, images: np.ndarray, classes: list[str],
                       per_class: int, seed: int) -> dict:
     """Macro F1 on a class-balanced sample of validation cells as imaged and under each
@@ -133,6 +138,8 @@ def evaluate_cell_models(trainings, cache: CellCache, n_boot: int, seed: int,
             ).to_dict(orient="list")
             result["splits"][f"{source}/{split}"] = metrics
             frames.append(frame)
+            write_csv_atomic(paths.confusion_plot(the_id, plot_name(f"{source}/{split}")),
+                             frame[["actual", "predicted"]])
         val_rows, val_images = cache.part(summary["sources"], "val")
         result["validation_stain_shift"] = stain_shift_score(model, val_rows, val_images, classes,
                                                   shift_per_class, seed)

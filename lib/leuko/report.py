@@ -14,7 +14,7 @@ import yaml
 from leuko.atomic import write_csv_atomic
 from leuko.leukemia import GALLERY_KINDS, LeukemiaPaths, is_leukemia_result
 
-# Published numbers of the two studies this project reproduces (see DESIGN.md).
+# Published numbers of the two studies this project reproduces (the thesis, the C-NMC report).
 PUBLISHED = {
     "thesis transfer (mean of 8)": 0.878,
     "thesis scratch (mean of 8)": 0.263,
