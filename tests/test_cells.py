@@ -108,7 +108,7 @@ def test_two_labs_stains_come_closer_after_normalisation():
 
 
 def test_config_names_bad_values():
-    with pytest.raises(ValueError, match="unknown cell preprocessing key"):
+    with pytest.raises(ValueError, match="cell preprocessing: unknown key"):
         CellPreprocess.from_dict({"scael": 2.0})
     with pytest.raises(ValueError, match="stain_norm"):
         CellPreprocess(stain_norm="macenko")

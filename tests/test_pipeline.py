@@ -56,6 +56,13 @@ def test_wbc_notebooks_run_with_their_defaults(study_dir):
         interval = test["intervals"]["accuracy"]
         assert interval["low"] <= test["accuracy"] <= interval["high"]
         assert (study_dir / "reports" / "live" / model_id / "plots" / "metrics").is_dir()
+    # what people read: no TensorFlow CUDA start-up lines, no widget warnings in any output
+    for executed in (study_dir / "reports" / "notebooks").glob("*.ipynb"):
+        streams = "".join("".join(output.get("text", "")) for cell in
+                          json.loads(executed.read_text())["cells"]
+                          for output in cell.get("outputs", []) if output.get("name") == "stderr")
+        for noise in ("cuInit", "cuda drivers", "IProgress", "absl::InitializeLog"):
+            assert noise not in streams, f"{executed.name} shows {noise!r}"
     # the frozen ImageNet features already separate the classes well above chance (25 %)
     imagenet = json.loads((study_dir / "reports" / "metrics" /
                            "blood-cell-images-mobilenet_v2-imagenet.json").read_text())

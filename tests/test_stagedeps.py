@@ -18,10 +18,23 @@ HEAVY = ("prepare-", "features", "train", "evaluate", "export", "detect", "augme
 
 def test_dvc_yaml_lib_deps_match_the_imports():
     diff = stagedeps.differences(DVC_YAML)
-    assert not diff, ("dvc.yaml's lib/leuko deps differ from the imports; paste the lists of "
-                      "`python -m leuko.stagedeps`:\n" + "\n".join(
+    assert not diff, ("dvc.yaml's lib/leuko deps differ from the imports; run "
+                      "`python -m leuko.stagedeps --write`:\n" + "\n".join(
                           f"  {name}: missing {d['missing']}, extra {d['extra']}"
                           for name, d in diff.items()))
+
+
+def test_write_deps_restores_a_dropped_dependency(tmp_path):
+    for folder in ("lib", "notebooks"):
+        (tmp_path / folder).symlink_to(ROOT / folder)
+    copy = tmp_path / "dvc.yaml"
+    original = DVC_YAML.read_text()
+    dropped = original.replace("      - lib/leuko/splits.py\n", "", 1)
+    assert dropped != original
+    copy.write_text(dropped)
+    assert stagedeps.differences(copy)
+    assert stagedeps.write_deps(copy)
+    assert copy.read_text() == original and not stagedeps.differences(copy)
 
 
 def test_every_stage_runs_some_leuko_code():

@@ -401,7 +401,7 @@ def materialise(
     if load is None:
         from leuko.images import load_rgb as load
 
-    from tqdm.auto import tqdm
+    from leuko.progress import progress_bar
 
     plan = plan_balanced(
         frame, n_per_class, seed, label_col=label_col, path_col=path_col, mirror=config.mirror
@@ -424,7 +424,7 @@ def materialise(
     last_use = {items[i]["source_path"]: pos for pos, i in enumerate(order)}
     cache: dict[str, np.ndarray] = {}
     records: dict[int, dict[str, object]] = {}
-    with tqdm(total=len(plan), desc=f"augment {split}", disable=not progress, unit="img") as bar:
+    with progress_bar(total=len(plan), desc=f"augment {split}", enabled=progress) as bar:
         for pos, row_id in enumerate(order):
             item = items[row_id]
             source = item["source_path"]

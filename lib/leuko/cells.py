@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from PIL import Image
@@ -80,12 +80,9 @@ class CellPreprocess:
     @classmethod
     def from_dict(cls, values: dict | None) -> CellPreprocess:
         """A config from a dict such as a model's metadata, naming unknown keys."""
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown cell preprocessing key(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        from leuko.params import typed
+
+        return typed(cls, values or {}, "cell preprocessing")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -476,10 +476,9 @@ def run(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
     """Classify every image under ``inputs`` and write the CSV(s); see :mod:`leuko.cli`."""
     import time
 
-    from tqdm.auto import tqdm
-
     from leuko.atomic import atomic_write, write_csv_atomic
     from leuko.images import bad_images_frame
+    from leuko.progress import progress_bar
 
     start = time.perf_counter()
     classifier = classifier or load_classifier(model)
@@ -493,8 +492,8 @@ def run(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
     total = count_image_files(inputs, exclude)
     skipped: Counter = Counter()
     files = iter_image_files(inputs, skipped, exclude)
-    bar = tqdm(total=total, disable=not progress, unit="smear" if smear else "img",
-               desc="classify smears" if smear else "classify", dynamic_ncols=True)
+    bar = progress_bar(total=total, enabled=progress, unit="smear" if smear else "img",
+                       desc="classify smears" if smear else "classify")
     prob_columns = [f"p_{c}" for c in classes]
     smear_rows = []
     try:

@@ -23,10 +23,6 @@ import os
 import sys
 from pathlib import Path
 
-from leuko.tf_startup import quiet_tensorflow_start_up
-
-quiet_tensorflow_start_up()  # before anything imports TensorFlow: no CUDA lines on a CPU
-
 EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED = 0, 1, 2
 DEFAULT_MODEL = Path("build/export/wbc.keras")
 

@@ -233,9 +233,9 @@ def scan_images(
     bad: list[BadImage] = []
     iterator: Iterable[Path] = paths
     if progress:
-        from tqdm.auto import tqdm
+        from leuko.progress import progress_bar
 
-        iterator = tqdm(paths, total=len(paths), desc="Checking images", unit="img")
+        iterator = progress_bar(paths, total=len(paths), desc="Checking images")
     for path in iterator:
         try:
             data = _read_bytes(path)

@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from leuko import stain
 from leuko.crops import centre_crop
 from leuko.images import load_rgb, resize
+from leuko.progress import progress_bar
 
 resize_square = resize
 """The old name of :func:`leuko.images.resize` (size x size)."""
@@ -36,8 +36,8 @@ def load_resized(paths: Sequence[str | Path], size: int, crop: int | float | Non
     workers = workers or min(8, (os.cpu_count() or 2) * 2)
     with ThreadPoolExecutor(workers) as pool:
         iterator = pool.map(one, paths)
-        for i, image in enumerate(tqdm(iterator, total=len(paths), disable=not progress,
-                                       desc=f"decode {size}px", unit="img")):
+        for i, image in enumerate(progress_bar(iterator, total=len(paths), enabled=progress,
+                                               desc=f"decode {size}px")):
             out[i] = image
     return out
 

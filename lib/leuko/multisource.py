@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from leuko import datasets, splits
 from leuko.calibration import (
@@ -37,6 +36,8 @@ from leuko.calibration import (
     temperature_scale,
 )
 from leuko.cells import CellPreprocess, prepare_cell
+from leuko.params import read_block, typed
+from leuko.progress import progress_bar
 from leuko.study import Paths, read_manifest
 
 TRAININGS: dict[str, tuple[str, ...]] = {
@@ -64,13 +65,14 @@ def cell_model_id(training: str) -> str:
 
 @dataclass(frozen=True)
 class CellData:
-    """Which cells of each source the study uses (``params/cells.yaml: cells.data``)."""
+    """Which cells of each source the study uses (``params/cells.yaml: cells.data``, where
+    each value is set and explained)."""
 
-    image_size: int = 64
-    bci_train_per_class: int = 300  # blood-cell-images TRAIN: round-robin over source cells
-    bci_val_per_class: int = 100
-    pbc_split: tuple[float, float, float] = (0.6, 0.2, 0.2)  # train / val / test
-    tight_share: float = 0.0  # share of training images cut tight to their cell first
+    image_size: int
+    bci_train_per_class: int  # blood-cell-images TRAIN: round-robin over source cells
+    bci_val_per_class: int
+    pbc_split: tuple[float, float, float]  # train / val / test
+    tight_share: float  # share of training images cut tight to their cell first
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -126,8 +128,7 @@ def prepare_images(paths: list[str], size: int, config: CellPreprocess, workers:
     tasks = [(str(p), int(size), config.to_dict(), t) for p, t in zip(paths, tight, strict=True)]
     images = np.empty((len(tasks), size, size, 3), dtype=np.uint8)
     found = np.empty(len(tasks), dtype=bool)
-    bar = tqdm(total=len(tasks), disable=not progress, desc=f"cells {size}px", unit="img",
-               mininterval=10)
+    bar = progress_bar(total=len(tasks), enabled=progress, desc=f"cells {size}px")
     if workers <= 1:
         results = map(_prepare_one, tasks)
     else:
@@ -207,7 +208,7 @@ def classes_of(labels) -> list[str]:
 class Abstain:
     """The abstention rule (``params/cells.yaml: cells.abstain``)."""
 
-    val_coverage: float = 0.95  # share of validation cells classified; the rest uncertain
+    val_coverage: float  # share of validation cells classified; the rest uncertain
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -223,14 +224,14 @@ class CellTraining:
     kept in inference mode (the Keras transfer-learning guide's advice: the small batches
     of a CPU run would otherwise overwrite the pretrained statistics)."""
 
-    network: str = "mobilenet_v2"
-    epochs: int = 6
-    batch_size: int = 32
-    learning_rate: float = 3e-4
-    head_units: tuple[int, ...] = (256,)
-    head_dropout: float = 0.3
-    augment: bool = True  # flips and 90-degree turns
-    stain_jitter: float = 1.0  # leuko.stain.stain_jitter strength on top of normalisation
+    network: str
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    head_units: tuple[int, ...]
+    head_dropout: float
+    augment: bool  # flips and 90-degree turns
+    stain_jitter: float  # leuko.stain.stain_jitter strength on top of normalisation
 
 
 def build_cell_model(network: str, n_classes: int, image_size: int, head_units, dropout: float):
@@ -321,19 +322,6 @@ def train_cell_model(training: str, cache: CellCache, config: CellTraining, abst
 
 # --- parameters ---------------------------------------------------------------------------------
 
-PARAMS_FILE = Path("params/cells.yaml")
-
-
-def load_params(cells: dict | None = None, params_file: Path = PARAMS_FILE) -> dict:
-    """The ``cells`` parameters: as passed by papermill (``-f params/cells.yaml``), or read
-    from ``params_file`` when a notebook runs on its own (JupyterLab)."""
-    import yaml
-
-    if cells is None:
-        cells = (yaml.safe_load(Path(params_file).read_text()) or {})["cells"]
-    return cells
-
-
 @dataclass(frozen=True)
 class CellStudy:
     """Every setting of this study, typed, from the ``cells`` parameters."""
@@ -348,17 +336,18 @@ class CellStudy:
 
     @classmethod
     def from_params(cls, cells: dict | None = None) -> CellStudy:
-        p = load_params(cells)
-        data = dict(p["data"])
-        data["pbc_split"] = tuple(data["pbc_split"])
-        train = dict(p["train"])
-        train["head_units"] = tuple(train["head_units"])
+        """From the ``cells`` block (papermill ``-f params/cells.yaml``), or, when None, read
+        from params/cells.yaml."""
+        p = read_block("cells", cells)
+        data = {**p["data"], "pbc_split": tuple(p["data"]["pbc_split"])}
+        train = {**p["train"], "head_units": tuple(p["train"]["head_units"])}
         trainings = tuple(p["trainings"])
         for name in trainings:
             cell_model_id(name)
-        return cls(pbc_path=str(p["pbc_path"]), data=CellData(**data),
+        return cls(pbc_path=str(p["pbc_path"]), data=typed(CellData, data, "cells.data"),
                    preprocess=CellPreprocess.from_dict(p["preprocess"]),
-                   train=CellTraining(**train), abstain=Abstain(**p["abstain"]),
+                   train=typed(CellTraining, train, "cells.train"),
+                   abstain=typed(Abstain, p["abstain"], "cells.abstain"),
                    shift_per_class=int(p["evaluate"]["shift_per_class"]), trainings=trainings)
 
 

@@ -74,9 +74,6 @@ def missing_weights(wbc_yaml: Path = PARAMS / "wbc.yaml") -> list[tuple[str, Pat
     in the Keras cache (MobileNetV2's come with the data)."""
     import yaml
 
-    from leuko.tf_startup import quiet_tensorflow_start_up
-
-    quiet_tensorflow_start_up()  # the registry imports Keras: no CUDA lines on a CPU machine
     from leuko.networks import get_network, keras_cache_dir
 
     networks = (yaml.safe_load(Path(wbc_yaml).read_text()) or {})["wbc"]["networks"]

@@ -114,13 +114,12 @@ def evaluate_detection(smears: pd.DataFrame, config: DetectConfig = DEFAULT_CONF
                        keep_boxes: bool = True) -> pd.DataFrame:
     """Detect on every smear of ``smears`` (columns ``path``, ``boxes``) and count true
     positives, false positives and missed cells at IoU >= ``threshold``: one row per smear."""
-    from tqdm.auto import tqdm
-
     from leuko.images import load_rgb
+    from leuko.progress import progress_bar
 
     out = []
-    for record in tqdm(list(smears.itertuples(index=False)), disable=not progress,
-                       desc="detect", unit="smear"):
+    for record in progress_bar(list(smears.itertuples(index=False)), enabled=progress,
+                               desc="detect", unit="smear"):
         rgb = load_rgb(record.path)
         found = detect_cells(rgb, config)
         boxes = [d.box for d in found]

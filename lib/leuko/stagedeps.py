@@ -14,6 +14,7 @@ when, and only when, code it can run changed; ``tests/test_stagedeps.py`` fails 
     python -m leuko.stagedeps            # the expected lib/leuko deps of every stage
     python -m leuko.stagedeps --reverse  # per file: the stages an edit of it reruns
     python -m leuko.stagedeps --check    # exit 1 and list the differences with dvc.yaml
+    python -m leuko.stagedeps --write    # rewrite dvc.yaml's lib/leuko deps from the imports
 """
 
 from __future__ import annotations
@@ -211,6 +212,29 @@ def reruns(dvc_yaml: Path = Path("dvc.yaml")) -> dict[str, list[str]]:
     return dict(sorted(table.items()))
 
 
+def write_deps(dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
+    """Rewrite each stage's run of ``- lib/leuko/...`` deps in ``dvc.yaml`` with the derived
+    list, leaving every other line (comments, anchors, other deps) as written. Returns the
+    stages whose deps changed."""
+    path = Path(dvc_yaml)
+    expected, before = expected_deps(path), declared_deps(path)
+    lines, out, stage, i = path.read_text().split("\n"), [], None, 0
+    while i < len(lines):
+        heading = re.match(r"^  ([a-z0-9-]+):$", lines[i])
+        if heading:
+            stage = heading.group(1)
+        if stage in expected and re.match(rf"^\s+- {LIB_PREFIX}/", lines[i]):
+            indent = lines[i][:lines[i].index("-")]
+            while i < len(lines) and re.match(rf"^\s+- {LIB_PREFIX}/", lines[i]):
+                i += 1
+            out += [f"{indent}- {dep}" for dep in expected[stage]]
+            continue
+        out.append(lines[i])
+        i += 1
+    path.write_text("\n".join(out))
+    return [name for name in expected if expected[name] != before[name]]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m leuko.stagedeps", description=__doc__
                                      .split("\n")[0])
@@ -220,8 +244,14 @@ def main(argv: list[str] | None = None) -> int:
                        help="per lib/leuko file, the stages an edit of it reruns")
     group.add_argument("--check", action="store_true",
                        help="exit 1 when dvc.yaml's lib/leuko deps differ from the imports")
+    group.add_argument("--write", action="store_true",
+                       help="rewrite dvc.yaml's lib/leuko deps from the imports")
     args = parser.parse_args(argv)
     path = Path(args.dvc_yaml)
+    if args.write:
+        changed = write_deps(path)
+        print(f"{path}: lib/leuko deps rewritten for {', '.join(changed) or 'no stage'}")
+        return 0
     if args.check:
         diff = differences(path)
         for name, d in diff.items():

@@ -251,78 +251,181 @@ def resolve_image_size(network: str, image_size: int | str) -> int:
     return check_input_size(entry, size)
 
 
-def compute_bottleneck_features(dataset: str, network: str, image_size: int | str,
-                                train_per_class: int, val_per_class: int, seed: int,
-                                batch_size: int = 64, paths: Paths = Paths()
-                                ) -> dict[str, np.ndarray]:
+# --- the 4-class study's settings: params/wbc.yaml, params/data.yaml, params/regimes/ ---------
+
+
+@dataclass(frozen=True)
+class WbcSettings:
+    """The 4-class study's data and model settings: ``params/wbc.yaml`` (where each value is
+    set and explained) and the seed of ``params/data.yaml``."""
+
+    image_size: int | str  # px, or "native" (each network's own input size)
+    train_per_class: int
+    val_per_class: int
+    feature_batch: int
+    precision: str  # leuko.accel.set_precision
+    strategy: str  # leuko.accel.distribution_strategy
+    seed: int
+
+    #: Keys of ``wbc`` that list the pipeline's models (dvc.yaml's matrix reads them).
+    PIPELINE_KEYS = ("networks", "regimes", "pooled_regimes")
+
+    @classmethod
+    def from_params(cls, wbc: dict | None = None, data: dict | None = None) -> WbcSettings:
+        """From the ``wbc`` and ``data`` blocks (papermill ``-f``), or, for a block that is
+        None, read from its file in ``params/``."""
+        from leuko.params import read_block, typed
+
+        seed = int(read_block("data", data)["seed"])
+        return typed(cls, {**read_block("wbc", wbc), "seed": seed}, "params/wbc.yaml: wbc",
+                     ignore=cls.PIPELINE_KEYS)
+
+
+@dataclass(frozen=True)
+class RegimeSettings:
+    """How one regime trains: ``params/regimes/<regime>.yaml``'s ``training`` block."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float  # decoupled (AdamW); 0 = Adam
+    patience: int  # early stopping on the validation loss; 0 = off
+    reduce_lr_patience: int  # halve the rate on a validation-loss plateau; 0 = off
+    head_units: tuple[int, ...]
+    head_dropout: float
+    head_l1: float
+    head_l2: float
+    finetune_blocks: str | int  # "all" or the number of top blocks unfrozen
+    warmup_epochs: int  # fine-tuning: head epochs on the cached features first
+    warmup_learning_rate: float
+    augment: bool  # flips and 90-degree turns
+    stain_jitter: float  # leuko.stain.stain_jitter strength; 0 = off
+
+    @classmethod
+    def from_params(cls, regime: str, training: dict | None = None) -> RegimeSettings:
+        """From the ``training`` block (papermill ``-f params/regimes/<regime>.yaml``), or,
+        when None, read from that file."""
+        from leuko.params import PARAMS_DIR, read_block, typed
+
+        path = PARAMS_DIR / "regimes" / f"{regime}.yaml"
+        values = read_block("training", training, path)
+        values["head_units"] = tuple(values.get("head_units", ()))
+        return typed(cls, values, f"{path}: training")
+
+    def fit_config(self, seed: int):
+        """The end-to-end (or, frozen, the only) phase's ``train.FitConfig``."""
+        from leuko.train import FitConfig
+
+        return FitConfig(epochs=self.epochs, batch_size=self.batch_size,
+                         learning_rate=self.learning_rate, weight_decay=self.weight_decay,
+                         patience=self.patience, reduce_lr_patience=self.reduce_lr_patience,
+                         seed=seed)
+
+    def head_config(self):
+        """The classifier head (``networks.HeadConfig``)."""
+        from leuko.networks import HeadConfig
+
+        return HeadConfig(self.head_units, self.head_dropout, self.head_l1, self.head_l2)
+
+
+@dataclass(frozen=True)
+class WbcRun:
+    """One model of the 4-class study: which data, network and regime, and every setting."""
+
+    dataset: str
+    network: str
+    regime: str
+    settings: WbcSettings
+    training: RegimeSettings
+
+    @classmethod
+    def from_params(cls, dataset: str, network: str, regime: str, data: dict | None = None,
+                    wbc: dict | None = None, training: dict | None = None) -> WbcRun:
+        """The blocks as papermill passes them; a block that is None is read from params/."""
+        from leuko.train import check_regime
+
+        check_regime(regime)
+        return cls(dataset, network, regime, WbcSettings.from_params(wbc, data),
+                   RegimeSettings.from_params(regime, training))
+
+    @property
+    def model_id(self) -> str:
+        return model_id(self.dataset, self.network, self.regime)
+
+    def table(self) -> pd.DataFrame:
+        """Every setting, one row each (what a notebook shows before it trains)."""
+        from dataclasses import asdict
+
+        values = {"dataset": self.dataset, "network": self.network, "regime": self.regime,
+                  **asdict(self.settings), **asdict(self.training)}
+        return pd.DataFrame({"value": [str(v) for v in values.values()]},
+                            index=pd.Index(list(values), name="setting"))
+
+
+def compute_bottleneck_features(dataset: str, network: str, settings: WbcSettings,
+                                paths: Paths = Paths()) -> dict[str, np.ndarray]:
     """Pooled features of the frozen ImageNet base for the train and validation rows."""
     from leuko import networks, train
     from leuko.inputs import load_resized
 
-    train.set_determinism(seed)
-    size = resolve_image_size(network, image_size)
+    train.set_determinism(settings.seed)
+    size = resolve_image_size(network, settings.image_size)
     manifest = read_manifest(paths.manifest(dataset))
-    rows = dict(zip(("train", "val"), training_rows(manifest, train_per_class, val_per_class,
-                                                    seed), strict=True))
+    rows = dict(zip(("train", "val"), training_rows(manifest, settings.train_per_class,
+                                                    settings.val_per_class, settings.seed),
+                    strict=True))
     entry = networks.get_network(network)
     base = entry.build((size, size, 3), True)
     preprocess = networks.Preprocess(entry.preprocessing)
     arrays = {}
     for split, frame in rows.items():
         images = load_resized(list(frame["path"]), size)
-        arrays[f"{split}_features"] = train.compute_features(base, preprocess, images, batch_size)
+        arrays[f"{split}_features"] = train.compute_features(base, preprocess, images,
+                                                             settings.feature_batch)
         arrays[f"{split}_paths"] = frame["path"].to_numpy(dtype=str)
         arrays[f"{split}_labels"] = frame["label"].to_numpy(dtype=str)
     save_features(paths.features(dataset, network), **arrays)
     return arrays
 
 
-def train_wbc(dataset: str, network: str, regime: str, image_size: int | str,
-              train_per_class: int, val_per_class: int, seed: int, epochs: int,
-              batch_size: int, learning_rate: float, weight_decay: float = 0.0,
-              patience: int = 0, reduce_lr_patience: int = 0, head_units=(256,),
-              head_dropout: float = 0.5, head_l1: float = 0.0, head_l2: float = 0.0,
-              finetune_blocks: str | int = "all", warmup_epochs: int = 0, augment: bool = True,
-              stain_jitter: float = 0.0, precision: str = "float32", strategy: str = "auto",
-              paths: Paths = Paths()):
+def train_wbc(run: WbcRun, paths: Paths = Paths()):
     """Train one model of the 4-class study; save it, its curves and a training summary.
 
-    ``stain_jitter``: strength of the stain, colour and scale jitter of training images
-    (``leuko.stain.stain_jitter``; 0 = off). ``strategy``: ``leuko.accel.distribution_strategy``
-    (``auto`` mirrors over several GPUs, else one device)."""
+    Frozen regimes train the head on the cached features; fine-tuning warms the head up on
+    them (``warmup_epochs`` at ``warmup_learning_rate``), then trains base and head end to
+    end; scratch trains everything from random weights."""
     import time
 
     from leuko import accel, networks, train
     from leuko.datasets import WBC_CLASSES
     from leuko.inputs import load_resized, make_dataset, steps_per_epoch
 
-    train.check_regime(regime)
+    settings, training, seed = run.settings, run.training, run.settings.seed
     train.set_determinism(seed)
-    precision = accel.set_precision(precision)
-    size = resolve_image_size(network, image_size)
+    precision = accel.set_precision(settings.precision)
+    size = resolve_image_size(run.network, settings.image_size)
     classes = list(WBC_CLASSES)
-    the_id = model_id(dataset, network, regime)
-    fit_config = train.FitConfig(epochs=epochs, batch_size=batch_size,
-                                 learning_rate=learning_rate, weight_decay=weight_decay,
-                                 patience=patience, reduce_lr_patience=reduce_lr_patience,
-                                 seed=seed)
-    head_config = networks.HeadConfig(tuple(head_units), head_dropout, head_l1, head_l2)
+    the_id = run.model_id
+    fit_config = training.fit_config(seed)
+    batch_size = training.batch_size
     n = len(classes)
     start = time.perf_counter()
     histories = []
-    with accel.distribution_strategy(strategy).scope():
-        entry = networks.get_network(network)
-        frozen = regime in train.FROZEN_REGIMES
-        if regime in train.PRETRAINED_REGIMES:
-            cached = load_features(paths.features(dataset, network))
+    with accel.distribution_strategy(settings.strategy).scope():
+        entry = networks.get_network(run.network)
+        frozen = run.regime in train.FROZEN_REGIMES
+        if run.regime in train.PRETRAINED_REGIMES:
+            cached = load_features(paths.features(run.dataset, run.network))
             y_train = one_hot_labels(cached["train_labels"], classes)
             y_val = one_hot_labels(cached["val_labels"], classes)
-            head = networks.build_head(cached["train_features"].shape[1], n, head_config)
-            head_epochs = epochs if frozen else warmup_epochs
+            head = networks.build_head(cached["train_features"].shape[1], n,
+                                       training.head_config())
+            head_epochs = training.epochs if frozen else training.warmup_epochs
             if head_epochs:
                 head_fit = train.FitConfig(**{
                     **train.config_dict(fit_config), "epochs": head_epochs,
-                    "learning_rate": learning_rate if frozen else 1e-3,
+                    "learning_rate": (training.learning_rate if frozen
+                                      else training.warmup_learning_rate),
                     "steps_per_execution": execution_chunk(
                         steps_per_epoch(len(y_train), batch_size))})
                 train.compile_model(head, head_fit)
@@ -336,32 +439,33 @@ def train_wbc(dataset: str, network: str, regime: str, image_size: int | str,
             if frozen:
                 base.trainable = False
             else:
-                networks.set_trainable_top(base, finetune_blocks)
-            model = networks.build_classifier(network, n, size, pretrained=True, base=base,
+                networks.set_trainable_top(base, training.finetune_blocks)
+            model = networks.build_classifier(run.network, n, size, pretrained=True, base=base,
                                               head_model=head)
         else:
-            model = networks.build_classifier(network, n, size, pretrained=False,
-                                              head=head_config)
+            model = networks.build_classifier(run.network, n, size, pretrained=False,
+                                              head=training.head_config())
         if not frozen:
-            manifest = read_manifest(paths.manifest(dataset))
-            train_rows, val_rows = training_rows(manifest, train_per_class, val_per_class, seed)
+            manifest = read_manifest(paths.manifest(run.dataset))
+            train_rows, val_rows = training_rows(manifest, settings.train_per_class,
+                                                 settings.val_per_class, seed)
             x_train = load_resized(list(train_rows["path"]), size)
             x_val = load_resized(list(val_rows["path"]), size)
             y_train = one_hot_labels(train_rows["label"].to_numpy(), classes)
             y_val = one_hot_labels(val_rows["label"].to_numpy(), classes)
             train.compile_model(model, fit_config)
             histories.append(train.fit(
-                model, epochs_of(x_train, y_train, batch_size, epochs, augment, seed,
-                                 stain_jitter),
+                model, epochs_of(x_train, y_train, batch_size, training.epochs,
+                                 training.augment, seed, training.stain_jitter),
                 steps_per_epoch(len(x_train), batch_size), make_dataset(x_val, y_val, batch_size),
                 fit_config, paths.live(the_id), paths.work(the_id), label="end-to-end"))
     seconds = time.perf_counter() - start
     history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
     save_model(model, paths.model(the_id))
     result = train.RunResult(model, history, seconds, extra={
-        "model": the_id, "dataset": dataset, "network": network, "regime": regime,
+        "model": the_id, "dataset": run.dataset, "network": run.network, "regime": run.regime,
         "image_size": size, "classes": classes, "precision": precision,
-        "stain_jitter": float(stain_jitter), "params": networks.count_params(model)})
+        "stain_jitter": float(training.stain_jitter), "params": networks.count_params(model)})
     write_json(paths.train_summary(the_id), result.summary())
     return result
 
