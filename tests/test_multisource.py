@@ -151,6 +151,15 @@ def test_score_part_by_hand():
     assert low <= 0.8 <= high
 
 
+def test_macro_f1_counts_only_the_classes_a_part_holds():
+    # class 0: precision 1/1, recall 1/2 -> F1 2/3; class 1 is predicted but never true, and
+    # class 2 neither: only class 0 counts
+    assert crosssource.present_macro_f1(np.array([0, 0]), np.array([0, 1]), 3) == \
+        pytest.approx(2 / 3)
+    assert np.isnan(crosssource.present_macro_f1(np.array([], dtype=int), np.array([], dtype=int),
+                                                 3))
+
+
 def test_classes_of_keeps_the_differential_first():
     assert multisource.classes_of(["PLATELET", "EOSINOPHIL", "BASOPHIL"]) == [
         "BASOPHIL", "EOSINOPHIL", "PLATELET"]

@@ -114,14 +114,12 @@ def _working(rgb: np.ndarray, work_size: int) -> tuple[np.ndarray, float]:
 
 def find_cell(rgb: np.ndarray, config: CellPreprocess = CellPreprocess()) -> CellBox | None:
     """The nucleus of the image's cell (see the module doc), or None when there is none."""
-    from skimage.filters import threshold_otsu
-
     rgb = _check_rgb(rgb)
     small, factor = _working(rgb, config.work_size)
     stain = ndi.gaussian_filter(nuclear_map(small), 1.0)
-    if float(stain.max()) - float(stain.min()) < 10.0:  # a flat image: no stained nucleus
+    threshold = nucleus_threshold(stain)
+    if threshold == float("inf"):  # a flat image: no stained nucleus
         return None
-    threshold = max(float(threshold_otsu(stain)), 10.0)
     mask = ndi.binary_opening(stain > threshold, disk(1))
     merging = disk(config.merge * max(small.shape[:2]))
     merged = ndi.binary_dilation(mask, merging) if merging is not None else mask
@@ -272,15 +270,17 @@ def prepare_cell(rgb: np.ndarray, size: int, config: CellPreprocess = CellPrepro
     square = resize(np.ascontiguousarray(square), int(size), int(size))
     if config.stain_norm == "reinhard":
         stain = nuclear_map(square)
-        nucleus = stain > _otsu_or_inf(stain)
+        nucleus = stain > nucleus_threshold(stain)
         background = ~ndi.binary_dilation(nucleus, disk(max(1, size / 48)))
         square = reinhard(square, background if background.sum() >= 16 else None)
     return square, found is not None or not config.cell_crop
 
 
-def _otsu_or_inf(values: np.ndarray) -> float:
+def nucleus_threshold(stain: np.ndarray, floor: float = 10.0) -> float:
+    """The nuclear-stain level above which a pixel is nucleus: Otsu's, at least ``floor``;
+    infinite (nothing is nucleus) on a flat map, whose range is under ``floor``."""
     from skimage.filters import threshold_otsu
 
-    if float(values.max()) - float(values.min()) < 10.0:
+    if float(stain.max()) - float(stain.min()) < floor:
         return float("inf")
-    return max(float(threshold_otsu(values)), 10.0)
+    return max(float(threshold_otsu(stain)), floor)

@@ -23,11 +23,13 @@ from leuko.multisource import DEFAULT_PATHS, TEST_PARTS, CellCache, cell_model_i
 from leuko.study import Paths
 
 
-def _present_macro_f1(metrics: dict) -> float:
-    """Macro F1 over the classes that occur in the truth (a class the test part does not hold
-    says nothing about it)."""
-    values = [v["f1"] for v in metrics["per_class"].values() if v["support"] > 0]
-    return float(np.mean(values)) if values else float("nan")
+def present_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
+    """Macro F1 over the classes that occur in ``y_true`` (a class a test part does not hold
+    says nothing about it); NaN without rows."""
+    from leuko.metrics import macro_f1_metric
+
+    present = sorted(set(np.asarray(y_true).tolist()))
+    return macro_f1_metric(n_classes, over=present)(y_true, y_pred) if present else float("nan")
 
 
 def score_part(probs: np.ndarray, rows: pd.DataFrame, classes: list[str], threshold: float,
@@ -53,8 +55,7 @@ def score_part(probs: np.ndarray, rows: pd.DataFrame, classes: list[str], thresh
     y_pred = probs.argmax(axis=1)
     groups = rows["group"].to_numpy()
     metrics = add_exact_interval(classification_metrics(y_true, y_pred, classes), groups=groups)
-    present = sorted(set(y_true.tolist()))
-    metrics["macro_f1"] = _present_macro_f1(metrics)
+    present = sorted(set(y_true.tolist()))  # a class the part does not hold says nothing
     intervals = {}
     for name, metric in (("accuracy", accuracy_metric()),
                          ("macro_f1", macro_f1_metric(len(classes), over=present))):
@@ -62,6 +63,7 @@ def score_part(probs: np.ndarray, rows: pd.DataFrame, classes: list[str], thresh
                                         groups=groups)
         intervals[name] = {"value": value, "low": low, "high": high}
     metrics["intervals"] = intervals
+    metrics["macro_f1"] = intervals["macro_f1"]["value"]  # over the classes present
     confidence = probs.max(axis=1)
     correct = y_pred == y_true
     kept = confidence >= threshold
@@ -71,8 +73,8 @@ def score_part(probs: np.ndarray, rows: pd.DataFrame, classes: list[str], thresh
     metrics["abstain"] = {"threshold": threshold, "coverage": float(kept.mean()),
                           "uncertain": int((~kept).sum()),
                           "accuracy_kept": float(correct[kept].mean()) if kept.any() else None,
-                          "macro_f1_kept": _present_macro_f1(classification_metrics(
-                              y_true[kept], y_pred[kept], classes)) if kept.any() else None}
+                          "macro_f1_kept": present_macro_f1(y_true[kept], y_pred[kept],
+                                                            len(classes)) if kept.any() else None}
     frame = pd.DataFrame({"path": rows["path"], "source": rows["source"], "split": rows["split"],
                           "actual": rows["label"],
                           "predicted": [classes[i] for i in y_pred],
@@ -89,16 +91,15 @@ def stain_shift_score(model, rows: pd.DataFrame, images: np.ndarray, classes: li
                       per_class: int, seed: int) -> dict:
     """Macro F1 on a class-balanced sample of validation cells as imaged and under each
     simulated other-lab stain of ``leuko.stain.STAIN_SHIFTS`` (what the simulation predicts)."""
-    from leuko.metrics import classification_metrics
     from leuko.stain import STAIN_SHIFTS, stain_shift
     from leuko.study import class_index, predict
 
     sample = splits.balanced_subsample(rows.assign(_i=np.arange(len(rows))), per_class, seed)
     x = images[sample["_i"].to_numpy()]
     y = class_index(sample["label"], classes)
-    per_shift = {kind: _present_macro_f1(classification_metrics(
-        y, predict(model, stain_shift(x, kind)).argmax(axis=1), classes))
-        for kind in STAIN_SHIFTS}
+    per_shift = {kind: present_macro_f1(y, predict(model, stain_shift(x, kind)).argmax(axis=1),
+                                        len(classes))
+                 for kind in STAIN_SHIFTS}
     shifted = [v for k, v in per_shift.items() if k != "none"]
     return {"n": len(sample), "as_imaged": per_shift["none"], "mean_shifted": float(np.mean(
         shifted)), "worst_shifted": float(np.min(shifted)), "per_shift": per_shift}
