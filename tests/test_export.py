@@ -41,7 +41,8 @@ def make_study(root: Path, models: dict[str, float], with_val: bool = True) -> P
         save_model(model, paths.model(model_id))
         write_json(paths.train_summary(model_id), {
             "model": model_id, "dataset": "toy", "network": "tiny", "regime": "scratch",
-            "classes": CLASSES, "best_val_accuracy": val_acc, "epochs_run": 3,
+            "classes": CLASSES, "saved_val_accuracy": val_acc, "best_val_accuracy": 1.0,
+            "epochs_run": 3,
             "image_size": 16, "train_seconds": 1.0, "params": {"total": 100 + k,
                                                                "trainable": 100}})
     return paths
@@ -70,8 +71,9 @@ def test_choose_model_by_val_macro_f1(tmp_path):
     assert choice["model_id"] == "b"  # best macro F1 wins over best val accuracy
     assert choice["rule_used"] == "val_macro_f1" and choice["note"] == ""
     assert choice["scores"] == {"a": 0.60, "b": 0.80}
-    by_accuracy = export.choose_model(["a", "b"], "best_val_accuracy", paths, scorer=scorer)
-    assert by_accuracy["model_id"] == "a"
+    by_accuracy = export.choose_model(["a", "b"], "saved_val_accuracy", paths, scorer=scorer)
+    assert by_accuracy["model_id"] == "a"  # the saved weights' score, not the best epoch's
+    assert by_accuracy["scores"] == {"a": 0.9, "b": 0.5}
 
 
 def test_choose_model_by_val_macro_f1_under_stain_shifts(tmp_path):
