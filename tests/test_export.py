@@ -133,8 +133,9 @@ def test_export_task_writes_model_and_metadata(tmp_path, toy_task):
 
     paths = make_study(tmp_path, {"toy-tiny-a": 0.9, "toy-tiny-b": 0.5})
     write_json(paths.metrics("toy-tiny-a"), {"splits": {"test": {
-        "n": 10, "accuracy": 0.8, "macro_f1": 0.75,
-        "intervals": {"accuracy": {"value": 0.8, "low": 0.6, "high": 0.9}}}}})
+        "n": 10, "n_cells": 10, "accuracy": 0.8, "macro_f1": 0.75,
+        "intervals": {"accuracy": {"value": 0.8, "low": 0.6, "high": 0.9}},
+        "exact_interval": {"value": 0.8, "low": 0.44, "high": 0.97, "k": 8, "n": 10}}}})
     out = tmp_path / "build" / "export"
     meta = export.export_task("toy", paths=paths, out_dir=out, dvc_file=tmp_path / "data.dvc")
     chosen = meta["model_id"]
@@ -147,9 +148,13 @@ def test_export_task_writes_model_and_metadata(tmp_path, toy_task):
     assert written["data_version"]["md5"] == "0123456789abcdef0123456789abcdef.dir"
     assert written["choice"]["rule_used"] == "val_macro_f1"
     assert set(written["choice"]["scores"]) == {"toy-tiny-a", "toy-tiny-b"}
+    summary = json.loads(paths.train_summary(chosen).read_text())
+    assert written["training"]["saved_val_accuracy"] == summary["saved_val_accuracy"]
     if chosen == "toy-tiny-a":
         assert written["test"]["test"]["accuracy"] == 0.8
         assert written["test"]["test"]["accuracy_ci95"] == {"low": 0.6, "high": 0.9}
+        assert written["test"]["test"]["accuracy_exact_ci95"] == {"low": 0.44, "high": 0.97}
+        assert written["test"]["test"]["n_cells"] == 10
     else:
         assert written["test"] == {} and "note_test" in written
     classifier = load_classifier(out / "toy.keras")

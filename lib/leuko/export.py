@@ -12,7 +12,9 @@ and ``build/export/<task>.json`` beside it::
     crop               centre crop applied before resizing (null for the WBC task)
     data_version       md5 of data/ from data.dvc (the DVC version of the raw data)
     choice             rule asked, rule used, the score of every candidate, a note on fallbacks
-    test               accuracy, macro F1 and n per held-out split (reports/metrics/<id>.json)
+    test               accuracy, macro F1, n (images, cells) per held-out split with the
+                       bootstrap interval and, where every image is its own cell, the exact
+                       one (reports/metrics/<id>.json)
     training           epochs, the saved weights' epoch and val accuracy, seconds
                        (reports/train/<id>.json)
     params, file_bytes, sha256
@@ -226,12 +228,15 @@ def _reverse_key(text: str) -> tuple[int, ...]:
 def _test_figures(metrics: dict) -> dict:
     out = {}
     for split, values in (metrics.get("splits") or {}).items():
-        entry = {k: values[k] for k in ("n", "accuracy", "macro_f1") if k in values}
+        entry = {k: values[k] for k in ("n", "n_cells", "accuracy", "macro_f1") if k in values}
         intervals = values.get("intervals") or {}
         for name in ("accuracy", "macro_f1"):
             if isinstance(intervals.get(name), dict):
                 entry[f"{name}_ci95"] = {k: intervals[name][k] for k in ("low", "high")
                                          if k in intervals[name]}
+        if isinstance(values.get("exact_interval"), dict):  # every image its own cell
+            entry["accuracy_exact_ci95"] = {k: values["exact_interval"][k]
+                                            for k in ("low", "high")}
         out[split] = entry
     return out
 
