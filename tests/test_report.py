@@ -227,6 +227,8 @@ def test_readme_says_which_interval_and_on_which_machines():
     assert f"trained on {epyc} (1 model); Intel Xeon" in machines
     assert f"evaluated on {epyc} (2 models)" in machines
     assert "seen on 2 machines" in machines
+    exact_column = report.styled_results(table).data["accuracy [exact 95 % CI]"]
+    assert exact_column.tolist() == ["– (26 images of 25 cells)", "100.0 % [94.9, 100.0]"]
     readme = report.readme_table(table)
     assert note in readme and machines in readme
     assert "| `all-idb2-cnn-scratch` | 96.2 % [" in readme  # bootstrap: 26 images of 25 cells

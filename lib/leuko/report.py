@@ -204,7 +204,8 @@ def styled_results(table: pd.DataFrame):
     if "accuracy_exact_low" in table and table["accuracy_exact_low"].notna().any():
         view.insert(4, "accuracy [exact 95 % CI]", [
             _ci(r.accuracy, r.accuracy_exact_low, r.accuracy_exact_high) if _has_exact(r)
-            else "– (copies of cells)" if pd.notna(r.accuracy_exact_low) else "–"
+            else f"– ({r.n} images of {int(r.n_cells)} cells)"
+            if pd.notna(getattr(r, "n_cells", float("nan"))) else "–"
             for r in table.itertuples()])
     for column in [c for c in table.columns if c.startswith("recall_")]:
         view[column.replace("recall_", "recall ")] = (100 * table[column]).round(1)
