@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -27,6 +28,33 @@ def test_wbc_models_are_networks_x_regimes_plus_the_pooled_ones():
         ("blood-cell-images", "a", "x")]
     with pytest.raises(ValueError, match="networks"):
         evaluation.wbc_models({"regimes": ["x"]})
+
+
+def test_source_cells_join_rows_that_share_a_cell_hash_or_near_duplicate_group():
+    rows = pd.DataFrame({"group": ["a", "a", "b", "c", "d"],
+                         "sha256": ["1", "2", "3", "3", "4"],
+                         "near": [0, 1, 2, 3, 3]})
+    cells = evaluation.source_cells(rows)
+    assert cells[0] == cells[1] and cells[2] == cells[3] == cells[4]
+    assert len(set(cells)) == 2
+    assert len(set(evaluation.source_cells(rows[["group"]]))) == 4  # the keys it has
+    with pytest.raises(ValueError, match="group"):
+        evaluation.source_cells(rows[["sha256"]])
+
+
+def test_held_out_metrics_exact_interval_only_for_distinct_cells():
+    y_true = np.array([0, 0, 1, 1, 1, 0])
+    y_pred = np.array([0, 1, 1, 1, 1, 0])  # 5 of 6
+    distinct = evaluation.held_out_metrics(y_true, y_pred, ["A", "B"], np.arange(6), 50, 0)
+    assert distinct["n_cells"] == 6 and distinct["exact_interval"]["k"] == 5
+    # Clopper-Pearson of 5/6 by hand: high solves x^6 = 0.975 (Beta(6, 1)), low solves
+    # 6 x^5 - 5 x^6 = 0.025 (the CDF of Beta(5, 2))
+    low, high = distinct["exact_interval"]["low"], distinct["exact_interval"]["high"]
+    assert high == pytest.approx(0.975 ** (1 / 6))
+    assert 6 * low ** 5 - 5 * low ** 6 == pytest.approx(0.025)
+    copies = evaluation.held_out_metrics(y_true, y_pred, ["A", "B"], np.arange(6) // 2, 50, 0)
+    assert copies["n_cells"] == 3 and "exact_interval" not in copies
+    assert copies["intervals"]["accuracy"]["value"] == pytest.approx(5 / 6)
 
 
 def _result(model: str, accuracy: float) -> dict:
@@ -59,6 +87,7 @@ def test_evaluate_notebook_scores_several_models_in_one_run(tmp_path):
     if not manifest.is_file():
         pytest.skip("no manifest: dvc repro prepare-wbc")
     from leuko import networks, study
+    from leuko.machine import describe
 
     work = tmp_path
     (work / "data").symlink_to(ROOT / "data")
@@ -74,8 +103,10 @@ def test_evaluate_notebook_scores_several_models_in_one_run(tmp_path):
         model = networks.build_classifier("mobilenet_v2", 4, 96, pretrained=False)
         study.save_model(model, paths.model(the_id))
         study.write_json(paths.train_summary(the_id), {
-            "train_seconds": 1.0, "epochs_run": 1, "best_val_accuracy": 0.25,
-            "final_train_accuracy": 0.25})
+            "train_seconds": 1.0, "epochs_run": 1, "epochs_per_phase": {"end-to-end": 1},
+            "saved_phase": "end-to-end", "saved_epoch": 1, "saved_by": "last epoch",
+            "saved_val_accuracy": 0.25, "best_val_accuracy": 0.25,
+            "final_train_accuracy": 0.25, "machine": describe()})
         ids.append(the_id)
     params = work / "params.yaml"
     params.write_text(json.dumps({
@@ -97,6 +128,13 @@ def test_evaluate_notebook_scores_several_models_in_one_run(tmp_path):
     for the_id in ids:
         metrics = json.loads(paths.metrics(the_id).read_text())
         assert set(metrics["splits"]) == {"test", "test_simple"}
+        assert metrics["machine"]["cpu"] and metrics["training"]["saved_epoch"] == 1
+        simple, copies = metrics["splits"]["test_simple"], metrics["splits"]["test"]
+        # TEST_SIMPLE's images are distinct cells: exact interval; TEST's 12 images are
+        # copies of fewer cells: none, the bootstrap over cells is the interval
+        assert simple["n_cells"] == simple["n"] == 12
+        assert simple["exact_interval"]["n"] == 12
+        assert copies["n_cells"] < copies["n"] and "exact_interval" not in copies
         assert metrics["stain_shift"]["n"] == 8
         assert len(pd.read_csv(paths.predictions(the_id))) == len(small)
         assert len(pd.read_csv(paths.confusion_plot(the_id, "test"))) == 12

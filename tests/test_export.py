@@ -41,7 +41,8 @@ def make_study(root: Path, models: dict[str, float], with_val: bool = True) -> P
         save_model(model, paths.model(model_id))
         write_json(paths.train_summary(model_id), {
             "model": model_id, "dataset": "toy", "network": "tiny", "regime": "scratch",
-            "classes": CLASSES, "best_val_accuracy": val_acc, "epochs_run": 3,
+            "classes": CLASSES, "saved_val_accuracy": val_acc, "best_val_accuracy": 1.0,
+            "epochs_run": 3,
             "image_size": 16, "train_seconds": 1.0, "params": {"total": 100 + k,
                                                                "trainable": 100}})
     return paths
@@ -70,8 +71,9 @@ def test_choose_model_by_val_macro_f1(tmp_path):
     assert choice["model_id"] == "b"  # best macro F1 wins over best val accuracy
     assert choice["rule_used"] == "val_macro_f1" and choice["note"] == ""
     assert choice["scores"] == {"a": 0.60, "b": 0.80}
-    by_accuracy = export.choose_model(["a", "b"], "best_val_accuracy", paths, scorer=scorer)
-    assert by_accuracy["model_id"] == "a"
+    by_accuracy = export.choose_model(["a", "b"], "saved_val_accuracy", paths, scorer=scorer)
+    assert by_accuracy["model_id"] == "a"  # the saved weights' score, not the best epoch's
+    assert by_accuracy["scores"] == {"a": 0.9, "b": 0.5}
 
 
 def test_choose_model_by_val_macro_f1_under_stain_shifts(tmp_path):
@@ -131,8 +133,9 @@ def test_export_task_writes_model_and_metadata(tmp_path, toy_task):
 
     paths = make_study(tmp_path, {"toy-tiny-a": 0.9, "toy-tiny-b": 0.5})
     write_json(paths.metrics("toy-tiny-a"), {"splits": {"test": {
-        "n": 10, "accuracy": 0.8, "macro_f1": 0.75,
-        "intervals": {"accuracy": {"value": 0.8, "low": 0.6, "high": 0.9}}}}})
+        "n": 10, "n_cells": 10, "accuracy": 0.8, "macro_f1": 0.75,
+        "intervals": {"accuracy": {"value": 0.8, "low": 0.6, "high": 0.9}},
+        "exact_interval": {"value": 0.8, "low": 0.44, "high": 0.97, "k": 8, "n": 10}}}})
     out = tmp_path / "build" / "export"
     meta = export.export_task("toy", paths=paths, out_dir=out, dvc_file=tmp_path / "data.dvc")
     chosen = meta["model_id"]
@@ -145,9 +148,13 @@ def test_export_task_writes_model_and_metadata(tmp_path, toy_task):
     assert written["data_version"]["md5"] == "0123456789abcdef0123456789abcdef.dir"
     assert written["choice"]["rule_used"] == "val_macro_f1"
     assert set(written["choice"]["scores"]) == {"toy-tiny-a", "toy-tiny-b"}
+    summary = json.loads(paths.train_summary(chosen).read_text())
+    assert written["training"]["saved_val_accuracy"] == summary["saved_val_accuracy"]
     if chosen == "toy-tiny-a":
         assert written["test"]["test"]["accuracy"] == 0.8
         assert written["test"]["test"]["accuracy_ci95"] == {"low": 0.6, "high": 0.9}
+        assert written["test"]["test"]["accuracy_exact_ci95"] == {"low": 0.44, "high": 0.97}
+        assert written["test"]["test"]["n_cells"] == 10
     else:
         assert written["test"] == {} and "note_test" in written
     classifier = load_classifier(out / "toy.keras")

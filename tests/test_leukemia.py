@@ -232,9 +232,19 @@ def test_leukemia_notebooks_end_to_end(tmp_path, allidb_root):
             "intervals"} <= set(test)
     assert test["intervals"]["accuracy"]["low"] <= test["accuracy"] \
         <= test["intervals"]["accuracy"]["high"]
-    assert set(metrics["training"]) == {"train_seconds", "epochs_run", "best_val_accuracy",
-                                        "final_train_accuracy"}
+    from leuko.evaluation import TRAINING_KEYS
+
+    assert set(metrics["training"]) == set(TRAINING_KEYS)
     assert metrics["training"]["epochs_run"] == 2  # 1 with early stopping + 1 without
+    assert metrics["training"]["epochs_per_phase"] == {"early stopping": 1,
+                                                       "no early stopping": 1}
+    assert metrics["training"]["saved_epoch"] in (1, 2)
+    assert metrics["training"]["saved_by"].startswith("best val_accuracy")
+    # the machine that trained and the one that evaluated (here the same)
+    assert metrics["machine"]["cpu"] == metrics["training"]["machine"]["cpu"]
+    # ALL-IDB2's default test split: 26 images of 25 cells (Im138_0 / Im146_0, one cell
+    # shifted), so its interval is the bootstrap over the 25 cells, with no exact interval
+    assert test["n_cells"] == 25 and "exact_interval" not in test
     for kind in leukemia.GALLERY_KINDS:
         assert paths.gallery(the_id, kind).is_file()
     assert paths.augment_figure("all-idb2").is_file()

@@ -397,12 +397,15 @@ def test_add_exact_interval_to_classification_metrics():
     assert e["value"] == pytest.approx(m["accuracy"])
     assert (e["low"], e["high"]) == pytest.approx((0.804, 0.999), abs=5e-4)
     assert e["wilson"] == proportion_intervals(25, 26)["wilson"]
-    # copies of fewer cells: the exact interval is marked as not applicable to them
-    copies = add_exact_interval(m, groups=np.arange(26) // 2)["exact_interval"]
-    assert copies["independent"] is False
-    assert add_exact_interval(m, groups=[f"c{i}" for i in range(26)])["exact_interval"][
-        "independent"
-    ]
+    assert out["n_cells"] == 26
+    # copies of fewer cells (13 cells, 2 images each; or ALL-IDB2's 26 images of 25 cells):
+    # no exact interval, the cell count says why
+    copies = add_exact_interval(m, groups=np.arange(26) // 2)
+    assert "exact_interval" not in copies and copies["n_cells"] == 13
+    one_pair = add_exact_interval(m, groups=[min(i, 24) for i in range(26)])
+    assert "exact_interval" not in one_pair and one_pair["n_cells"] == 25
+    distinct = add_exact_interval(m, groups=[f"c{i}" for i in range(26)])
+    assert distinct["exact_interval"] == e and distinct["n_cells"] == 26
     with pytest.raises(ValueError, match="groups"):
         add_exact_interval(m, groups=[1, 2])
     json.dumps(out, allow_nan=False)

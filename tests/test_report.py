@@ -208,6 +208,48 @@ def test_results_table_uses_exact_interval_only_for_distinct_cells():
     assert report.accuracy_ci(row).startswith("75.0 % [") and "exact" not in report.accuracy_ci(row)
 
 
+def _machine(cpu: str) -> dict:
+    return {"cpu": cpu, "cores": 2, "usable_cores": 2, "vector": "AVX2",
+            "tensorflow": "2.21.0"}
+
+
+def test_readme_says_which_interval_and_on_which_machines():
+    a = _metrics_file("all-idb2-cnn-scratch", "all-idb2", 25, 26, [min(i, 24) for i in range(26)])
+    b = _metrics_file("wbc-net-imagenet", "wbc", 71, 71, list(range(71)))
+    a["machine"] = a["training"]["machine"] = _machine("AMD EPYC")
+    b["machine"], b["training"]["machine"] = _machine("AMD EPYC"), _machine("Intel Xeon")
+    table = report.results_table([a, b])
+    assert table["n_cells"].tolist() == [25, 71]
+    note = report.intervals_note(table)
+    assert "all-idb2 TEST (26 images of 25 cells)" in note and "wbc TEST (71 cells)" in note
+    machines = report.machines_note(table)
+    epyc = "AMD EPYC; 2 logical cores (2 usable); AVX2; TensorFlow 2.21.0"
+    assert f"trained on {epyc} (1 model); Intel Xeon" in machines
+    assert f"evaluated on {epyc} (2 models)" in machines
+    assert "seen on 2 machines" in machines
+    exact_column = report.styled_results(table).data["accuracy [exact 95 % CI]"]
+    assert exact_column.tolist() == ["– (26 images of 25 cells)", "100.0 % [94.9, 100.0]"]
+    readme = report.readme_table(table)
+    assert note in readme and machines in readme
+    assert "| `all-idb2-cnn-scratch` | 96.2 % [" in readme  # bootstrap: 26 images of 25 cells
+    assert "| `wbc-net-imagenet` | 100.0 % [94.9, 100.0] exact |" in readme  # 0.025 ** (1/71)
+    # files without a machine record say so rather than count as a machine
+    c = _metrics_file("x-net-scratch", "x", 3, 4, None)
+    assert report.machines_note(report.results_table([c])).startswith("Machines: not recorded")
+    b_only = report.machines_note(report.results_table([b, c]))
+    assert "evaluated on AMD EPYC" in b_only and "; 1 model without a record" in b_only
+
+
+def test_split_figures_text_gives_exact_and_bootstrap_intervals():
+    m = _metrics_file("all-idb2-cnn-scratch", "all-idb2", 25, 26, list(range(26)))
+    text = report.split_figures_text(m["splits"]["test"])
+    assert text.startswith("26 images (each its own cell): accuracy 0.962")
+    assert "exact (Clopper-Pearson, 25/26) 0.804, 0.999]" in text and "bootstrap" in text
+    copies = _metrics_file("x-net-scratch", "x", 3, 4, [0, 0, 1, 1])["splits"]["test"]
+    assert report.split_figures_text(copies).startswith("4 images of 2 cells")
+    assert "exact" not in report.split_figures_text(copies)
+
+
 def test_model_labels_are_short_two_line_names():
     table = pd.DataFrame({"model": ["blood-cell-images-pooled-mobilenet_v2-imagenet-finetune-stain"],
                           "dataset": ["blood-cell-images-pooled"], "network": ["mobilenet_v2"],

@@ -4,7 +4,7 @@
     Classify cell images (or, with ``--smear``, whole smears) in files and folders (recursive;
     JPEG, PNG, BMP, TIFF), write one CSV row per cell with the predicted class and the
     probability of every class, and print the differential count (cells and % per class).
-``leuko export --task {wbc,leukemia} [--rule val_macro_f1|val_macro_f1_shifted|best_val_accuracy]``
+``leuko export --task {wbc,leukemia} [--rule val_macro_f1|val_macro_f1_shifted|saved_val_accuracy]``
     Choose the study's model for a task and export it with its metadata to build/export/.
 
 Exit codes (every subcommand):
@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--rule", default="val_macro_f1_shifted",
                    help="val_macro_f1_shifted (default, the study's rule: validation macro F1 "
                         "averaged over simulated other-lab stains), val_macro_f1 (as imaged) "
-                        "or best_val_accuracy (from the training summary)")
+                        "or saved_val_accuracy (the saved weights' validation accuracy, from "
+                        "the training summary)")
     e.add_argument("--models", nargs="*", default=None, metavar="MODEL_ID",
                    help="candidate model ids (default: every trained model of the task)")
     e.add_argument("--out-dir", type=Path, default=Path("build/export"))

@@ -19,6 +19,7 @@ from leuko.calibration import (
     reliability_table,
     temperature_scale,
 )
+from leuko.machine import describe
 from leuko.multisource import DEFAULT_PATHS, TEST_PARTS, CellCache, cell_model_id
 from leuko.study import Paths
 
@@ -147,6 +148,7 @@ def evaluate_cell_models(trainings, cache: CellCache, n_boot: int, seed: int,
         result["training"] = {k: summary[k] for k in (
             "train_seconds", "epochs_run", "val_accuracy_saved", "temperature", "abstain",
             "val_ece", "n_train")}
+        result["machine"] = describe()  # the machine that evaluated (leuko.machine)
         write_json(paths.metrics(the_id), result)
         write_csv_atomic(paths.predictions(the_id), pd.concat(frames, ignore_index=True))
         results[the_id] = result

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from leuko import splits
 from leuko.atomic import write_csv_atomic
+from leuko.machine import describe
 from leuko.study import (
     Paths,
     class_index,
@@ -35,6 +37,38 @@ WBC_POOLED_DATASET = "blood-cell-images-pooled"
 #: Where ``evaluate_models`` writes its index (one per study part).
 INDEX_DIR = Path("reports") / "evaluation"
 DEFAULT_PATHS = Paths()
+#: Manifest columns whose shared values make images copies of one source cell (the keys the
+#: splits are grouped by: source cell / patient, content hash, near-duplicate group).
+CELL_KEYS = ("group", "sha256", "near")
+#: What the training summary contributes to a model's metrics file (``train.RunResult``).
+TRAINING_KEYS = ("train_seconds", "epochs_run", "epochs_per_phase", "saved_phase",
+                 "saved_epoch", "saved_by", "saved_val_accuracy", "best_val_accuracy",
+                 "final_train_accuracy", "machine")
+
+
+def source_cells(rows: pd.DataFrame) -> np.ndarray:
+    """One id per row: rows that share a value in any of the :data:`CELL_KEYS` the manifest
+    has are copies of one source cell (TEST's shifted copies, ALL-IDB2's Im138_0 / Im146_0),
+    so intervals resample and count these ids, not images."""
+    keys = [k for k in CELL_KEYS if k in rows.columns]
+    if "group" not in keys:
+        raise ValueError(f"manifest rows lack the 'group' column (have {list(rows.columns)})")
+    return splits.leak_groups(rows.reset_index(drop=True), keys)
+
+
+def held_out_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str],
+                     cells: np.ndarray, n_boot: int, seed: int) -> dict:
+    """Figures of one held-out split: ``classification_metrics``, the 95 % cluster-bootstrap
+    ``intervals`` over source cells (``cells``), ``n_cells``, and the exact Clopper-Pearson
+    ``exact_interval`` of the accuracy where every image is its own cell
+    (``metrics.add_exact_interval``; not on TEST, whose images are copies of 71 cells)."""
+    from leuko.metrics import add_exact_interval, classification_metrics, metric_intervals
+
+    metrics = add_exact_interval(classification_metrics(y_true, y_pred, classes), groups=cells)
+    metrics["intervals"] = metric_intervals(y_true, y_pred, classes, n_boot=n_boot, seed=seed,
+                                            groups=cells)
+    return metrics
+
 
 def stain_robustness(model, rows: pd.DataFrame, size: int, classes: list[str],
                      crop=None) -> dict[str, dict[str, float]]:
@@ -59,8 +93,12 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
                    classes: list[str] | None = None, crop=None,
                    robustness_split: str | None = "test", robustness_per_class: int = 100,
                    paths: Paths = DEFAULT_PATHS) -> dict:
-    """Accuracy, per-class figures, confusion matrix and bootstrap intervals on each held-out
-    split; intervals resample whole source cells / patients (``group``).
+    """Accuracy, per-class figures, confusion matrix and intervals on each held-out split
+    (``held_out_metrics``): bootstrap intervals resample whole source cells / patients
+    (``source_cells``), the exact interval comes where every image is its own cell. The file
+    also carries ``training`` (the training summary's ``TRAINING_KEYS``: the saved weights'
+    epoch and validation accuracy, the training machine) and ``machine``, the machine that
+    evaluated (``leuko.machine.describe``).
 
     Robustness to other labs: on a seeded, class-balanced sample of ``robustness_split``
     (``robustness_per_class`` images per class spread over its source cells; 0 = all) the
@@ -68,7 +106,6 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
     ``"none"`` skips it."""
     from leuko.datasets import WBC_CLASSES
     from leuko.inputs import load_resized
-    from leuko.metrics import classification_metrics, metric_intervals
 
     the_id = model_id(dataset, network, regime)
     classes = list(classes or WBC_CLASSES)
@@ -85,10 +122,8 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
         probs = predict(model, load_resized(list(rows["path"]), size, crop=crop))
         y_true = class_index(rows["label"], classes)
         y_pred = probs.argmax(axis=1)
-        metrics = classification_metrics(y_true, y_pred, classes)
-        metrics["intervals"] = metric_intervals(y_true, y_pred, classes, n_boot=n_boot,
-                                                seed=seed, groups=rows["group"].to_numpy())
-        result["splits"][split] = metrics
+        result["splits"][split] = held_out_metrics(y_true, y_pred, classes, source_cells(rows),
+                                                   n_boot, seed)
         frame = pd.DataFrame({"path": rows["path"].to_numpy(), "split": split,
                               "actual": rows["label"].to_numpy(),
                               "predicted": [classes[i] for i in y_pred]})
@@ -105,8 +140,12 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
         result["stain_shift"] = {"split": robustness_split, "n": len(rows),
                                  "kinds": stain_robustness(model, rows, size, classes, crop)}
     training = read_json(paths.train_summary(the_id))
-    result["training"] = {k: training[k] for k in ("train_seconds", "epochs_run",
-                                                  "best_val_accuracy", "final_train_accuracy")}
+    missing = [k for k in TRAINING_KEYS if k not in training]
+    if missing:
+        raise ValueError(f"{paths.train_summary(the_id)} lacks {missing}: it was written by an "
+                         "older training; retrain the model (dvc repro)")
+    result["training"] = {k: training[k] for k in TRAINING_KEYS}
+    result["machine"] = describe()
     write_json(paths.metrics(the_id), result)
     write_csv_atomic(paths.predictions(the_id), pd.concat(predictions, ignore_index=True))
     return result

@@ -12,8 +12,11 @@ and ``build/export/<task>.json`` beside it::
     crop               centre crop applied before resizing (null for the WBC task)
     data_version       md5 of data/ from data.dvc (the DVC version of the raw data)
     choice             rule asked, rule used, the score of every candidate, a note on fallbacks
-    test               accuracy, macro F1 and n per held-out split (reports/metrics/<id>.json)
-    training           epochs, best val accuracy, seconds (reports/train/<id>.json)
+    test               accuracy, macro F1, n (images, cells) per held-out split with the
+                       bootstrap interval and, where every image is its own cell, the exact
+                       one (reports/metrics/<id>.json)
+    training           epochs, the saved weights' epoch and val accuracy, seconds
+                       (reports/train/<id>.json)
     params, file_bytes, sha256
 
 The choice rule
@@ -32,11 +35,13 @@ manifest (``split == "val"``), computed here, since the study records only valid
 Validation rows are source cells / patients held out from training; the training runs'
 checkpointing and early stopping looked at a subsample of the same rows, so the figure is
 slightly optimistic for every candidate alike and fair for choosing; it is never a test figure.
-The test split is never used to choose. ``best_val_accuracy``: the training summary's best
-validation accuracy (cheaper; accuracy ignores class imbalance). When the val macro F1 cannot
-be computed (no manifest, no validation rows, no evaluation of a cell model), the export
-stops with the cause. Ties: the higher best_val_accuracy, then
-the fewer parameters, then the model id.
+The test split is never used to choose. ``saved_val_accuracy``: the training summary's
+validation accuracy of the weights the model was saved with (``train.RunResult.summary``:
+measured on the saved model, the best checkpoint's or EarlyStopping's restored epoch or the
+last one, whichever the run kept), not the best any epoch reached (cheaper; accuracy ignores
+class imbalance). When the val macro F1 cannot be computed (no manifest, no validation rows,
+no evaluation of a cell model), the export stops with the cause. Ties: the higher
+saved_val_accuracy, then the fewer parameters, then the model id.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ from leuko.study import Paths, read_json, read_manifest
 __all__ = ["RULES", "TASKS", "candidates", "choose_model", "data_version", "export_model",
            "export_task", "val_macro_f1"]
 
-RULES = ("val_macro_f1", "val_macro_f1_shifted", "best_val_accuracy")
+RULES = ("val_macro_f1", "val_macro_f1_shifted", "saved_val_accuracy")
 SCORED_RULES = ("val_macro_f1", "val_macro_f1_shifted")  # computed here from validation images
 SHIFTED_PER_CLASS = 50
 DEFAULT_RULE = "val_macro_f1_shifted"  # the study's rule (params/export.yaml) and the CLI's
@@ -191,7 +196,7 @@ def choose_model(model_ids: list[str], rule: str = "val_macro_f1", paths: Paths 
         raise ValueError("no candidate models to choose from: train the task's models first "
                          "(dvc repro), or name them")
     summaries = {m: read_json(paths.train_summary(m)) for m in model_ids}
-    val_accuracy = {m: float(s.get("best_val_accuracy", float("nan")))
+    val_accuracy = {m: float(s.get("saved_val_accuracy", float("nan")))
                     for m, s in summaries.items()}
     n_params = {m: int((s.get("params") or {}).get("total", 0)) for m, s in summaries.items()}
     rule_used, note, scores, details = rule, "", {}, {}
@@ -199,7 +204,7 @@ def choose_model(model_ids: list[str], rule: str = "val_macro_f1", paths: Paths 
         for m in model_ids:
             details[m] = scorer(m, paths, shifted=rule == "val_macro_f1_shifted")
             scores[m] = float(details[m]["macro_f1"])
-    if rule_used == "best_val_accuracy":
+    if rule_used == "saved_val_accuracy":
         scores = dict(val_accuracy)
     usable = {m: s for m, s in scores.items() if not math.isnan(s)}
     if not usable:
@@ -223,12 +228,15 @@ def _reverse_key(text: str) -> tuple[int, ...]:
 def _test_figures(metrics: dict) -> dict:
     out = {}
     for split, values in (metrics.get("splits") or {}).items():
-        entry = {k: values[k] for k in ("n", "accuracy", "macro_f1") if k in values}
+        entry = {k: values[k] for k in ("n", "n_cells", "accuracy", "macro_f1") if k in values}
         intervals = values.get("intervals") or {}
         for name in ("accuracy", "macro_f1"):
             if isinstance(intervals.get(name), dict):
                 entry[f"{name}_ci95"] = {k: intervals[name][k] for k in ("low", "high")
                                          if k in intervals[name]}
+        if isinstance(values.get("exact_interval"), dict):  # every image its own cell
+            entry["accuracy_exact_ci95"] = {k: values["exact_interval"][k]
+                                            for k in ("low", "high")}
         out[split] = entry
     return out
 
@@ -284,8 +292,10 @@ def export_model(task: str, choice: dict, paths: Paths = DEFAULT_PATHS,
         "choice": choice,
         "test": _test_figures(metrics),
         "test_figures_from": str(metrics_file) if metrics else None,
-        "training": {k: summary[k] for k in ("epochs_run", "best_val_accuracy",
-                                             "train_seconds", "image_size")
+        "training": {k: summary[k] for k in ("epochs_run", "epochs_per_phase", "saved_epoch",
+                                             "saved_by", "saved_val_accuracy",
+                                             "best_val_accuracy", "train_seconds",
+                                             "image_size", "machine")
                      if k in summary},
         "params": summary.get("params"),
         **{key: summary[key] for key in ("sources", "cell_preprocess", "temperature", "abstain",

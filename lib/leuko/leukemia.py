@@ -242,7 +242,10 @@ def append_live(live_dir: Path, history: pd.DataFrame, first_step: int) -> None:
 
     live = Live(str(live_dir), resume=True, save_dvc_exp=False, dvcyaml=None)
     live.step = int(first_step)
-    for row in history.drop(columns=["phase", "epoch"], errors="ignore").to_dict("records"):
+    from leuko.train import PHASE_COLUMNS
+
+    curves = history.drop(columns=["phase", "epoch", *PHASE_COLUMNS], errors="ignore")
+    for row in curves.to_dict("records"):
         for name, value in row.items():
             if pd.notna(value):
                 live.log_metric(standardize_metric_name(name, "dvclive.keras"), float(value))
@@ -255,7 +258,9 @@ def fit_recipe(model, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarra
                work_dir: Path) -> pd.DataFrame:
     """The report's schedule: ``config.epochs`` with early stopping, then ``extra_epochs`` more
     without it (Solution B: 30 + 20); ReduceLROnPlateau and the best-val-accuracy checkpoint
-    throughout; the weights of the best validation accuracy over both phases are kept.
+    throughout; the weights of the best validation accuracy over both phases are kept: phase
+    2's checkpoint unless phase 1's measured a higher validation accuracy (``train.fit``
+    measures each on the model), and the history's saved-weights columns say which.
     The training images are the materialised augmented set, so no augmentation on the fly."""
     from dataclasses import replace
 
@@ -269,8 +274,7 @@ def fit_recipe(model, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarra
                         steps, val, config, live_dir, work_dir / "phase1",
                         label="early stopping")
     if extra_epochs > 0:
-        done = int(history["epoch"].max())  # a resumed phase 1 returns its last epochs only
-        best_first = float(history["val_accuracy"].max())
+        done = int(history["phase_epochs"].iloc[-1])  # a resumed phase 1 counts them all
         kept = model.get_weights()  # phase 1's best (checkpoint) weights
         more = replace(config, epochs=int(extra_epochs), patience=0)
 
@@ -282,10 +286,14 @@ def fit_recipe(model, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarra
         second = train.fit(model, batches, steps, val, more, None, work_dir / "phase2",
                            label="no early stopping")
         second["epoch"] += done
+        second["saved_epoch"] += done
         if live_dir is not None:  # the curves go on where phase 1's stopped
             append_live(live_dir, second, done)
-        if float(second["val_accuracy"].max()) < best_first:
-            model.set_weights(kept)
+        first = history.iloc[-1]
+        if float(second["saved_val_accuracy"].iloc[-1]) < float(first["saved_val_accuracy"]):
+            model.set_weights(kept)  # the run ends with phase 1's weights: say so
+            second = second.assign(**{c: first[c] for c in ("saved_epoch", "saved_by",
+                                                            "saved_val_accuracy")})
         history = pd.concat([history, second], ignore_index=True)
     return history
 

@@ -37,16 +37,26 @@ def results_table(results: list[dict]) -> pd.DataFrame:
     per-class recall, training time.
 
     ``accuracy_low`` / ``accuracy_high`` are the cluster-bootstrap interval; where the metrics
-    carry an exact interval (:func:`leuko.metrics.add_exact_interval`), ``accuracy_exact_low``
-    / ``accuracy_exact_high`` are its Clopper-Pearson bounds and ``exact_independent`` says
-    whether every test image is its own cell (NaN / False otherwise)."""
+    carry an exact interval (:func:`leuko.metrics.add_exact_interval`: every test image its
+    own cell), ``accuracy_exact_low`` / ``accuracy_exact_high`` are its Clopper-Pearson bounds
+    and ``exact_independent`` is True (NaN / False otherwise). ``n_cells``: the source cells
+    of the split (NaN where the file does not say); ``machine`` / ``train_machine``: the
+    machines that evaluated and trained the model (``leuko.machine.machine_line``; "" where the
+    file does not say)."""
+    from leuko.machine import machine_line
+
     rows = []
     for result in results:
+        training = result.get("training", {})
+        machines = {"machine": machine_line(result["machine"]) if "machine" in result else "",
+                    "train_machine": (machine_line(training["machine"])
+                                      if "machine" in training else "")}
         for split, m in result["splits"].items():
             ci = m["intervals"]
             row = {"model": result["model"], "dataset": result["dataset"],
                    "network": result["network"], "regime": result["regime"], "split": split,
-                   "n": m["n"], "accuracy": m["accuracy"],
+                   "n": m["n"], "n_cells": m.get("n_cells", float("nan")),
+                   "accuracy": m["accuracy"],
                    "accuracy_low": ci["accuracy"]["low"], "accuracy_high": ci["accuracy"]["high"],
                    "macro_f1": m["macro_f1"], "macro_f1_low": ci["macro_f1"]["low"],
                    "macro_f1_high": ci["macro_f1"]["high"]}
@@ -56,10 +66,11 @@ def results_table(results: list[dict]) -> pd.DataFrame:
             row["exact_independent"] = bool(exact.get("independent", False))
             for name, values in m["per_class"].items():
                 row[f"recall_{name}"] = values["recall"]
-            training = result.get("training", {})
             row["train_seconds"] = training.get("train_seconds")
             row["epochs_run"] = training.get("epochs_run")
-            rows.append(row)
+            row["saved_epoch"] = training.get("saved_epoch")
+            row["saved_val_accuracy"] = training.get("saved_val_accuracy")
+            rows.append({**row, **machines})
     return pd.DataFrame(rows)
 
 
@@ -117,9 +128,52 @@ def best_rows(table: pd.DataFrame, split: str) -> pd.DataFrame:
     return rows.loc[rows.groupby("dataset")["accuracy"].idxmax()] if len(rows) else rows
 
 
-_INTERVALS_NOTE = ("Intervals on TEST resample whole source cells (its images are copies of "
-                   "71 cells); intervals marked *exact* are Clopper-Pearson, for test sets "
-                   "whose images are all distinct cells.")
+def intervals_note(table: pd.DataFrame) -> str:
+    """Which interval each test set of ``table`` gets, from its counts: the exact one (marked
+    *exact*) where every image is its own cell, else the bootstrap over its source cells."""
+    exact, boot = [], []
+    for (dataset, split), rows in table.groupby(["dataset", "split"], sort=True):
+        row = rows.iloc[0]
+        name = f"{dataset} {split.upper()}"
+        cells = row.get("n_cells", float("nan"))
+        if _has_exact(row):
+            exact.append(f"{name} ({row.n} cells)")
+        elif pd.notna(cells):
+            boot.append(f"{name} ({row.n:,} images of {int(cells)} cells)")
+        else:
+            boot.append(f"{name} ({row.n:,} images; its file does not record the cells)")
+    parts = []
+    if exact:
+        parts.append("exact Clopper-Pearson intervals (marked *exact*) where every test "
+                     "image is its own cell: " + ", ".join(exact))
+    if boot:
+        parts.append(("elsewhere a" if exact else "a") + " bootstrap that resamples whole "
+                     "source cells: " + ", ".join(boot))
+    return "Intervals (95 %): " + "; ".join(parts) + "." if parts else ""
+
+
+def machines_note(table: pd.DataFrame) -> str:
+    """On which machine(s) the table's models were trained and evaluated, and across how many
+    distinct machines (CPU model, cores, vector flags, TensorFlow version) the numbers have
+    been seen, from the files' ``machine`` records."""
+    models = table.drop_duplicates("model")
+    seen = {m for m in pd.concat([models["train_machine"], models["machine"]]).fillna("") if m}
+    if not seen:
+        return ("Machines: not recorded in these metrics files (written before they carried "
+                "`machine`).")
+    lines = []
+    for column, verb in (("train_machine", "trained"), ("machine", "evaluated")):
+        counts = models[column].fillna("").value_counts(sort=False)
+        named = [f"{line} ({n} model{'s' if n != 1 else ''})"
+                 for line, n in sorted(counts.items()) if line]
+        missing = int(counts.get("", 0))
+        text = f"{verb} on " + ("; ".join(named) if named else "no recorded machine")
+        if missing and named:
+            text += f"; {missing} model{'s' if missing != 1 else ''} without a record"
+        lines.append(text)
+    return (f"Machines: {lines[0]}; {lines[1]}. These numbers have been seen on "
+            f"{len(seen)} machine{'s' if len(seen) != 1 else ''} (distinct CPU model, cores, "
+            "vector flags and TensorFlow version in the metrics files).")
 
 
 def summary_markdown(table: pd.DataFrame) -> str:
@@ -132,7 +186,7 @@ def summary_markdown(table: pd.DataFrame) -> str:
             lines.append(f"| {row.dataset} | {row.network} ({row.regime}) | {split} | "
                          f"{accuracy_ci(row)} | "
                          f"{_ci(row.macro_f1, row.macro_f1_low, row.macro_f1_high)} |")
-    lines += ["", _INTERVALS_NOTE, "", "Published for comparison: " + "; ".join(
+    lines += ["", intervals_note(table), "", "Published for comparison: " + "; ".join(
         f"{name} {100 * value:.1f} %" for name, value in PUBLISHED.items()) + "."]
     return "\n".join(lines)
 
@@ -150,7 +204,8 @@ def styled_results(table: pd.DataFrame):
     if "accuracy_exact_low" in table and table["accuracy_exact_low"].notna().any():
         view.insert(4, "accuracy [exact 95 % CI]", [
             _ci(r.accuracy, r.accuracy_exact_low, r.accuracy_exact_high) if _has_exact(r)
-            else "– (copies of cells)" if pd.notna(r.accuracy_exact_low) else "–"
+            else f"– ({r.n} images of {int(r.n_cells)} cells)"
+            if pd.notna(getattr(r, "n_cells", float("nan"))) else "–"
             for r in table.itertuples()])
     for column in [c for c in table.columns if c.startswith("recall_")]:
         view[column.replace("recall_", "recall ")] = (100 * table[column]).round(1)
@@ -228,7 +283,7 @@ def readme_table(table: pd.DataFrame) -> str:
                  accuracy_ci(other) if other else "–",
                  f"{rows['train_seconds'].iloc[0]:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join([*lines, "", _INTERVALS_NOTE])
+    return "\n".join([*lines, "", intervals_note(table), "", machines_note(table)])
 
 
 def readme_block_markers(name: str) -> tuple[str, str]:
@@ -428,8 +483,10 @@ def _manifest_groups(manifests_dir: Path, dataset: str) -> pd.Series:
     if not path.is_file():
         raise FileNotFoundError(f"no manifest {path}: the source cells (group) of {dataset}'s "
                                 f"images come from it (run the prepare stage)")
+    from leuko.evaluation import source_cells
+
     manifest = pd.read_csv(path, keep_default_na=False, dtype={"group": str})
-    return manifest.set_index("path")["group"]
+    return pd.Series(source_cells(manifest), index=manifest["path"], name="group")
 
 
 def paired_frame(predictions_dir: Path, runs_a: list[str], runs_b: list[str], split: str,
@@ -620,11 +677,7 @@ def leukemia_section_items(results: list[dict], paths: LeukemiaPaths = LEUKEMIA_
             if live.is_dir():
                 items.append(plot_training_curves(load_history(live), title=the_id))
             for split, metrics in result["splits"].items():
-                ci = metrics["intervals"]["accuracy"]
-                items.append(Markdown(
-                    f"**{split}** ({metrics['n']} images): accuracy {metrics['accuracy']:.3f} "
-                    f"[95 % CI {ci['low']:.3f}, {ci['high']:.3f}], macro F1 "
-                    f"{metrics['macro_f1']:.3f}"))
+                items.append(Markdown(f"**{split}**: {split_figures_text(metrics)}"))
                 items.append(classification_report_frame(metrics).round(3))
                 items.append(plot_confusion_matrix(metrics["confusion_matrix"],
                                                    result["classes"], title=f"{the_id}: {split}"))
@@ -643,6 +696,23 @@ def leukemia_section_items(results: list[dict], paths: LeukemiaPaths = LEUKEMIA_
                 if figure.is_file():
                     items.append(Image(filename=str(figure)))
     return items
+
+
+def split_figures_text(metrics: dict) -> str:
+    """One held-out split's accuracy with its 95 % intervals, in words: the exact
+    (Clopper-Pearson) one where every image is its own cell, and the bootstrap over source
+    cells, with the counts of images and cells; then the macro F1."""
+    n, cells = metrics["n"], metrics.get("n_cells")
+    ci = metrics["intervals"]["accuracy"]
+    counts = f"{n} images" + (f" of {cells} cells" if cells is not None and cells != n
+                              else " (each its own cell)" if cells == n else "")
+    text = f"{counts}: accuracy {metrics['accuracy']:.3f}"
+    exact = metrics.get("exact_interval")
+    if exact:
+        text += (f" [95 % CI exact (Clopper-Pearson, {exact['k']}/{exact['n']}) "
+                 f"{exact['low']:.3f}, {exact['high']:.3f}]")
+    text += f" [95 % CI bootstrap over cells {ci['low']:.3f}, {ci['high']:.3f}]"
+    return text + f", macro F1 {metrics['macro_f1']:.3f}"
 
 
 def display_leukemia_section(metrics_dir: str | Path = "reports/metrics",

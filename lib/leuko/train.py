@@ -24,6 +24,8 @@ import keras
 import numpy as np
 import pandas as pd
 
+from leuko.machine import describe
+
 REGIMES = ("imagenet", "imagenet-long", "imagenet-finetune", "imagenet-finetune-stain", "scratch")
 FROZEN_REGIMES = ("imagenet", "imagenet-long")  # head only, on cached bottleneck features
 PRETRAINED_REGIMES = (*FROZEN_REGIMES, "imagenet-finetune", "imagenet-finetune-stain")
@@ -158,6 +160,23 @@ def compile_model(model: keras.Model, config: FitConfig) -> keras.Model:
     return model
 
 
+class BestCheckpoint(keras.callbacks.ModelCheckpoint):
+    """``ModelCheckpoint`` of the weights of the best ``val_accuracy`` that also remembers
+    which epoch it saved (``best_epoch``, 0-based; -1 before the first save), which
+    ``ResumableCallbacks`` keeps across a killed and resumed run as it keeps ``best``."""
+
+    def __init__(self, path: Path):
+        super().__init__(path, monitor="val_accuracy", save_best_only=True,
+                         save_weights_only=True)
+        self.best_epoch = -1
+
+    def on_epoch_end(self, epoch, logs=None):
+        before = self.best
+        super().on_epoch_end(epoch, logs)
+        if self.best != before:  # changed only when this epoch's weights were saved
+            self.best_epoch = epoch
+
+
 class ResumableCallbacks(keras.callbacks.Callback):
     """Keeps what ``BackupAndRestore`` does not (it restores weights, optimizer and epoch)
     across a killed and resumed run: the counters of EarlyStopping / ReduceLROnPlateau /
@@ -222,7 +241,9 @@ def resume_epoch(work_dir: Path) -> int:
 def fit(model: keras.Model, train_batches: Callable[[int], object], steps_per_epoch: int,
         val_data, config: FitConfig, live_dir: Path | None, work_dir: Path, label: str = ""
         ) -> pd.DataFrame:
-    """Fit a compiled model; returns its history (one row per epoch, with ``epoch_time_s``).
+    """Fit a compiled model; returns its history (one row per epoch, with ``epoch_time_s`` and
+    the :data:`PHASE_COLUMNS`: which epoch's weights the model holds at the end, by which rule,
+    and their validation accuracy measured on the model by one more pass over ``val_data``).
 
     ``train_batches(start_epoch)`` gives the training batches from that epoch on (see
     ``inputs.make_epochs_dataset``). ``work_dir`` holds the resumable state: a run killed in
@@ -247,8 +268,7 @@ def fit(model: keras.Model, train_batches: Callable[[int], object], steps_per_ep
             monitor="val_loss", factor=0.5, patience=config.reduce_lr_patience, min_lr=1e-6))
     checkpoint = work_dir / "best.weights.h5"
     if config.checkpoint_best:
-        stateful.append(keras.callbacks.ModelCheckpoint(
-            checkpoint, monitor="val_accuracy", save_best_only=True, save_weights_only=True))
+        stateful.append(BestCheckpoint(checkpoint))
     callbacks += [*stateful, ResumableCallbacks(stateful, work_dir / "callbacks.json")]
     live = None
     if live_dir is not None:
@@ -258,7 +278,8 @@ def fit(model: keras.Model, train_batches: Callable[[int], object], steps_per_ep
     history = model.fit(train_batches(start), steps_per_epoch=steps_per_epoch,
                         validation_data=val_data, epochs=config.epochs, callbacks=callbacks,
                         verbose=2)
-    if config.checkpoint_best and checkpoint.exists():
+    restored = config.checkpoint_best and checkpoint.exists()
+    if restored:
         model.load_weights(checkpoint)
     if live is not None:
         live.end()
@@ -267,7 +288,49 @@ def fit(model: keras.Model, train_batches: Callable[[int], object], steps_per_ep
     frame.insert(0, "epoch", np.arange(start + 1, start + len(frame) + 1))
     if label:
         frame.insert(0, "phase", label)
-    return frame
+    epoch, rule = saved_epoch(stateful, start + len(frame), restored)
+    return mark_saved(frame, start + len(frame), epoch, rule, val_accuracy(model, val_data))
+
+
+#: Columns ``fit`` adds to its history, one value per phase (the same on each of its rows):
+#: the epochs the phase ran (those before a resume included), the epoch (1-based) whose
+#: weights the model holds when the phase ends, which rule chose them, and their validation
+#: accuracy measured on the model after the phase (not read from the history).
+PHASE_COLUMNS = ("phase_epochs", "saved_epoch", "saved_by", "saved_val_accuracy")
+SAVED_BY = {"checkpoint": "best val_accuracy (ModelCheckpoint)",
+            "early_stopping": "best val_loss (EarlyStopping, restore_best_weights)",
+            "last": "last epoch"}
+
+
+def saved_epoch(callbacks: list[keras.callbacks.Callback], last_epoch: int,
+                checkpoint_loaded: bool) -> tuple[int, str]:
+    """The epoch (1-based) whose weights a fit leaves in the model, and the rule that chose it:
+    the best-``val_accuracy`` checkpoint when it was loaded at the end, else the epoch
+    EarlyStopping restored (it restores its best ``val_loss`` weights whenever it has them,
+    stopped early or not), else the last epoch run."""
+    for callback in callbacks:
+        if checkpoint_loaded and isinstance(callback, BestCheckpoint) and callback.best_epoch >= 0:
+            return int(callback.best_epoch) + 1, SAVED_BY["checkpoint"]
+    for callback in callbacks:
+        if (isinstance(callback, keras.callbacks.EarlyStopping)
+                and callback.restore_best_weights and callback.best_weights is not None):
+            return int(callback.best_epoch) + 1, SAVED_BY["early_stopping"]
+    return int(last_epoch), SAVED_BY["last"]
+
+
+def val_accuracy(model: keras.Model, val_data) -> float:
+    """Accuracy of the model as it stands on the validation batches (one pass, no training;
+    NaN without validation data): the score of the weights that are saved."""
+    if val_data is None:
+        return float("nan")
+    return float(model.evaluate(val_data, verbose=0, return_dict=True)["accuracy"])
+
+
+def mark_saved(frame: pd.DataFrame, phase_epochs: int, epoch: int, rule: str,
+               score: float) -> pd.DataFrame:
+    """``frame`` with the :data:`PHASE_COLUMNS` set on every row (see there)."""
+    return frame.assign(phase_epochs=int(phase_epochs), saved_epoch=int(epoch), saved_by=rule,
+                        saved_val_accuracy=float(score))
 
 
 def compute_features(base: keras.Model, preprocess: keras.layers.Layer, images: np.ndarray,
@@ -286,7 +349,8 @@ def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 @dataclass
 class RunResult:
-    """What a training run leaves: the model, its history and timings."""
+    """What a training run leaves: the model, its history (the concatenated histories of
+    :func:`fit`, one ``phase`` per call) and timings."""
 
     model: keras.Model
     history: pd.DataFrame
@@ -294,15 +358,61 @@ class RunResult:
     extra: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
-        """Flat numbers for the metrics file."""
-        last = self.history.iloc[-1] if len(self.history) else {}
+        """Flat numbers for the training summary (``reports/train/<model>.json``).
+
+        ``epochs_run``: all epochs of all phases; ``epochs_per_phase``: per phase (the WBC
+        fine-tuning regimes: ``head`` warm-up, then ``end-to-end``). ``saved_phase`` /
+        ``saved_epoch`` / ``saved_by`` / ``saved_val_accuracy``: the weights the saved model
+        holds (see :func:`saved_weights`); ``best_val_accuracy`` is the highest validation
+        accuracy any epoch of any phase reached, which the saved weights need not have.
+        ``machine``: :func:`leuko.machine.describe` of the machine that trained."""
+        frame = self.history
+        last = frame.iloc[-1] if len(frame) else {}
         return {"train_seconds": round(self.train_seconds, 2),
-                "epochs_run": int(self.history["epoch"].max()) if len(self.history) else 0,
+                **phase_epochs(frame),
                 "final_train_accuracy": float(last.get("accuracy", np.nan)),
                 "final_val_accuracy": float(last.get("val_accuracy", np.nan)),
-                "best_val_accuracy": float(self.history.get("val_accuracy",
-                                                            pd.Series([np.nan])).max()),
+                "best_val_accuracy": float(frame.get("val_accuracy",
+                                                     pd.Series([np.nan])).max()),
+                **saved_weights(frame),
+                "machine": describe(),
                 **self.extra}
+
+
+def _phases(history: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The history's phases in training order (the whole history as one phase when it has no
+    ``phase`` column)."""
+    if "phase" not in history.columns:
+        return [("training", history)] if len(history) else []
+    return [(str(name), rows) for name, rows in history.groupby("phase", sort=False)]
+
+
+def phase_epochs(history: pd.DataFrame) -> dict:
+    """``{"epochs_run": total, "epochs_per_phase": {phase: epochs}}`` of a :func:`fit`
+    history (``phase_epochs`` counts a resumed phase's epochs before the resume too)."""
+    per_phase = {}
+    for name, rows in _phases(history):
+        per_phase[name] = (int(rows["phase_epochs"].iloc[-1]) if "phase_epochs" in rows
+                           else len(rows))
+    return {"epochs_run": int(sum(per_phase.values())), "epochs_per_phase": per_phase}
+
+
+def saved_weights(history: pd.DataFrame) -> dict:
+    """The weights a run saves are those its last phase ends with: ``saved_phase``,
+    ``saved_epoch`` (1-based, as the history numbers it), ``saved_by`` (the rule: best
+    val_accuracy checkpoint, EarlyStopping's restored best val_loss, or the last epoch) and
+    ``saved_val_accuracy``, measured on the model after training by :func:`fit`; the phase is
+    the last one that has that epoch. NaN / None where the history lacks the columns."""
+    phases = _phases(history)
+    if not phases or "saved_epoch" not in history.columns:
+        return {"saved_phase": None, "saved_epoch": None, "saved_by": None,
+                "saved_val_accuracy": float("nan")}
+    last = history.iloc[-1]
+    epoch = int(last["saved_epoch"])
+    owner = next((name for name, rows in reversed(phases) if (rows["epoch"] == epoch).any()),
+                 phases[-1][0])
+    return {"saved_phase": owner, "saved_epoch": epoch, "saved_by": str(last["saved_by"]),
+            "saved_val_accuracy": float(last["saved_val_accuracy"])}
 
 
 def config_dict(config) -> dict:
