@@ -146,7 +146,7 @@ def evaluate_cell_models(trainings, cache: CellCache, n_boot: int, seed: int,
         result["validation_stain_shift"] = stain_shift_score(model, val_rows, val_images, classes,
                                                   shift_per_class, seed)
         result["training"] = {k: summary[k] for k in (
-            "train_seconds", "epochs_run", "val_accuracy_saved", "temperature", "abstain",
+            "train_seconds", "epochs_run", "saved_val_accuracy", "temperature", "abstain",
             "val_ece", "n_train")}
         result["machine"] = describe()  # the machine that evaluated (leuko.machine)
         write_json(paths.metrics(the_id), result)

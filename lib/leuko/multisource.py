@@ -292,17 +292,10 @@ def train_cell_model(training: str, cache: CellCache, config: CellTraining, abst
     calibrated = temperature_scale(val_probs, temperature)
     threshold = abstention_threshold(calibrated.max(axis=1), abstain.val_coverage)
     save_model(model, paths.model(the_id))
-    last = history.iloc[-1]
-    summary = {
+    summary = train.RunResult(model, history, seconds, extra={
         "model": the_id, "dataset": CACHE_NAME, "training": training, "sources": list(sources),
         "network": config.network, "regime": "imagenet-finetune", "classes": classes,
-        "image_size": size, "train_seconds": round(seconds, 2),
-        "epochs_run": int(history["epoch"].max()),
-        "final_train_accuracy": float(last["accuracy"]),
-        "final_val_accuracy": float(last["val_accuracy"]),
-        "best_val_accuracy": float(history["val_accuracy"].max()),
-        "saved_weights": "last epoch",
-        "val_accuracy_saved": float((val_probs.argmax(axis=1) == y_val_idx).mean()),
+        "image_size": size,
         "n_train": {s: int((train_rows["source"] == s).sum()) for s in sources},
         "n_val": {s: int((val_rows["source"] == s).sum()) for s in sources},
         "cells_not_found_train": int((~train_rows["cell_found"]).sum()),
@@ -314,8 +307,7 @@ def train_cell_model(training: str, cache: CellCache, config: CellTraining, abst
                                                       val_probs.argmax(axis=1) == y_val_idx),
                     "calibrated": expected_calibration_error(
                         calibrated.max(axis=1), calibrated.argmax(axis=1) == y_val_idx)},
-        "params": count_params(model), "seed": seed,
-    }
+        "params": count_params(model), "seed": seed}).summary()
     write_json(paths.train_summary(the_id), summary)
     return summary, history
 
