@@ -3,6 +3,8 @@ hand-computed ones."""
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -262,3 +264,21 @@ def test_model_labels_are_short_two_line_names():
     two_runs = pd.DataFrame({"model": ["d-n-r", "d-n-r-seed1"], "dataset": "d", "network": "n",
                              "regime": "r"})
     assert list(report.model_labels(two_runs).values()) == ["n · d\nr · run 1", "n · d\nr · run 2"]
+
+
+def test_training_overhead_is_stage_time_minus_training_and_the_first_epochs_extra(tmp_path):
+    from leuko.report import training_overhead
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "times").mkdir()
+    live = tmp_path / "live" / "cells-pbc" / "plots" / "metrics" / "train"
+    live.mkdir(parents=True)
+    (tmp_path / "train" / "cells-pbc.json").write_text(
+        json.dumps({"model": "cells-pbc", "train_seconds": 100.0}))
+    (tmp_path / "times" / "train-cells@pbc.json").write_text(
+        json.dumps({"stage": "train-cells@pbc", "seconds": 130.0}))
+    (live / "epoch_time_s.tsv").write_text("step\tepoch_time_s\n0\t50\n1\t20\n2\t21\n3\t19\n")
+    table = training_overhead(tmp_path / "train", tmp_path / "times", tmp_path / "live")
+    assert table.to_dict("records") == [{
+        "stage": "train-cells@pbc", "stage s": 130, "training s": 100,
+        "outside training s": 30, "first epoch minus median epoch s": 30}]

@@ -363,6 +363,73 @@ def ablation_markdown(ablation_csv: Path) -> str:
             f"machine: {first['machine']}.")
 
 
+def training_overhead(train_dir: Path = Path("reports/train"),
+                      times_dir: Path = Path("reports/times"),
+                      live_dir: Path = Path("reports/live")) -> pd.DataFrame:
+    """Per training stage of the last run: its wall seconds, the seconds inside training,
+    the rest (starting the kernel, importing TensorFlow, loading data, building and saving
+    the model) and how much longer its first epoch took than its median one (tracing)."""
+    from leuko.stagetimes import record_path
+
+    rows = []
+    for path in sorted(Path(train_dir).glob("*.json")):
+        summary = json.loads(path.read_text())
+        model = summary["model"]
+        stages = [f"train@{model}", f"train-cells@{model.removeprefix('cells-')}",
+                  f"train-leukemia@{summary.get('solution')}"]
+        record = next((record_path(s, times_dir) for s in stages
+                       if record_path(s, times_dir).is_file()), None)
+        epochs = Path(live_dir) / model / "plots" / "metrics" / "train" / "epoch_time_s.tsv"
+        if record is None or not epochs.is_file():
+            continue
+        stage = json.loads(record.read_text())
+        times = pd.read_csv(epochs, sep="\t")["epoch_time_s"]
+        rows.append({"stage": stage["stage"], "stage s": round(stage["seconds"]),
+                     "training s": round(summary["train_seconds"]),
+                     "outside training s": round(stage["seconds"] - summary["train_seconds"]),
+                     "first epoch minus median epoch s": round(times.iloc[0] - times.median())
+                     if len(times) > 1 else None})
+    return pd.DataFrame(rows)
+
+
+def overhead_markdown(**dirs) -> str:
+    """:func:`training_overhead` as markdown, with its sums."""
+    table = training_overhead(**dirs)
+    if table.empty:
+        return "*No training stage timed yet.*"
+    return (table.to_markdown(index=False) + f"\n\nIn all: {table['outside training s'].sum()} s "
+            f"outside training and {table['first epoch minus median epoch s'].sum():.0f} s of "
+            f"first-epoch extra over {len(table)} training stages.")
+
+
+def cuts_markdown(cuts_csv: Path, metrics_dir: Path) -> str:
+    """What cheaper settings of the 4-class study cost (``benchmarks/study_cuts.py``): each
+    cut's TEST / TEST_SIMPLE accuracy beside the default run's own model (its metrics file)."""
+    if not Path(cuts_csv).is_file():
+        return f"*Not run yet: `.venv/bin/python benchmarks/study_cuts.py` writes {cuts_csv}.*"
+    table = pd.read_csv(cuts_csv)
+    rows = []
+    for cut in table.to_dict("records"):
+        model = f"blood-cell-images-mobilenet_v2-{cut['regime']}"
+        default = Path(metrics_dir) / f"{model}.json"
+        splits = json.loads(default.read_text())["splits"] if default.is_file() else {}
+        rows.append({
+            "cut": cut["cut"], "regime": cut["regime"],
+            "size px / per class / epochs": f"{cut['image_size']} / {cut['train_per_class']} / "
+                                            f"{cut['epochs']}",
+            "TEST % (default run)": _pct_pair(cut["test accuracy"], splits.get("test")),
+            "TEST_SIMPLE % (default run)": _pct_pair(cut["test_simple accuracy"],
+                                                     splits.get("test_simple"))})
+    return (pd.DataFrame(rows).to_markdown(index=False)
+            + f"\n\nOne seed each; machine: {'; '.join(sorted(set(table['machine'])))}.")
+
+
+def _pct_pair(value: float, default: dict | None) -> str:
+    """``"cut (default)"`` in percent; the default as ``?`` when its metrics are missing."""
+    base = f"{100 * default['accuracy']:.1f}" if default else "?"
+    return f"{100 * value:.1f} ({base})"
+
+
 def readme_results_table(metrics_dir: Path) -> pd.DataFrame:
     """The thesis and leukemia models' results (the cell classifier has its own block)."""
     return results_table([r for r in load_results(Path(metrics_dir))
@@ -375,7 +442,9 @@ def main() -> int:
     changed = update_readme(Path("README.md"), readme_results_table(Path("reports/metrics")), {
         "cells": cells_markdown(Path("reports/cells/cross_source.csv")),
         "times": times_markdown(Path("reports/times")),
-        "ablation": ablation_markdown(Path("reports/ablation/cells.csv"))})
+        "ablation": ablation_markdown(Path("reports/ablation/cells.csv")),
+        "overhead": overhead_markdown(),
+        "cuts": cuts_markdown(Path("reports/ablation/study_cuts.csv"), Path("reports/metrics"))})
     print("README.md results " + ("updated" if changed else "already current"))
     return 0
 
