@@ -152,3 +152,39 @@ def test_finetune_top_blocks_freezes_the_rest():
                              for name in trainable)
     networks.set_trainable_top(base, "all")
     assert all(layer.trainable for layer in base.layers)
+
+
+def test_flatten_bottleneck_is_the_thesis_head_input():
+    """The thesis's head sits on VGG16's flattened last block: 7 x 7 x 512 = 25,088 inputs at
+    224 px; ``avg`` pools the same block to 512. Random weights: no download."""
+    flat = networks.build_classifier("vgg16", 4, 224, pretrained=False, bottleneck="flatten")
+    assert tuple(flat.get_layer("head").inputs[0].shape) == (None, 25088)
+    base = networks.build_base("vgg16", (224, 224, 3), False, "avg")
+    assert tuple(base.output_shape) == (None, 512)
+    with pytest.raises(ValueError, match="bottleneck must be one of"):
+        networks.build_base("vgg16", (224, 224, 3), False, "max")
+
+
+def test_flatten_base_keeps_its_layers_for_freezing_and_saves(tmp_path):
+    """A flattened MobileNetV2 still freezes by block and survives save/load."""
+    base = networks.build_base("mobilenet_v2", (32, 32, 3), False, "flatten")
+    assert tuple(base.output_shape) == (None, 1 * 1 * 1280)
+    networks.set_trainable_top(base, 1)
+    trainable = {layer.name for layer in base.layers if layer.trainable and layer.weights}
+    assert trainable and all(name.startswith("features_18") for name in trainable)
+    model = networks.build_classifier("mobilenet_v2", 4, 32, pretrained=False, base=base)
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    before = model.predict(images, verbose=0)
+    after = study.load_model(study.save_model(model, tmp_path / "m.keras")).predict(
+        images, verbose=0)
+    np.testing.assert_allclose(before, after, rtol=1e-5, atol=1e-6)
+
+
+def test_weights_parameter_is_explicit(tmp_path, monkeypatch, offline):
+    """``random`` is a named choice; ``imagenet`` with the file missing still raises."""
+    assert networks.uses_imagenet("imagenet") and not networks.uses_imagenet("random")
+    with pytest.raises(ValueError, match="weights must be one of"):
+        networks.uses_imagenet("none")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(networks.PretrainedWeightsMissing, match="vgg16"):
+        networks.build_base("vgg16", (32, 32, 3), networks.uses_imagenet("imagenet"), "flatten")

@@ -81,7 +81,7 @@ class Network:
     """One entry of the registry."""
 
     name: str
-    build: Callable[..., keras.Model]  # (input_shape, pretrained: bool) -> base, pooled output
+    build: Callable[..., keras.Model]  # (input_shape, pretrained, pooling) -> base
     preprocessing: str
     min_size: int
     native_size: int
@@ -119,21 +119,22 @@ def _keras_application(constructor_path: str, weights_file: str):
     """A builder for ``keras.applications.<constructor>`` that loads cached ImageNet weights
     from the Keras cache, or downloads them once, or fails naming file and folder."""
 
-    def build(input_shape: tuple[int, int, int], pretrained: bool) -> keras.Model:
+    def build(input_shape: tuple[int, int, int], pretrained: bool,
+              pooling: str | None = "avg") -> keras.Model:
         module_name, constructor_name = constructor_path.rsplit(".", 1)
         constructor = getattr(getattr(keras.applications, module_name), constructor_name)
         if not pretrained:
             return constructor(include_top=False, weights=None, input_shape=input_shape,
-                               pooling="avg")
+                               pooling=pooling)
         cached = keras_cache_dir() / weights_file
         if cached.is_file():
             model = constructor(include_top=False, weights=None, input_shape=input_shape,
-                                pooling="avg")
+                                pooling=pooling)
             model.load_weights(cached)
             return model
         try:
             return constructor(include_top=False, weights="imagenet", input_shape=input_shape,
-                               pooling="avg")
+                               pooling=pooling)
         except Exception as error:
             cause = download_failure(error)
             if cause is None:  # not a failed download: a real error, with its own cause
@@ -146,14 +147,17 @@ def _keras_application(constructor_path: str, weights_file: str):
     return build
 
 
-def _mobilenet_v2_torch(input_shape: tuple[int, int, int], pretrained: bool) -> keras.Model:
+def _mobilenet_v2_torch(input_shape: tuple[int, int, int], pretrained: bool,
+                        pooling: str | None = "avg") -> keras.Model:
     weights = mobilenet_torch.DEFAULT_WEIGHTS if pretrained else None
     return mobilenet_torch.build_mobilenet_v2_torch(input_shape, include_top=False,
-                                                    weights=weights, pooling="avg")
+                                                    weights=weights, pooling=pooling)
 
 
-def _leukemia_cnn(input_shape: tuple[int, int, int], pretrained: bool) -> keras.Model:
-    """The report's Solution A body: five modules of Conv-BN-ReLU x2 + MaxPool, then Flatten."""
+def _leukemia_cnn(input_shape: tuple[int, int, int], pretrained: bool,
+                  pooling: str | None = None) -> keras.Model:
+    """The report's Solution A body: five modules of Conv-BN-ReLU x2 + MaxPool, then Flatten
+    (its own design: it always flattens, whatever ``pooling`` asks)."""
     if pretrained:
         raise ValueError("leukemia_cnn has no pretrained weights: use regime 'scratch'")
     inputs = keras.Input(input_shape)
@@ -224,6 +228,49 @@ def check_input_size(network: Network, size: int) -> int:
     return size
 
 
+# --- the bottleneck and the weights a base starts from ---------------------------------------
+
+BOTTLENECKS = ("avg", "flatten")
+"""How a base's last convolutional block becomes the head's input: ``avg``, global average
+pooling (one value per channel: 1,280 for MobileNetV2); ``flatten``, the thesis's head on the
+flattened block (7 x 7 x 512 = 25,088 for VGG16 at 224 px)."""
+
+WEIGHTS = ("imagenet", "random")
+"""Where a pretrained regime's base starts: ``imagenet`` (the real study; missing weights
+raise ``PretrainedWeightsMissing``) or ``random`` (a plumbing run that exercises the pipeline
+without any weights file, named as such in every output)."""
+
+
+def check_bottleneck(bottleneck: str) -> str:
+    """``bottleneck`` if known, else a ValueError naming the allowed values."""
+    if bottleneck not in BOTTLENECKS:
+        raise ValueError(f"bottleneck must be one of {BOTTLENECKS}, got {bottleneck!r}")
+    return bottleneck
+
+
+def uses_imagenet(weights: str) -> bool:
+    """True for ``imagenet``, False for ``random``; a ValueError for anything else."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    return weights == "imagenet"
+
+
+def build_base(network: str, input_shape: tuple[int, int, int], pretrained: bool,
+               bottleneck: str = "avg") -> keras.Model:
+    """The registry's base of ``network`` ending in the chosen bottleneck (``BOTTLENECKS``).
+
+    ``flatten`` adds a ``Flatten`` to the unpooled base as a layer of the same functional
+    model, so freezing (``set_trainable_top``) and BatchNorm settings still see every layer."""
+    entry = get_network(network)
+    if check_bottleneck(bottleneck) == "avg":
+        return entry.build(input_shape, pretrained, pooling="avg")
+    base = entry.build(input_shape, pretrained, pooling=None)
+    if len(base.output_shape) == 2:  # already flat (leukemia_cnn)
+        return base
+    flat = layers.Flatten(name="bottleneck_flatten")(base.output)
+    return keras.Model(base.input, flat, name=base.name)
+
+
 # --- heads and whole models -----------------------------------------------------------------
 
 
@@ -262,15 +309,16 @@ def build_head(input_dim: int, n_classes: int, config: HeadConfig = HeadConfig()
 def build_classifier(network: str, n_classes: int, image_size: int, pretrained: bool,
                      head: HeadConfig = HeadConfig(), channel_mean: Sequence[float] | None = None,
                      base: keras.Model | None = None, head_model: keras.Model | None = None,
-                     ) -> keras.Model:
+                     bottleneck: str = "avg") -> keras.Model:
     """Input(0..255 RGB) -> Preprocess -> base -> head, as one model.
 
-    ``base`` / ``head_model`` may be passed in (e.g. a head trained on cached features).
+    ``base`` / ``head_model`` may be passed in (e.g. a head trained on cached features);
+    otherwise the base is built with ``bottleneck`` (``build_base``).
     """
     entry = get_network(network)
     check_input_size(entry, image_size)
     shape = (image_size, image_size, 3)
-    base = base if base is not None else entry.build(shape, pretrained)
+    base = base if base is not None else build_base(network, shape, pretrained, bottleneck)
     head_model = head_model if head_model is not None else build_head(
         base.output_shape[-1], n_classes, head)
     inputs = keras.Input(shape, name="image")
