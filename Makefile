@@ -16,7 +16,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
 
-.PHONY: env lock data browser study test lint bench lab results strip preset-default preset-full clean-env
+.PHONY: env lock data browser study test lint bench lab results strip preset-default preset-full preset-smoke clean-env
 
 env: $(STAMP)
 
@@ -77,7 +77,7 @@ results: env
 strip: env
 	$(BIN)/jupyter nbconvert --clear-output --inplace --log-level=WARN notebooks/*.ipynb
 
-preset-default preset-full: env
+preset-default preset-full preset-smoke: env
 	$(BIN)/python -m leuko.presets $(subst preset-,,$@)
 
 clean-env:

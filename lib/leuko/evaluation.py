@@ -70,6 +70,10 @@ def held_out_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str],
     return metrics
 
 
+#: What a 4-class training summary records about how its base was built (copied to metrics).
+TRAINING_CHOICES = ("bottleneck", "weights")
+
+
 def stain_robustness(model, rows: pd.DataFrame, size: int, classes: list[str],
                      crop=None) -> dict[str, dict[str, float]]:
     """Accuracy and macro F1 of ``model`` on ``rows`` as they are (``none``) and as each
@@ -92,13 +96,16 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
                    n_boot: int = 2000, seed: int = 0, eval_splits=("test", "test_simple"),
                    classes: list[str] | None = None, crop=None,
                    robustness_split: str | None = "test", robustness_per_class: int = 100,
-                   paths: Paths = DEFAULT_PATHS) -> dict:
+                   eval_per_class: int = 0, paths: Paths = DEFAULT_PATHS) -> dict:
     """Accuracy, per-class figures, confusion matrix and intervals on each held-out split
     (``held_out_metrics``): bootstrap intervals resample whole source cells / patients
     (``source_cells``), the exact interval comes where every image is its own cell. The file
     also carries ``training`` (the training summary's ``TRAINING_KEYS``: the saved weights'
-    epoch and validation accuracy, the training machine) and ``machine``, the machine that
-    evaluated (``leuko.machine.describe``).
+    epoch and validation accuracy, the training machine, and for the 4-class study its
+    ``TRAINING_CHOICES``) and ``machine``, the machine that evaluated
+    (``leuko.machine.describe``). ``eval_per_class``: score a seeded, class-balanced sample of
+    each split spread over its source cells (0 = every image; the smoke preset's plumbing run
+    scores a few).
 
     Robustness to other labs: on a seeded, class-balanced sample of ``robustness_split``
     (``robustness_per_class`` images per class spread over its source cells; 0 = all) the
@@ -116,7 +123,8 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
               "classes": classes, "splits": {}}
     predictions = []
     for split in eval_splits:
-        rows = manifest[manifest["split"] == split]
+        rows = splits.balanced_subsample(manifest[manifest["split"] == split], eval_per_class,
+                                         seed)
         if rows.empty:
             continue
         probs = predict(model, load_resized(list(rows["path"]), size, crop=crop))
@@ -146,6 +154,9 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
                          "older training; retrain the model (dvc repro)")
     result["training"] = {k: training[k] for k in TRAINING_KEYS}
     result["machine"] = describe()
+    # the 4-class study's training names its bottleneck and weights (``weights: random`` is a
+    # plumbing run, and its metrics say so); the leukemia models train from scratch
+    result["training"].update({k: training[k] for k in TRAINING_CHOICES if k in training})
     write_json(paths.metrics(the_id), result)
     write_csv_atomic(paths.predictions(the_id), pd.concat(predictions, ignore_index=True))
     return result
@@ -168,7 +179,7 @@ def wbc_models(wbc: dict) -> list[tuple[str, str, str]]:
 def evaluate_models(models: list[tuple[str, str, str]], image_size: int | str,
                     n_boot: int = 2000, seed: int = 0, robustness_split: str | None = "test",
                     robustness_per_class: int = 100, index_name: str | None = "wbc",
-                    paths: Paths = DEFAULT_PATHS) -> list[dict]:
+                    eval_per_class: int = 0, paths: Paths = DEFAULT_PATHS) -> list[dict]:
     """``evaluate_model`` for each (dataset, network, regime) in one process; each model's
     metrics, predictions and confusion data are written as a per-model run writes them, and
     ``reports/evaluation/<index_name>.json`` lists the models with their headline figures
@@ -181,7 +192,8 @@ def evaluate_models(models: list[tuple[str, str, str]], image_size: int | str,
     for dataset, network, regime in models:
         results.append(evaluate_model(dataset, network, regime, image_size, n_boot=n_boot,
                                       seed=seed, robustness_split=robustness_split,
-                                      robustness_per_class=robustness_per_class, paths=paths))
+                                      robustness_per_class=robustness_per_class,
+                                      eval_per_class=eval_per_class, paths=paths))
         keras.backend.clear_session()  # free the graphs of the model just scored
     if index_name:
         write_json(paths.root / INDEX_DIR / f"{index_name}.json", evaluation_index(results, paths))

@@ -71,12 +71,16 @@ def stage_count(dvc_yaml: Path = Path("dvc.yaml")) -> int:
 
 def missing_weights(wbc_yaml: Path = PARAMS / "wbc.yaml") -> list[tuple[str, Path]]:
     """(network, cache path) of every ImageNet weights file ``wbc.networks`` needs that is not
-    in the Keras cache (MobileNetV2's come with the data)."""
+    in the Keras cache (MobileNetV2's come with the data); none with ``wbc.weights: random``
+    (the smoke preset's plumbing run)."""
     import yaml
 
     from leuko.networks import get_network, keras_cache_dir
 
-    networks = (yaml.safe_load(Path(wbc_yaml).read_text()) or {})["wbc"]["networks"]
+    wbc = (yaml.safe_load(Path(wbc_yaml).read_text()) or {})["wbc"]
+    networks = wbc["networks"]
+    if wbc["weights"] == "random":
+        return []
     out = []
     for name in networks:
         entry = get_network(name)

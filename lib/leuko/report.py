@@ -74,6 +74,28 @@ def results_table(results: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+STUDY_TITLE = "The leukocyte study: results"
+PLUMBING_TITLE = "The leukocyte study: plumbing run, not results"
+
+
+def random_weight_models(results: list[dict]) -> list[str]:
+    """The models whose pretrained base started from random weights (``wbc.weights: random``,
+    the smoke preset), as their metrics record it."""
+    return [r["model"] for r in results if r.get("training", {}).get("weights") == "random"]
+
+
+def title_markdown(results: list[dict]) -> str:
+    """The report's title: a run with ``weights: random`` is named a plumbing run, with the
+    models it concerns, so that no figure of it is read as a result."""
+    plumbing = random_weight_models(results)
+    if not plumbing:
+        return f"# {STUDY_TITLE}"
+    return (f"# {PLUMBING_TITLE}\n\n**`weights: random`**: the {len(plumbing)} models of the "
+            "4-class study started from random weights instead of ImageNet's (the smoke preset, "
+            "`make preset-smoke`: every network and regime at the smallest sizes, to check the "
+            "pipeline runs). Its accuracies are chance, its times are the plumbing's.")
+
+
 def write_tables(tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
     """Each table as ``<folder>/<name>.csv`` (for reuse beside the report)."""
     return [write_csv_atomic(Path(folder) / f"{name}.csv", frame)

@@ -243,11 +243,14 @@ def write_prepared(manifests: dict[str, pd.DataFrame], bad: pd.DataFrame,
 
 
 def resolve_image_size(network: str, image_size: int | str) -> int:
-    """An explicit size, or ``"native"`` for the network's own input size."""
+    """An explicit size, ``"native"`` for the network's own input size, or ``"minimum"`` for
+    the smallest it accepts (the smoke preset: 32 px, 71 px for Xception, 75 px for
+    InceptionV3)."""
     from leuko.networks import check_input_size, get_network
 
     entry = get_network(network)
-    size = entry.native_size if image_size == "native" else int(image_size)
+    named = {"native": entry.native_size, "minimum": entry.min_size}
+    size = named[image_size] if image_size in named else int(image_size)
     return check_input_size(entry, size)
 
 
@@ -259,13 +262,29 @@ class WbcSettings:
     """The 4-class study's data and model settings: ``params/wbc.yaml`` (where each value is
     set and explained) and the seed of ``params/data.yaml``."""
 
-    image_size: int | str  # px, or "native" (each network's own input size)
+    image_size: int | str  # px, "native" or "minimum" (each network's own or smallest size)
     train_per_class: int
     val_per_class: int
     feature_batch: int
     precision: str  # leuko.accel.set_precision
     strategy: str  # leuko.accel.distribution_strategy
+    bottleneck: str  # the head's input: networks.BOTTLENECKS (avg | flatten)
+    weights: str  # the pretrained regimes' start: networks.WEIGHTS (imagenet | random)
     seed: int
+
+    def __post_init__(self):
+        from leuko.networks import check_bottleneck, uses_imagenet
+
+        check_bottleneck(self.bottleneck)
+        uses_imagenet(self.weights)  # a ValueError naming the choices for anything else
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the pretrained regimes' base loads ImageNet weights (``weights:
+        imagenet``); ``random`` is a plumbing run, named in every output."""
+        from leuko.networks import uses_imagenet
+
+        return uses_imagenet(self.weights)
 
     #: Keys of ``wbc`` that list the pipeline's models (dvc.yaml's matrix reads them).
     PIPELINE_KEYS = ("networks", "regimes", "pooled_regimes")
@@ -364,7 +383,9 @@ class WbcRun:
 
 def compute_bottleneck_features(dataset: str, network: str, settings: WbcSettings,
                                 paths: Paths = Paths()) -> dict[str, np.ndarray]:
-    """Pooled features of the frozen ImageNet base for the train and validation rows."""
+    """Bottleneck features (``settings.bottleneck``: ``networks.BOTTLENECKS``) of the frozen
+    base for the train and validation rows; the base starts from ``settings.weights``. Both
+    are saved with the features, and training checks them (``check_cached_features``)."""
     from leuko import networks, train
     from leuko.inputs import load_resized
 
@@ -375,9 +396,11 @@ def compute_bottleneck_features(dataset: str, network: str, settings: WbcSetting
                                                     settings.val_per_class, settings.seed),
                     strict=True))
     entry = networks.get_network(network)
-    base = entry.build((size, size, 3), True)
+    base = networks.build_base(network, (size, size, 3), settings.pretrained,
+                               settings.bottleneck)
     preprocess = networks.Preprocess(entry.preprocessing)
-    arrays = {}
+    arrays = {"bottleneck": np.asarray(settings.bottleneck),
+              "weights": np.asarray(settings.weights)}
     for split, frame in rows.items():
         images = load_resized(list(frame["path"]), size)
         arrays[f"{split}_features"] = train.compute_features(base, preprocess, images,
@@ -386,6 +409,19 @@ def compute_bottleneck_features(dataset: str, network: str, settings: WbcSetting
         arrays[f"{split}_labels"] = frame["label"].to_numpy(dtype=str)
     save_features(paths.features(dataset, network), **arrays)
     return arrays
+
+
+def check_cached_features(cached: dict[str, np.ndarray], settings: WbcSettings,
+                          path: Path) -> dict[str, np.ndarray]:
+    """``cached`` if it was computed with ``settings``' bottleneck and weights, else a
+    ValueError saying to rerun the features stage (a head must sit on the base it was trained
+    for)."""
+    found = {k: str(cached[k]) if k in cached else "unrecorded" for k in ("bottleneck", "weights")}
+    wanted = {"bottleneck": settings.bottleneck, "weights": settings.weights}
+    if found != wanted:
+        raise ValueError(f"{path} holds features of {found}, not {wanted}: rerun the features "
+                         "stage (dvc repro features)")
+    return cached
 
 
 def train_wbc(run: WbcRun, paths: Paths = Paths()):
@@ -412,10 +448,11 @@ def train_wbc(run: WbcRun, paths: Paths = Paths()):
     start = time.perf_counter()
     histories = []
     with accel.distribution_strategy(settings.strategy).scope():
-        entry = networks.get_network(run.network)
         frozen = run.regime in train.FROZEN_REGIMES
         if run.regime in train.PRETRAINED_REGIMES:
-            cached = load_features(paths.features(run.dataset, run.network))
+            cached = check_cached_features(
+                load_features(paths.features(run.dataset, run.network)), settings,
+                paths.features(run.dataset, run.network))
             y_train = one_hot_labels(cached["train_labels"], classes)
             y_val = one_hot_labels(cached["val_labels"], classes)
             head = networks.build_head(cached["train_features"].shape[1], n,
@@ -435,7 +472,8 @@ def train_wbc(run: WbcRun, paths: Paths = Paths()):
                     make_dataset(cached["val_features"], y_val, batch_size), head_fit,
                     paths.live(the_id) if frozen else None, paths.work(the_id) / "head",
                     label="head"))
-            base = entry.build((size, size, 3), True)
+            base = networks.build_base(run.network, (size, size, 3), settings.pretrained,
+                                       settings.bottleneck)
             if frozen:
                 base.trainable = False
             else:
@@ -444,7 +482,8 @@ def train_wbc(run: WbcRun, paths: Paths = Paths()):
                                               head_model=head)
         else:
             model = networks.build_classifier(run.network, n, size, pretrained=False,
-                                              head=training.head_config())
+                                              head=training.head_config(),
+                                              bottleneck=settings.bottleneck)
         if not frozen:
             manifest = read_manifest(paths.manifest(run.dataset))
             train_rows, val_rows = training_rows(manifest, settings.train_per_class,
@@ -460,12 +499,15 @@ def train_wbc(run: WbcRun, paths: Paths = Paths()):
                 steps_per_epoch(len(x_train), batch_size), make_dataset(x_val, y_val, batch_size),
                 fit_config, paths.live(the_id), paths.work(the_id), label="end-to-end"))
     seconds = time.perf_counter() - start
+    n_train_images = len(y_train)  # the images (or cached features) of the last fit
     history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
     save_model(model, paths.model(the_id))
     result = train.RunResult(model, history, seconds, extra={
         "model": the_id, "dataset": run.dataset, "network": run.network, "regime": run.regime,
         "image_size": size, "classes": classes, "precision": precision,
-        "stain_jitter": float(training.stain_jitter), "params": networks.count_params(model)})
+        "stain_jitter": float(training.stain_jitter), "bottleneck": settings.bottleneck,
+        "weights": settings.weights, "n_train_images": n_train_images,
+        "params": networks.count_params(model)})
     write_json(paths.train_summary(the_id), result.summary())
     return result
 
