@@ -55,6 +55,46 @@ def test_full_preset_lists_all_thesis_trainings_and_default_restores(tmp_path):
                                                              ).read_text()
 
 
+def test_every_preset_sets_the_same_files_so_any_switch_is_complete():
+    """A file set by one preset and not another would keep the last preset's values."""
+    folder = ROOT / "params" / "presets"
+    files = {name: presets.preset_files(name, folder) for name in presets.available(folder)}
+    assert {"default", "full", "smoke"} <= set(files)
+    assert len({tuple(f) for f in files.values()}) == 1, files
+
+
+def test_smoke_preset_has_the_full_structure_and_default_comes_back_byte_identical(tmp_path):
+    """The smoke preset runs every network and regime of the full preset on the pooled split
+    too, with random weights named, at each network's minimum size; switching back to the
+    default restores params/ byte for byte (as committed)."""
+    import yaml
+
+    work = tmp_path / "repo"
+    committed = subprocess.run(["git", "ls-files", "params"], cwd=ROOT, check=True,
+                               capture_output=True, text=True).stdout.split()
+    before = {}
+    for name in committed:  # params/ as git HEAD has it (the working tree may hold a preset)
+        before[Path(name)] = subprocess.run(["git", "show", f"HEAD:{name}"], cwd=ROOT,
+                                            check=True, capture_output=True).stdout
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_bytes(before[Path(name)])
+    presets.apply_preset("smoke", work / "params", work / "params" / "presets")
+    smoke = yaml.safe_load((work / "params" / "wbc.yaml").read_text())["wbc"]
+    full = yaml.safe_load((ROOT / "params" / "presets" / "full" / "wbc.yaml").read_text())["wbc"]
+    assert smoke["networks"] == full["networks"] and smoke["regimes"] == full["regimes"]
+    assert smoke["pooled_regimes"] and set(smoke["pooled_regimes"]) <= set(full["regimes"])
+    assert (smoke["weights"], smoke["image_size"], smoke["bottleneck"]) == (
+        "random", "minimum", full["bottleneck"])
+    assert presets.missing_weights(work / "params" / "wbc.yaml") == []
+    for regime in smoke["regimes"]:
+        values = yaml.safe_load((work / "params" / "regimes" / f"{regime}.yaml").read_text())
+        assert 1 <= values["epochs"] <= 2
+    presets.apply_preset("default", work / "params", work / "params" / "presets")
+    after = {p.relative_to(work): p.read_bytes() for p in (work / "params").rglob("*")
+             if p.is_file()}
+    assert after == before
+
+
 def test_unknown_preset_names_the_choices():
     with pytest.raises(ValueError, match="preset must be one of"):
         presets.preset_files("gpu", ROOT / "params" / "presets")

@@ -25,9 +25,12 @@ from leuko.atomic import atomic_write
 __all__ = [
     "image_gallery",
     "plot_bar_with_ci",
+    "plot_confusion_grid",
     "plot_confusion_matrix",
     "plot_curve_grid",
+    "plot_curve_matrix",
     "plot_heatmap",
+    "plot_interval_panels",
     "plot_training_curves",
     "save_figure",
 ]
@@ -455,4 +458,161 @@ def plot_reliability(tables: dict[str, pd.DataFrame], title: str = "") -> Figure
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# small multiples: many networks x many regimes (the thesis's figures for nine networks)
+# --------------------------------------------------------------------------------------------
+_TRAIN_STYLE = {"train": "-", "validation": "--"}
+
+
+def _empty_panel(ax: Axes, text: str = "not run", shared_y: bool = False) -> None:
+    """A panel with nothing to draw: says so; ticks hidden (a shared y axis keeps its ticks,
+    which its other panels need)."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="grey",
+            fontsize=7)
+    ax.set_xticks([])
+    if not shared_y:
+        ax.set_yticks([])
+
+
+def plot_curve_matrix(histories: dict[tuple[str, str], pd.DataFrame], rows: Sequence[str],
+                      cols: Sequence[str], metric: str = "accuracy", title: str = "") -> Figure:
+    """Training curves as small multiples: one panel per (row, column), e.g. network x regime.
+
+    Column names head the top row only and row names label the left column only, so no
+    title repeats or overlaps; the y axis is shared, every panel keeps its own epochs; one
+    legend (train, validation) for the whole figure. A pair without a history reads "not run".
+    """
+    rows, cols = list(rows), list(cols)
+    if not rows or not cols:
+        raise ValueError("plot_curve_matrix needs at least one row and one column")
+    fig = _new_figure((1.0 + 1.75 * len(cols), 0.8 + 1.35 * len(rows)))
+    axes = fig.subplots(len(rows), len(cols), sharey=True, squeeze=False)
+    for i, row in enumerate(rows):
+        for j, col in enumerate(cols):
+            ax = axes[i, j]
+            history = histories.get((row, col))
+            if history is None:
+                _empty_panel(ax, shared_y=True)
+            else:
+                frame = _history_frame(history)
+                epochs = _epochs(frame)
+                for column, label in ((metric, "train"), (f"val_{metric}", "validation")):
+                    if column in frame.columns and frame[column].notna().any():
+                        ax.plot(epochs, frame[column].to_numpy(dtype=float),
+                                _TRAIN_STYLE[label], marker="." if len(frame) < 20 else None,
+                                markersize=3, linewidth=1.0, label=label,
+                                color="C0" if label == "train" else "C1")
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=3))
+                ax.grid(True, alpha=0.3)
+                ax.tick_params(labelsize=7)
+            if i == 0:
+                ax.set_title(col, fontsize=8)
+            if j == 0:
+                ax.set_ylabel(row, fontsize=8)
+    handles = [axes[0, 0].plot([], [], style, color=f"C{k}", label=label)[0]
+               for k, (label, style) in enumerate(_TRAIN_STYLE.items())]
+    fig.legend(handles=handles, loc="outside upper right", ncols=2, fontsize=8)
+    fig.supxlabel("epoch", fontsize=9)
+    fig.suptitle(title or f"training curves: {_metric_label(metric)}", fontsize=10)
+    return fig
+
+
+def plot_interval_panels(frame: pd.DataFrame, row: str, hue: str, panel: str, value: str,
+                         low: str, high: str, xlabel: str = "", title: str = "",
+                         reference: dict[str, float] | None = None,
+                         log: bool = False) -> Figure:
+    """Dots with interval lines, small multiples: one panel per ``panel`` value (e.g. the test
+    split), one line per ``row`` (e.g. network, short names), one colour per ``hue`` (e.g.
+    regime), dodged so that nine networks x five regimes stay apart; one legend for the
+    figure; ``reference`` draws labelled vertical lines (the thesis's means). ``low`` and
+    ``high`` may equal ``value`` (no interval, e.g. a time)."""
+    for column in (row, hue, panel, value, low, high):
+        if column not in frame.columns:
+            raise KeyError(f"column {column!r} not in frame (columns: {list(frame.columns)})")
+    rows = list(pd.unique(frame[row]))
+    levels = list(pd.unique(frame[hue]))
+    panels = list(pd.unique(frame[panel]))
+    if not rows:
+        raise ValueError("plot_interval_panels: the frame has no rows")
+    fig = _new_figure((1.2 + 3.3 * len(panels), 1.2 + 0.32 * len(rows) * max(1, len(levels)) ** 0.5))
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True, squeeze=False)).ravel()
+    step = 0.8 / max(1, len(levels))
+    styles = ["--", ":", "-.", (0, (5, 1))]
+    for ax, name in zip(axes, panels, strict=True):
+        sub = frame[frame[panel] == name]
+        for k, level in enumerate(levels):
+            part = sub[sub[hue] == level].drop_duplicates(subset=[row], keep="last")
+            y = np.array([rows.index(r) for r in part[row]], dtype=float)
+            y += (k - (len(levels) - 1) / 2) * step
+            x = part[value].to_numpy(dtype=float)
+            lower = np.clip(x - part[low].to_numpy(dtype=float), 0, None)
+            upper = np.clip(part[high].to_numpy(dtype=float) - x, 0, None)
+            ax.errorbar(x, y, xerr=np.vstack([lower, upper]), fmt="o", markersize=3.5,
+                        elinewidth=1.0, capsize=0, color=f"C{k}", label=str(level))
+        for i, (label, ref) in enumerate((reference or {}).items()):
+            ax.axvline(float(ref), color="dimgrey", linestyle=styles[i % len(styles)],
+                       linewidth=1.0, label=f"{label}: {ref:g}")
+        if log:
+            ax.set_xscale("log")
+        ax.set_yticks(range(len(rows)), [str(r) for r in rows], fontsize=8)
+        ax.set_ylim(len(rows) - 0.5, -0.5)  # first row on top
+        for boundary in np.arange(0.5, len(rows) - 1, 1.0):
+            ax.axhline(boundary, color="lightgrey", linewidth=0.6)
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.set_title(str(name), fontsize=9)
+        ax.tick_params(axis="x", labelsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8, title=hue)
+    fig.supxlabel(xlabel or value.replace("_", " "), fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_confusion_grid(matrices: dict[tuple[str, str], np.ndarray], rows: Sequence[str],
+                        cols: Sequence[str], class_names: Sequence[str],
+                        title: str = "") -> Figure:
+    """Confusion matrices as small multiples (row-normalised %, one colour bar): one panel per
+    (row, column), e.g. network x regime; class names (first letters) on the outer panels only;
+    each cell reads its row % rounded. A pair without a matrix reads "not run"."""
+    rows, cols = list(rows), list(cols)
+    k = len(class_names)
+    short = [str(c)[:3] for c in class_names]
+    fig = _new_figure((1.2 + 1.55 * len(cols), 0.9 + 1.45 * len(rows)))
+    axes = fig.subplots(len(rows), len(cols), squeeze=False)
+    image = None
+    for i, row in enumerate(rows):
+        for j, col in enumerate(cols):
+            ax = axes[i, j]
+            cm = matrices.get((row, col))
+            if cm is None:
+                _empty_panel(ax)
+            else:
+                counts = np.asarray(cm, dtype=float)
+                if counts.shape != (k, k):
+                    raise ValueError(f"matrix of {(row, col)} has shape {counts.shape}, "
+                                     f"expected ({k}, {k})")
+                sums = counts.sum(axis=1, keepdims=True)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    percent = np.where(sums > 0, 100 * counts / sums, 0.0)
+                image = ax.imshow(percent, cmap="Blues", vmin=0, vmax=100)
+                for a in range(k):
+                    for b in range(k):
+                        ax.text(b, a, f"{percent[a, b]:.0f}", ha="center", va="center",
+                                fontsize=5.5, color="white" if percent[a, b] > 50 else "black")
+                ax.set_xticks(range(k), short if i == len(rows) - 1 else [], fontsize=6,
+                              rotation=90)
+                ax.set_yticks(range(k), short if j == 0 else [], fontsize=6)
+            if i == 0:
+                ax.set_title(col, fontsize=8)
+            if j == 0:
+                ax.set_ylabel(row, fontsize=8)
+    if image is not None:
+        fig.colorbar(image, ax=axes, label="% of true class", shrink=0.6)
+    fig.supxlabel("predicted class (columns) against true class (rows)", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig

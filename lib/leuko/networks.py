@@ -88,6 +88,7 @@ class Network:
     weights_file: str | None  # file name in the Keras cache (keras.applications) or None
     thesis: bool = False  # one of the thesis's eight ILSVRC networks
     description: str = ""
+    short: str = ""  # a figure label of a few characters (``short_name``)
 
 
 def keras_cache_dir() -> Path:
@@ -175,10 +176,10 @@ def _leukemia_cnn(input_shape: tuple[int, int, int], pretrained: bool,
 
 def _application(name: str, constructor_path: str, weights_file: str, preprocessing: str,
                  min_size: int, native_size: int, thesis: bool = False,
-                 description: str = "") -> Network:
+                 description: str = "", short: str = "") -> Network:
     """A registry entry for a ``keras.applications`` network (its weights file named once)."""
     return Network(name, _keras_application(constructor_path, weights_file), preprocessing,
-                   min_size, native_size, weights_file, thesis, description)
+                   min_size, native_size, weights_file, thesis, description, short)
 
 
 _NOTOP = "_weights_tf_dim_ordering_tf_kernels_notop.h5"  # keras.applications' file names
@@ -186,27 +187,31 @@ _NOTOP = "_weights_tf_dim_ordering_tf_kernels_notop.h5"  # keras.applications' f
 NETWORKS: dict[str, Network] = {
     n.name: n
     for n in [
-        _application("vgg16", "vgg16.VGG16", f"vgg16{_NOTOP}", "caffe", 32, 224, True),
-        _application("vgg19", "vgg19.VGG19", f"vgg19{_NOTOP}", "caffe", 32, 224, True),
+        _application("vgg16", "vgg16.VGG16", f"vgg16{_NOTOP}", "caffe", 32, 224, True,
+                     short="VGG16"),
+        _application("vgg19", "vgg19.VGG19", f"vgg19{_NOTOP}", "caffe", 32, 224, True,
+                     short="VGG19"),
         _application("inception_v3", "inception_v3.InceptionV3", f"inception_v3{_NOTOP}",
-                     "tf", 75, 299, True),
+                     "tf", 75, 299, True, short="IncV3"),
         _application("xception", "xception.Xception", f"xception{_NOTOP}", "tf", 71, 299,
-                     True),
+                     True, short="Xcept"),
         _application("densenet121", "densenet.DenseNet121", f"densenet121{_NOTOP}", "torch",
-                     32, 224, True),
+                     32, 224, True, short="DN121"),
         _application("densenet169", "densenet.DenseNet169", f"densenet169{_NOTOP}", "torch",
-                     32, 224, True),
+                     32, 224, True, short="DN169"),
         _application("densenet201", "densenet.DenseNet201", f"densenet201{_NOTOP}", "torch",
-                     32, 224, True),
+                     32, 224, True, short="DN201"),
         _application("resnet50", "resnet50.ResNet50", f"resnet50{_NOTOP}", "caffe", 32, 224,
-                     True),
+                     True, short="RN50"),
         Network("mobilenet_v2", _mobilenet_v2_torch, "torch", 32, 224, None,
-                description="torchvision's MobileNetV2 rebuilt in Keras; ImageNet weights offline"),
+                description="torchvision's MobileNetV2 rebuilt in Keras; ImageNet weights offline",
+                short="MNv2"),
         _application("efficientnet_b2", "efficientnet.EfficientNetB2", "efficientnetb2_notop.h5",
                      "none", 32, 260,
-                     description="the leukemia report's Solution B (trained from scratch)"),
+                     description="the leukemia report's Solution B (trained from scratch)",
+                     short="EffB2"),
         Network("leukemia_cnn", _leukemia_cnn, "unit_centred", 32, 250, None,
-                description="the leukemia report's Solution A, a custom CNN"),
+                description="the leukemia report's Solution A, a custom CNN", short="CNN-A"),
     ]
 }
 
@@ -218,6 +223,13 @@ def get_network(name: str) -> Network:
     if name not in NETWORKS:
         raise ValueError(f"network must be one of {sorted(NETWORKS)}, got {name!r}")
     return NETWORKS[name]
+
+
+def short_name(name: str) -> str:
+    """A network's label of a few characters for figures (``VGG16``, ``DN201``, ``MNv2``);
+    a name outside the registry stays as it is."""
+    entry = NETWORKS.get(name)
+    return entry.short or entry.name if entry else name
 
 
 def check_input_size(network: Network, size: int) -> int:
