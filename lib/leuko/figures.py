@@ -520,20 +520,30 @@ def plot_curve_matrix(histories: dict[tuple[str, str], pd.DataFrame], rows: Sequ
     return fig
 
 
+def _ordered(values: pd.Series, order: Sequence[str] | None) -> list:
+    """The distinct ``values``, those in ``order`` first and in its order."""
+    present = list(pd.unique(values))
+    first = [v for v in (order or []) if v in present]
+    return first + [v for v in present if v not in first]
+
+
 def plot_interval_panels(frame: pd.DataFrame, row: str, hue: str, panel: str, value: str,
                          low: str, high: str, xlabel: str = "", title: str = "",
                          reference: dict[str, float] | None = None,
-                         log: bool = False) -> Figure:
+                         log: bool = False, row_order: Sequence[str] | None = None,
+                         hue_order: Sequence[str] | None = None,
+                         legend_title: str = "") -> Figure:
     """Dots with interval lines, small multiples: one panel per ``panel`` value (e.g. the test
     split), one line per ``row`` (e.g. network, short names), one colour per ``hue`` (e.g.
     regime), dodged so that nine networks x five regimes stay apart; one legend for the
     figure; ``reference`` draws labelled vertical lines (the thesis's means). ``low`` and
-    ``high`` may equal ``value`` (no interval, e.g. a time)."""
+    ``high`` may equal ``value`` (no interval, e.g. a time). ``row_order`` / ``hue_order``
+    fix the order (values not in them follow in order of appearance)."""
     for column in (row, hue, panel, value, low, high):
         if column not in frame.columns:
             raise KeyError(f"column {column!r} not in frame (columns: {list(frame.columns)})")
-    rows = list(pd.unique(frame[row]))
-    levels = list(pd.unique(frame[hue]))
+    rows = _ordered(frame[row], row_order)
+    levels = _ordered(frame[hue], hue_order)
     panels = list(pd.unique(frame[panel]))
     if not rows:
         raise ValueError("plot_interval_panels: the frame has no rows")
@@ -565,7 +575,8 @@ def plot_interval_panels(frame: pd.DataFrame, row: str, hue: str, panel: str, va
         ax.set_title(str(name), fontsize=9)
         ax.tick_params(axis="x", labelsize=8)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", fontsize=8, title=hue)
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8,
+               title=legend_title or None)
     fig.supxlabel(xlabel or value.replace("_", " "), fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)

@@ -132,6 +132,39 @@ def model_label(dataset: str, network: str, regime: str) -> str:
     return f"{network} · {short_dataset(dataset)}\n{regime}"
 
 
+REGIME_SHORT = {"imagenet": "transfer", "imagenet-long": "transfer long",
+                "imagenet-finetune": "fine-tune", "imagenet-finetune-stain": "fine-tune stain",
+                "scratch": "scratch"}
+"""Figure labels of the regimes (``leuko.train.REGIMES``), in their order."""
+
+
+def regime_column(dataset: str, regime: str) -> str:
+    """A model's column in the thesis's small multiples: its regime's short name, marked
+    ``· pooled`` on the leaky pooled split."""
+    label = REGIME_SHORT.get(regime, regime)
+    return f"{label} · pooled" if dataset.endswith("-pooled") else label
+
+
+def thesis_grid(table: pd.DataFrame) -> tuple[dict[str, tuple[str, str]], list[str], list[str]]:
+    """Where each 4-class model sits in the small multiples: ``{model: (network row, regime
+    column)}`` with short network names (``networks.short_name``), and the rows (registry order)
+    and columns (regime order, the pooled split's after the official split's)."""
+    from leuko.networks import NETWORKS, short_name
+
+    models = table.drop_duplicates("model")
+    cells = {r.model: (short_name(r.network), regime_column(r.dataset, r.regime))
+             for r in models.itertuples()}
+    order = [short_name(n) for n in NETWORKS]
+    rows = sorted({row for row, _ in cells.values()},
+                  key=lambda r: order.index(r) if r in order else len(order))
+    regimes = list(REGIME_SHORT.values())
+    columns = [c for pooled in (False, True) for c in
+               [f"{r} · pooled" if pooled else r for r in regimes]
+               if c in {col for _, col in cells.values()}]
+    columns += sorted({col for _, col in cells.values()} - set(columns))
+    return cells, rows, columns
+
+
 def model_labels(table: pd.DataFrame) -> dict[str, str]:
     """``{model id: model_label(...)}`` for every model of a results table."""
     models = table.drop_duplicates("model")
