@@ -88,7 +88,7 @@ def test_smoke_preset_has_the_full_structure_and_default_comes_back_byte_identic
     assert presets.missing_weights(work / "params" / "wbc.yaml") == []
     for regime in smoke["regimes"]:
         values = yaml.safe_load((work / "params" / "regimes" / f"{regime}.yaml").read_text())
-        assert 1 <= values["epochs"] <= 2
+        assert 1 <= values["training"]["epochs"] <= 2
     presets.apply_preset("default", work / "params", work / "params" / "presets")
     after = {p.relative_to(work): p.read_bytes() for p in (work / "params").rglob("*")
              if p.is_file()}

@@ -1,0 +1,159 @@
+"""The smoke preset's slice, in one process on the real images: every network of the full
+preset built with the smoke preset's own values (``weights: random``, its bottleneck, each
+network's minimum input size), its bottleneck features cached, every training regime run at
+least once (the frozen transfer regime on every network, the end-to-end regimes on networks of
+each family), every model evaluated, and the compare notebook rendering all of them as a
+plumbing run. Anything missing fails the test; without the data it skips, as every test does.
+
+The whole smoke study is ``make preset-smoke && make study`` (README, *Presets*).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "params" / "presets" / "smoke"
+pytestmark = pytest.mark.slow
+
+#: images copied per class and split folder (distinct source cells first)
+PER_FOLDER = 6
+#: the end-to-end regimes run on a network of each family; every network runs ``imagenet``
+END_TO_END = {"vgg16": "imagenet-finetune", "xception": "imagenet-finetune-stain",
+              "densenet121": "scratch", "inception_v3": "imagenet-long"}
+
+
+def smoke_values(name: str) -> dict:
+    """A file of the smoke preset as a dict."""
+    return yaml.safe_load((SMOKE / name).read_text())
+
+
+def tiny_tree(source: Path, target: Path) -> Path:
+    """blood-cell-images' layout with the first ``PER_FOLDER`` source cells of each class and
+    split folder (real images)."""
+    import re
+
+    for split_dir in sorted((source / "images").iterdir()):
+        for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+            seen: dict[str, Path] = {}
+            for path in sorted(class_dir.iterdir()):
+                cell = re.match(r"_?(\d+)", path.name)
+                key = cell.group(1) if cell else path.stem
+                seen.setdefault(key, path)
+                if len(seen) == PER_FOLDER:
+                    break
+            out = target / "images" / split_dir.name / class_dir.name
+            out.mkdir(parents=True)
+            for path in seen.values():
+                shutil.copy(path, out / path.name)
+    return target
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, wbc_root) -> dict:
+    """The slice run once: returns the work folder, the models and the smoke values."""
+    from leuko import evaluation, study
+
+    work = tmp_path_factory.mktemp("smoke")
+    paths = study.Paths(work)
+    tree = tiny_tree(wbc_root, work / "blood-cell-images")
+    manifests, bad = study.prepare("blood-cell-images", tree, seed=0, val_fraction=0.34,
+                                   pooled_test_fraction=0.3, progress=False)
+    study.write_prepared(manifests, bad, paths)
+    wbc = smoke_values("wbc.yaml")["wbc"]
+    evaluate = smoke_values("evaluate.yaml")["evaluate"]
+    data = {"seed": 0}
+    settings = study.WbcSettings.from_params({**wbc, "strategy": "default"}, data)
+    official, pooled = evaluation.WBC_DATASET, evaluation.WBC_POOLED_DATASET
+    models = [(official, n, r) for n in wbc["networks"]
+              for r in dict.fromkeys(["imagenet", END_TO_END.get(n, "imagenet")])]
+    models.append((pooled, "mobilenet_v2", wbc["pooled_regimes"][0]))
+    features = {}
+    for dataset, network in dict.fromkeys((d, n) for d, n, _ in models):
+        features[(dataset, network)] = study.compute_bottleneck_features(
+            dataset, network, settings, paths=paths)
+    for dataset, network, regime in models:
+        training = smoke_values(f"regimes/{regime}.yaml")["training"]
+        study.train_wbc(study.WbcRun.from_params(dataset, network, regime, data,
+                                                 {**wbc, "strategy": "default"}, training),
+                        paths=paths)
+    results = evaluation.evaluate_models(
+        models, wbc["image_size"], n_boot=evaluate["n_boot"], seed=0,
+        robustness_split=evaluate["robustness_split"],
+        robustness_per_class=evaluate["robustness_per_class"],
+        eval_per_class=evaluate["eval_per_class"], paths=paths)
+    return {"work": work, "paths": paths, "models": models, "wbc": wbc, "results": results,
+            "features": features}
+
+
+def test_every_network_builds_caches_features_and_every_regime_trains(smoke_run):
+    from leuko import networks, study, train
+
+    wbc, paths = smoke_run["wbc"], smoke_run["paths"]
+    full = yaml.safe_load((SMOKE.parent / "full" / "wbc.yaml").read_text())["wbc"]
+    assert wbc["networks"] == full["networks"] and wbc["weights"] == "random"
+    trained = {(n, r) for _, n, r in smoke_run["models"]}
+    assert {n for n, _ in trained} == set(full["networks"])
+    assert {r for _, r in trained} == set(train.REGIMES)
+    for (_, network), arrays in smoke_run["features"].items():
+        size = study.resolve_image_size(network, "minimum")
+        assert size == networks.get_network(network).min_size
+        base = networks.build_base(network, (size, size, 3), False, "avg")
+        unpooled = networks.get_network(network).build((size, size, 3), False, pooling=None)
+        width = int(np.prod(unpooled.output_shape[1:]))
+        expected = width if wbc["bottleneck"] == "flatten" else base.output_shape[-1]
+        assert arrays["train_features"].shape == (4 * wbc["train_per_class"], expected)
+        assert str(arrays["weights"]) == "random"
+    for dataset, network, regime in smoke_run["models"]:
+        the_id = study.model_id(dataset, network, regime)
+        summary = study.read_json(paths.train_summary(the_id))
+        assert (summary["weights"], summary["bottleneck"]) == ("random", wbc["bottleneck"])
+        assert summary["epochs_run"] >= 1 and summary["n_train_images"] > 0
+        assert paths.model(the_id).is_file()
+        assert (paths.live(the_id) / "plots" / "metrics").is_dir()
+
+
+def test_every_model_is_evaluated_and_named_a_plumbing_run(smoke_run):
+    from leuko import report
+
+    results = {r["model"]: r for r in smoke_run["results"]}
+    assert len(results) == len(smoke_run["models"])
+    for result in results.values():
+        assert set(result["splits"]) == {"test", "test_simple"}
+        assert result["training"]["weights"] == "random"
+        for metrics in result["splits"].values():
+            assert 4 <= metrics["n"] <= 4 * 2  # eval_per_class 2 of each class present
+            assert np.asarray(metrics["confusion_matrix"]).sum() == metrics["n"]
+    title = report.title_markdown(smoke_run["results"])
+    assert report.PLUMBING_TITLE in title and str(len(results)) in title
+
+
+def test_the_smoke_report_shows_every_network_in_its_figures(smoke_run):
+    """The compare notebook on the slice's files, rendered: titled a plumbing run, every
+    network's short name in the figures' rows, every regime in their columns."""
+    import papermill
+
+    from leuko import networks, report
+    from leuko.render import render_html
+
+    work = smoke_run["work"]
+    out = work / "reports" / "notebooks" / "compare.ipynb"
+    papermill.execute_notebook(str(ROOT / "notebooks" / "05-compare.ipynb"), str(out),
+                               parameters={"comparison_boot": 50}, kernel_name="leuko",
+                               cwd=str(work), progress_bar=False)
+    notebook = json.loads(out.read_text())
+    text = json.dumps(notebook)
+    assert report.PLUMBING_TITLE in text
+    table = report.results_table(smoke_run["results"])
+    _, rows, columns = report.thesis_grid(table)
+    assert rows == [networks.short_name(n) for n in smoke_run["wbc"]["networks"]]
+    assert set(report.REGIME_SHORT.values()) <= set(columns)
+    html = render_html(out, work / "reports" / "study.html").read_text()
+    assert report.PLUMBING_TITLE in html
+    assert html.count("data:image/png;base64") >= 6  # accuracy, curves x2, time, long, cms
