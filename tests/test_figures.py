@@ -227,3 +227,65 @@ def test_save_figure_closes_pyplot_figures(tmp_path):
     number = fig.number
     save_figure(fig, tmp_path / "p.png")
     assert not plt.fignum_exists(number)
+
+
+# --- small multiples for nine networks x five regimes -----------------------------------------
+
+NETS = ["VGG16", "VGG19", "IncV3", "Xcept", "DN121", "DN169", "DN201", "RN50", "MNv2"]
+REGIMES = ["transfer", "transfer long", "fine-tune", "fine-tune stain", "scratch",
+           "transfer · pooled"]
+
+
+def _overlapping(texts) -> list[tuple[str, str]]:
+    """Pairs of drawn, non-empty texts whose boxes overlap (after a draw)."""
+    boxes = [(t.get_text(), t.get_window_extent()) for t in texts if t.get_text()]
+    return [(a, b) for i, (a, box_a) in enumerate(boxes) for b, box_b in boxes[i + 1:]
+            if box_a.overlaps(box_b)]
+
+
+def test_curve_matrix_labels_rows_and_columns_once_with_one_legend():
+    from leuko.figures import plot_curve_matrix
+
+    histories = {(n, r): _history() for n in NETS for r in REGIMES if (n, r) != ("MNv2", "scratch")}
+    fig = plot_curve_matrix(histories, NETS, REGIMES)
+    fig.canvas.draw()
+    axes = np.array(fig.axes).reshape(len(NETS), len(REGIMES))
+    assert [ax.get_title() for ax in axes[0]] == REGIMES
+    assert all(ax.get_title() == "" for ax in axes[1:].ravel())
+    assert [ax.get_ylabel() for ax in axes[:, 0]] == NETS
+    assert all(ax.get_ylabel() == "" for ax in axes[:, 1:].ravel())
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
+    assert "not run" in _texts(axes[-1, REGIMES.index("scratch")])
+    assert _overlapping([ax.title for ax in axes[0]]) == []
+    assert _overlapping([ax.yaxis.label for ax in axes[:, 0]]) == []
+
+
+def test_interval_panels_keep_the_given_order_and_one_legend():
+    from leuko.figures import plot_interval_panels
+
+    rows = [{"network": n, "regime": r, "split": s, "acc": 50.0, "lo": 40.0, "hi": 60.0}
+            for n in NETS for r in REGIMES[:5] for s in ("TEST", "TEST_SIMPLE")]
+    frame = pd.DataFrame(rows).iloc[::-1]  # appearance order reversed: the orders must win
+    fig = plot_interval_panels(frame, "network", "regime", "split", "acc", "lo", "hi",
+                               row_order=NETS, hue_order=REGIMES[:5], legend_title="regime",
+                               reference={"thesis transfer mean": 87.8})
+    fig.canvas.draw()
+    assert len(fig.axes) == 2 and len(fig.legends) == 1
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == NETS
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels[:5] == REGIMES[:5] and "thesis transfer mean: 87.8" in labels
+    assert _overlapping(fig.axes[0].get_yticklabels()) == []
+    with pytest.raises(KeyError, match="column 'nope'"):
+        plot_interval_panels(frame, "nope", "regime", "split", "acc", "lo", "hi")
+
+
+def test_confusion_grid_one_colour_bar_and_shapes_checked():
+    from leuko.figures import plot_confusion_grid
+
+    matrices = {(n, r): np.eye(4) * 5 for n in NETS for r in REGIMES}
+    fig = plot_confusion_grid(matrices, NETS, REGIMES, CLASSES, title="TEST")
+    assert len(fig.axes) == len(NETS) * len(REGIMES) + 1  # panels + one colour bar
+    assert _texts(fig.axes[0])[0] == "100"
+    with pytest.raises(ValueError, match=r"expected \(4, 4\)"):
+        plot_confusion_grid({("VGG16", "transfer"): np.eye(3)}, ["VGG16"], ["transfer"],
+                            CLASSES)

@@ -575,6 +575,10 @@ def plot_interval_panels(frame: pd.DataFrame, row: str, hue: str, panel: str, va
         ax.set_title(str(name), fontsize=9)
         ax.tick_params(axis="x", labelsize=8)
     handles, labels = axes[0].get_legend_handles_labels()
+    names = [str(level) for level in levels]  # the hues in their order, then the references
+    order = sorted(range(len(labels)),
+                   key=lambda i: names.index(labels[i]) if labels[i] in names else len(names))
+    handles, labels = [handles[i] for i in order], [labels[i] for i in order]
     fig.legend(handles, labels, loc="outside right upper", fontsize=8,
                title=legend_title or None)
     fig.supxlabel(xlabel or value.replace("_", " "), fontsize=9)
