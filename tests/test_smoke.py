@@ -10,7 +10,6 @@ The whole smoke study is ``make preset-smoke && make study`` (README, *Presets*)
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -134,12 +133,11 @@ def test_every_model_is_evaluated_and_named_a_plumbing_run(smoke_run):
     assert report.PLUMBING_TITLE in title and str(len(results)) in title
 
 
-def test_the_smoke_report_shows_every_network_in_its_figures(smoke_run):
-    """The compare notebook on the slice's files, rendered: titled a plumbing run, every
-    network's short name in the figures' rows, every regime in their columns."""
+@pytest.fixture(scope="module")
+def smoke_report(smoke_run) -> Path:
+    """The compare notebook run on the slice's files and rendered as the study page."""
     import papermill
 
-    from leuko import networks, report
     from leuko.render import render_html
 
     work = smoke_run["work"]
@@ -147,13 +145,33 @@ def test_the_smoke_report_shows_every_network_in_its_figures(smoke_run):
     papermill.execute_notebook(str(ROOT / "notebooks" / "05-compare.ipynb"), str(out),
                                parameters={"comparison_boot": 50}, kernel_name="leuko",
                                cwd=str(work), progress_bar=False)
-    notebook = json.loads(out.read_text())
-    text = json.dumps(notebook)
-    assert report.PLUMBING_TITLE in text
+    return render_html(out, work / "reports" / "study.html")
+
+
+def test_the_smoke_report_shows_every_network_in_its_figures(smoke_run, smoke_report):
+    """Titled a plumbing run, every network's short name a row of the figures, every regime
+    a column, the figures embedded."""
+    from leuko import networks, report
+
+    notebook = (smoke_run["work"] / "reports" / "notebooks" / "compare.ipynb").read_text()
+    assert report.PLUMBING_TITLE in notebook
     table = report.results_table(smoke_run["results"])
     _, rows, columns = report.thesis_grid(table)
     assert rows == [networks.short_name(n) for n in smoke_run["wbc"]["networks"]]
     assert set(report.REGIME_SHORT.values()) <= set(columns)
-    html = render_html(out, work / "reports" / "study.html").read_text()
+    html = smoke_report.read_text()
     assert report.PLUMBING_TITLE in html
     assert html.count("data:image/png;base64") >= 6  # accuracy, curves x2, time, long, cms
+
+
+@pytest.mark.browser
+def test_the_smoke_report_reads_cleanly_in_a_browser(smoke_run, smoke_report, tmp_path,
+                                                      browser):
+    from leuko import report
+
+    seen = browser(smoke_report, tmp_path / "smoke.png")
+    assert seen.images >= 6 and seen.broken_images == []
+    assert report.PLUMBING_TITLE in seen.text
+    for network in smoke_run["wbc"]["networks"]:  # in the tables beside the figures
+        assert network in seen.text, network
+    assert seen.console_errors == [] and seen.external_requests == []
