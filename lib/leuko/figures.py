@@ -506,6 +506,8 @@ def plot_curve_matrix(histories: dict[tuple[str, str], pd.DataFrame], rows: Sequ
                                 markersize=3, linewidth=1.0, label=label,
                                 color="C0" if label == "train" else "C1")
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=3))
+                if len(epochs) == 1:  # one epoch: one tick at it, not fractions around it
+                    ax.set_xticks(epochs)
                 ax.grid(True, alpha=0.3)
                 ax.tick_params(labelsize=7)
             if i == 0:
