@@ -234,23 +234,6 @@ class CellTraining:
     stain_jitter: float  # leuko.stain.stain_jitter strength on top of normalisation
 
 
-def build_cell_model(network: str, n_classes: int, image_size: int, head_units, dropout: float):
-    """Input(0..255) -> Preprocess -> pretrained base (BatchNorm in inference mode) -> head."""
-    import keras
-
-    from leuko import networks
-
-    entry = networks.get_network(network)
-    networks.check_input_size(entry, image_size)
-    base = entry.build((image_size, image_size, 3), True)
-    head = networks.build_head(base.output_shape[-1], n_classes,
-                               networks.HeadConfig(tuple(head_units), dropout))
-    inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = networks.Preprocess(entry.preprocessing, name="preprocess")(inputs)
-    x = base(x, training=False)
-    return keras.Model(inputs, head(x), name=f"{network}_cells")
-
-
 def train_cell_model(training: str, cache: CellCache, config: CellTraining, abstain: Abstain,
                      preprocess: CellPreprocess, seed: int, paths: Paths = DEFAULT_PATHS
                      ) -> tuple[dict, pd.DataFrame]:
@@ -259,7 +242,7 @@ def train_cell_model(training: str, cache: CellCache, config: CellTraining, abst
     Returns the summary and the per-epoch history."""
     from leuko import train
     from leuko.inputs import make_dataset, steps_per_epoch
-    from leuko.networks import count_params
+    from leuko.networks import HeadConfig, build_classifier, count_params
     from leuko.study import epochs_of, one_hot_labels, predict, save_model, write_json
 
     the_id = cell_model_id(training)
@@ -275,8 +258,9 @@ def train_cell_model(training: str, cache: CellCache, config: CellTraining, abst
     train.set_determinism(seed)
     start = time.perf_counter()
     size = int(x_train.shape[1])
-    model = build_cell_model(config.network, len(classes), size, config.head_units,
-                             config.head_dropout)
+    model = build_classifier(config.network, len(classes), size, pretrained=True,
+                             head=HeadConfig(config.head_units, config.head_dropout),
+                             base_bn_inference=True)
     fit = train.FitConfig(epochs=config.epochs, batch_size=config.batch_size,
                           learning_rate=config.learning_rate, seed=seed)
     train.compile_model(model, fit)

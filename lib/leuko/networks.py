@@ -321,11 +321,14 @@ def build_head(input_dim: int, n_classes: int, config: HeadConfig = HeadConfig()
 def build_classifier(network: str, n_classes: int, image_size: int, pretrained: bool,
                      head: HeadConfig = HeadConfig(), channel_mean: Sequence[float] | None = None,
                      base: keras.Model | None = None, head_model: keras.Model | None = None,
-                     bottleneck: str = "avg") -> keras.Model:
+                     bottleneck: str = "avg", base_bn_inference: bool = False
+                     ) -> keras.Model:
     """Input(0..255 RGB) -> Preprocess -> base -> head, as one model.
 
     ``base`` / ``head_model`` may be passed in (e.g. a head trained on cached features);
-    otherwise the base is built with ``bottleneck`` (``build_base``).
+    otherwise the base is built with ``bottleneck`` (``build_base``). ``base_bn_inference``
+    calls the base with ``training=False``: its BatchNorm layers keep their (pretrained)
+    statistics while the base is fine-tuned, as the Keras transfer-learning guide advises.
     """
     entry = get_network(network)
     check_input_size(entry, image_size)
@@ -335,7 +338,7 @@ def build_classifier(network: str, n_classes: int, image_size: int, pretrained: 
         base.output_shape[-1], n_classes, head)
     inputs = keras.Input(shape, name="image")
     x = Preprocess(entry.preprocessing, mean=channel_mean, name="preprocess")(inputs)
-    x = base(x)
+    x = base(x, training=False) if base_bn_inference else base(x)
     outputs = head_model(x)
     return keras.Model(inputs, outputs, name=f"{network}_classifier")
 
