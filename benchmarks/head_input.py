@@ -9,7 +9,8 @@ class) and a class-balanced sample of TEST, unpooled; ``avg`` is its spatial mea
 ``flatten`` its reshape, so both heads see the same pass. Each trains the ``imagenet``
 regime's head (``params/regimes/imagenet.yaml``) with the same seed; printed: validation,
 TEST-sample and TEST_SIMPLE accuracy, features per image, head parameters, seconds per epoch,
-and the machine. Uses the manifest of the last ``dvc repro`` (``build/manifests``).
+and the machine, and written to ``reports/ablation/head_input.csv``, which ``make results``
+puts in the README. Uses the manifest of the last ``dvc repro`` (``build/manifests``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+OUT = Path("reports/ablation/head_input.csv")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-per-class", type=int, default=100)
     args = parser.parse_args(argv)
 
+    import os
+
+    os.chdir(ROOT)
     from leuko import networks, splits, study, train
     from leuko.datasets import WBC_CLASSES
     from leuko.inputs import load_resized
@@ -81,8 +86,11 @@ def main(argv: list[str] | None = None) -> int:
           f"({regime.epochs} epochs, batch {regime.batch_size}, seed {settings.seed}); "
           f"{len(train_rows)} train / {len(val_rows)} val / {len(parts['test sample'])} TEST "
           f"/ {len(parts['test_simple'])} TEST_SIMPLE images")
-    print(pd.DataFrame(rows).to_markdown(index=False))
-    print(f"machine: {machine_line()}")
+    table = pd.DataFrame(rows).assign(
+        image_size=size, epochs=regime.epochs, seed=settings.seed, machine=machine_line())
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(OUT, index=False)
+    print(table.to_markdown(index=False))
     return 0
 
 

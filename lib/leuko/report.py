@@ -457,6 +457,17 @@ def overhead_markdown(**dirs) -> str:
             f"first-epoch extra over {len(table)} training stages.")
 
 
+def head_input_markdown(head_input_csv: Path) -> str:
+    """The head's input, ``avg`` against ``flatten`` (``benchmarks/head_input.py``)."""
+    if not Path(head_input_csv).is_file():
+        return f"*Not run yet: `.venv/bin/python benchmarks/head_input.py` writes {head_input_csv}.*"
+    table = pd.read_csv(head_input_csv)
+    first = table.iloc[0]
+    view = table.drop(columns=["image_size", "epochs", "seed", "machine"])
+    return (view.to_markdown(index=False) + f"\n\nMobileNetV2 at {first['image_size']} px, "
+            f"{first['epochs']} epochs, seed {first['seed']}; machine: {first['machine']}.")
+
+
 def cuts_markdown(cuts_csv: Path, metrics_dir: Path) -> str:
     """What cheaper settings of the 4-class study cost (``benchmarks/study_cuts.py``): each
     cut's TEST / TEST_SIMPLE accuracy beside the default run's own model (its metrics file)."""
@@ -499,6 +510,7 @@ def main() -> int:
         "times": times_markdown(Path("reports/times")),
         "ablation": ablation_markdown(Path("reports/ablation/cells.csv")),
         "overhead": overhead_markdown(),
+        "head-input": head_input_markdown(Path("reports/ablation/head_input.csv")),
         "cuts": cuts_markdown(Path("reports/ablation/study_cuts.csv"), Path("reports/metrics"))})
     print("README.md results " + ("updated" if changed else "already current"))
     return 0
