@@ -13,8 +13,9 @@ STAMP       := $(VENV)/.installed
 DATA_STAMP  := .dvc/tmp/data-pulled
 
 export PATH := $(CURDIR)/$(BIN):$(PATH)
-export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
+# TensorFlow's log level is not set here: leuko.tf_startup sets it (3 where there is no GPU, so
+# no "failed call to cuInit" in a stage's notebook; 2 with a GPU) unless the user did.
 
 .PHONY: env lock data browser study test lint bench lab results strip preset-default preset-full preset-smoke clean-env
 
