@@ -113,7 +113,7 @@ def test_evaluate_notebook_scores_several_models_in_one_run(tmp_path):
         "wbc": {"networks": ["mobilenet_v2"], "regimes": ["scratch"],
                 "pooled_regimes": ["scratch"], "image_size": 96},
         "evaluate": {"n_boot": 20, "robustness_split": "test_simple",
-                     "robustness_per_class": 2}}))
+                     "robustness_per_class": 2, "eval_per_class": 0}}))
     bin_dir = Path(sys.executable).parent
     done = subprocess.run(
         [sys.executable, "-m", "leuko.stagetimes", "evaluate-wbc", "--",
