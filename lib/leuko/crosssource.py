@@ -41,6 +41,7 @@ def score_part(probs: np.ndarray, rows: pd.DataFrame, classes: list[str], thresh
     every image is its own cell, calibration (ECE, reliability) and accuracy at the
     abstention threshold with its coverage. Rows whose class the model does not know are
     left out and counted (``n_unknown_class``)."""
+    from leuko.evaluation import source_cells
     from leuko.metrics import (
         accuracy_metric,
         add_exact_interval,
@@ -54,7 +55,7 @@ def score_part(probs: np.ndarray, rows: pd.DataFrame, classes: list[str], thresh
     lookup = {c: i for i, c in enumerate(classes)}
     y_true = rows["label"].map(lookup).to_numpy(dtype=int)
     y_pred = probs.argmax(axis=1)
-    groups = rows["group"].to_numpy()
+    groups = source_cells(rows)  # one id per source cell: group, content hash, near-duplicates
     metrics = add_exact_interval(classification_metrics(y_true, y_pred, classes), groups=groups)
     present = sorted(set(y_true.tolist()))  # a class the part does not hold says nothing
     intervals = {}
