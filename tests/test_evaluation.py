@@ -17,15 +17,21 @@ from leuko import evaluation
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_wbc_models_are_networks_x_regimes_plus_the_pooled_ones():
+def test_wbc_models_are_networks_x_regimes_plus_the_pooled_ones_and_the_repeats():
     models = evaluation.wbc_models({"networks": ["a", "b"], "regimes": ["x", "y"],
-                                    "pooled_regimes": ["x"]})
-    assert models == [("blood-cell-images", "a", "x"), ("blood-cell-images", "a", "y"),
-                      ("blood-cell-images", "b", "x"), ("blood-cell-images", "b", "y"),
-                      ("blood-cell-images-pooled", "a", "x"),
-                      ("blood-cell-images-pooled", "b", "x")]
+                                    "pooled_regimes": ["x"],
+                                    "repeats": {"regimes": ["x"], "seeds": [1, 2]}})
+    assert models == [("blood-cell-images", "a", "x", None), ("blood-cell-images", "a", "y", None),
+                      ("blood-cell-images", "b", "x", None), ("blood-cell-images", "b", "y", None),
+                      ("blood-cell-images-pooled", "a", "x", None),
+                      ("blood-cell-images-pooled", "b", "x", None),
+                      ("blood-cell-images", "a", "x", 1), ("blood-cell-images", "a", "x", 2),
+                      ("blood-cell-images", "b", "x", 1), ("blood-cell-images", "b", "x", 2)]
+    assert [m.model_id for m in models[-2:]] == ["blood-cell-images-b-x-seed1",
+                                                  "blood-cell-images-b-x-seed2"]
+    assert models[0].model_id == "blood-cell-images-a-x"
     assert evaluation.wbc_models({"networks": ["a"], "regimes": ["x"]}) == [
-        ("blood-cell-images", "a", "x")]
+        ("blood-cell-images", "a", "x", None)]
     with pytest.raises(ValueError, match="networks"):
         evaluation.wbc_models({"regimes": ["x"]})
 

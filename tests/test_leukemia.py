@@ -214,9 +214,16 @@ def test_leukemia_notebooks_end_to_end(tmp_path, allidb_root):
         split_ratios=[0.6, 0.3, 0.1], folds=0)
     run("06-augment", dataset="all-idb2", data_path=str(allidb_root), train_per_class=8,
         val_per_class=4, size=32)
-    run("07-train-leukemia", solution="a", network="leukemia_cnn", image_size=32, epochs=1,
-        extra_epochs=1, head_units=32, patience=1, reduce_lr_patience=1)
-    run("08-evaluate-leukemia", solution="a", network="leukemia_cnn", n_boot=50)
+    block = {"solutions": {"a": {
+        "network": "leukemia_cnn", "image_size": 32, "epochs": 1, "extra_epochs": 1,
+        "batch_size": 16, "learning_rate": 0.0001, "patience": 1, "reduce_lr_patience": 1,
+        "head_units": 32, "head_layers": 2, "head_dropout": 0.0, "head_l1": 0.0007,
+        "head_l2": 0.0007, "bn_momentum": 0.9}}}
+    run("07-train-leukemia", solution="a", leukemia=block)
+    run("08-evaluate-leukemia", network="leukemia_cnn", n_boot=50)
+    # a repeat names its solution by network and trains with its own seed, the data fixed
+    run("07-train-leukemia", network="leukemia_cnn", repeat_seed=1, leukemia=block)
+    run("08-evaluate-leukemia", network="leukemia_cnn", repeat_seed=1, n_boot=50)
 
     paths = leukemia.LeukemiaPaths(tmp_path)
     the_id = "all-idb2-leukemia_cnn-scratch"
@@ -251,11 +258,40 @@ def test_leukemia_notebooks_end_to_end(tmp_path, allidb_root):
     steps = pd.read_csv(paths.live(the_id) / "plots" / "metrics" / "train" / "accuracy.tsv",
                         sep="\t")["step"].tolist()
     assert steps == [0, 1]  # both phases' curves in one DVCLive folder
+    repeat = json.loads(paths.metrics(f"{the_id}-seed1").read_text())
+    assert (metrics["training_seed"], repeat["training_seed"]) == (0, 1)
+    assert repeat["solution"] == "a" and repeat["splits"]["test"]["n"] == 26
+    main_p = pd.read_csv(paths.predictions(the_id))["p_ALL"]
+    repeat_p = pd.read_csv(paths.predictions(f"{the_id}-seed1"))["p_ALL"]
+    assert not np.allclose(main_p, repeat_p)  # another draw, not a copy
+    assert not paths.gallery(f"{the_id}-seed1", "false-positives").exists()
     from leuko.report import leukemia_section_items, load_results, results_table
 
     table = results_table(load_results(tmp_path / "reports" / "metrics"))
-    assert table["model"].tolist() == [the_id]
+    assert sorted(table["model"]) == [f"{the_id}-seed1", the_id]
     items = leukemia_section_items(load_results(tmp_path / "reports" / "metrics"), paths)
     assert sum(isinstance(i, pd.DataFrame) for i in items) == 1
     executed = (tmp_path / "executed" / "08-evaluate-leukemia.ipynb").read_text()
     assert executed.count('"image/png"') >= 3  # confusion matrix and the two galleries
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in (ROOT / "params" / "presets").iterdir()))
+def test_every_preset_names_its_solutions_and_repeats_fully(preset):
+    import yaml
+
+    block = yaml.safe_load((ROOT / "params" / "presets" / preset / "leukemia.yaml").read_text())[
+        "leukemia"]
+    configs = {key: leukemia.Solution.from_params(key, block) for key in block["solutions"]}
+    for network in block["repeats"]["networks"]:  # each repeat finds its one solution
+        assert configs[leukemia.solution_of(network, block)].network == network
+    assert all(isinstance(s, int) for s in block["repeats"]["seeds"])
+
+
+def test_a_misspelt_solution_key_or_an_unknown_network_is_named():
+    block = {"solutions": {"a": {"network": "leukemia_cnn", "epoch": 1}}}
+    with pytest.raises(ValueError, match="leukemia.solutions.a"):
+        leukemia.Solution.from_params("a", block)
+    with pytest.raises(ValueError, match="no solution 'c'"):
+        leukemia.Solution.from_params("c", block)
+    with pytest.raises(ValueError, match="0 solutions train 'resnet50'"):
+        leukemia.solution_of("resnet50", block)

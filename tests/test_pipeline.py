@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,8 +44,21 @@ def test_wbc_notebooks_run_with_their_defaults(study_dir):
     regimes = ["imagenet", "imagenet-long", "imagenet-finetune", "scratch"]
     for regime in regimes:
         run_notebook("03-train", study_dir, regime=regime)
-    run_notebook("04-evaluate", study_dir, wbc={"networks": ["mobilenet_v2"], "regimes": regimes,
-                                                "pooled_regimes": [], "image_size": 96})
+    run_notebook("03-train", study_dir, regime="imagenet", repeat_seed=1)  # a repeat
+    run_notebook("04-evaluate", study_dir, wbc={
+        "networks": ["mobilenet_v2"], "regimes": regimes, "pooled_regimes": [],
+        "repeats": {"regimes": ["imagenet"], "seeds": [1]}, "image_size": 96})
+    # the repeat: its own training seed on the main run's data, scored like every model
+    main_id = "blood-cell-images-mobilenet_v2-imagenet"
+    repeat = json.loads((study_dir / "reports" / "metrics" / f"{main_id}-seed1.json")
+                        .read_text())
+    trained = json.loads((study_dir / "reports" / "train" / f"{main_id}-seed1.json").read_text())
+    assert (repeat["training_seed"], trained["training_seed"], trained["data_seed"]) == (1, 1, 0)
+    assert repeat["splits"]["test"]["n"] == 2487
+    main_probs, repeat_probs = (
+        pd.read_csv(study_dir / "reports" / "predictions" / f"{name}.csv")["p_EOSINOPHIL"]
+        for name in (main_id, f"{main_id}-seed1"))
+    assert not np.allclose(main_probs, repeat_probs)  # another draw, not a copy
     for regime in regimes:
         model_id = f"blood-cell-images-mobilenet_v2-{regime}"
         assert (study_dir / "build" / "models" / f"{model_id}.keras").is_file()

@@ -12,6 +12,7 @@ TensorFlow start for every model instead of one per model) and writes each model
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -96,7 +97,8 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
                    n_boot: int = 2000, seed: int = 0, eval_splits=("test", "test_simple"),
                    classes: list[str] | None = None, crop=None,
                    robustness_split: str | None = "test", robustness_per_class: int = 100,
-                   eval_per_class: int = 0, paths: Paths = DEFAULT_PATHS) -> dict:
+                   eval_per_class: int = 0, repeat_seed: int | None = None,
+                   paths: Paths = DEFAULT_PATHS) -> dict:
     """Accuracy, per-class figures, confusion matrix and intervals on each held-out split
     (``held_out_metrics``): bootstrap intervals resample whole source cells / patients
     (``source_cells``), the exact interval comes where every image is its own cell. The file
@@ -110,11 +112,14 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
     Robustness to other labs: on a seeded, class-balanced sample of ``robustness_split``
     (``robustness_per_class`` images per class spread over its source cells; 0 = all) the
     accuracy under each simulated stain or light shift (``stain_robustness``); ``None`` or
-    ``"none"`` skips it."""
+    ``"none"`` skips it.
+
+    ``repeat_seed``: score the repeat ``<id>-seed<n>`` (``wbc.repeats``) instead of the main
+    run; the file's ``training_seed`` is the seed its training ran with either way."""
     from leuko.datasets import WBC_CLASSES
     from leuko.inputs import load_resized
 
-    the_id = model_id(dataset, network, regime)
+    the_id = model_id(dataset, network, regime, repeat_seed)
     classes = list(classes or WBC_CLASSES)
     size = resolve_image_size(network, image_size)
     model = load_model(paths.model(the_id))
@@ -153,6 +158,7 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
         raise ValueError(f"{paths.train_summary(the_id)} lacks {missing}: it was written by an "
                          "older training; retrain the model (dvc repro)")
     result["training"] = {k: training[k] for k in TRAINING_KEYS}
+    result["training_seed"] = int(training.get("training_seed", seed))
     result["machine"] = describe()
     # the 4-class study's training names its bottleneck and weights (``weights: random`` is a
     # plumbing run, and its metrics say so); the leukemia models train from scratch
@@ -162,21 +168,39 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
     return result
 
 
-def wbc_models(wbc: dict) -> list[tuple[str, str, str]]:
-    """(dataset, network, regime) of every model of the 4-class study, from the
-    ``params/wbc.yaml`` block ``wbc``: ``networks x regimes`` on the official split and
-    ``networks x pooled_regimes`` on the pooled split (duplicates dropped, order kept)."""
+class ModelKey(NamedTuple):
+    """One trained model of the 4-class study; ``repeat_seed`` None is the main run."""
+
+    dataset: str
+    network: str
+    regime: str
+    repeat_seed: int | None = None
+
+    @property
+    def model_id(self) -> str:
+        return model_id(self.dataset, self.network, self.regime, self.repeat_seed)
+
+
+def wbc_models(wbc: dict) -> list[ModelKey]:
+    """Every model of the 4-class study, from the ``params/wbc.yaml`` block ``wbc``:
+    ``networks x regimes`` on the official split, ``networks x pooled_regimes`` on the pooled
+    split, and the repeats ``networks x repeats.regimes x repeats.seeds`` on the official split
+    (duplicates dropped, order kept)."""
     missing = [k for k in ("networks", "regimes") if k not in wbc]
     if missing:
         raise ValueError(f"wbc parameters lack {missing}; expected networks, regimes and "
-                         "optionally pooled_regimes (params/wbc.yaml)")
-    models = [(WBC_DATASET, n, r) for n in wbc["networks"] for r in wbc["regimes"]]
-    models += [(WBC_POOLED_DATASET, n, r) for n in wbc["networks"]
+                         "optionally pooled_regimes and repeats (params/wbc.yaml)")
+    networks = wbc["networks"]
+    models = [ModelKey(WBC_DATASET, n, r) for n in networks for r in wbc["regimes"]]
+    models += [ModelKey(WBC_POOLED_DATASET, n, r) for n in networks
                for r in wbc.get("pooled_regimes") or []]
+    repeats = wbc.get("repeats") or {}
+    models += [ModelKey(WBC_DATASET, n, r, int(s)) for n in networks
+               for r in repeats.get("regimes") or [] for s in repeats.get("seeds") or []]
     return list(dict.fromkeys(models))
 
 
-def evaluate_models(models: list[tuple[str, str, str]], image_size: int | str,
+def evaluate_models(models: list[ModelKey], image_size: int | str,
                     n_boot: int = 2000, seed: int = 0, robustness_split: str | None = "test",
                     robustness_per_class: int = 100, index_name: str | None = "wbc",
                     eval_per_class: int = 0, paths: Paths = DEFAULT_PATHS) -> list[dict]:
@@ -189,11 +213,13 @@ def evaluate_models(models: list[tuple[str, str, str]], image_size: int | str,
     if not models:
         raise ValueError("no models to evaluate (params/wbc.yaml: networks x regimes is empty)")
     results = []
-    for dataset, network, regime in models:
-        results.append(evaluate_model(dataset, network, regime, image_size, n_boot=n_boot,
-                                      seed=seed, robustness_split=robustness_split,
+    for key in (ModelKey(*m) for m in models):
+        results.append(evaluate_model(key.dataset, key.network, key.regime, image_size,
+                                      n_boot=n_boot, seed=seed,
+                                      robustness_split=robustness_split,
                                       robustness_per_class=robustness_per_class,
-                                      eval_per_class=eval_per_class, paths=paths))
+                                      eval_per_class=eval_per_class,
+                                      repeat_seed=key.repeat_seed, paths=paths))
         keras.backend.clear_session()  # free the graphs of the model just scored
     if index_name:
         write_json(paths.root / INDEX_DIR / f"{index_name}.json", evaluation_index(results, paths))

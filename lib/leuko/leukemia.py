@@ -76,9 +76,56 @@ class LeukemiaPaths(study.Paths):
         return self.figures() / f"{model_id}-kfold.png"
 
 
-def leukemia_model_id(dataset: str, network: str) -> str:
-    """``<dataset>-<network>-scratch``: the 4-class study's id scheme."""
-    return study.model_id(dataset, network, REGIME)
+def leukemia_model_id(dataset: str, network: str, repeat_seed: int | None = None) -> str:
+    """``<dataset>-<network>-scratch`` (a repeat: ``-seed<n>`` after it): the 4-class study's
+    id scheme."""
+    return study.model_id(dataset, network, REGIME, repeat_seed)
+
+
+@dataclass(frozen=True)
+class Solution:
+    """How one solution trains: ``params/leukemia.yaml``'s ``leukemia.solutions.<a|b>``."""
+
+    network: str  # leukemia_cnn (A) | efficientnet_b2 (B)
+    image_size: int
+    epochs: int
+    extra_epochs: int  # more epochs without early stopping (Solution B)
+    batch_size: int
+    learning_rate: float
+    patience: int  # EarlyStopping on val_loss; 0 = off
+    reduce_lr_patience: int  # ReduceLROnPlateau(0.5, min 1e-6); 0 = off
+    head_units: int
+    head_layers: int
+    head_dropout: float
+    head_l1: float
+    head_l2: float
+    bn_momentum: float  # BatchNormalization moving-average momentum (Keras default: 0.99)
+
+    @classmethod
+    def from_params(cls, solution: str, leukemia: dict | None = None) -> Solution:
+        """Solution ``solution`` of the ``leukemia`` block (papermill ``-f
+        params/leukemia.yaml``), or, when None, of that file."""
+        from leuko.params import read_block, typed
+
+        solutions = read_block("leukemia", leukemia).get("solutions") or {}
+        if solution not in solutions:
+            raise ValueError(f"params/leukemia.yaml: no solution {solution!r} under "
+                             f"leukemia.solutions (found {sorted(solutions)})")
+        return typed(cls, solutions[solution],
+                     f"params/leukemia.yaml: leukemia.solutions.{solution}")
+
+
+def solution_of(network: str, leukemia: dict | None = None) -> str:
+    """The key of the one solution that trains ``network`` (``leukemia.repeats`` names the
+    repeated solutions by network, which their model ids carry)."""
+    from leuko.params import read_block
+
+    solutions = read_block("leukemia", leukemia).get("solutions") or {}
+    keys = [k for k, v in solutions.items() if v.get("network") == network]
+    if len(keys) != 1:
+        raise ValueError(f"params/leukemia.yaml: {len(keys)} solutions train {network!r} "
+                         f"(leukemia.solutions: {sorted(solutions)}); a repeat needs exactly one")
+    return keys[0]
 
 
 # --- crop -------------------------------------------------------------------------------------
@@ -303,13 +350,19 @@ def train_solution(dataset: str, solution: str, network: str, image_size: int, s
                    patience: int = 0, reduce_lr_patience: int = 0, head_units: int = 1024,
                    head_layers: int = 2, head_dropout: float = 0.0, head_l1: float = 7e-4,
                    head_l2: float = 7e-4, bn_momentum: float | None = None,
+                   repeat_seed: int | None = None,
                    paths: LeukemiaPaths = LeukemiaPaths(), progress: bool = True):
     """Train one solution on the augmented set; save the model, its DVCLive curves and a
-    training summary (and, with k folds, every fold's test predictions)."""
+    training summary (and, with k folds, every fold's test predictions).
+
+    ``seed``: ``data.seed`` (the split and the augmented set come from it); ``repeat_seed``:
+    a repeat (``leukemia.repeats``) trains with that seed instead and is saved as
+    ``<id>-seed<n>``; None: the main run, trained with ``seed``."""
     from leuko import networks, train
 
+    seed = seed if repeat_seed is None else int(repeat_seed)
     train.set_determinism(seed)
-    the_id = leukemia_model_id(dataset, network)
+    the_id = leukemia_model_id(dataset, network, repeat_seed)
     info = read_augment_info(dataset, paths)
     classes = list(LEUKEMIA_CLASSES)
     size = study.resolve_image_size(network, image_size)
@@ -347,7 +400,7 @@ def train_solution(dataset: str, solution: str, network: str, image_size: int, s
                      if fold_predictions else pd.DataFrame(columns=columns))
     result = train.RunResult(model, history, seconds, extra={
         "model": the_id, "dataset": dataset, "network": network, "regime": REGIME,
-        "solution": solution, "image_size": size, "crop": info["crop"],
+        "solution": solution, "training_seed": seed, "image_size": size, "crop": info["crop"],
         "layout": info["layout"], "classes": classes, "channel_mean": list(map(float, channel)),
         "n_train": n_train, "n_val": n_val, "extra_epochs": int(extra_epochs),
         "bn_momentum": bn_momentum,
@@ -462,22 +515,25 @@ def kfold_figure(kfold: dict, classes: list[str], title: str = ""):
     return fig
 
 
-def evaluate_leukemia(dataset: str, solution: str, network: str, n_boot: int = 2000,
-                      seed: int = 0, paths: LeukemiaPaths = LeukemiaPaths()) -> dict:
+def evaluate_leukemia(dataset: str, network: str, n_boot: int = 2000,
+                      seed: int = 0, repeat_seed: int | None = None,
+                      paths: LeukemiaPaths = LeukemiaPaths()) -> dict:
     """Evaluate a trained solution on the test split (and C-NMC's labelled preliminary test
-    set when present) with ``evaluation.evaluate_model``; add the k-fold results and write the
-    galleries of false positives and false negatives. Returns the metrics dict."""
+    set when present) with ``evaluation.evaluate_model``; add the k-fold results and, for the
+    main run, write the galleries of false positives and false negatives (a repeat,
+    ``repeat_seed``, writes its metrics and predictions only). Returns the metrics dict."""
     from leuko.evaluation import evaluate_model
     from leuko.figures import save_figure
 
-    the_id = leukemia_model_id(dataset, network)
+    the_id = leukemia_model_id(dataset, network, repeat_seed)
     training = study.read_json(paths.train_summary(the_id))
     classes = list(training["classes"])
     result = evaluate_model(dataset, network, REGIME, training["image_size"],
                             n_boot=n_boot, seed=seed, eval_splits=("test", "prelim"),
                             classes=classes, crop=training["crop"],
-                            robustness_split=None, paths=paths)
-    result.update(solution=solution, image_size=training["image_size"], crop=training["crop"])
+                            robustness_split=None, repeat_seed=repeat_seed, paths=paths)
+    result.update(solution=training["solution"], image_size=training["image_size"],
+                  crop=training["crop"])
     kfold_table = pd.read_csv(paths.kfold_predictions(the_id), keep_default_na=False)
     if len(kfold_table):
         result["kfold"] = kfold_results(kfold_table, classes, n_boot, seed)
@@ -487,7 +543,7 @@ def evaluate_leukemia(dataset: str, solution: str, network: str, n_boot: int = 2
     study.write_json(paths.metrics(the_id), result)
     predictions = pd.read_csv(paths.predictions(the_id), keep_default_na=False)
     test = predictions[predictions["split"] == "test"]
-    for kind, what in GALLERY_KINDS.items():
+    for kind, what in GALLERY_KINDS.items() if repeat_seed is None else ():
         save_figure(error_gallery(test, kind, training["crop"], f"{the_id}, test: {what}"),
                     paths.gallery(the_id, kind))
     return result

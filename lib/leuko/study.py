@@ -73,9 +73,11 @@ class Paths:
         return self.root / "reports" / "plots" / "confusion" / model_id / f"{split}.csv"
 
 
-def model_id(dataset: str, network: str, regime: str) -> str:
-    """The name of one trained model: ``<dataset>-<network>-<regime>``."""
-    return f"{dataset}-{network}-{regime}"
+def model_id(dataset: str, network: str, regime: str, training_seed: int | None = None) -> str:
+    """The name of one trained model: ``<dataset>-<network>-<regime>``; a repeat (the same
+    model trained again with another training seed, the data fixed) adds ``-seed<n>``."""
+    base = f"{dataset}-{network}-{regime}"
+    return base if training_seed is None else f"{base}-seed{training_seed}"
 
 
 # --- prepare ----------------------------------------------------------------------------------
@@ -287,7 +289,7 @@ class WbcSettings:
         return uses_imagenet(self.weights)
 
     #: Keys of ``wbc`` that list the pipeline's models (dvc.yaml's matrix reads them).
-    PIPELINE_KEYS = ("networks", "regimes", "pooled_regimes")
+    PIPELINE_KEYS = ("networks", "regimes", "pooled_regimes", "repeats")
 
     @classmethod
     def from_params(cls, wbc: dict | None = None, data: dict | None = None) -> WbcSettings:
@@ -349,34 +351,48 @@ class RegimeSettings:
 
 @dataclass(frozen=True)
 class WbcRun:
-    """One model of the 4-class study: which data, network and regime, and every setting."""
+    """One model of the 4-class study: which data, network and regime, and every setting.
+
+    ``repeat_seed``: None for the study's main run, whose training seed is ``data.seed``; an
+    int for a repeat (``wbc.repeats``), the same model trained again with that training seed
+    (weights, batch order, augmentation, dropout) on the same data (the rows and features that
+    ``data.seed`` chose), named ``<main id>-seed<n>``."""
 
     dataset: str
     network: str
     regime: str
     settings: WbcSettings
     training: RegimeSettings
+    repeat_seed: int | None = None
 
     @classmethod
     def from_params(cls, dataset: str, network: str, regime: str, data: dict | None = None,
-                    wbc: dict | None = None, training: dict | None = None) -> WbcRun:
+                    wbc: dict | None = None, training: dict | None = None,
+                    repeat_seed: int | None = None) -> WbcRun:
         """The blocks as papermill passes them; a block that is None is read from params/."""
         from leuko.train import check_regime
 
         check_regime(regime)
         return cls(dataset, network, regime, WbcSettings.from_params(wbc, data),
-                   RegimeSettings.from_params(regime, training))
+                   RegimeSettings.from_params(regime, training),
+                   None if repeat_seed is None else int(repeat_seed))
+
+    @property
+    def training_seed(self) -> int:
+        """The seed of the training's randomness: the repeat's, else ``data.seed``."""
+        return self.settings.seed if self.repeat_seed is None else self.repeat_seed
 
     @property
     def model_id(self) -> str:
-        return model_id(self.dataset, self.network, self.regime)
+        return model_id(self.dataset, self.network, self.regime, self.repeat_seed)
 
     def table(self) -> pd.DataFrame:
         """Every setting, one row each (what a notebook shows before it trains)."""
         from dataclasses import asdict
 
         values = {"dataset": self.dataset, "network": self.network, "regime": self.regime,
-                  **asdict(self.settings), **asdict(self.training)}
+                  "training_seed": self.training_seed, **asdict(self.settings),
+                  **asdict(self.training)}
         return pd.DataFrame({"value": [str(v) for v in values.values()]},
                             index=pd.Index(list(values), name="setting"))
 
@@ -436,7 +452,9 @@ def train_wbc(run: WbcRun, paths: Paths = Paths()):
     from leuko.datasets import WBC_CLASSES
     from leuko.inputs import load_resized, make_dataset, steps_per_epoch
 
-    settings, training, seed = run.settings, run.training, run.settings.seed
+    # the data (rows, cached features) come from data.seed; the training's randomness from
+    # the run's training seed (the same for the main run)
+    settings, training, seed = run.settings, run.training, run.training_seed
     train.set_determinism(seed)
     precision = accel.set_precision(settings.precision)
     size = resolve_image_size(run.network, settings.image_size)
@@ -487,7 +505,7 @@ def train_wbc(run: WbcRun, paths: Paths = Paths()):
         if not frozen:
             manifest = read_manifest(paths.manifest(run.dataset))
             train_rows, val_rows = training_rows(manifest, settings.train_per_class,
-                                                 settings.val_per_class, seed)
+                                                 settings.val_per_class, settings.seed)
             x_train = load_resized(list(train_rows["path"]), size)
             x_val = load_resized(list(val_rows["path"]), size)
             y_train = one_hot_labels(train_rows["label"].to_numpy(), classes)
@@ -504,7 +522,7 @@ def train_wbc(run: WbcRun, paths: Paths = Paths()):
     save_model(model, paths.model(the_id))
     result = train.RunResult(model, history, seconds, extra={
         "model": the_id, "dataset": run.dataset, "network": run.network, "regime": run.regime,
-        "image_size": size, "classes": classes, "precision": precision,
+        "training_seed": seed, "data_seed": settings.seed, "image_size": size, "classes": classes, "precision": precision,
         "stain_jitter": float(training.stain_jitter), "bottleneck": settings.bottleneck,
         "weights": settings.weights, "n_train_images": n_train_images,
         "params": networks.count_params(model)})
