@@ -379,6 +379,9 @@ def test_seed_summary_hand_values():
     assert pd.isna(one["accuracy_sd"]) and pd.isna(one["macro_f1_sd"])
     assert one["accuracy_min"] == one["accuracy_max"] == 0.9
     assert report.seed_summary(table.iloc[:0]).columns.tolist() == summary.columns.tolist()
+    # a table without the column: each run's seed from its id
+    assert report.seed_summary(table.drop(columns="training_seed"))["seeds"].tolist() == \
+        ["0", "0, 1, 2", "0"]
     view = report.seed_summary_view(summary)
     assert view["accuracy %: mean ± sd [min, max]"].tolist() == [
         "90.0", "60.0 ± 10.0 [50.0, 70.0]", "80.0"]

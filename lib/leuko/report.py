@@ -232,7 +232,8 @@ def seed_summary(table: pd.DataFrame) -> pd.DataFrame:
                *spread]
     if table.empty:
         return pd.DataFrame(columns=columns)
-    seeds = table["training_seed"] if "training_seed" in table else 0
+    seeds = (table["training_seed"] if "training_seed" in table
+             else table["model"].map(lambda model: training_seed({"model": model})))
     frame = table.assign(kind=table["model"].map(kind_id), training_seed=seeds)
     rows = []
     for (kind, split), runs in frame.groupby(["kind", "split"], sort=True):
