@@ -289,3 +289,69 @@ def test_confusion_grid_one_colour_bar_and_shapes_checked():
     with pytest.raises(ValueError, match=r"expected \(4, 4\)"):
         plot_confusion_grid({("VGG16", "transfer"): np.eye(3)}, ["VGG16"], ["transfer"],
                             CLASSES)
+
+
+def _dots(fig) -> np.ndarray:
+    """The (x, y) of every scatter dot of a figure's first axes."""
+    from matplotlib.collections import PathCollection
+
+    offsets = [c.get_offsets() for c in fig.axes[0].collections if isinstance(c, PathCollection)]
+    return np.asarray(np.vstack(offsets)) if offsets else np.empty((0, 2))
+
+
+def _spread_table() -> pd.DataFrame:
+    """Ten kinds on TEST: the first with three runs (50, 60, 70 %), the second with two
+    (80, 90 %), the rest one run each; one kind on TEST_SIMPLE too."""
+    rows = [(f"d-net{k}-r" + (f"-seed{s}" if s else ""), s, f"net{k}", "test", acc)
+            for k, runs in enumerate([[0.5, 0.6, 0.7], [0.8, 0.9]]
+                             + [[0.3 + 0.05 * j] for j in range(8)])
+            for s, acc in enumerate(runs)]
+    rows.append(("d-net0-r", 0, "net0", "test_simple", 0.4))
+    frame = pd.DataFrame(rows, columns=["model", "training_seed", "network", "split",
+                                        "accuracy"])
+    return frame.assign(dataset="d", regime="r", macro_f1=frame["accuracy"] - 0.1)
+
+
+def test_seed_spread_one_dot_per_run_and_the_mean_per_kind():
+    from matplotlib.collections import LineCollection
+
+    from leuko.figures import plot_seed_spread
+
+    table = _spread_table()
+    labels = {f"d-net{k}-r": f"kind {k}" for k in range(10)}
+    fig = plot_seed_spread(table, "test", labels=labels)
+    assert isinstance(fig, Figure)
+    dots = _dots(fig)
+    assert len(dots) == 3 + 2 + 8  # every run, one-run kinds included; no TEST_SIMPLE run
+    first = dots[np.abs(dots[:, 1]) < 0.5]  # row 0 (first on top)
+    assert sorted(first[:, 0]) == pytest.approx([50, 60, 70])
+    ax = fig.axes[0]
+    ticks = [t.get_text() for t in ax.get_yticklabels()]
+    assert ticks[:3] == ["kind 0\n3 runs, sd 10.0", "kind 1\n2 runs, sd 7.1", "kind 2\n1 run"]
+    # the mean of each kind is a vertical tick across its row: {row: x}
+    means = [(round((seg[0][1] + seg[1][1]) / 2), seg[0][0]) for c in ax.collections
+             if isinstance(c, LineCollection) for seg in c.get_segments()
+             if seg[0][0] == seg[1][0]]
+    assert [row for row, _ in means] == list(range(10))
+    assert [x for _, x in means[:3]] == pytest.approx([60, 85, 30])
+    assert ax.get_xlabel() == "accuracy (%)" and ax.get_title().startswith("TEST:")
+    fig.canvas.draw()
+    assert _overlapping(ax.get_yticklabels()) == []
+    f1 = plot_seed_spread(table, "test_simple", metric="macro_f1", labels=labels)
+    assert _dots(f1)[:, 0].tolist() == pytest.approx([30])
+    assert f1.axes[0].get_xlabel() == "macro F1 (%)"
+    empty = plot_seed_spread(table, "validation")
+    assert len(_dots(empty)) == 0 and "no run on validation" in _texts(empty.axes[0])
+
+
+def test_seed_spread_labels_kinds_by_short_names():
+    from leuko.figures import plot_seed_spread
+
+    table = pd.DataFrame({"model": ["blood-cell-images-mobilenet_v2-imagenet",
+                                    "blood-cell-images-mobilenet_v2-imagenet-seed1"],
+                          "training_seed": [0, 1], "dataset": "blood-cell-images",
+                          "network": "mobilenet_v2", "regime": "imagenet", "split": "test",
+                          "accuracy": [0.7, 0.8], "macro_f1": [0.6, 0.7]})
+    fig = plot_seed_spread(table, "test")
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [
+        "MNv2 · official split · transfer\n2 runs, sd 7.1"]

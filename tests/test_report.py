@@ -163,6 +163,37 @@ def test_paired_comparisons_resample_seeds(tmp_path):
     assert (r["low"], r["high"]) == pytest.approx((0.0, 0.8))
 
 
+def test_paired_comparisons_three_runs_against_one(tmp_path):
+    # transfer with its main run and two repeats (seed1 right everywhere, seed2 wrong on cells
+    # 0-2 like scratch) against scratch's one run: A's accuracy is the mean of 1, 1 and 0.4,
+    # A - B = 0.8 - 0.4 = 0.4.  Resampled: X ~ Binomial(5, 3/5) of cells 0-2 and K ~
+    # Binomial(3, 1/3) draws of seed2 among A's 3, difference (3 - K)/3 * X/5:
+    # P(0) = 0.4^5 + (1 - 0.4^5) / 27 = 4.7 % > 2.5 % -> low 0; P(1.0) = 8/27 * 0.6^5 = 2.3 %
+    # < 2.5 % < P(>= 0.8) = 8/27 * (0.6^5 + 5 * 0.6^4 * 0.4) -> high 0.8
+    table, predictions, manifests = _study(tmp_path)
+    main = f"{WBC}-mobilenet_v2-imagenet"
+    scratch = pd.read_csv(predictions / f"{WBC}-mobilenet_v2-scratch.csv")
+    pd.read_csv(predictions / f"{main}.csv").to_csv(predictions / f"{main}-seed1.csv",
+                                                    index=False)
+    scratch.to_csv(predictions / f"{main}-seed2.csv", index=False)
+    repeats = pd.DataFrame([{"model": f"{main}-seed{n}", "dataset": WBC,
+                             "network": "mobilenet_v2", "regime": "imagenet"} for n in (2, 1)])
+    table = pd.concat([table, repeats])
+    out = report.paired_comparisons(table, predictions, manifests,
+                                    comparisons=report.COMPARISONS[:1], n_boot=20000)
+    assert out["split"].tolist() == ["test", "test_simple"]
+    for r in out.itertuples():
+        assert (r.runs_a, r.runs_b) == (3, 1)
+        assert r.model_a == f"{main}, {main}-seed1, {main}-seed2"
+        assert (r.accuracy_a, r.accuracy_b, r.difference) == pytest.approx((0.8, 0.4, 0.4))
+        assert (r.low, r.high) == pytest.approx((0.0, 0.8))
+        assert r.share_a_better == pytest.approx(1 - 0.4 ** 5 - (1 - 0.4 ** 5) / 27, abs=0.005)
+    # the other comparisons keep their one run each: the repeats join only their own kind
+    others = report.paired_comparisons(table, predictions, manifests, splits=("test",),
+                                       comparisons=report.COMPARISONS[2:3], n_boot=50)
+    assert (others["runs_a"].tolist(), others["runs_b"].tolist()) == ([3], [1])
+
+
 def test_paired_comparisons_needs_the_manifest_groups(tmp_path):
     table, predictions, manifests = _study(tmp_path)
     (manifests / "all-idb2.csv").unlink()
@@ -200,7 +231,7 @@ def test_results_table_uses_exact_interval_only_for_distinct_cells():
     assert report.accuracy_ci(next(table.iloc[:1].itertuples())) == "100.0 % [86.8, 100.0] exact"
     assert report.accuracy_ci(next(table.iloc[1:].itertuples())) == "100.0 % [100.0, 100.0]"
     readme = report.readme_table(table.assign(split="test"))
-    assert "| `all-idb2-cnn-scratch` | 100.0 % [86.8, 100.0] exact |" in readme
+    assert "| `all-idb2-cnn-scratch` | 100.0 % [86.8, 100.0] exact (1 run) |" in readme
     assert "Clopper-Pearson" in readme
     assert "exact" in report.summary_markdown(table)
     # metrics written before exact intervals existed still load
@@ -234,7 +265,7 @@ def test_readme_says_which_interval_and_on_which_machines():
     readme = report.readme_table(table)
     assert note in readme and machines in readme
     assert "| `all-idb2-cnn-scratch` | 96.2 % [" in readme  # bootstrap: 26 images of 25 cells
-    assert "| `wbc-net-imagenet` | 100.0 % [94.9, 100.0] exact |" in readme  # 0.025 ** (1/71)
+    assert "| `wbc-net-imagenet` | 100.0 % [94.9, 100.0] exact (1 run) |" in readme  # 0.025 ** (1/71)
     # files without a machine record say so rather than count as a machine
     c = _metrics_file("x-net-scratch", "x", 3, 4, None)
     assert report.machines_note(report.results_table([c])).startswith("Machines: not recorded")
@@ -282,3 +313,134 @@ def test_training_overhead_is_stage_time_minus_training_and_the_first_epochs_ext
     assert table.to_dict("records") == [{
         "stage": "train-cells@pbc", "stage s": 130, "training s": 100,
         "outside training s": 30, "first epoch minus median epoch s": 30}]
+
+
+# --------------------------------------------------------------------------------------------
+# repeats: the spread over training seeds
+# --------------------------------------------------------------------------------------------
+def test_kind_and_training_seed_of_a_run():
+    assert report.kind_id("blood-cell-images-mobilenet_v2-imagenet-seed12") == \
+        "blood-cell-images-mobilenet_v2-imagenet"
+    assert report.kind_id("all-idb2-leukemia_cnn-scratch") == "all-idb2-leukemia_cnn-scratch"
+    assert report.kind_id("x-seedling-net-scratch") == "x-seedling-net-scratch"
+    assert report.training_seed({"model": "a-n-r-seed2", "training_seed": 2}) == 2
+    assert report.training_seed({"model": "a-n-r"}) == 0  # files written before the key
+    assert report.training_seed({"model": "a-n-r-seed3"}) == 3
+    assert report.training_seed({"model": "a-n-r", "training_seed": 7}) == 7
+
+
+def _run(kind: str, seed: int, correct: int, n: int = 10) -> dict:
+    """A metrics file of run ``seed`` of ``kind`` (``<dataset>-<network>-<regime>``)."""
+    dataset, network, regime = kind.split("-")
+    model = kind if seed == 0 else f"{kind}-seed{seed}"
+    result = _metrics_file(model, dataset, correct, n, list(range(n)))
+    result.update(network=network, regime=regime, training_seed=seed)
+    result["training"]["train_seconds"] = 10.0 * (seed + 1)
+    return result
+
+
+def test_results_table_has_the_training_seed():
+    results = [_run("wbc-net-imagenet", 0, 5), _run("wbc-net-imagenet", 2, 6)]
+    del results[0]["training_seed"]
+    table = report.results_table(results)
+    assert table[["model", "training_seed"]].values.tolist() == [
+        ["wbc-net-imagenet", 0], ["wbc-net-imagenet-seed2", 2]]
+    assert report.main_runs(table)["model"].tolist() == ["wbc-net-imagenet"]
+
+
+def _runs_frame(rows: list[tuple]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["model", "training_seed", "dataset", "network",
+                                       "regime", "split", "accuracy", "macro_f1"])
+
+
+def test_seed_summary_hand_values():
+    table = _runs_frame([
+        ("d-n-r-seed2", 2, "d", "n", "r", "test", 0.7, 0.60),
+        ("d-n-r", 0, "d", "n", "r", "test", 0.5, 0.40),
+        ("d-n-r-seed1", 1, "d", "n", "r", "test", 0.6, 0.45),
+        ("d-n-r", 0, "d", "n", "r", "test_simple", 0.8, 0.8),
+        ("d-m-r", 0, "d", "m", "r", "test", 0.9, 0.85)])
+    summary = report.seed_summary(table)
+    assert list(zip(summary["kind"], summary["split"], strict=True)) == [
+        ("d-m-r", "test"), ("d-n-r", "test"), ("d-n-r", "test_simple")]
+    three = summary.iloc[1]
+    assert (three["runs"], three["seeds"]) == (3, "0, 1, 2")
+    assert three["models"] == "d-n-r, d-n-r-seed1, d-n-r-seed2"
+    assert (three["dataset"], three["network"], three["regime"]) == ("d", "n", "r")
+    assert (three["accuracy_mean"], three["accuracy_sd"]) == pytest.approx((0.6, 0.1))
+    assert (three["accuracy_min"], three["accuracy_max"]) == (0.5, 0.7)
+    # macro F1 0.40, 0.45, 0.60: mean 0.4833, deviations -0.0833, -0.0333, 0.1167,
+    # sum of squares 0.02167 / 2 -> sd 0.1041
+    assert three["macro_f1_mean"] == pytest.approx(0.48333, abs=1e-5)
+    assert three["macro_f1_sd"] == pytest.approx((0.065 / 3 / 2) ** 0.5)
+    assert (three["macro_f1_min"], three["macro_f1_max"]) == (0.40, 0.60)
+    one = summary.iloc[0]
+    assert (one["runs"], one["seeds"], one["accuracy_mean"]) == (1, "0", 0.9)
+    assert pd.isna(one["accuracy_sd"]) and pd.isna(one["macro_f1_sd"])
+    assert one["accuracy_min"] == one["accuracy_max"] == 0.9
+    assert report.seed_summary(table.iloc[:0]).columns.tolist() == summary.columns.tolist()
+    # a table without the column: each run's seed from its id
+    assert report.seed_summary(table.drop(columns="training_seed"))["seeds"].tolist() == \
+        ["0", "0, 1, 2", "0"]
+    view = report.seed_summary_view(summary)
+    assert view["accuracy %: mean ± sd [min, max]"].tolist() == [
+        "90.0", "60.0 ± 10.0 [50.0, 70.0]", "80.0"]
+
+
+def test_seed_summary_refuses_runs_of_one_id_that_differ():
+    table = _runs_frame([("d-n-r", 0, "d", "n", "r", "test", 0.5, 0.5),
+                         ("d-n-r-seed1", 1, "d", "n", "other", "test", 0.6, 0.6)])
+    with pytest.raises(ValueError, match="d-n-r differ"):
+        report.seed_summary(table)
+
+
+def test_seed_summary_metrics_are_json_with_null_for_one_run():
+    table = _runs_frame([("d-n-r", 0, "d", "n", "r", "test", 0.5, 0.4),
+                         ("d-n-r-seed1", 1, "d", "n", "r", "test", 0.7, 0.6),
+                         ("e-n-r", 0, "e", "n", "r", "test", 0.9, 0.8)])
+    metrics = report.seed_summary_metrics(report.seed_summary(table))
+    text = json.dumps(metrics, allow_nan=False)  # no NaN: JSON has none
+    back = json.loads(text)
+    assert set(back) == {"d-n-r", "e-n-r"}
+    two = back["d-n-r"]["test"]
+    assert two["runs"] == 2
+    assert two["accuracy"]["mean"] == pytest.approx(0.6)
+    assert two["accuracy"]["sd"] == pytest.approx(0.2 / 2 ** 0.5)  # |0.7 - 0.5| / sqrt(2)
+    assert (two["macro_f1"]["min"], two["macro_f1"]["max"]) == (0.4, 0.6)
+    assert back["e-n-r"]["test"] == {
+        "runs": 1, "accuracy": {"mean": 0.9, "sd": None, "min": 0.9, "max": 0.9},
+        "macro_f1": {"mean": 0.8, "sd": None, "min": 0.8, "max": 0.8}}
+
+
+def test_readme_table_shows_mean_and_sd_per_kind_and_intervals_for_one_run():
+    results = [_run("wbc-net-imagenet", seed, correct) for seed, correct in
+               ((0, 5), (1, 6), (2, 7))] + [_run("wbc-net-scratch", 0, 9)]
+    for result in results:  # a TEST_SIMPLE as well
+        result["splits"]["test_simple"] = result["splits"]["test"]
+    table = report.results_table(results)
+    readme = report.readme_table(table)
+    lines = [line for line in readme.splitlines() if line.startswith("| `")]
+    assert len(lines) == 2  # one row per kind, not per run
+    imagenet, scratch = lines
+    # accuracies 0.5, 0.6, 0.7: mean 60.0, sd 10.0; times 10, 20, 30 s: mean 20
+    assert imagenet.startswith("| `wbc-net-imagenet` | 60.0 ± 10.0 % (3 runs) | ")
+    assert imagenet.endswith(" | 60.0 ± 10.0 % (3 runs) | 20 |")
+    assert "-seed" not in readme.split("\n\n")[0]
+    assert scratch.startswith("| `wbc-net-scratch` | 90.0 % [")
+    assert scratch.count("exact (1 run)") == 2  # every image its own cell
+    assert report.SPREAD_NOTE in readme and "sample standard deviation" in readme
+    assert report.intervals_note(table) in readme and report.machines_note(table) in readme
+    # the summary picks the best kind by its mean, not by its luckiest seed: imagenet's runs
+    # 50, 60, 70 % (mean 60) against scratch's one run of 65 %
+    summary = report.summary_markdown(report.results_table(
+        [_run("wbc-net-imagenet", seed, correct, n=20) for seed, correct in
+         ((0, 10), (1, 12), (2, 14))] + [_run("wbc-net-scratch", 0, 13, n=20)]))
+    assert "| wbc | net (scratch) | test | 65.0 % [" in summary
+    assert "imagenet" not in summary and "70.0" not in summary
+    assert report.SPREAD_NOTE not in summary  # no kind with several runs in it
+    summary = report.summary_markdown(table)
+    assert "| wbc | net (scratch) | test | 90.0 % [" in summary
+    assert "| wbc | net (scratch) | test_simple | 90.0 % [" in summary
+    summary = report.summary_markdown(report.results_table(results[:3]))
+    assert "| wbc | net (imagenet) | test | 60.0 ± 10.0 % (3 runs) |" in summary
+    assert report.SPREAD_NOTE in summary

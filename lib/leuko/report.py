@@ -4,6 +4,8 @@ read from the metrics files the pipeline wrote, nothing is typed in by hand."""
 from __future__ import annotations
 
 import json
+import math
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,26 @@ def load_results(metrics_dir: Path) -> list[dict]:
     return [json.loads(f.read_text()) for f in files]
 
 
+SEED_SUFFIX = re.compile(r"-seed(\d+)$")
+"""A repeat's model id: the main run's id plus ``-seed{n}`` (``n`` its training seed)."""
+
+
+def kind_id(model: str) -> str:
+    """The kind of a run: its model id without a repeat's ``-seed{n}``, i.e. the main run's
+    id. Runs of one kind are one model (dataset, network, regime) trained with other training
+    seeds, data and split fixed."""
+    return SEED_SUFFIX.sub("", model)
+
+
+def training_seed(result: dict) -> int:
+    """A metrics file's training seed: its ``training_seed``; in files written before they
+    carried it, the ``-seed{n}`` of a repeat's id, else 0 (the main run's, ``data.seed``)."""
+    if "training_seed" in result:
+        return int(result["training_seed"])
+    match = SEED_SUFFIX.search(result["model"])
+    return int(match.group(1)) if match else 0
+
+
 def results_table(results: list[dict]) -> pd.DataFrame:
     """One row per model and evaluation split: accuracy and macro F1 with 95 % intervals,
     per-class recall, training time.
@@ -42,7 +64,8 @@ def results_table(results: list[dict]) -> pd.DataFrame:
     and ``exact_independent`` is True (NaN / False otherwise). ``n_cells``: the source cells
     of the split (NaN where the file does not say); ``machine`` / ``train_machine``: the
     machines that evaluated and trained the model (``leuko.machine.machine_line``; "" where the
-    file does not say)."""
+    file does not say). ``training_seed``: the run's training seed (:func:`training_seed`); its
+    kind is :func:`kind_id` of ``model``."""
     from leuko.machine import machine_line
 
     rows = []
@@ -53,7 +76,8 @@ def results_table(results: list[dict]) -> pd.DataFrame:
                                       if "machine" in training else "")}
         for split, m in result["splits"].items():
             ci = m["intervals"]
-            row = {"model": result["model"], "dataset": result["dataset"],
+            row = {"model": result["model"], "training_seed": training_seed(result),
+                   "dataset": result["dataset"],
                    "network": result["network"], "regime": result["regime"], "split": split,
                    "n": m["n"], "n_cells": m.get("n_cells", float("nan")),
                    "accuracy": m["accuracy"],
@@ -138,6 +162,15 @@ REGIME_SHORT = {"imagenet": "transfer", "imagenet-long": "transfer long",
 """Figure labels of the regimes (``leuko.train.REGIMES``), in their order."""
 
 
+def kind_label(dataset: str, network: str, regime: str) -> str:
+    """A kind of model on one short line for the rows of a figure: network's short name
+    (``networks.short_name``), split, regime's short name (``MNv2 · official split ·
+    transfer``)."""
+    from leuko.networks import short_name
+
+    return f"{short_name(network)} · {short_dataset(dataset)} · {REGIME_SHORT.get(regime, regime)}"
+
+
 def regime_column(dataset: str, regime: str) -> str:
     """A model's column in the thesis's small multiples: its regime's short name, marked
     ``· pooled`` on the leaky pooled split."""
@@ -175,6 +208,92 @@ def model_labels(table: pd.DataFrame) -> dict[str, str]:
         if seen[label] > 1 or list(labels.values()).count(label) > 1:
             labels[model] = f"{label} · run {seen[label]}"
     return labels
+
+
+def main_runs(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the main run of each kind (the model id without ``-seed{n}``): one run per
+    kind, for figures that draw one dot per network and regime."""
+    return table[table["model"].map(kind_id) == table["model"]]
+
+
+SPREAD_METRICS = ("accuracy", "macro_f1")
+SPREAD_STATS = ("mean", "sd", "min", "max")
+
+
+def seed_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """The spread over training seeds: one row per kind (:func:`kind_id`) and split of a
+    results table, with ``runs`` (their count), ``seeds`` and ``models`` (comma-separated, by
+    seed) and, for accuracy and macro F1, ``<metric>_mean``, ``<metric>_sd`` (sample standard
+    deviation, n - 1; NaN for one run), ``<metric>_min`` and ``<metric>_max``.
+
+    Raises ValueError where the runs of one kind differ in dataset, network or regime."""
+    spread = [f"{m}_{s}" for m in SPREAD_METRICS for s in SPREAD_STATS]
+    columns = ["kind", "dataset", "network", "regime", "split", "runs", "seeds", "models",
+               *spread]
+    if table.empty:
+        return pd.DataFrame(columns=columns)
+    seeds = (table["training_seed"] if "training_seed" in table
+             else table["model"].map(lambda model: training_seed({"model": model})))
+    frame = table.assign(kind=table["model"].map(kind_id), training_seed=seeds)
+    rows = []
+    for (kind, split), runs in frame.groupby(["kind", "split"], sort=True):
+        fields = runs[["dataset", "network", "regime"]].drop_duplicates()
+        if len(fields) > 1:
+            raise ValueError(f"the runs of {kind} differ in dataset, network or regime: "
+                             + "; ".join(" ".join(map(str, f)) for f in fields.itertuples(
+                                 index=False)))
+        runs = runs.sort_values(["training_seed", "model"])
+        row = {"kind": kind, **fields.iloc[0].to_dict(), "split": split, "runs": len(runs),
+               "seeds": ", ".join(str(int(seed)) for seed in runs["training_seed"]),
+               "models": ", ".join(runs["model"])}
+        for metric in SPREAD_METRICS:
+            values = runs[metric].astype(float)
+            row |= {f"{metric}_mean": values.mean(), f"{metric}_sd": values.std(ddof=1),
+                    f"{metric}_min": values.min(), f"{metric}_max": values.max()}
+        rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _number(value) -> float | None:
+    """A float for JSON: NaN (e.g. the sd of one run) as None (null)."""
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def seed_summary_metrics(summary: pd.DataFrame) -> dict:
+    """:func:`seed_summary` as nested JSON-able metrics for ``dvc metrics show``:
+    ``{kind: {split: {"runs": n, "accuracy": {"mean", "sd", "min", "max"},
+    "macro_f1": {...}}}}``, the sd of one run as None (JSON null: JSON has no NaN)."""
+    out: dict[str, dict] = {}
+    for row in summary.to_dict("records"):
+        entry: dict = {"runs": int(row["runs"])}
+        for metric in SPREAD_METRICS:
+            entry[metric] = {stat: _number(row[f"{metric}_{stat}"]) for stat in SPREAD_STATS}
+        out.setdefault(row["kind"], {})[row["split"]] = entry
+    return out
+
+
+def seed_summary_view(summary: pd.DataFrame) -> pd.DataFrame:
+    """:func:`seed_summary` for reading: per kind and split, the runs and their seeds, and
+    accuracy and macro F1 in percent as mean ± sd with the range of the runs."""
+
+    def spread(row: dict, metric: str) -> str:
+        mean, sd = row[f"{metric}_mean"], row[f"{metric}_sd"]
+        if row["runs"] == 1:
+            return f"{100 * mean:.1f}"
+        return (f"{100 * mean:.1f} ± {100 * sd:.1f} [{100 * row[f'{metric}_min']:.1f}, "
+                f"{100 * row[f'{metric}_max']:.1f}]")
+
+    rows = summary.to_dict("records")
+    return pd.DataFrame({
+        "model": summary["kind"], "split": summary["split"], "runs": summary["runs"],
+        "training seeds": summary["seeds"],
+        "accuracy %: mean ± sd [min, max]": [spread(r, "accuracy") for r in rows],
+        "macro F1 %: mean ± sd [min, max]": [spread(r, "macro_f1") for r in rows]})
+
+
+def _mean_sd(mean: float, sd: float) -> str:
+    return f"{100 * mean:.1f} ± {100 * sd:.1f} %"
 
 
 def best_rows(table: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -232,16 +351,33 @@ def machines_note(table: pd.DataFrame) -> str:
 
 
 def summary_markdown(table: pd.DataFrame) -> str:
-    """The report's opening: best model per study with its test figures and intervals, and
-    the published numbers for comparison."""
-    lines = ["## Summary", "", "| study | best model | split | accuracy [95 % CI] | "
-             "macro F1 [95 % CI] |", "|---|---|---|---|---|"]
+    """The report's opening: best kind of model per study (by its mean accuracy over its
+    runs, so that no lucky seed is picked) with its test figures: intervals for one run,
+    mean ± sd over the runs for several; and the published numbers for comparison."""
+    lines = ["## Summary", "", "| study | best model | split | accuracy [95 % CI] or mean ± sd "
+             "| macro F1 [95 % CI] or mean ± sd |", "|---|---|---|---|---|"]
+    summary = seed_summary(table)
+    runs_of = table.assign(kind=table["model"].map(kind_id))
+    several = False
     for split in ("test", "test_simple"):
-        for row in best_rows(table, split).itertuples():
-            lines.append(f"| {row.dataset} | {row.network} ({row.regime}) | {split} | "
-                         f"{accuracy_ci(row)} | "
-                         f"{_ci(row.macro_f1, row.macro_f1_low, row.macro_f1_high)} |")
-    lines += ["", intervals_note(table), "", "Published for comparison: " + "; ".join(
+        rows = summary[summary["split"] == split]
+        if rows.empty:
+            continue
+        for s in rows.loc[rows.groupby("dataset")["accuracy_mean"].idxmax()].itertuples():
+            name = f"| {s.dataset} | {s.network} ({s.regime}) | {split} | "
+            if s.runs == 1:
+                row = next(runs_of[(runs_of["kind"] == s.kind)
+                                   & (runs_of["split"] == split)].itertuples())
+                lines.append(name + f"{accuracy_ci(row)} | "
+                             f"{_ci(row.macro_f1, row.macro_f1_low, row.macro_f1_high)} |")
+            else:
+                several = True
+                lines.append(name + f"{_mean_sd(s.accuracy_mean, s.accuracy_sd)} ({s.runs} "
+                             f"runs) | {_mean_sd(s.macro_f1_mean, s.macro_f1_sd)} |")
+    lines += ["", intervals_note(table)]
+    if several:
+        lines += ["", SPREAD_NOTE]
+    lines += ["", "Published for comparison: " + "; ".join(
         f"{name} {100 * value:.1f} %" for name, value in PUBLISHED.items()) + "."]
     return "\n".join(lines)
 
@@ -324,21 +460,49 @@ README_START = "<!-- results:start (written by `make results`; do not edit by ha
 README_END = "<!-- results:end -->"
 
 
+SPREAD_NOTE = ("± : the mean ± sample standard deviation (n − 1) over a model's runs, the same "
+               "model trained again with other training seeds on the same data and split (how "
+               "far one training run's score moves, not the test set's uncertainty). A model "
+               "with one run shows its 95 % interval in brackets, the bootstrap over source "
+               "cells (or the exact one where marked).")
+"""The line under a results table: what ± and the brackets mean."""
+
+
 def readme_table(table: pd.DataFrame) -> str:
-    """The README's results table: one row per model, TEST and TEST_SIMPLE side by side."""
-    lines = ["| model | TEST accuracy [95 % CI] | TEST macro F1 | TEST_SIMPLE / held-out accuracy "
-             "[95 % CI] | training time (s) |", "|---|---|---|---|---|"]
-    for model, rows in table.groupby("model", sort=True):
-        by_split = {r.split: r for r in rows.itertuples()}
-        test = by_split.get("test")
-        other = by_split.get("test_simple")
-        cells = [f"`{model}`",
-                 accuracy_ci(test) if test else "–",
-                 f"{100 * test.macro_f1:.1f} %" if test else "–",
-                 accuracy_ci(other) if other else "–",
-                 f"{rows['train_seconds'].iloc[0]:.0f}"]
+    """The README's results table: one row per kind of model (:func:`kind_id`), TEST and
+    TEST_SIMPLE side by side. A kind with several runs (training seeds) shows mean ± sd over
+    its runs and their number, one with one run its accuracy with the 95 % interval."""
+    summary = seed_summary(table).set_index(["kind", "split"])
+    lines = ["| model | TEST accuracy [95 % CI] or mean ± sd | TEST macro F1 | TEST_SIMPLE / "
+             "held-out accuracy [95 % CI] or mean ± sd | training time (s) |",
+             "|---|---|---|---|---|"]
+
+    def accuracy(kind: str, rows: pd.DataFrame, split: str) -> str:
+        runs = rows[rows["split"] == split]
+        if runs.empty:
+            return "–"
+        if len(runs) == 1:
+            return f"{accuracy_ci(next(runs.itertuples()))} (1 run)"
+        s = summary.loc[(kind, split)]
+        return f"{_mean_sd(s.accuracy_mean, s.accuracy_sd)} ({len(runs)} runs)"
+
+    def macro_f1(kind: str, rows: pd.DataFrame) -> str:
+        runs = rows[rows["split"] == "test"]
+        if runs.empty:
+            return "–"
+        s = summary.loc[(kind, "test")]
+        return (f"{100 * s.macro_f1_mean:.1f} %" if len(runs) == 1
+                else _mean_sd(s.macro_f1_mean, s.macro_f1_sd))
+
+    for kind, rows in table.groupby(table["model"].map(kind_id), sort=True):
+        seconds = rows.drop_duplicates("model")["train_seconds"].astype(float).mean()
+        cells = [f"`{kind}`", accuracy(kind, rows, "test"), macro_f1(kind, rows),
+                 accuracy(kind, rows, "test_simple"),
+                 f"{seconds:.0f}" if pd.notna(seconds) else "–"]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join([*lines, "", intervals_note(table), "", machines_note(table)])
+    return "\n".join([*lines, "", SPREAD_NOTE + " Training time: the mean per run.", "",
+                      intervals_note(table), "",
+                      machines_note(table)])
 
 
 def readme_block_markers(name: str) -> tuple[str, str]:
