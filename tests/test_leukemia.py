@@ -204,8 +204,9 @@ def test_leukemia_notebooks_end_to_end(tmp_path, allidb_root):
     import papermill
 
     def run(name: str, **params) -> None:
+        suffix = f"-seed{params['repeat_seed']}" if "repeat_seed" in params else ""
         papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"),
-                                   str(tmp_path / "executed" / f"{name}.ipynb"),
+                                   str(tmp_path / "executed" / f"{name}{suffix}.ipynb"),
                                    parameters=params, kernel_name="leuko", cwd=str(tmp_path),
                                    progress_bar=False)
 
@@ -268,9 +269,11 @@ def test_leukemia_notebooks_end_to_end(tmp_path, allidb_root):
     from leuko.report import leukemia_section_items, load_results, results_table
 
     table = results_table(load_results(tmp_path / "reports" / "metrics"))
-    assert sorted(table["model"]) == [f"{the_id}-seed1", the_id]
+    assert sorted(table["model"]) == [the_id, f"{the_id}-seed1"]
     items = leukemia_section_items(load_results(tmp_path / "reports" / "metrics"), paths)
-    assert sum(isinstance(i, pd.DataFrame) for i in items) == 1
+    assert sum(isinstance(i, pd.DataFrame) for i in items) == 1  # the repeat: one line
+    assert any("**Repeats**" in getattr(i, "data", "") and "seed 1: test" in i.data
+               for i in items)
     executed = (tmp_path / "executed" / "08-evaluate-leukemia.ipynb").read_text()
     assert executed.count('"image/png"') >= 3  # confusion matrix and the two galleries
 

@@ -962,7 +962,12 @@ def leukemia_section_items(results: list[dict], paths: LeukemiaPaths = LEUKEMIA_
         "The C-NMC 2019 report's recipe: centre crop, 6:3:1 split by patient and content hash, "
         "train and validation balanced by augmentation, Solution A (custom CNN) and Solution B "
         "(EfficientNetB2 from scratch). The test images are never augmented.")]
-    leukemia = sorted((r for r in results if is_leukemia_result(r)),
+    runs = [r for r in results if is_leukemia_result(r)]
+    repeats: dict[str, list[dict]] = {}  # main id -> its repeats (shown as one line)
+    for r in runs:
+        if kind_id(r["model"]) != r["model"]:
+            repeats.setdefault(kind_id(r["model"]), []).append(r)
+    leukemia = sorted((r for r in runs if kind_id(r["model"]) == r["model"]),
                       key=lambda r: (r["dataset"], r.get("solution", ""), r["model"]))
     for dataset in dict.fromkeys(r["dataset"] for r in leukemia):
         items.append(Markdown(f"### {dataset}: the augmentation"))
@@ -981,6 +986,14 @@ def leukemia_section_items(results: list[dict], paths: LeukemiaPaths = LEUKEMIA_
                 items.append(classification_report_frame(metrics).round(3))
                 items.append(plot_confusion_matrix(metrics["confusion_matrix"],
                                                    result["classes"], title=f"{the_id}: {split}"))
+            others = sorted(repeats.get(the_id, []), key=training_seed)
+            if others:
+                items.append(Markdown(
+                    "**Repeats** (the same solution, other training seeds; the spread section "
+                    "draws them): " + "; ".join(
+                        f"seed {training_seed(r)}: " + ", ".join(
+                            f"{split} {100 * m['accuracy']:.1f} %"
+                            for split, m in r["splits"].items()) for r in others)))
             for kind in GALLERY_KINDS:
                 gallery = paths.gallery(the_id, kind)
                 if gallery.is_file():
