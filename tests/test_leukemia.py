@@ -272,7 +272,9 @@ def test_leukemia_notebooks_end_to_end(tmp_path, allidb_root):
     assert sorted(table["model"]) == [the_id, f"{the_id}-seed1"]
     items = leukemia_section_items(load_results(tmp_path / "reports" / "metrics"), paths)
     assert sum(isinstance(i, pd.DataFrame) for i in items) == 1  # the repeat: one line
-    assert any("**Repeats**" in getattr(i, "data", "") and "seed 1: test" in i.data
+    from IPython.display import Markdown
+
+    assert any(isinstance(i, Markdown) and "**Repeats**" in i.data and "seed 1: test" in i.data
                for i in items)
     executed = (tmp_path / "executed" / "08-evaluate-leukemia.ipynb").read_text()
     assert executed.count('"image/png"') >= 3  # confusion matrix and the two galleries

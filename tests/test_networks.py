@@ -3,7 +3,9 @@ load from the Keras cache with no network access, and never fall back to random 
 
 from __future__ import annotations
 
+import dataclasses
 import socket
+from pathlib import Path
 
 import h5py
 import keras
@@ -188,3 +190,31 @@ def test_weights_parameter_is_explicit(tmp_path, monkeypatch, offline):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     with pytest.raises(networks.PretrainedWeightsMissing, match="vgg16"):
         networks.build_base("vgg16", (32, 32, 3), networks.uses_imagenet("imagenet"), "flatten")
+
+
+@pytest.mark.parametrize("bn_inference", [True, False])
+def test_bn_inference_keeps_the_base_statistics_while_its_weights_train(bn_inference):
+    """``base_bn_inference`` (``bn_inference`` of a fine-tuning regime): the base's BatchNorm
+    moving statistics stay as loaded while its convolutions train; without it they move."""
+    keras.utils.set_random_seed(0)
+    model = networks.build_classifier("mobilenet_v2", 4, 32, pretrained=True,
+                                      base_bn_inference=bn_inference)  # ImageNet statistics
+    base = model.get_layer(index=2)
+    bn = next(layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization))
+    conv = [layer for layer in base.layers if isinstance(layer, keras.layers.Conv2D)][-1]
+    before_mean, before_kernel = bn.moving_mean.numpy().copy(), conv.kernel.numpy().copy()
+    model.compile(keras.optimizers.Adam(1e-2), "categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    model.fit(rng.uniform(0, 255, (16, 32, 32, 3)).astype("float32"),
+              np.eye(4, dtype="float32")[rng.integers(0, 4, 16)], batch_size=8, epochs=1,
+              verbose=0)
+    assert not np.allclose(conv.kernel.numpy(), before_kernel)  # the base trains either way
+    assert np.allclose(bn.moving_mean.numpy(), before_mean) == bn_inference
+
+
+def test_bn_inference_is_refused_for_training_from_scratch():
+    run = study.WbcRun.from_params("blood-cell-images", "mobilenet_v2", "scratch")
+    run = study.WbcRun(run.dataset, run.network, run.regime, run.settings,
+                       dataclasses.replace(run.training, bn_inference=True))
+    with pytest.raises(ValueError, match="bn_inference is for fine-tuning"):
+        study.train_wbc(run, paths=study.Paths(Path("/nonexistent")))

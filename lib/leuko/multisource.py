@@ -220,9 +220,8 @@ class Abstain:
 @dataclass(frozen=True)
 class CellTraining:
     """How each model of this study is trained (``params/cells.yaml: cells.train``): an
-    ImageNet MobileNetV2 fine-tuned end to end on the prepared cells, its BatchNorm layers
-    kept in inference mode (the Keras transfer-learning guide's advice: the small batches
-    of a CPU run would otherwise overwrite the pretrained statistics)."""
+    ImageNet MobileNetV2 fine-tuned end to end on the prepared cells; ``bn_inference`` keeps
+    its BatchNorm layers in inference mode (``networks.freeze_batch_norm``)."""
 
     network: str
     epochs: int
@@ -232,6 +231,7 @@ class CellTraining:
     head_dropout: float
     augment: bool  # flips and 90-degree turns
     stain_jitter: float  # leuko.stain.stain_jitter strength on top of normalisation
+    bn_inference: bool  # the base's BatchNorm in inference mode while it is fine-tuned
 
 
 def train_cell_model(training: str, cache: CellCache, config: CellTraining, abstain: Abstain,
@@ -260,7 +260,7 @@ def train_cell_model(training: str, cache: CellCache, config: CellTraining, abst
     size = int(x_train.shape[1])
     model = build_classifier(config.network, len(classes), size, pretrained=True,
                              head=HeadConfig(config.head_units, config.head_dropout),
-                             base_bn_inference=True)
+                             base_bn_inference=config.bn_inference)
     fit = train.FitConfig(epochs=config.epochs, batch_size=config.batch_size,
                           learning_rate=config.learning_rate, seed=seed)
     train.compile_model(model, fit)

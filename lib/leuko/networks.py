@@ -327,8 +327,8 @@ def build_classifier(network: str, n_classes: int, image_size: int, pretrained: 
 
     ``base`` / ``head_model`` may be passed in (e.g. a head trained on cached features);
     otherwise the base is built with ``bottleneck`` (``build_base``). ``base_bn_inference``
-    calls the base with ``training=False``: its BatchNorm layers keep their (pretrained)
-    statistics while the base is fine-tuned, as the Keras transfer-learning guide advises.
+    keeps the base's BatchNorm layers in inference mode while the rest of the base is
+    fine-tuned (``freeze_batch_norm``), as the Keras transfer-learning guide advises.
     """
     entry = get_network(network)
     check_input_size(entry, image_size)
@@ -338,8 +338,9 @@ def build_classifier(network: str, n_classes: int, image_size: int, pretrained: 
         base.output_shape[-1], n_classes, head)
     inputs = keras.Input(shape, name="image")
     x = Preprocess(entry.preprocessing, mean=channel_mean, name="preprocess")(inputs)
-    x = base(x, training=False) if base_bn_inference else base(x)
-    outputs = head_model(x)
+    if base_bn_inference:
+        freeze_batch_norm(base)
+    outputs = head_model(base(x))
     return keras.Model(inputs, outputs, name=f"{network}_classifier")
 
 
@@ -399,6 +400,23 @@ def build_solution_model(network: str, image_size: int, head: HeadConfig,
             "(efficientnet_b2)")
     return build_classifier(network, n_classes, image_size, pretrained=False, head=head,
                             channel_mean=mean, base=base)
+
+
+def freeze_batch_norm(model: keras.Model) -> int:
+    """Every BatchNormalization layer of ``model`` (nested models included) made
+    non-trainable: Keras 3 runs a non-trainable BatchNormalization in inference mode, with
+    its moving (pretrained) statistics, and leaves its scale and offset as they are. Calling
+    the base with ``training=False`` does not do this in Keras 3: ``fit`` passes
+    ``training=True`` down to every layer and overrides it (keras-team/keras#20285). Returns
+    the number of layers frozen."""
+    frozen = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.trainable = False
+            frozen += 1
+        elif isinstance(layer, keras.Model):
+            frozen += freeze_batch_norm(layer)
+    return frozen
 
 
 def set_trainable_top(base: keras.Model, blocks: str | int) -> int:

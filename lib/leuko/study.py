@@ -319,6 +319,10 @@ class RegimeSettings:
     finetune_blocks: str | int  # "all" or the number of top blocks unfrozen
     warmup_epochs: int  # fine-tuning: head epochs on the cached features first
     warmup_learning_rate: float
+    # fine-tuning: the pretrained base's BatchNorm layers stay in inference mode (the base is
+    # called with training=False, as Keras' transfer-learning guide does), so its ImageNet
+    # statistics are kept; false: they adapt to the batches. Pretrained regimes only.
+    bn_inference: bool
     augment: bool  # flips and 90-degree turns
     stain_jitter: float  # leuko.stain.stain_jitter strength; 0 = off
 
@@ -497,8 +501,13 @@ def train_wbc(run: WbcRun, paths: Paths = Paths()):
             else:
                 networks.set_trainable_top(base, training.finetune_blocks)
             model = networks.build_classifier(run.network, n, size, pretrained=True, base=base,
-                                              head_model=head)
+                                              head_model=head,
+                                              base_bn_inference=training.bn_inference)
         else:
+            if training.bn_inference:
+                raise ValueError(f"params/regimes/{run.regime}.yaml: bn_inference is for "
+                                 "fine-tuning a pretrained base; a network trained from "
+                                 "scratch must learn its BatchNorm statistics (set it false)")
             model = networks.build_classifier(run.network, n, size, pretrained=False,
                                               head=training.head_config(),
                                               bottleneck=settings.bottleneck)
