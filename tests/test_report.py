@@ -444,3 +444,27 @@ def test_readme_table_shows_mean_and_sd_per_kind_and_intervals_for_one_run():
     summary = report.summary_markdown(report.results_table(results[:3]))
     assert "| wbc | net (imagenet) | test | 60.0 ± 10.0 % (3 runs) |" in summary
     assert report.SPREAD_NOTE in summary
+
+
+def test_finetune_bn_block_shows_mean_sd_over_seeds_and_the_paired_difference(tmp_path):
+    runs = pd.DataFrame({
+        "bn_inference": [False] * 4 + [True] * 4, "seed": [0, 0, 1, 1] * 2,
+        "split": ["test", "test_simple"] * 4,
+        "accuracy": [0.70, 0.80, 0.80, 0.90, 0.75, 0.85, 0.75, 0.95],
+        "macro_f1": [0.7] * 8, "saved_val_accuracy": [0.9, 0.9, 0.92, 0.92, 0.93, 0.93, 0.95,
+                                                      0.95],
+        "train_seconds": [300] * 8, "epochs": [6] * 8, "machine": ["AMD EPYC; AVX2"] * 8})
+    paired = pd.DataFrame({"split": ["test", "test_simple"], "runs": [2, 2], "cells": [71, 69],
+                           "images": [2487, 71], "accuracy_true": [0.75, 0.9],
+                           "accuracy_false": [0.75, 0.85], "difference": [0.0, 0.05],
+                           "low": [-0.02, -0.01], "high": [0.03, 0.12],
+                           "share_true_better": [0.5, 0.9]})
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    paired.to_csv(tmp_path / "paired.csv", index=False)
+    text = report.finetune_bn_markdown(tmp_path / "runs.csv", tmp_path / "paired.csv")
+    # adapting: TEST 70 and 80 -> 75.0 ± 7.1; TEST_SIMPLE 80 and 90 -> 85.0 ± 7.1
+    assert "| adapting (`false`) | 2 | 75.0 ± 7.1 | 85.0 ± 7.1 | 91.0 ± 1.4 |" in text
+    assert "| inference mode (`bn_inference: true`) | 2 | 75.0 ± 0.0 | 90.0 ± 7.1 |" in text
+    assert "TEST_SIMPLE +5.0 points [-1.0, +12.0] (69 cells)" in text
+    assert "machine: AMD EPYC; AVX2" in text
+    assert "Not run yet" in report.finetune_bn_markdown(tmp_path / "no.csv", tmp_path / "p.csv")

@@ -632,6 +632,36 @@ def head_input_markdown(head_input_csv: Path) -> str:
             f"{first['epochs']} epochs, seed {first['seed']}; machine: {first['machine']}.")
 
 
+def finetune_bn_markdown(runs_csv: Path, paired_csv: Path) -> str:
+    """BatchNorm in inference mode or adapting while the base is fine-tuned
+    (``benchmarks/finetune_bn.py``): per setting and split, mean ± sd over the seeds, and
+    the paired difference (true - false) with its 95 % interval over source cells and seeds."""
+    if not (Path(runs_csv).is_file() and Path(paired_csv).is_file()):
+        return (f"*Not run yet: `.venv/bin/python benchmarks/finetune_bn.py` writes {runs_csv} "
+                f"and {paired_csv}.*")
+    runs, paired = pd.read_csv(runs_csv), pd.read_csv(paired_csv)
+    lines = ["| BatchNorm while fine-tuning | runs | TEST accuracy % | TEST_SIMPLE accuracy % "
+             "| validation accuracy % (saved weights) |", "|---|---|---|---|---|"]
+
+    def spread(values: pd.Series) -> str:
+        return (f"{100 * values.mean():.1f} ± {100 * values.std(ddof=1):.1f}" if len(values) > 1
+                else f"{100 * values.mean():.1f}")
+
+    for bn, rows in runs.groupby("bn_inference", sort=True):
+        by_split = {split: r for split, r in rows.groupby("split")}
+        name = "inference mode (`bn_inference: true`)" if bn else "adapting (`false`)"
+        lines.append(f"| {name} | {rows['seed'].nunique()} | {spread(by_split['test']['accuracy'])} "
+                     f"| {spread(by_split['test_simple']['accuracy'])} | "
+                     f"{spread(by_split['test']['saved_val_accuracy'])} |")
+    diffs = "; ".join(
+        f"{r.split.upper()} {100 * r.difference:+.1f} points [{100 * r.low:+.1f}, "
+        f"{100 * r.high:+.1f}] ({r.cells} cells)" for r in paired.itertuples())
+    first = runs.iloc[0]
+    return ("\n".join(lines) + f"\n\nInference mode minus adapting, paired over source cells "
+            f"and seeds (95 %): {diffs}. Seeds {', '.join(map(str, sorted(runs['seed'].unique())))}"
+            f"; {first['epochs']} end-to-end epochs; machine: {first['machine']}.")
+
+
 def cuts_markdown(cuts_csv: Path, metrics_dir: Path) -> str:
     """What cheaper settings of the 4-class study cost (``benchmarks/study_cuts.py``): each
     cut's TEST / TEST_SIMPLE accuracy beside the default run's own model (its metrics file)."""
@@ -675,6 +705,8 @@ def main() -> int:
         "ablation": ablation_markdown(Path("reports/ablation/cells.csv")),
         "overhead": overhead_markdown(),
         "head-input": head_input_markdown(Path("reports/ablation/head_input.csv")),
+        "finetune-bn": finetune_bn_markdown(Path("reports/ablation/finetune_bn.csv"),
+                                            Path("reports/ablation/finetune_bn_paired.csv")),
         "cuts": cuts_markdown(Path("reports/ablation/study_cuts.csv"), Path("reports/metrics"))})
     print("README.md results " + ("updated" if changed else "already current"))
     return 0
