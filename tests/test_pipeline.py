@@ -89,7 +89,18 @@ def test_compare_and_report_render_every_model(study_dir):
 
     run_notebook("05-compare", study_dir)
     table = (study_dir / "reports" / "tables" / "results.csv").read_text()
-    assert table.count("blood-cell-images-mobilenet_v2-") == 8  # 4 models x 2 test splits
+    # 4 models and the repeat of one, x 2 test splits
+    assert table.count("blood-cell-images-mobilenet_v2-") == 10
+    # the spread over training seeds: per kind, its runs; for dvc metrics show, the same
+    seeds = pd.read_csv(study_dir / "reports" / "tables" / "seed_summary.csv")
+    imagenet = seeds[seeds["kind"] == "blood-cell-images-mobilenet_v2-imagenet"]
+    assert sorted(imagenet["runs"]) == [2, 2] and set(imagenet["split"]) == {"test",
+                                                                             "test_simple"}
+    summary = json.loads((study_dir / "reports" / "metrics-summary.json").read_text())
+    test = summary["blood-cell-images-mobilenet_v2-imagenet"]["test"]
+    assert test["runs"] == 2 and test["accuracy"]["min"] <= test["accuracy"]["mean"] \
+        <= test["accuracy"]["max"]
+    assert summary["blood-cell-images-mobilenet_v2-scratch"]["test"]["accuracy"]["sd"] is None
     (study_dir / "reports" / "notebooks" / "05-compare.ipynb").rename(
         study_dir / "reports" / "notebooks" / "compare.ipynb")
     import os
