@@ -299,17 +299,16 @@ def _dots(fig) -> np.ndarray:
     return np.asarray(np.vstack(offsets)) if offsets else np.empty((0, 2))
 
 
-def _spread_table() -> pd.DataFrame:
+def _spread_runs(split: str = "test") -> pd.DataFrame:
     """Ten kinds on TEST: the first with three runs (50, 60, 70 %), the second with two
-    (80, 90 %), the rest one run each; one kind on TEST_SIMPLE too."""
-    rows = [(f"d-net{k}-r" + (f"-seed{s}" if s else ""), s, f"net{k}", "test", acc)
-            for k, runs in enumerate([[0.5, 0.6, 0.7], [0.8, 0.9]]
-                             + [[0.3 + 0.05 * j] for j in range(8)])
-            for s, acc in enumerate(runs)]
-    rows.append(("d-net0-r", 0, "net0", "test_simple", 0.4))
-    frame = pd.DataFrame(rows, columns=["model", "training_seed", "network", "split",
-                                        "accuracy"])
-    return frame.assign(dataset="d", regime="r", macro_f1=frame["accuracy"] - 0.1)
+    (80, 90 %), the rest one run each; one kind on TEST_SIMPLE."""
+    if split != "test":
+        return pd.DataFrame({"label": ["kind 0"], "accuracy": [0.4], "macro_f1": [0.3]})
+    rows = [(f"kind {k}", acc) for k, runs in enumerate([[0.5, 0.6, 0.7], [0.8, 0.9]]
+                                                       + [[0.3 + 0.05 * j] for j in range(8)])
+            for acc in runs]
+    frame = pd.DataFrame(rows, columns=["label", "accuracy"])
+    return frame.assign(macro_f1=frame["accuracy"] - 0.1)
 
 
 def test_seed_spread_one_dot_per_run_and_the_mean_per_kind():
@@ -317,12 +316,10 @@ def test_seed_spread_one_dot_per_run_and_the_mean_per_kind():
 
     from leuko.figures import plot_seed_spread
 
-    table = _spread_table()
-    labels = {f"d-net{k}-r": f"kind {k}" for k in range(10)}
-    fig = plot_seed_spread(table, "test", labels=labels)
+    fig = plot_seed_spread(_spread_runs(), title="TEST: accuracy of every training run")
     assert isinstance(fig, Figure)
     dots = _dots(fig)
-    assert len(dots) == 3 + 2 + 8  # every run, one-run kinds included; no TEST_SIMPLE run
+    assert len(dots) == 3 + 2 + 8  # every run, one-run kinds included
     first = dots[np.abs(dots[:, 1]) < 0.5]  # row 0 (first on top)
     assert sorted(first[:, 0]) == pytest.approx([50, 60, 70])
     ax = fig.axes[0]
@@ -337,21 +334,8 @@ def test_seed_spread_one_dot_per_run_and_the_mean_per_kind():
     assert ax.get_xlabel() == "accuracy (%)" and ax.get_title().startswith("TEST:")
     fig.canvas.draw()
     assert _overlapping(ax.get_yticklabels()) == []
-    f1 = plot_seed_spread(table, "test_simple", metric="macro_f1", labels=labels)
+    f1 = plot_seed_spread(_spread_runs("test_simple"), metric="macro_f1")
     assert _dots(f1)[:, 0].tolist() == pytest.approx([30])
     assert f1.axes[0].get_xlabel() == "macro F1 (%)"
-    empty = plot_seed_spread(table, "validation")
-    assert len(_dots(empty)) == 0 and "no run on validation" in _texts(empty.axes[0])
-
-
-def test_seed_spread_labels_kinds_by_short_names():
-    from leuko.figures import plot_seed_spread
-
-    table = pd.DataFrame({"model": ["blood-cell-images-mobilenet_v2-imagenet",
-                                    "blood-cell-images-mobilenet_v2-imagenet-seed1"],
-                          "training_seed": [0, 1], "dataset": "blood-cell-images",
-                          "network": "mobilenet_v2", "regime": "imagenet", "split": "test",
-                          "accuracy": [0.7, 0.8], "macro_f1": [0.6, 0.7]})
-    fig = plot_seed_spread(table, "test")
-    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [
-        "MNv2 · official split · transfer\n2 runs, sd 7.1"]
+    empty = plot_seed_spread(_spread_runs().iloc[:0])
+    assert len(_dots(empty)) == 0 and "no run" in _texts(empty.axes[0])

@@ -468,3 +468,18 @@ def test_finetune_bn_block_shows_mean_sd_over_seeds_and_the_paired_difference(tm
     assert "TEST_SIMPLE +5.0 points [-1.0, +12.0] (69 cells)" in text
     assert "machine: AMD EPYC; AVX2" in text
     assert "Not run yet" in report.finetune_bn_markdown(tmp_path / "no.csv", tmp_path / "p.csv")
+
+
+def test_seed_runs_label_each_run_by_its_kind_in_short():
+    table = pd.DataFrame({"model": ["blood-cell-images-mobilenet_v2-imagenet-seed1",
+                                    "blood-cell-images-mobilenet_v2-imagenet",
+                                    "blood-cell-images-mobilenet_v2-imagenet"],
+                          "training_seed": [1, 0, 0], "dataset": "blood-cell-images",
+                          "network": "mobilenet_v2", "regime": "imagenet",
+                          "split": ["test", "test", "test_simple"],
+                          "accuracy": [0.8, 0.7, 0.5], "macro_f1": [0.7, 0.6, 0.4]})
+    runs = report.seed_runs(table, "test")
+    assert runs["training_seed"].tolist() == [0, 1]  # by kind, then seed
+    assert set(runs["label"]) == {"MNv2 · official split · transfer"}
+    assert set(runs["kind"]) == {"blood-cell-images-mobilenet_v2-imagenet"}
+    assert runs["accuracy"].tolist() == [0.7, 0.8]

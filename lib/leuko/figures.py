@@ -642,43 +642,39 @@ def plot_confusion_grid(matrices: dict[tuple[str, str], np.ndarray], rows: Seque
 _SPREAD_NAMES = {"accuracy": "accuracy", "macro_f1": "macro F1"}
 
 
-def plot_seed_spread(table: pd.DataFrame, split: str, metric: str = "accuracy",
-                     labels: dict[str, str] | None = None, title: str = "") -> Figure:
-    """Each run of each kind of model on ``split`` of a results table: one row per kind
-    (``leuko.report.kind_id``, in the order of the ids), every run (training seed) a dot, the
+def plot_seed_spread(runs: pd.DataFrame, metric: str = "accuracy", title: str = "") -> Figure:
+    """Every run of each kind of model: ``runs`` holds one row per run with ``label`` (its
+    kind's row name; rows in the order the labels first appear, e.g.
+    ``leuko.report.seed_runs``) and ``metric`` (0-1). Each run (training seed) is a dot, the
     kind's mean a vertical tick and, for several runs, a line over their range; the row's
-    label says the number of runs and their sample sd. ``labels`` maps kind ids to row names
-    (default ``leuko.report.kind_label``: network, split, regime in short). A kind with one
-    run shows its dot and tick at its score."""
-    from leuko.report import kind_id, kind_label, seed_summary
-
-    rows = table[table["split"] == split]
-    if rows.empty:
+    label adds the number of runs and their sample sd (n - 1). A kind with one run shows its
+    dot and tick at its score."""
+    name = _SPREAD_NAMES.get(metric, metric.replace("_", " "))
+    if runs.empty:
         fig = _new_figure((5.0, 2.0))
         ax = fig.add_subplot()
-        _empty_panel(ax, f"no run on {split}")
-        ax.set_title(title or f"{split.upper()}: spread over training seeds")
+        _empty_panel(ax, "no run")
+        ax.set_title(title or f"{name}: spread over training seeds")
         return fig
-    summary = seed_summary(rows)
-    runs = rows.assign(kind=rows["model"].map(kind_id))
-    names = labels or {s.kind: kind_label(s.dataset, s.network, s.regime)
-                       for s in summary.itertuples()}
+    values_of = runs.groupby("label", sort=False)[metric]
+    summary = pd.DataFrame({"runs": values_of.size(), "mean": values_of.mean(),
+                            "sd": values_of.std(ddof=1)})
     fig = _new_figure((7.5, 1.3 + 0.48 * len(summary)))
     ax = fig.add_subplot()
     x_runs, y_runs, ticks = [], [], []
     for i, s in enumerate(summary.itertuples()):
-        values = 100 * runs.loc[runs["kind"] == s.kind, metric].to_numpy(dtype=float)
+        values = 100 * runs.loc[runs["label"] == s.Index, metric].to_numpy(dtype=float)
         offsets = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(1)
         x_runs.extend(values)
         y_runs.extend(i + offsets)
-        mean, sd = 100 * getattr(s, f"{metric}_mean"), 100 * getattr(s, f"{metric}_sd")
+        mean, sd = 100 * s.mean, 100 * s.sd
         if s.runs > 1:
             ax.hlines(i, values.min(), values.max(), color="lightgrey", linewidth=2.5,
                       zorder=1)
         ax.vlines(mean, i - 0.32, i + 0.32, color="black", linewidth=1.8, zorder=3,
                   label="mean of the runs" if i == 0 else None)
         count = "1 run" if s.runs == 1 else f"{s.runs} runs, sd {sd:.1f}"
-        ticks.append(f"{names.get(s.kind, s.kind)}\n{count}")
+        ticks.append(f"{s.Index}\n{count}")
     ax.scatter(x_runs, y_runs, s=22, color="C0", edgecolor="white", linewidth=0.5, zorder=4,
                label="one run (training seed)")
     ax.set_yticks(range(len(summary)), ticks, fontsize=8)
@@ -686,8 +682,7 @@ def plot_seed_spread(table: pd.DataFrame, split: str, metric: str = "accuracy",
     for boundary in np.arange(0.5, len(summary) - 1, 1.0):
         ax.axhline(boundary, color="lightgrey", linewidth=0.6)
     ax.grid(True, axis="x", alpha=0.3)
-    name = _SPREAD_NAMES.get(metric, metric.replace("_", " "))
     ax.set_xlabel(f"{name} (%)")
     fig.legend(loc="outside lower center", ncols=2, fontsize=8)
-    ax.set_title(title or f"{split.upper()}: {name} of every training run")
+    ax.set_title(title or f"{name} of every training run")
     return fig

@@ -254,6 +254,20 @@ def seed_summary(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def seed_runs(table: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The runs of ``split`` for ``figures.plot_seed_spread``: one row per run with ``kind``
+    (:func:`kind_id`), ``label`` (:func:`kind_label`), ``model``, ``training_seed``,
+    ``accuracy`` and ``macro_f1``, ordered by kind and seed."""
+    rows = table[table["split"] == split]
+    seeds = (rows["training_seed"] if "training_seed" in rows
+             else rows["model"].map(lambda model: training_seed({"model": model})))
+    runs = rows.assign(kind=rows["model"].map(kind_id), training_seed=seeds,
+                       label=[kind_label(r.dataset, r.network, r.regime)
+                              for r in rows.itertuples()])
+    return runs.sort_values(["kind", "training_seed"])[
+        ["kind", "label", "model", "training_seed", "accuracy", "macro_f1"]]
+
+
 def _number(value) -> float | None:
     """A float for JSON: NaN (e.g. the sd of one run) as None (null)."""
     value = float(value)
