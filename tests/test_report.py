@@ -483,3 +483,24 @@ def test_seed_runs_label_each_run_by_its_kind_in_short():
     assert set(runs["label"]) == {"MNv2 · official split · transfer"}
     assert set(runs["kind"]) == {"blood-cell-images-mobilenet_v2-imagenet"}
     assert runs["accuracy"].tolist() == [0.7, 0.8]
+
+
+def test_network_costs_block_shows_measured_times_cpu_and_expected_gpu_hours(tmp_path):
+    from leuko import costs
+
+    table = pd.DataFrame({
+        "network": ["vgg16", "mobilenet_v2"], "image_size": [224, 224], "batch": [16, 16],
+        "forward_ms_per_image": [300.0, 45.0], "train_ms_per_image": [900.0, 276.0],
+        "head_ms_per_image": [20.0, 39.0], "train_trace_s": [30.0, 41.0],
+        "cpu_h transfer (features + imagenet)": [4.0, 11.0], "cpu_h scratch": [250.0, 70.0],
+        "cpu_h head-only part": [10.0, 20.0], "cpu_h whole-network part": [1000.0, 700.0],
+        "cpu_h network in full preset": [1010.0, 720.0], "thesis": [True, False],
+        "machine": ["AMD EPYC; AVX2"] * 2})
+    costs.add_gpu_estimate(table).to_csv(tmp_path / "costs.csv", index=False)
+    text = report.network_costs_markdown(tmp_path / "costs.csv")
+    assert "| vgg16        |  224 |              300 |                 900 |" in text
+    # vgg16 is the only thesis network: its expected GPU hours are the thesis's own times
+    assert "| 0.17 / 2.2 " in text
+    assert "1,730 CPU hours" in text and "transfer 9 min 59 s, scratch 2 h 14 min" in text
+    assert "Machine: AMD EPYC; AVX2" in text
+    assert "Not run yet" in report.network_costs_markdown(tmp_path / "none.csv")

@@ -676,6 +676,52 @@ def finetune_bn_markdown(runs_csv: Path, paired_csv: Path) -> str:
             f"; {first['epochs']} end-to-end epochs; machine: {first['machine']}.")
 
 
+def network_costs_markdown(costs_csv: Path) -> str:
+    """What the full preset costs per network (``benchmarks/network_costs.py``): the
+    measured per-image times at the native size, the CPU hours they add up to, and the
+    expected hours on one GPU, calibrated on the thesis's own times."""
+    if not Path(costs_csv).is_file():
+        return f"*Not run yet: `.venv/bin/python benchmarks/network_costs.py` writes {costs_csv}.*"
+    table = pd.read_csv(costs_csv)
+    view = pd.DataFrame({
+        "network": table["network"], "px": table["image_size"],
+        "forward ms/img": table["forward_ms_per_image"].round(0).astype(int),
+        "train step ms/img": table["train_ms_per_image"].round(0).astype(int),
+        "head step ms/img": table["head_ms_per_image"].round(1),
+        "first step s (tracing)": table["train_trace_s"].round(0).astype(int),
+        "CPU h transfer": table["cpu_h transfer (features + imagenet)"].round(1),
+        "CPU h scratch": table["cpu_h scratch"].round(0).astype(int),
+        "CPU h in full preset": table["cpu_h network in full preset"].round(0).astype(int)})
+    gpu = "gpu_h network in full preset" in table
+    if gpu:
+        view["GPU h transfer / scratch (expected)"] = [
+            f"{t:.2f} / {s:.1f}" for t, s in zip(table["gpu_h transfer (features + imagenet)"],
+                                                  table["gpu_h scratch"], strict=True)]
+        view["GPU h in full preset (expected)"] = table["gpu_h network in full preset"].round(0)
+    totals = (f"\n\nThe full preset's networks together: "
+              f"{table['cpu_h network in full preset'].sum():,.0f} CPU hours on this machine")
+    if gpu:
+        first = table.iloc[0]
+        totals += (
+            f", about {table['gpu_h network in full preset'].sum():,.0f} hours on one GPU. "
+            f"The GPU columns divide the CPU hours by one CPU/GPU ratio per kind of work, "
+            f"calibrated so that the thesis networks' mean matches the thesis's own time per "
+            f"network (transfer {_duration(first['thesis gpu_h transfer'])}, scratch "
+            f"{_duration(first['thesis gpu_h scratch'])} on its GPU): "
+            f"{first['cpu/gpu ratio transfer']:.0f}x for head-only and forward work, "
+            f"{first['cpu/gpu ratio scratch']:.0f}x for training the whole network")
+    return (view.to_markdown(index=False) + totals + f". Machine: {table['machine'].iloc[0]}; "
+            f"batch {table['batch'].iloc[0]}, random weights (the same cost as ImageNet's).")
+
+
+def _duration(hours: float) -> str:
+    """``"2 h 14 min"`` or ``"9 min 59 s"``."""
+    seconds = round(hours * 3600)
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 60} min {seconds % 60} s"
+
+
 def cuts_markdown(cuts_csv: Path, metrics_dir: Path) -> str:
     """What cheaper settings of the 4-class study cost (``benchmarks/study_cuts.py``): each
     cut's TEST / TEST_SIMPLE accuracy beside the default run's own model (its metrics file)."""
@@ -721,7 +767,8 @@ def main() -> int:
         "head-input": head_input_markdown(Path("reports/ablation/head_input.csv")),
         "finetune-bn": finetune_bn_markdown(Path("reports/ablation/finetune_bn.csv"),
                                             Path("reports/ablation/finetune_bn_paired.csv")),
-        "cuts": cuts_markdown(Path("reports/ablation/study_cuts.csv"), Path("reports/metrics"))})
+        "cuts": cuts_markdown(Path("reports/ablation/study_cuts.csv"), Path("reports/metrics")),
+        "network-costs": network_costs_markdown(Path("reports/ablation/network_costs.csv"))})
     print("README.md results " + ("updated" if changed else "already current"))
     return 0
 
