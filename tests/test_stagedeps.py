@@ -24,6 +24,19 @@ def test_dvc_yaml_lib_deps_match_the_imports():
                           for name, d in diff.items()))
 
 
+def test_only_the_stages_that_read_images_first_depend_on_image_folders():
+    # every `dvc status` walks a folder dependency once per stage that declares it; after the
+    # stage that reads a folder, its manifest (a sha256 per image) stands for the images
+    folders = {"${data.wbc.path}", "${leukemia.data_path}", "${cells.pbc_path}", "data/bccd",
+               "build/augmented/${leukemia.dataset}"}
+    readers = {"prepare-wbc", "prepare-leukemia", "augment-leukemia", "cells", "detect"}
+    stages = stagedeps.dvc_stages(Path("dvc.yaml"))
+    depending = {name for name, spec in stages.items() if folders & set(spec.get("deps", []))}
+    assert depending == readers
+    for name in ("train-leukemia", "train-leukemia-repeat"):
+        assert "build/augmented/${leukemia.dataset}/manifest.csv" in stages[name]["deps"]
+
+
 def test_write_deps_restores_a_dropped_dependency(tmp_path):
     for folder in ("lib", "notebooks"):
         (tmp_path / folder).symlink_to(ROOT / folder)
