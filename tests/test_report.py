@@ -504,3 +504,18 @@ def test_network_costs_block_shows_measured_times_cpu_and_expected_gpu_hours(tmp
     assert "1,730 CPU hours" in text and "transfer 9 min 59 s, scratch 2 h 14 min" in text
     assert "Machine: AMD EPYC; AVX2" in text
     assert "Not run yet" in report.network_costs_markdown(tmp_path / "none.csv")
+
+
+def test_adabn_block_shows_both_scores_and_the_paired_difference(tmp_path):
+    pd.DataFrame([{
+        "trained on": "pbc", "tested on": "blood-cell-images/test", "unseen source": True,
+        "images": 2487, "cells": 71, "accuracy as trained": 0.143, "accuracy adapted": 0.524,
+        "macro F1 as trained": 0.232, "macro F1 adapted": 0.585, "accuracy difference": 0.381,
+        "difference low": 0.25, "difference high": 0.5, "machine": "AMD EPYC; AVX2"}]
+    ).to_csv(tmp_path / "adabn.csv", index=False)
+    text = report.adabn_markdown(tmp_path / "adabn.csv")
+    cells = [c.strip() for c in text.splitlines()[2].strip("|").split("|")]
+    assert cells == ["pbc", "blood-cell-images/test", "yes", "71 / 2487", "14.3 → 52.4",
+                     "23.2 → 58.5", "+38.1 [+25.0, +50.0]"]
+    assert "Machine: AMD EPYC; AVX2." in text
+    assert "Not run yet" in report.adabn_markdown(tmp_path / "none.csv")

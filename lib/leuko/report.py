@@ -625,6 +625,31 @@ def training_overhead(train_dir: Path = Path("reports/train"),
     return pd.DataFrame(rows)
 
 
+def adabn_markdown(adabn_csv: Path) -> str:
+    """Test-time BatchNorm adaptation of the cell models (``benchmarks/adabn.py``): each test
+    part as trained and adapted, and the paired accuracy difference with its interval."""
+    if not Path(adabn_csv).is_file():
+        return f"*Not run yet: `.venv/bin/python benchmarks/adabn.py` writes {adabn_csv}.*"
+    table = pd.read_csv(adabn_csv)
+
+    def pct(row, key: str) -> str:
+        return f"{100 * row[key]:.1f}"
+
+    rows = [{"trained on": r["trained on"], "tested on": r["tested on"],
+             "unseen source": "yes" if r["unseen source"] else "no",
+             "cells / images": f"{r['cells']} / {r['images']}",
+             "accuracy % as trained → adapted": f"{pct(r, 'accuracy as trained')} → "
+                                                f"{pct(r, 'accuracy adapted')}",
+             "macro F1 % as trained → adapted": f"{pct(r, 'macro F1 as trained')} → "
+                                                f"{pct(r, 'macro F1 adapted')}",
+             "accuracy difference, points [95 % CI]": (
+                 f"{100 * r['accuracy difference']:+.1f} [{100 * r['difference low']:+.1f}, "
+                 f"{100 * r['difference high']:+.1f}]")}
+            for _, r in table.iterrows()]
+    return (pd.DataFrame(rows).to_markdown(index=False) + "\n\nAdapted minus as trained, a "
+            "paired bootstrap over source cells. Machine: " + table["machine"].iloc[0] + ".")
+
+
 def overhead_markdown(**dirs) -> str:
     """:func:`training_overhead` as markdown, with its sums."""
     table = training_overhead(**dirs)
@@ -768,7 +793,8 @@ def main() -> int:
         "finetune-bn": finetune_bn_markdown(Path("reports/ablation/finetune_bn.csv"),
                                             Path("reports/ablation/finetune_bn_paired.csv")),
         "cuts": cuts_markdown(Path("reports/ablation/study_cuts.csv"), Path("reports/metrics")),
-        "network-costs": network_costs_markdown(Path("reports/ablation/network_costs.csv"))})
+        "network-costs": network_costs_markdown(Path("reports/ablation/network_costs.csv")),
+        "adabn": adabn_markdown(Path("reports/ablation/adabn.csv"))})
     print("README.md results " + ("updated" if changed else "already current"))
     return 0
 

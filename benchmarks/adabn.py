@@ -1,0 +1,120 @@
+"""Test-time BatchNorm adaptation (AdaBN, Li et al. 2016) for the cell classifier: does
+recomputing the BatchNorm statistics on a lab's own (unlabelled) cells carry a model to that
+lab better than the statistics of its training cells?
+
+    .venv/bin/python benchmarks/adabn.py        # ~4 min on 2 cores: forward passes only
+
+For each cell model of the last ``dvc repro`` (``build/models/cells-*.keras``, trained on
+blood-cell-images, on PBC, on both) and each test part of ``multisource.TEST_PARTS``: the
+model as trained, and the same model after its BatchNorm layers' moving mean and variance
+were replaced by the average over the part's own images (``adapt_batch_norm``: batches of
+128 in training mode, a cumulative average; labels are not used). Both are scored as the
+evaluate-cells stage scores (``crosssource.score_part``, the model's own temperature).
+Written: ``reports/ablation/adabn.csv``; ``make results`` puts it in the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = Path("reports/ablation/adabn.csv")
+
+
+def batch_norm_layers(model) -> list:
+    """Every BatchNormalization layer of ``model``, nested models included."""
+    import keras
+
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found += batch_norm_layers(layer)
+    return found
+
+
+def adapt_batch_norm(model, images, batch_size: int = 128) -> int:
+    """Replace every BatchNorm layer's moving statistics by their average over ``images``
+    (batch ``k`` weighs 1/k into the running mean: a cumulative average), computed layer after
+    layer in one pass as training mode normalises each batch by its own statistics. Weights
+    are not changed. Returns the number of layers adapted."""
+    layers = batch_norm_layers(model)
+    saved = [(layer.momentum, layer.trainable) for layer in layers]
+    for layer in layers:
+        layer.trainable = True  # a non-trainable BatchNorm ignores training=True in Keras 3
+    for k, start in enumerate(range(0, len(images), batch_size), start=1):
+        for layer in layers:
+            layer.momentum = (k - 1) / k
+        model(images[start:start + batch_size], training=True)
+    for layer, (momentum, trainable) in zip(layers, saved, strict=True):
+        layer.momentum, layer.trainable = momentum, trainable
+    return len(layers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-boot", type=int, default=200)
+    args = parser.parse_args(argv)
+
+    os.chdir(ROOT)
+    from leuko import multisource, study
+    from leuko.calibration import temperature_scale
+    from leuko.crosssource import score_part
+    from leuko.evaluation import source_cells
+    from leuko.machine import machine_line
+    from leuko.metrics import paired_bootstrap_difference
+    from leuko.params import read_block
+
+    cells = read_block("cells", None, Path("params/cells.yaml"))
+    seed = int(read_block("data", None, Path("params/data.yaml"))["seed"])
+    cache = multisource.load_cell_cache()
+    paths = study.Paths()
+    rows = []
+    for training in cells["trainings"]:
+        the_id = multisource.cell_model_id(training)
+        summary = study.read_json(paths.train_summary(the_id))
+        classes, temperature = list(summary["classes"]), float(summary["temperature"])
+        threshold = float(summary["abstain"]["threshold"])
+        for source, split in multisource.TEST_PARTS:
+            part, images = cache.part(source, split)
+            row = {"trained on": training, "tested on": f"{source}/{split}",
+                   "unseen source": source not in summary["sources"], "images": len(images)}
+            predicted = {}
+            for adapted in (False, True):
+                model = study.load_model(paths.model(the_id))
+                if adapted:
+                    adapt_batch_norm(model, images)
+                probs = temperature_scale(study.predict(model, images), temperature)
+                metrics, frame = score_part(probs, part, classes, threshold, args.n_boot, seed)
+                predicted[adapted] = frame["predicted"].to_numpy()
+                name = "adapted" if adapted else "as trained"
+                row["cells"] = metrics["n_cells"]
+                for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro F1")):
+                    interval = metrics["intervals"][key]
+                    row[f"{label} {name}"] = interval["value"]
+                    row[f"{label} {name} low"] = interval["low"]
+                    row[f"{label} {name} high"] = interval["high"]
+            known = part["label"].isin(classes).to_numpy()
+            difference = paired_bootstrap_difference(
+                part["label"].to_numpy()[known], predicted[True], predicted[False],
+                source_cells(part[known].reset_index(drop=True)), n_boot=2000, seed=seed)
+            row.update({"accuracy difference": difference["difference"],
+                        "difference low": difference["low"],
+                        "difference high": difference["high"], "machine": machine_line()})
+            rows.append(row)
+            print(pd.Series(row).to_string(), flush=True)
+    table = pd.DataFrame(rows)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(OUT, index=False)
+    print(table.drop(columns=["machine"]).to_markdown(index=False, floatfmt=".3f"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
