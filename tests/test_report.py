@@ -463,7 +463,7 @@ def test_finetune_bn_block_shows_mean_sd_over_seeds_and_the_paired_difference(tm
     paired.to_csv(tmp_path / "paired.csv", index=False)
     text = report.finetune_bn_markdown(tmp_path / "runs.csv", tmp_path / "paired.csv")
     # adapting: TEST 70 and 80 -> 75.0 ± 7.1; TEST_SIMPLE 80 and 90 -> 85.0 ± 7.1
-    assert "| adapting (`false`) | 2 | 75.0 ± 7.1 | 85.0 ± 7.1 | 91.0 ± 1.4 |" in text
+    assert "| adapting (`false`) | 2 | 75.0 ± 7.1 | 85.0 ± 7.1 | 91.0 ± 1.4 | 300 |" in text
     assert "| inference mode (`bn_inference: true`) | 2 | 75.0 ± 0.0 | 90.0 ± 7.1 |" in text
     assert "TEST_SIMPLE +5.0 points [-1.0, +12.0] (69 cells)" in text
     assert "machine: AMD EPYC; AVX2" in text

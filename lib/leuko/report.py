@@ -680,7 +680,8 @@ def finetune_bn_markdown(runs_csv: Path, paired_csv: Path) -> str:
                 f"and {paired_csv}.*")
     runs, paired = pd.read_csv(runs_csv), pd.read_csv(paired_csv)
     lines = ["| BatchNorm while fine-tuning | runs | TEST accuracy % | TEST_SIMPLE accuracy % "
-             "| validation accuracy % (saved weights) |", "|---|---|---|---|---|"]
+             "| validation accuracy % (saved weights) | training s per run |",
+             "|---|---|---|---|---|---|"]
 
     def spread(values: pd.Series) -> str:
         return (f"{100 * values.mean():.1f} ± {100 * values.std(ddof=1):.1f}" if len(values) > 1
@@ -691,7 +692,8 @@ def finetune_bn_markdown(runs_csv: Path, paired_csv: Path) -> str:
         name = "inference mode (`bn_inference: true`)" if bn else "adapting (`false`)"
         lines.append(f"| {name} | {rows['seed'].nunique()} | {spread(by_split['test']['accuracy'])} "
                      f"| {spread(by_split['test_simple']['accuracy'])} | "
-                     f"{spread(by_split['test']['saved_val_accuracy'])} |")
+                     f"{spread(by_split['test']['saved_val_accuracy'])} | "
+                     f"{by_split['test']['train_seconds'].mean():.0f} |")
     diffs = "; ".join(
         f"{r.split.upper()} {100 * r.difference:+.1f} points [{100 * r.low:+.1f}, "
         f"{100 * r.high:+.1f}] ({r.cells} cells)" for r in paired.itertuples())
