@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         for source, split in multisource.TEST_PARTS:
             part, images = cache.part(source, split)
             row = {"trained on": training, "tested on": f"{source}/{split}",
-                   "unseen source": source not in summary["sources"], "images": len(images)}
+                   "unseen source": source not in summary["sources"],
+                   "images": int(part["label"].isin(classes).sum())}  # of classes it knows
             predicted = {}
             for adapted in (False, True):
                 model = study.load_model(paths.model(the_id))
