@@ -501,7 +501,8 @@ def test_network_costs_block_shows_measured_times_cpu_and_expected_gpu_hours(tmp
     assert "| vgg16        |  224 |              300 |                 900 |" in text
     # vgg16 is the only thesis network: its expected GPU hours are the thesis's own times
     assert "| 0.17 / 2.2 " in text
-    assert "1,730 CPU hours" in text and "transfer 9 min 59 s, scratch 2 h 14 min" in text
+    assert "1,730 CPU hours on this machine, 2 % of it head-only work" in text
+    assert "transfer 9 min 59 s, scratch 2 h 14 min" in text
     assert "Machine: AMD EPYC; AVX2" in text
     assert "Not run yet" in report.network_costs_markdown(tmp_path / "none.csv")
 

@@ -725,8 +725,11 @@ def network_costs_markdown(costs_csv: Path) -> str:
             f"{t:.2f} / {s:.1f}" for t, s in zip(table["gpu_h transfer (features + imagenet)"],
                                                   table["gpu_h scratch"], strict=True)]
         view["GPU h in full preset (expected)"] = table["gpu_h network in full preset"].round(0)
-    totals = (f"\n\nThe full preset's networks together: "
-              f"{table['cpu_h network in full preset'].sum():,.0f} CPU hours on this machine")
+    total = table["cpu_h network in full preset"].sum()
+    totals = (f"\n\nThe full preset's networks together: {total:,.0f} CPU hours on this "
+              f"machine, {100 * table['cpu_h head-only part'].sum() / total:.0f} % of it "
+              f"head-only work (features, and heads trained on them: the transfer regimes and "
+              f"the fine-tuning warm-ups)")
     if gpu:
         first = table.iloc[0]
         totals += (
