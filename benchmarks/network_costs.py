@@ -68,8 +68,7 @@ def measure(network: str, images: np.ndarray, labels: np.ndarray, bottleneck: st
     batch = len(images)
     start = time.perf_counter()
     model = networks.build_classifier(network, labels.shape[1], images.shape[1], False,
-                                      head=head_config, bottleneck=bottleneck,
-                                      channel_mean=[0.5, 0.5, 0.5])
+                                      head=head_config, bottleneck=bottleneck)
     build_s = time.perf_counter() - start
     forward_trace, forward = timed_calls(lambda: model.predict_on_batch(images), steps)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
@@ -78,6 +77,7 @@ def measure(network: str, images: np.ndarray, labels: np.ndarray, bottleneck: st
     features_dim = int(model.layers[-1].input.shape[-1])
     head = networks.build_head(features_dim, labels.shape[1], head_config)
     head.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy")
+    # random features of the bottleneck's width: a dense step's time does not depend on values
     features = np.random.default_rng(0).random((batch, features_dim), dtype=np.float32)
     _, head_step = timed_calls(lambda: head.train_on_batch(features, labels), max(steps, 5))
     return {"network": network, "image_size": images.shape[1], "batch": batch,
