@@ -507,16 +507,37 @@ def test_network_costs_block_shows_measured_times_cpu_and_expected_gpu_hours(tmp
     assert "Not run yet" in report.network_costs_markdown(tmp_path / "none.csv")
 
 
-def test_adabn_block_shows_both_scores_and_the_paired_difference(tmp_path):
+def test_cell_variant_block_shows_both_scores_and_the_paired_difference(tmp_path):
     pd.DataFrame([{
         "trained on": "pbc", "tested on": "blood-cell-images/test", "unseen source": True,
         "images": 2487, "cells": 71, "accuracy as trained": 0.143, "accuracy adapted": 0.524,
         "macro F1 as trained": 0.232, "macro F1 adapted": 0.585, "accuracy difference": 0.381,
         "difference low": 0.25, "difference high": 0.5, "machine": "AMD EPYC; AVX2"}]
     ).to_csv(tmp_path / "adabn.csv", index=False)
-    text = report.adabn_markdown(tmp_path / "adabn.csv")
+    text = report.cell_variant_markdown(tmp_path / "adabn.csv", "as trained", "adapted",
+                                        "benchmarks/adabn.py")
     cells = [c.strip() for c in text.splitlines()[2].strip("|").split("|")]
     assert cells == ["pbc", "blood-cell-images/test", "yes", "71 / 2487", "14.3 → 52.4",
                      "23.2 → 58.5", "+38.1 [+25.0, +50.0]"]
     assert "Machine: AMD EPYC; AVX2." in text
-    assert "Not run yet" in report.adabn_markdown(tmp_path / "none.csv")
+    assert "Adapted minus as trained" in text
+    assert "Not run yet" in report.cell_variant_markdown(tmp_path / "none.csv", "a", "b", "x.py")
+
+
+def test_cell_variant_block_shows_extra_columns_before_and_after(tmp_path):
+    pd.DataFrame([{
+        "trained on": "both", "tested on": "pbc/test", "unseen source": False, "images": 790,
+        "cells": 789, "accuracy adapting": 0.9, "accuracy inference mode": 0.8,
+        "macro F1 adapting": 0.85, "macro F1 inference mode": 0.75,
+        "validation accuracy adapting": 0.95, "validation accuracy inference mode": 0.9,
+        "train seconds adapting": 328.4, "train seconds inference mode": 170.2,
+        "accuracy difference": -0.1, "difference low": -0.15, "difference high": -0.05,
+        "machine": "AMD EPYC; AVX2"}]).to_csv(tmp_path / "bn.csv", index=False)
+    text = report.cell_variant_markdown(tmp_path / "bn.csv", "adapting", "inference mode",
+                                        "benchmarks/cells_bn.py",
+                                        extra=("validation accuracy", "train seconds"))
+    header = [c.strip() for c in text.splitlines()[0].strip("|").split("|")]
+    cells = [c.strip() for c in text.splitlines()[2].strip("|").split("|")]
+    assert header[-2:] == ["validation accuracy %", "train seconds"]
+    assert cells[-3:] == ["-10.0 [-15.0, -5.0]", "95.0 → 90.0", "328 → 170"]
+    assert "Inference mode minus adapting" in text

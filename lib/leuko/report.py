@@ -625,29 +625,39 @@ def training_overhead(train_dir: Path = Path("reports/train"),
     return pd.DataFrame(rows)
 
 
-def adabn_markdown(adabn_csv: Path) -> str:
-    """Test-time BatchNorm adaptation of the cell models (``benchmarks/adabn.py``): each test
-    part as trained and adapted, and the paired accuracy difference with its interval."""
-    if not Path(adabn_csv).is_file():
-        return f"*Not run yet: `.venv/bin/python benchmarks/adabn.py` writes {adabn_csv}.*"
-    table = pd.read_csv(adabn_csv)
+def cell_variant_markdown(variant_csv: Path, before: str, after: str, script: str,
+                          extra: tuple[str, ...] = ()) -> str:
+    """A variant of the cell models against another (``benchmarks/adabn.py``,
+    ``benchmarks/cells_bn.py``): per model and test part, accuracy and macro F1 ``before`` ->
+    ``after`` (the CSV's ``accuracy <before>`` ... columns), the paired accuracy difference with
+    its interval over source cells, and the ``extra`` per-model columns ``<name> <before>`` /
+    ``<name> <after>`` (e.g. ``validation accuracy``)."""
+    if not Path(variant_csv).is_file():
+        return f"*Not run yet: `.venv/bin/python {script}` writes {variant_csv}.*"
+    table = pd.read_csv(variant_csv)
 
-    def pct(row, key: str) -> str:
-        return f"{100 * row[key]:.1f}"
+    def pair(row, name: str, scale: float = 100, digits: int = 1) -> str:
+        return (f"{scale * row[f'{name} {before}']:.{digits}f} → "
+                f"{scale * row[f'{name} {after}']:.{digits}f}")
 
-    rows = [{"trained on": r["trained on"], "tested on": r["tested on"],
-             "unseen source": "yes" if r["unseen source"] else "no",
-             "cells / images": f"{r['cells']} / {r['images']}",
-             "accuracy % as trained → adapted": f"{pct(r, 'accuracy as trained')} → "
-                                                f"{pct(r, 'accuracy adapted')}",
-             "macro F1 % as trained → adapted": f"{pct(r, 'macro F1 as trained')} → "
-                                                f"{pct(r, 'macro F1 adapted')}",
-             "accuracy difference, points [95 % CI]": (
-                 f"{100 * r['accuracy difference']:+.1f} [{100 * r['difference low']:+.1f}, "
-                 f"{100 * r['difference high']:+.1f}]")}
-            for _, r in table.iterrows()]
-    return (pd.DataFrame(rows).to_markdown(index=False) + "\n\nAdapted minus as trained, a "
-            "paired bootstrap over source cells. Machine: " + table["machine"].iloc[0] + ".")
+    rows = []
+    for _, r in table.iterrows():
+        row = {"trained on": r["trained on"], "tested on": r["tested on"],
+               "unseen source": "yes" if r["unseen source"] else "no",
+               "cells / images": f"{r['cells']} / {r['images']}",
+               f"accuracy % {before} → {after}": pair(r, "accuracy"),
+               f"macro F1 % {before} → {after}": pair(r, "macro F1"),
+               "accuracy difference, points [95 % CI]": (
+                   f"{100 * r['accuracy difference']:+.1f} [{100 * r['difference low']:+.1f}, "
+                   f"{100 * r['difference high']:+.1f}]")}
+        for name in extra:
+            percent = "accuracy" in name
+            row[f"{name}{' %' if percent else ''}"] = pair(r, name, 100 if percent else 1,
+                                                           1 if percent else 0)
+        rows.append(row)
+    return (pd.DataFrame(rows).to_markdown(index=False) + f"\n\n{after.capitalize()} minus "
+            f"{before}, a paired bootstrap over source cells. Machine: "
+            f"{table['machine'].iloc[0]}.")
 
 
 def overhead_markdown(**dirs) -> str:
@@ -799,7 +809,11 @@ def main() -> int:
                                             Path("reports/ablation/finetune_bn_paired.csv")),
         "cuts": cuts_markdown(Path("reports/ablation/study_cuts.csv"), Path("reports/metrics")),
         "network-costs": network_costs_markdown(Path("reports/ablation/network_costs.csv")),
-        "adabn": adabn_markdown(Path("reports/ablation/adabn.csv"))})
+        "adabn": cell_variant_markdown(Path("reports/ablation/adabn.csv"), "as trained",
+                                       "adapted", "benchmarks/adabn.py"),
+        "cells-bn": cell_variant_markdown(
+            Path("reports/ablation/cells_bn.csv"), "adapting", "inference mode",
+            "benchmarks/cells_bn.py", extra=("validation accuracy", "train seconds"))})
     print("README.md results " + ("updated" if changed else "already current"))
     return 0
 
