@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from cell_variants import difference_columns, write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path("reports/ablation/adabn.csv")
@@ -68,7 +69,6 @@ def main(argv: list[str] | None = None) -> int:
     from leuko.crosssource import score_part
     from leuko.evaluation import source_cells
     from leuko.machine import machine_line
-    from leuko.metrics import paired_bootstrap_difference
     from leuko.params import read_block
 
     cells = read_block("cells", None, Path("params/cells.yaml"))
@@ -102,18 +102,13 @@ def main(argv: list[str] | None = None) -> int:
                     row[f"{label} {name} low"] = interval["low"]
                     row[f"{label} {name} high"] = interval["high"]
             known = part["label"].isin(classes).to_numpy()
-            difference = paired_bootstrap_difference(
+            row.update(difference_columns(
                 part["label"].to_numpy()[known], predicted[True], predicted[False],
-                source_cells(part[known].reset_index(drop=True)), n_boot=2000, seed=seed)
-            row.update({"accuracy difference": difference["difference"],
-                        "difference low": difference["low"],
-                        "difference high": difference["high"], "machine": machine_line()})
+                source_cells(part[known].reset_index(drop=True)), seed))
+            row["machine"] = machine_line()
             rows.append(row)
             print(pd.Series(row).to_string(), flush=True)
-    table = pd.DataFrame(rows)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(OUT, index=False)
-    print(table.drop(columns=["machine"]).to_markdown(index=False, floatfmt=".3f"))
+    write_table(rows, OUT)
     return 0
 
 

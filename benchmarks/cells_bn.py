@@ -24,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+from cell_variants import difference_columns, write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path("reports/ablation/cells_bn.csv")
@@ -39,7 +40,6 @@ def main(argv: list[str] | None = None) -> int:
     from leuko import crosssource, multisource, study
     from leuko.evaluation import source_cells
     from leuko.machine import machine_line
-    from leuko.metrics import paired_bootstrap_difference
     from leuko.params import read_block
 
     config = multisource.CellStudy.from_params()
@@ -57,12 +57,11 @@ def main(argv: list[str] | None = None) -> int:
                                          config.shift_per_class, paths=paths)
         for training in config.trainings:
             the_id = multisource.cell_model_id(training)
-            metrics = {bn: study.read_json(p.metrics(the_id))
-                       for bn, p in ((False, study.Paths()), (True, paths))}
-            summaries = {bn: study.read_json(p.train_summary(the_id))
-                         for bn, p in ((False, study.Paths()), (True, paths))}
+            runs = {False: study.Paths(), True: paths}  # the study's model, the variant
+            metrics = {bn: study.read_json(p.metrics(the_id)) for bn, p in runs.items()}
+            summaries = {bn: study.read_json(p.train_summary(the_id)) for bn, p in runs.items()}
             predictions = {bn: pd.read_csv(p.predictions(the_id), keep_default_na=False)
-                           for bn, p in ((False, study.Paths()), (True, paths))}
+                           for bn, p in runs.items()}
             for source, split in multisource.TEST_PARTS:
                 part = f"{source}/{split}"
                 row = {"trained on": training, "tested on": part,
@@ -79,23 +78,16 @@ def main(argv: list[str] | None = None) -> int:
                 cells, _ = cache.part(source, split)
                 groups = pd.Series(source_cells(cells), index=cells["path"])
                 index = frames[False].index
-                difference = paired_bootstrap_difference(
+                row.update(difference_columns(
                     frames[False]["actual"].to_numpy(),
                     frames[True].loc[index, "predicted"].to_numpy(),
-                    frames[False]["predicted"].to_numpy(), groups.loc[index].to_numpy(),
-                    n_boot=2000, seed=seed)
-                row.update({"accuracy difference": difference["difference"],
-                            "difference low": difference["low"],
-                            "difference high": difference["high"],
-                            "machine": machine_line()})
+                    frames[False]["predicted"].to_numpy(), groups.loc[index].to_numpy(), seed))
+                row["machine"] = machine_line()
                 rows.append(row)
                 print(pd.Series(row).to_string(), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    table = pd.DataFrame(rows)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(OUT, index=False)
-    print(table.drop(columns=["machine"]).to_markdown(index=False, floatfmt=".3f"))
+    write_table(rows, OUT)
     return 0
 
 
