@@ -681,15 +681,36 @@ def head_input_markdown(head_input_csv: Path) -> str:
             f"{first['epochs']} epochs, seed {first['seed']}; machine: {first['machine']}.")
 
 
-def finetune_bn_markdown(runs_csv: Path, paired_csv: Path) -> str:
-    """BatchNorm in inference mode or adapting while the base is fine-tuned
-    (``benchmarks/finetune_bn.py``): per setting and split, mean ± sd over the seeds, and
-    the paired difference (true - false) with its 95 % interval over source cells and seeds."""
-    if not (Path(runs_csv).is_file() and Path(paired_csv).is_file()):
-        return (f"*Not run yet: `.venv/bin/python benchmarks/finetune_bn.py` writes {runs_csv} "
-                f"and {paired_csv}.*")
+@dataclass(frozen=True)
+class FinetuneChoice:
+    """One choice of ``benchmarks/finetune_choices.py``: the regime key it varies, what the
+    README calls the study's default and the alternative, and the table's first column."""
+    name: str  # the script's argument: reports/ablation/finetune_<name>.csv
+    key: str
+    default_label: str
+    alternative_label: str
+    heading: str
+
+
+FINETUNE_CHOICES = (
+    FinetuneChoice("bn", "bn_inference", "adapting (`false`)",
+                   "inference mode (`bn_inference: true`)", "BatchNorm while fine-tuning"),
+    FinetuneChoice("warmup", "warmup_learning_rate", "1e-3 (`warmup_learning_rate: 0.001`)",
+                   "1e-4 (`0.0001`, the fine-tuning rate)", "head warm-up rate"))
+
+
+def finetune_choice_markdown(choice: FinetuneChoice, folder: Path = Path("reports/ablation")
+                             ) -> str:
+    """One fine-tuning choice compared over training seeds (``benchmarks/finetune_choices.py``):
+    per setting and split, mean ± sd over the seeds, and the paired difference (alternative -
+    default) with its 95 % interval over source cells and seeds."""
+    runs_csv = Path(folder) / f"finetune_{choice.name}.csv"
+    paired_csv = Path(folder) / f"finetune_{choice.name}_paired.csv"
+    if not (runs_csv.is_file() and paired_csv.is_file()):
+        return (f"*Not run yet: `.venv/bin/python benchmarks/finetune_choices.py {choice.name}` "
+                f"writes {runs_csv} and {paired_csv}.*")
     runs, paired = pd.read_csv(runs_csv), pd.read_csv(paired_csv)
-    lines = ["| BatchNorm while fine-tuning | runs | TEST accuracy % | TEST_SIMPLE accuracy % "
+    lines = [f"| {choice.heading} | runs | TEST accuracy % | TEST_SIMPLE accuracy % "
              "| validation accuracy % (saved weights) | training s per run |",
              "|---|---|---|---|---|---|"]
 
@@ -697,9 +718,11 @@ def finetune_bn_markdown(runs_csv: Path, paired_csv: Path) -> str:
         return (f"{100 * values.mean():.1f} ± {100 * values.std(ddof=1):.1f}" if len(values) > 1
                 else f"{100 * values.mean():.1f}")
 
-    for bn, rows in runs.groupby("bn_inference", sort=True):
+    default_value = runs[choice.key].iloc[0]  # the script runs the default first
+    for is_default in (True, False):
+        rows = runs[(runs[choice.key] == default_value) == is_default]
         by_split = {split: r for split, r in rows.groupby("split")}
-        name = "inference mode (`bn_inference: true`)" if bn else "adapting (`false`)"
+        name = choice.default_label if is_default else choice.alternative_label
         lines.append(f"| {name} | {rows['seed'].nunique()} | {spread(by_split['test']['accuracy'])} "
                      f"| {spread(by_split['test_simple']['accuracy'])} | "
                      f"{spread(by_split['test']['saved_val_accuracy'])} | "
@@ -708,7 +731,8 @@ def finetune_bn_markdown(runs_csv: Path, paired_csv: Path) -> str:
         f"{r.split.upper()} {100 * r.difference:+.1f} points [{100 * r.low:+.1f}, "
         f"{100 * r.high:+.1f}] ({r.cells} cells)" for r in paired.itertuples())
     first = runs.iloc[0]
-    return ("\n".join(lines) + f"\n\nInference mode minus adapting, paired over source cells "
+    return ("\n".join(lines) + f"\n\n{choice.alternative_label.split(' (')[0].capitalize()} "
+            f"minus {choice.default_label.split(' (')[0]}, paired over source cells "
             f"and seeds (95 %): {diffs}. Seeds {', '.join(map(str, sorted(runs['seed'].unique())))}"
             f"; {first['epochs']} end-to-end epochs; machine: {first['machine']}.")
 
@@ -805,8 +829,8 @@ def main() -> int:
         "ablation": ablation_markdown(Path("reports/ablation/cells.csv")),
         "overhead": overhead_markdown(),
         "head-input": head_input_markdown(Path("reports/ablation/head_input.csv")),
-        "finetune-bn": finetune_bn_markdown(Path("reports/ablation/finetune_bn.csv"),
-                                            Path("reports/ablation/finetune_bn_paired.csv")),
+        **{f"finetune-{choice.name}": finetune_choice_markdown(choice)
+           for choice in FINETUNE_CHOICES},
         "cuts": cuts_markdown(Path("reports/ablation/study_cuts.csv"), Path("reports/metrics")),
         "network-costs": network_costs_markdown(Path("reports/ablation/network_costs.csv")),
         "adabn": cell_variant_markdown(Path("reports/ablation/adabn.csv"), "as trained",
