@@ -553,3 +553,31 @@ def test_cell_variant_block_shows_extra_columns_before_and_after(tmp_path):
     assert header[-2:] == ["validation accuracy %", "train seconds"]
     assert cells[-3:] == ["-10.0 [-15.0, -5.0]", "95.0 → 90.0", "328 → 170"]
     assert "Inference mode minus adapting" in text
+
+
+def test_smoke_run_block_says_how_far_the_run_got_and_where_its_time_went(tmp_path):
+    stages = pd.DataFrame({
+        "stage": ["features@blood-cell-images-vgg16", "train@blood-cell-images-vgg16-imagenet",
+                  "train@blood-cell-images-pooled-vgg16-imagenet",
+                  "train@blood-cell-images-densenet121-scratch", "prepare-wbc"],
+        "seconds": [30.0, 60.0, 90.0, 120.0, 12.0]})
+    stages.to_csv(tmp_path / "stages.csv", index=False)
+    summary = {"commit": "abc1234", "finished": False, "wall_seconds": 1800.0,
+               "targets": [{"target": "preset-smoke", "seconds": 60.0, "exit_code": 0,
+                            "timed_out": False},
+                           {"target": "study", "seconds": 1740.0, "exit_code": None,
+                            "timed_out": True}],
+               "stages_planned": 90, "stages_timed": 5, "report_written": False,
+               "report_says_plumbing": False, "machine": "AMD EPYC; AVX2"}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    (tmp_path / "wbc.yaml").write_text("wbc:\n  networks: [vgg16, densenet121, resnet50]\n")
+    text = report.smoke_run_markdown(tmp_path / "stages.csv", tmp_path / "summary.json",
+                                     tmp_path / "wbc.yaml")
+    assert "did not finish in 30.0 min" in text
+    assert "`make study` 29.0 min (stopped at the time limit)" in text
+    assert "5 of 90 stages ran; no plumbing-run report" in text
+    # train: 60 + 90 + 120 s = 4.5 min over 3 stages, median 90, slowest 120
+    assert "| train | 3 | 4.5 | 90 | 120 |" in text
+    assert "vgg16 3.0 min (3 stages); densenet121 2.0 min (1 stage)." in text
+    assert "resnet50" not in text  # no stage of it ran
+    assert "Not run yet" in report.smoke_run_markdown(tmp_path / "no.csv", tmp_path / "no.json")

@@ -778,6 +778,48 @@ def network_costs_markdown(costs_csv: Path) -> str:
             f"batch {table['batch'].iloc[0]}, random weights (the same cost as ImageNet's).")
 
 
+def smoke_run_markdown(stages_csv: Path, summary_json: Path,
+                       smoke_wbc: Path = Path("params/presets/smoke/wbc.yaml")) -> str:
+    """The smoke preset run through DVC on a fresh clone (``benchmarks/smoke_run.py``): how
+    far it got and in what time, where the time went by kind of stage and by network, and the
+    slowest stages."""
+    if not (Path(stages_csv).is_file() and Path(summary_json).is_file()):
+        return (f"*Not run yet: `.venv/bin/python benchmarks/smoke_run.py` writes {stages_csv} "
+                f"and {summary_json}.*")
+    summary = json.loads(Path(summary_json).read_text())
+    stages = pd.read_csv(stages_csv)
+    targets = ", ".join(
+        f"`make {t['target']}` {t['seconds'] / 60:.1f} min"
+        + (" (stopped at the time limit)" if t["timed_out"]
+           else "" if t["exit_code"] == 0 else f" (failed, exit {t['exit_code']})")
+        for t in summary["targets"])
+    outcome = "finished" if summary["finished"] else "did not finish"
+    lines = [f"`make preset-smoke && make study` on a fresh clone of {summary['commit']} "
+             f"{outcome} in {summary['wall_seconds'] / 60:.1f} min ({targets}); "
+             f"{summary['stages_timed']} of {summary['stages_planned']} stages ran"
+             + ("; the report was written and titled as a plumbing run"
+                if summary["report_says_plumbing"] else "; no plumbing-run report") + ". "
+             f"Machine: {summary['machine']}.", ""]
+    if stages.empty:
+        return "\n".join(lines)
+    stages["kind"] = stages["stage"].str.split("@").str[0]
+    by_kind = stages.groupby("kind")["seconds"].agg(["count", "sum", "median", "max"])
+    lines += ["| kind of stage | stages | minutes | median s | slowest s |", "|---|---|---|---|---|"]
+    lines += [f"| {kind} | {int(r['count'])} | {r['sum'] / 60:.1f} | {r['median']:.0f} | "
+              f"{r['max']:.0f} |" for kind, r in by_kind.sort_values("sum", ascending=False)
+              .iterrows()]
+    networks = yaml.safe_load(Path(smoke_wbc).read_text())["wbc"]["networks"]
+    per_network = []
+    for network in networks:
+        mine = stages[stages["stage"].str.contains(f"-{network}(?:-|$)", regex=True)]
+        if len(mine):
+            per_network.append(f"{network} {mine['seconds'].sum() / 60:.1f} min "
+                               f"({len(mine)} stage{'s' if len(mine) != 1 else ''})")
+    lines += ["", "Per network (its features and training stages): " + "; ".join(per_network)
+              + "."]
+    return "\n".join(lines)
+
+
 def _duration(hours: float) -> str:
     """``"2 h 14 min"`` or ``"9 min 59 s"``."""
     seconds = round(hours * 3600)
@@ -833,6 +875,8 @@ def main() -> int:
            for choice in FINETUNE_CHOICES},
         "cuts": cuts_markdown(Path("reports/ablation/study_cuts.csv"), Path("reports/metrics")),
         "network-costs": network_costs_markdown(Path("reports/ablation/network_costs.csv")),
+        "smoke-run": smoke_run_markdown(Path("reports/ablation/smoke_run.csv"),
+                                        Path("reports/ablation/smoke_run.json")),
         "adabn": cell_variant_markdown(Path("reports/ablation/adabn.csv"), "as trained",
                                        "adapted", "benchmarks/adabn.py"),
         "cells-bn": cell_variant_markdown(
