@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT / "lib"))
+    import pandas as pd
+
     from leuko.machine import machine_line
     from leuko.stagetimes import stage_times_table
 
@@ -68,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     (work / "shared").symlink_to(shared)
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     deadline = time.perf_counter() + 60 * args.limit_min
+    begun = pd.Timestamp.now(tz="UTC").floor("s")
     targets = []
     try:
         with open(log_path, "w") as log:
@@ -84,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             listed = subprocess.run([str(venv_dvc), "stage", "list"], cwd=clone,
                                     capture_output=True, text=True)
             planned = len(listed.stdout.splitlines()) if listed.returncode == 0 else None
+        # the clone's reports/times/ also holds the committed records of the default run:
+        # only the stages that started after this run began count
         table = stage_times_table(clone / "reports" / "times")
+        table = table[pd.to_datetime(table["started"]) >= begun].reset_index(drop=True)
         report = clone / "reports" / "study.html"
         finished = all(t["exit_code"] == 0 for t in targets) and len(targets) == 2
         summary = {
