@@ -456,7 +456,7 @@ def test_finetune_choice_block_shows_mean_sd_over_seeds_and_the_paired_differenc
         "train_seconds": [300] * 8, "epochs": [6] * 8, "machine": ["AMD EPYC; AVX2"] * 8})
     paired = pd.DataFrame({"split": ["test", "test_simple"], "runs": [2, 2], "cells": [71, 69],
                            "images": [2487, 71], "accuracy_alternative": [0.75, 0.9],
-                           "accuracy_default": [0.75, 0.85], "difference": [0.0, 0.05],
+                           "accuracy_baseline": [0.75, 0.85], "difference": [0.0, 0.05],
                            "low": [-0.02, -0.01], "high": [0.03, 0.12],
                            "share_alternative_better": [0.5, 0.9]})
     runs.to_csv(tmp_path / "finetune_bn.csv", index=False)
@@ -464,12 +464,12 @@ def test_finetune_choice_block_shows_mean_sd_over_seeds_and_the_paired_differenc
     bn = next(c for c in report.FINETUNE_CHOICES if c.name == "bn")
     text = report.finetune_choice_markdown(bn, tmp_path)
     # adapting: TEST 70 and 80 -> 75.0 ± 7.1; TEST_SIMPLE 80 and 90 -> 85.0 ± 7.1
-    assert "| adapting (`false`) | 2 | 75.0 ± 7.1 | 85.0 ± 7.1 | 91.0 ± 1.4 | 300 |" in text
+    assert "| adapting (`false`, the default) | 2 | 75.0 ± 7.1 | 85.0 ± 7.1 | 91.0 ± 1.4 | 300 |" in text
     assert "| inference mode (`bn_inference: true`) | 2 | 75.0 ± 0.0 | 90.0 ± 7.1 |" in text
     assert "Inference mode minus adapting" in text
     assert "TEST_SIMPLE +5.0 points [-1.0, +12.0] (69 cells)" in text
     assert "machine: AMD EPYC; AVX2" in text
-    # the setting's column is named by its key; the default is the first run's value
+    # the setting's column is named by its key; the baseline is the first run's value
     runs.rename(columns={"bn_inference": "warmup_learning_rate"}).replace(
         {"warmup_learning_rate": {False: 0.001, True: 0.0001}}).to_csv(
         tmp_path / "finetune_warmup.csv", index=False)
@@ -477,7 +477,7 @@ def test_finetune_choice_block_shows_mean_sd_over_seeds_and_the_paired_differenc
     warmup = next(c for c in report.FINETUNE_CHOICES if c.name == "warmup")
     text = report.finetune_choice_markdown(warmup, tmp_path)
     assert "| 1e-3 (`warmup_learning_rate: 0.001`) | 2 | 75.0 ± 7.1 | 85.0 ± 7.1 |" in text
-    assert "| 1e-4 (`0.0001`, the fine-tuning rate) | 2 | 75.0 ± 0.0 | 90.0 ± 7.1 |" in text
+    assert "| 1e-4 (`0.0001`, the fine-tuning rate; the default) | 2 | 75.0 ± 0.0 | 90.0 ± 7.1 |" in text
     assert "1e-4 minus 1e-3" in text
     assert "Not run yet" in report.finetune_choice_markdown(warmup, tmp_path / "none")
 

@@ -684,26 +684,26 @@ def head_input_markdown(head_input_csv: Path) -> str:
 @dataclass(frozen=True)
 class FinetuneChoice:
     """One choice of ``benchmarks/finetune_choices.py``: the regime key it varies, what the
-    README calls the study's default and the alternative, and the table's first column."""
+    README calls its baseline (run first) and the alternative, and the table's first column."""
     name: str  # the script's argument: reports/ablation/finetune_<name>.csv
     key: str
-    default_label: str
+    baseline_label: str
     alternative_label: str
     heading: str
 
 
 FINETUNE_CHOICES = (
-    FinetuneChoice("bn", "bn_inference", "adapting (`false`)",
+    FinetuneChoice("bn", "bn_inference", "adapting (`false`, the default)",
                    "inference mode (`bn_inference: true`)", "BatchNorm while fine-tuning"),
     FinetuneChoice("warmup", "warmup_learning_rate", "1e-3 (`warmup_learning_rate: 0.001`)",
-                   "1e-4 (`0.0001`, the fine-tuning rate)", "head warm-up rate"))
+                   "1e-4 (`0.0001`, the fine-tuning rate; the default)", "head warm-up rate"))
 
 
 def finetune_choice_markdown(choice: FinetuneChoice, folder: Path = Path("reports/ablation")
                              ) -> str:
     """One fine-tuning choice compared over training seeds (``benchmarks/finetune_choices.py``):
     per setting and split, mean ± sd over the seeds, and the paired difference (alternative -
-    default) with its 95 % interval over source cells and seeds."""
+    baseline) with its 95 % interval over source cells and seeds."""
     runs_csv = Path(folder) / f"finetune_{choice.name}.csv"
     paired_csv = Path(folder) / f"finetune_{choice.name}_paired.csv"
     if not (runs_csv.is_file() and paired_csv.is_file()):
@@ -718,11 +718,11 @@ def finetune_choice_markdown(choice: FinetuneChoice, folder: Path = Path("report
         return (f"{100 * values.mean():.1f} ± {100 * values.std(ddof=1):.1f}" if len(values) > 1
                 else f"{100 * values.mean():.1f}")
 
-    default_value = runs[choice.key].iloc[0]  # the script runs the default first
-    for is_default in (True, False):
-        rows = runs[(runs[choice.key] == default_value) == is_default]
+    baseline = runs[choice.key].iloc[0]  # the script runs the baseline first
+    for is_baseline in (True, False):
+        rows = runs[(runs[choice.key] == baseline) == is_baseline]
         by_split = {split: r for split, r in rows.groupby("split")}
-        name = choice.default_label if is_default else choice.alternative_label
+        name = choice.baseline_label if is_baseline else choice.alternative_label
         lines.append(f"| {name} | {rows['seed'].nunique()} | {spread(by_split['test']['accuracy'])} "
                      f"| {spread(by_split['test_simple']['accuracy'])} | "
                      f"{spread(by_split['test']['saved_val_accuracy'])} | "
@@ -732,7 +732,7 @@ def finetune_choice_markdown(choice: FinetuneChoice, folder: Path = Path("report
         f"{100 * r.high:+.1f}] ({r.cells} cells)" for r in paired.itertuples())
     first = runs.iloc[0]
     return ("\n".join(lines) + f"\n\n{choice.alternative_label.split(' (')[0].capitalize()} "
-            f"minus {choice.default_label.split(' (')[0]}, paired over source cells "
+            f"minus {choice.baseline_label.split(' (')[0]}, paired over source cells "
             f"and seeds (95 %): {diffs}. Seeds {', '.join(map(str, sorted(runs['seed'].unique())))}"
             f"; {first['epochs']} end-to-end epochs; machine: {first['machine']}.")
 
