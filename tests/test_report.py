@@ -575,9 +575,11 @@ def test_smoke_run_block_says_how_far_the_run_got_and_where_its_time_went(tmp_pa
                                      tmp_path / "wbc.yaml")
     assert "did not finish in 30.0 min" in text
     assert "`make study` 29.0 min (stopped at the time limit)" in text
-    assert "5 of 90 stages ran; no plumbing-run report" in text
+    assert "5 of 90 stages finished; no plumbing-run report" in text
     # train: 60 + 90 + 120 s = 4.5 min over 3 stages, median 90, slowest 120
     assert "| train | 3 | 4.5 | 90 | 120 |" in text
-    assert "vgg16 3.0 min (3 stages); densenet121 2.0 min (1 stage)." in text
+    # per network: its features and training stages (vgg16: 30 + 60 + 90 s)
+    assert "| vgg16 | 3 | 3.0 | 30 | 90 |" in text
+    assert "| densenet121 | 1 | 2.0 | 120 | 120 |" in text
     assert "resnet50" not in text  # no stage of it ran
     assert "Not run yet" in report.smoke_run_markdown(tmp_path / "no.csv", tmp_path / "no.json")

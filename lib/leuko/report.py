@@ -781,8 +781,7 @@ def network_costs_markdown(costs_csv: Path) -> str:
 def smoke_run_markdown(stages_csv: Path, summary_json: Path,
                        smoke_wbc: Path = Path("params/presets/smoke/wbc.yaml")) -> str:
     """The smoke preset run through DVC on a fresh clone (``benchmarks/smoke_run.py``): how
-    far it got and in what time, where the time went by kind of stage and by network, and the
-    slowest stages."""
+    far it got and in what time, and where the time went by kind of stage and by network."""
     if not (Path(stages_csv).is_file() and Path(summary_json).is_file()):
         return (f"*Not run yet: `.venv/bin/python benchmarks/smoke_run.py` writes {stages_csv} "
                 f"and {summary_json}.*")
@@ -796,7 +795,7 @@ def smoke_run_markdown(stages_csv: Path, summary_json: Path,
     outcome = "finished" if summary["finished"] else "did not finish"
     lines = [f"`make preset-smoke && make study` on a fresh clone of {summary['commit']} "
              f"{outcome} in {summary['wall_seconds'] / 60:.1f} min ({targets}); "
-             f"{summary['stages_timed']} of {summary['stages_planned']} stages ran"
+             f"{summary['stages_timed']} of {summary['stages_planned']} stages finished"
              + ("; the report was written and titled as a plumbing run"
                 if summary["report_says_plumbing"] else "; no plumbing-run report") + ". "
              f"Machine: {summary['machine']}.", ""]
@@ -809,14 +808,13 @@ def smoke_run_markdown(stages_csv: Path, summary_json: Path,
               f"{r['max']:.0f} |" for kind, r in by_kind.sort_values("sum", ascending=False)
               .iterrows()]
     networks = yaml.safe_load(Path(smoke_wbc).read_text())["wbc"]["networks"]
-    per_network = []
+    lines += ["", "| network | stages | minutes | fastest stage s | slowest stage s |",
+              "|---|---|---|---|---|"]
     for network in networks:
         mine = stages[stages["stage"].str.contains(f"-{network}(?:-|$)", regex=True)]
         if len(mine):
-            per_network.append(f"{network} {mine['seconds'].sum() / 60:.1f} min "
-                               f"({len(mine)} stage{'s' if len(mine) != 1 else ''})")
-    lines += ["", "Per network (its features and training stages): " + "; ".join(per_network)
-              + "."]
+            lines.append(f"| {network} | {len(mine)} | {mine['seconds'].sum() / 60:.1f} | "
+                         f"{mine['seconds'].min():.0f} | {mine['seconds'].max():.0f} |")
     return "\n".join(lines)
 
 
