@@ -583,3 +583,19 @@ def test_smoke_run_block_says_how_far_the_run_got_and_where_its_time_went(tmp_pa
     assert "| densenet121 | 1 | 2.0 | 120 | 120 |" in text
     assert "resnet50" not in text  # no stage of it ran
     assert "Not run yet" in report.smoke_run_markdown(tmp_path / "no.csv", tmp_path / "no.json")
+
+
+def test_smoke_eager_block_compares_graph_and_eager_per_network(tmp_path):
+    pd.DataFrame({"network": ["vgg16"] * 2 + ["densenet121"] * 2,
+                  "image_size": [32] * 4, "mode": ["eager", "graph"] * 2,
+                  "build_s": [1.0, 1.0, 2.0, 2.0], "fit_s": [2.0, 9.0, 3.0, 60.0],
+                  "predict_s": [1.0, 2.0, 1.0, 14.0], "machine": ["AMD EPYC; AVX2"] * 4}
+                 ).to_csv(tmp_path / "eager.csv", index=False)
+    text = report.smoke_eager_markdown(tmp_path / "eager.csv")
+    lines = text.splitlines()
+    # the order of the run; graph / eager totals: vgg16 12 / 4 = 3.0x, densenet121 76 / 6
+    assert lines[2].split("|")[1].strip() == "vgg16"
+    assert "| 9.0 / 2.0 " in lines[2] and "| 3.0x " in lines[2]
+    assert "| 60.0 / 3.0 " in lines[3] and "| 12.7x " in lines[3]
+    assert "machine: AMD EPYC; AVX2" in text
+    assert "Not run yet" in report.smoke_eager_markdown(tmp_path / "none.csv")

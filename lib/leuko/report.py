@@ -818,6 +818,32 @@ def smoke_run_markdown(stages_csv: Path, summary_json: Path,
     return "\n".join(lines)
 
 
+def smoke_eager_markdown(eager_csv: Path) -> str:
+    """Graph tracing against eager execution on a smoke-sized training run
+    (``benchmarks/smoke_eager.py``): per network, the seconds to build, fit one epoch and
+    predict in each mode."""
+    if not Path(eager_csv).is_file():
+        return f"*Not run yet: `.venv/bin/python benchmarks/smoke_eager.py` writes {eager_csv}.*"
+    table = pd.read_csv(eager_csv)
+    table["total_s"] = table["build_s"] + table["fit_s"] + table["predict_s"]
+    wide = table.pivot(index="network", columns="mode", values=["fit_s", "predict_s", "total_s"])
+    view = pd.DataFrame({
+        "network": wide.index,
+        "px": table.groupby("network")["image_size"].first().reindex(wide.index).to_numpy(),
+        "fit s graph / eager": [f"{g:.1f} / {e:.1f}" for g, e in
+                                zip(wide["fit_s"]["graph"], wide["fit_s"]["eager"], strict=True)],
+        "predict s graph / eager": [f"{g:.1f} / {e:.1f}" for g, e in zip(
+            wide["predict_s"]["graph"], wide["predict_s"]["eager"], strict=True)],
+        "build + fit + predict, graph / eager": [
+            f"{g / e:.1f}x" for g, e in zip(wide["total_s"]["graph"], wide["total_s"]["eager"],
+                                            strict=True)]})
+    order = list(dict.fromkeys(table["network"]))
+    view = view.set_index("network").loc[order].reset_index()
+    return (view.to_markdown(index=False) + "\n\nOne epoch of 8 images in batches of 4, then "
+            "predictions on the same 8; random weights, the flattened bottleneck; machine: "
+            f"{table['machine'].iloc[0]}.")
+
+
 def _duration(hours: float) -> str:
     """``"2 h 14 min"`` or ``"9 min 59 s"``."""
     seconds = round(hours * 3600)
@@ -875,6 +901,7 @@ def main() -> int:
         "network-costs": network_costs_markdown(Path("reports/ablation/network_costs.csv")),
         "smoke-run": smoke_run_markdown(Path("reports/ablation/smoke_run.csv"),
                                         Path("reports/ablation/smoke_run.json")),
+        "smoke-eager": smoke_eager_markdown(Path("reports/ablation/smoke_eager.csv")),
         "adabn": cell_variant_markdown(Path("reports/ablation/adabn.csv"), "as trained",
                                        "adapted", "benchmarks/adabn.py"),
         "cells-bn": cell_variant_markdown(
