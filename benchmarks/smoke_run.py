@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,12 +37,13 @@ def run_target(clone: Path, target: str, limit_s: float, log) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     begin = time.perf_counter()
     print(f"make {target} (limit {limit_s / 60:.0f} min)", flush=True)
+    child = subprocess.Popen(["make", target], cwd=clone, env=env, stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        code = subprocess.run(["make", target], cwd=clone, env=env, stdout=log,
-                              stderr=subprocess.STDOUT, timeout=limit_s,
-                              start_new_session=True).returncode
-        timed_out = False
-    except subprocess.TimeoutExpired:
+        code, timed_out = child.wait(timeout=limit_s), False
+    except subprocess.TimeoutExpired:  # stop make and everything it started (dvc, papermill)
+        os.killpg(child.pid, signal.SIGTERM)
+        child.wait()
         code, timed_out = None, True
     return {"target": target, "seconds": round(time.perf_counter() - begin, 1),
             "exit_code": code, "timed_out": timed_out}
