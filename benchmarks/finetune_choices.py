@@ -31,28 +31,24 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+
+from leuko.report import FINETUNE_CHOICES
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET, NETWORK, REGIME = "blood-cell-images", "mobilenet_v2", "imagenet-finetune"
 SPLITS = ("test", "test_simple")
 
 
-@dataclass(frozen=True)
-class Choice:
-    key: str  # a field of study.RegimeTraining
-    baseline: object  # the study's value when the comparison was first run (run first)
-    alternative: object
-
-
-CHOICES = {"bn": Choice("bn_inference", False, True),
-           "warmup": Choice("warmup_learning_rate", 0.001, 0.0001)}
+#: the choices and their two values: leuko.report.FINETUNE_CHOICES, which also labels them
+CHOICES = {choice.name: choice for choice in FINETUNE_CHOICES}
 
 
 def runs_csv(name: str) -> Path:
+    """Where ``report.finetune_choice_markdown`` reads the runs of a choice."""
     return Path(f"reports/ablation/finetune_{name}.csv")
 
 

@@ -683,19 +683,23 @@ def head_input_markdown(head_input_csv: Path) -> str:
 
 @dataclass(frozen=True)
 class FinetuneChoice:
-    """One choice of ``benchmarks/finetune_choices.py``: the regime key it varies, what the
-    README calls its baseline (run first) and the alternative, and the table's first column."""
+    """One choice of ``benchmarks/finetune_choices.py``: the regime key it varies, its two
+    values (the baseline, the study's value when the comparison was first run, runs first),
+    what the README calls each, and the table's first column."""
     name: str  # the script's argument: reports/ablation/finetune_<name>.csv
-    key: str
+    key: str  # a field of study.RegimeTraining
+    baseline: object
+    alternative: object
     baseline_label: str
     alternative_label: str
     heading: str
 
 
 FINETUNE_CHOICES = (
-    FinetuneChoice("bn", "bn_inference", "adapting (`false`, the default)",
+    FinetuneChoice("bn", "bn_inference", False, True, "adapting (`false`, the default)",
                    "inference mode (`bn_inference: true`)", "BatchNorm while fine-tuning"),
-    FinetuneChoice("warmup", "warmup_learning_rate", "1e-3 (`warmup_learning_rate: 0.001`)",
+    FinetuneChoice("warmup", "warmup_learning_rate", 0.001, 0.0001,
+                   "1e-3 (`warmup_learning_rate: 0.001`)",
                    "1e-4 (`0.0001`, the fine-tuning rate; the default)", "head warm-up rate"))
 
 
