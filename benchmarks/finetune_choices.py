@@ -47,15 +47,6 @@ SPLITS = ("test", "test_simple")
 CHOICES = {choice.name: choice for choice in FINETUNE_CHOICES}
 
 
-def runs_csv(name: str) -> Path:
-    """Where ``report.finetune_choice_markdown`` reads the runs of a choice."""
-    return Path(f"reports/ablation/finetune_{name}.csv")
-
-
-def paired_csv(name: str) -> Path:
-    return Path(f"reports/ablation/finetune_{name}_paired.csv")
-
-
 def scratch_paths(folder: Path):
     """``study.Paths`` under ``folder`` that read the last run's manifests and features."""
     from leuko import study
@@ -130,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
                        "difference": result["difference"], "low": result["low"],
                        "high": result["high"],
                        "share_alternative_better": result["share_a_better"]})
-    runs_csv(args.choice).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(runs_csv(args.choice), index=False)
-    pd.DataFrame(paired).to_csv(paired_csv(args.choice), index=False)
+    choice.runs_csv().parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(choice.runs_csv(), index=False)
+    pd.DataFrame(paired).to_csv(choice.paired_csv(), index=False)
     print(table.to_markdown(index=False))
     print(pd.DataFrame(paired).to_markdown(index=False))
     return 0

@@ -694,6 +694,12 @@ class FinetuneChoice:
     alternative_label: str
     heading: str
 
+    def runs_csv(self, folder: Path = Path("reports/ablation")) -> Path:
+        return Path(folder) / f"finetune_{self.name}.csv"
+
+    def paired_csv(self, folder: Path = Path("reports/ablation")) -> Path:
+        return Path(folder) / f"finetune_{self.name}_paired.csv"
+
 
 FINETUNE_CHOICES = (
     FinetuneChoice("bn", "bn_inference", False, True, "adapting (`false`, the default)",
@@ -708,8 +714,7 @@ def finetune_choice_markdown(choice: FinetuneChoice, folder: Path = Path("report
     """One fine-tuning choice compared over training seeds (``benchmarks/finetune_choices.py``):
     per setting and split, mean ± sd over the seeds, and the paired difference (alternative -
     baseline) with its 95 % interval over source cells and seeds."""
-    runs_csv = Path(folder) / f"finetune_{choice.name}.csv"
-    paired_csv = Path(folder) / f"finetune_{choice.name}_paired.csv"
+    runs_csv, paired_csv = choice.runs_csv(folder), choice.paired_csv(folder)
     if not (runs_csv.is_file() and paired_csv.is_file()):
         return (f"*Not run yet: `.venv/bin/python benchmarks/finetune_choices.py {choice.name}` "
                 f"writes {runs_csv} and {paired_csv}.*")
