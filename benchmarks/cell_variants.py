@@ -1,4 +1,4 @@
-"""What ``benchmarks/adabn.py`` and ``benchmarks/cells_bn.py`` share: two variants of the cell
+"""What ``benchmarks/adabn.py`` and ``benchmarks/cells_choices.py`` share: two variants of the cell
 models compared on one test part, written in the columns ``report.cell_variant_markdown``
 reads (``accuracy <variant>``, ..., ``accuracy difference``, ``difference low`` / ``high``)."""
 

@@ -24,6 +24,10 @@ accuracy   (not in the default run; ``--precision-accuracy``) a few epochs of re
            the WBC classes, the custom CNN from scratch on ALL-IDB2)
 classify   the classifier's throughput (cells per second) with a saved MobileNetV2 model:
            ``leuko.classify.classify_cells`` from files, and ``study.predict`` on decoded images
+tracing    (not in the default run) the first epoch of a new MobileNetV2 (its graphs traced),
+           the optimizer's, loss's and metrics' variables built first
+           (``train.build_training_state``, as ``train.fit`` does) against Keras 3's default
+           (built while the training step is traced, which TensorFlow then traces again)
 dvc        ``dvc status`` and, when the pipeline is up to date, real no-op ``dvc repro`` runs
            with ruamel.yaml's C parser and with its pure-Python one (median of 3 each); parsing
            ``dvc.lock`` alone with each
@@ -50,7 +54,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("pipeline", "transfer", "precision", "classify", "dvc")  # the default run
-OPTIONAL = ("accuracy",)  # float32 vs mixed_bfloat16 accuracy: minutes of training
+OPTIONAL = ("accuracy", "tracing")  # minutes of training, or of graph tracing
 WBC_TRAIN = ROOT / "data" / "blood-cell-images" / "images" / "TRAIN"
 WBC_TEST = ROOT / "data" / "blood-cell-images" / "images" / "TEST"
 ALL_IDB2 = ROOT / "data" / "all-idb2"
@@ -435,6 +439,44 @@ def bench_transfer(ctx: Context) -> list[Row]:
     ]
 
 
+
+def bench_tracing(ctx: Context) -> list[Row]:
+    """A new model's first epoch, training state built before ``fit`` or while tracing."""
+    import keras
+
+    from leuko import train
+    from leuko.inputs import make_dataset
+
+    args = ctx.args
+    images = ctx.decoded(args.size)
+    y, classes = one_hot(ctx.labels)
+    n_train, n_val = 4 * args.batch, 2 * args.batch
+    if len(images) < n_train + n_val:
+        raise SystemExit(f"tracing needs {n_train + n_val} images: raise --per-class")
+    train_data = make_dataset(images[:n_train], y[:n_train], args.batch)
+    val_data = make_dataset(images[n_train:n_train + n_val], y[n_train:n_train + n_val],
+                            args.batch)
+
+    def first_epoch(prebuilt: bool) -> Timing:
+        keras.backend.clear_session()
+        model = new_model("mobilenet_v2", len(classes), args.size, args.seed)
+        start = time.perf_counter()
+        if prebuilt:
+            train.build_training_state(model, val_data)
+        model.fit(train_data, validation_data=val_data, epochs=1, verbose=0)
+        return Timing(time.perf_counter() - start, np.array([]))
+
+    variants = {"built first": partial(first_epoch, True),
+                "while tracing": partial(first_epoch, False)}
+    series = interleaved(variants, args.epochs, warmup={k: lambda: None for k in variants})
+    first, default = series["built first"].epoch, series["while tracing"].epoch
+    say(f"tracing: mobilenet_v2 {args.size}px first epoch ({n_train} images): state built "
+        f"first {first:.1f} s, while tracing {default:.1f} s")
+    return [Row(f"first epoch mobilenet_v2 {args.size}px, state built first", f"{first:.1f} s",
+                f"while tracing {default:.1f} s", f"{default / first:.2f}x faster",
+                "> 1x", default > first)]
+
+
 def bench_precision(ctx: Context) -> list[Row]:
     """Training step time, float32 vs mixed_bfloat16, on synthetic in-memory batches."""
     args = ctx.args
@@ -708,6 +750,8 @@ def main(argv=None) -> int:
             rows += bench_precision_accuracy(ctx)
         elif section == "classify":
             rows += bench_classify(ctx)
+        elif section == "tracing":
+            rows += bench_tracing(ctx)
         elif section == "dvc":
             rows += bench_dvc()
         say(f"[{section}: {time.perf_counter() - start:.0f} s]")

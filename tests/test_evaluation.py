@@ -146,3 +146,17 @@ def test_evaluate_notebook_scores_several_models_in_one_run(tmp_path):
         assert len(pd.read_csv(paths.confusion_plot(the_id, "test"))) == 12
     record = json.loads((work / "reports" / "times" / "evaluate-wbc.json").read_text())
     assert record["seconds"] > 0 and record["machine"]["cores"] >= 1
+
+
+def test_decoded_images_are_decoded_once_per_files_and_size_and_read_only():
+    from leuko.inputs import load_resized
+
+    files = sorted((ROOT / "data" / "blood-cell-images" / "images" / "TEST_SIMPLE").rglob("*.jp*g"))[:3]
+    assert len(files) == 3
+    decode = evaluation.DecodedImages()
+    first = decode(files, 32, progress=False)
+    assert decode(files, 32, progress=False) is first  # the second model reads the first's
+    assert decode(files, 48, progress=False).shape == (3, 48, 48, 3)  # another size: decoded
+    np.testing.assert_array_equal(first, load_resized(files, 32, progress=False))
+    with pytest.raises(ValueError, match="read-only"):
+        first[0, 0, 0, 0] = 1

@@ -546,7 +546,7 @@ def test_cell_variant_block_shows_extra_columns_before_and_after(tmp_path):
         "accuracy difference": -0.1, "difference low": -0.15, "difference high": -0.05,
         "machine": "AMD EPYC; AVX2"}]).to_csv(tmp_path / "bn.csv", index=False)
     text = report.cell_variant_markdown(tmp_path / "bn.csv", "adapting", "inference mode",
-                                        "benchmarks/cells_bn.py",
+                                        "benchmarks/cells_choices.py bn",
                                         extra=("validation accuracy", "train seconds"))
     header = [c.strip() for c in text.splitlines()[0].strip("|").split("|")]
     cells = [c.strip() for c in text.splitlines()[2].strip("|").split("|")]

@@ -141,3 +141,51 @@ def test_summary_names_the_epochs_of_each_phase_and_the_last_phase_saved():
     # a phase resumed after epoch 2 has rows 3..5 only but ran 5 epochs
     resumed = _phase("end-to-end", 5, 5, 0.9, train.SAVED_BY["last"]).iloc[2:]
     assert train.phase_epochs(resumed) == {"epochs_run": 5, "epochs_per_phase": {"end-to-end": 5}}
+
+
+
+def _traced_fit(how: str, work=None) -> tuple[int, list[np.ndarray]]:
+    """A small conv net (BatchNorm, Dropout) fitted 2 epochs by Keras's ``fit`` alone
+    (``how="keras"``), with the training state built first (``"built"``) or by ``train.fit``
+    (``"train.fit"``, in ``work``); how often its training step was traced, and its weights."""
+    import keras
+
+    from leuko import inputs
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization(),
+        keras.layers.Flatten(), keras.layers.Dropout(0.5),
+        keras.layers.Dense(2, activation="softmax")])
+    config = train.FitConfig(epochs=2, batch_size=8, learning_rate=0.01)
+    train.compile_model(model, config)
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 8, 8, 3)).astype("float32")
+    y = np.eye(2, dtype="float32")[rng.integers(0, 2, 32)]
+    val = inputs.make_dataset(x[:16], y[:16], 8)
+    traces = []
+    step = model.train_step
+
+    def counted(data):  # runs only while TensorFlow traces the training function
+        traces.append(1)
+        return step(data)
+
+    model.train_step = counted
+    if how == "train.fit":
+        train.fit(model, lambda s: inputs.make_epochs_dataset(x, y, 8, 2, s),
+                  inputs.steps_per_epoch(len(x), 8), val, config, None, work)
+    else:
+        if how == "built":
+            train.build_training_state(model, val)
+            assert model.optimizer.built
+        model.fit(inputs.make_dataset(x, y, 8), validation_data=val, epochs=2, verbose=0)
+    return len(traces), model.get_weights()
+
+
+def test_training_state_built_first_traces_the_step_once_and_trains_the_same_weights(tmp_path):
+    traces_keras, weights_keras = _traced_fit("keras")
+    traces_built, weights_built = _traced_fit("built")
+    assert traces_keras == 2  # Keras 3 builds the optimizer inside the first trace
+    assert traces_built == 1
+    assert all(np.array_equal(a, b) for a, b in zip(weights_keras, weights_built, strict=True))
+    assert _traced_fit("train.fit", tmp_path / "work")[0] == 1

@@ -71,19 +71,39 @@ def held_out_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str],
     return metrics
 
 
+class DecodedImages:
+    """``inputs.load_resized`` that decodes each (files, size, crop) once: the models that
+    ``evaluate_models`` scores in one process read the same splits. The arrays are read-only,
+    so no model's scoring can change another's images."""
+
+    def __init__(self):
+        self._arrays: dict[tuple, np.ndarray] = {}
+
+    def __call__(self, paths, size: int, crop=None, progress: bool = True) -> np.ndarray:
+        from leuko.inputs import load_resized
+
+        key = (tuple(str(p) for p in paths), int(size), crop)
+        if key not in self._arrays:
+            images = load_resized(list(key[0]), size, crop=crop, progress=progress)
+            images.setflags(write=False)
+            self._arrays[key] = images
+        return self._arrays[key]
+
+
 #: What a 4-class training summary records about how its base was built (copied to metrics).
 TRAINING_CHOICES = ("bottleneck", "weights")
 
 
 def stain_robustness(model, rows: pd.DataFrame, size: int, classes: list[str],
-                     crop=None) -> dict[str, dict[str, float]]:
+                     crop=None, decode=None) -> dict[str, dict[str, float]]:
     """Accuracy and macro F1 of ``model`` on ``rows`` as they are (``none``) and as each
-    simulated other lab of ``leuko.stain.STAIN_SHIFTS`` would show them."""
+    simulated other lab of ``leuko.stain.STAIN_SHIFTS`` would show them. ``decode``: how the
+    images are read (``inputs.load_resized``'s signature; default: decoded here)."""
     from leuko.inputs import load_resized
     from leuko.metrics import classification_metrics
     from leuko.stain import STAIN_SHIFTS, stain_shift
 
-    images = load_resized(list(rows["path"]), size, crop=crop, progress=False)
+    images = (decode or load_resized)(list(rows["path"]), size, crop=crop, progress=False)
     y_true = class_index(rows["label"], classes)
     scores = {}
     for kind in STAIN_SHIFTS:
@@ -98,7 +118,7 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
                    classes: list[str] | None = None, crop=None,
                    robustness_split: str | None = "test", robustness_per_class: int = 100,
                    eval_per_class: int = 0, repeat_seed: int | None = None,
-                   paths: Paths = DEFAULT_PATHS) -> dict:
+                   paths: Paths = DEFAULT_PATHS, decode=None) -> dict:
     """Accuracy, per-class figures, confusion matrix and intervals on each held-out split
     (``held_out_metrics``): bootstrap intervals resample whole source cells / patients
     (``source_cells``), the exact interval comes where every image is its own cell. The file
@@ -115,10 +135,13 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
     ``"none"`` skips it.
 
     ``repeat_seed``: score the repeat ``<id>-seed<n>`` (``wbc.repeats``) instead of the main
-    run; the file's ``training_seed`` is the seed its training ran with either way."""
+    run; the file's ``training_seed`` is the seed its training ran with either way.
+    ``decode``: how images are read (default ``inputs.load_resized``; ``evaluate_models``
+    passes one ``DecodedImages`` to all its models)."""
     from leuko.datasets import WBC_CLASSES
     from leuko.inputs import load_resized
 
+    decode = decode or load_resized
     the_id = model_id(dataset, network, regime, repeat_seed)
     classes = list(classes or WBC_CLASSES)
     size = resolve_image_size(network, image_size)
@@ -132,7 +155,7 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
                                          seed)
         if rows.empty:
             continue
-        probs = predict(model, load_resized(list(rows["path"]), size, crop=crop))
+        probs = predict(model, decode(list(rows["path"]), size, crop=crop))
         y_true = class_index(rows["label"], classes)
         y_pred = probs.argmax(axis=1)
         result["splits"][split] = held_out_metrics(y_true, y_pred, classes, source_cells(rows),
@@ -151,7 +174,8 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
                              f"{paths.manifest(dataset)}")
         rows = splits.balanced_subsample(rows, robustness_per_class, seed)
         result["stain_shift"] = {"split": robustness_split, "n": len(rows),
-                                 "kinds": stain_robustness(model, rows, size, classes, crop)}
+                                 "kinds": stain_robustness(model, rows, size, classes, crop,
+                                                           decode)}
     training = read_json(paths.train_summary(the_id))
     missing = [k for k in TRAINING_KEYS if k not in training]
     if missing:
@@ -213,13 +237,15 @@ def evaluate_models(models: list[ModelKey], image_size: int | str,
     if not models:
         raise ValueError("no models to evaluate (params/wbc.yaml: networks x regimes is empty)")
     results = []
+    decode = DecodedImages()  # every model reads the same splits
     for key in (ModelKey(*m) for m in models):
         results.append(evaluate_model(key.dataset, key.network, key.regime, image_size,
                                       n_boot=n_boot, seed=seed,
                                       robustness_split=robustness_split,
                                       robustness_per_class=robustness_per_class,
                                       eval_per_class=eval_per_class,
-                                      repeat_seed=key.repeat_seed, paths=paths))
+                                      repeat_seed=key.repeat_seed, paths=paths,
+                                      decode=decode))
         keras.backend.clear_session()  # free the graphs of the model just scored
     if index_name:
         write_json(paths.root / INDEX_DIR / f"{index_name}.json", evaluation_index(results, paths))

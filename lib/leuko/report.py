@@ -628,7 +628,7 @@ def training_overhead(train_dir: Path = Path("reports/train"),
 def cell_variant_markdown(variant_csv: Path, before: str, after: str, script: str,
                           extra: tuple[str, ...] = ()) -> str:
     """A variant of the cell models against another (``benchmarks/adabn.py``,
-    ``benchmarks/cells_bn.py``): per model and test part, accuracy and macro F1 ``before`` ->
+    ``benchmarks/cells_choices.py``): per model and test part, accuracy and macro F1 ``before`` ->
     ``after`` (the CSV's ``accuracy <before>`` ... columns), the paired accuracy difference with
     its interval over source cells, and the ``extra`` per-model columns ``<name> <before>`` /
     ``<name> <after>`` (e.g. ``validation accuracy``)."""
@@ -915,7 +915,7 @@ def main() -> int:
                                        "adapted", "benchmarks/adabn.py"),
         "cells-bn": cell_variant_markdown(
             Path("reports/ablation/cells_bn.csv"), "adapting", "inference mode",
-            "benchmarks/cells_bn.py", extra=("validation accuracy", "train seconds"))})
+            "benchmarks/cells_choices.py bn", extra=("validation accuracy", "train seconds"))})
     print("README.md results " + ("updated" if changed else "already current"))
     return 0
 

@@ -1,0 +1,141 @@
+"""One setting of the cell classifier changed against the study's own models: which carries
+better to another lab?
+
+    .venv/bin/python benchmarks/cells_choices.py bn      # ~10 min on 2 cores
+    .venv/bin/python benchmarks/cells_choices.py size    # ~35 min on 2 cores
+
+Choices (``CHOICES``):
+
+- ``bn``: the base's BatchNorm in inference mode while fine-tuning (ImageNet statistics kept,
+  ``cells.train.bn_inference: true``) against adapting to the training cells (``false``).
+- ``size``: the cells at 96 px (``cells.data.image_size``; the cache is prepared again at that
+  size from the same rows and framing) against the study's 64 px.
+
+The cell models (``cells.trainings``, or ``--trainings``) are trained again exactly as the
+train-cells stage trains them (``multisource.train_cell_model``: the study's cache
+``build/cells``, its seed and settings) with only the one setting changed, in a scratch folder,
+and scored as evaluate-cells scores them (``crosssource.evaluate_cell_models``). Each is
+compared with the study's own model of the last ``dvc repro`` on every test part: accuracy
+and macro F1 of both, and the paired bootstrap of the accuracy difference over source cells.
+One training seed. Written: ``reports/ablation/<choice's csv>``; ``make results`` puts it in
+the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+from cell_variants import difference_columns, write_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class CellChoice:
+    """One setting compared: the CSV it writes and the names of the study's value and the
+    alternative (the CSV's column suffixes, which ``report.cell_variant_markdown`` reads)."""
+
+    key: str
+    csv: str
+    baseline: str
+    alternative: str
+
+
+CHOICES = {c.key: c for c in (
+    CellChoice("bn", "reports/ablation/cells_bn.csv", "adapting", "inference mode"),
+    CellChoice("size", "reports/ablation/cells_size.csv", "64 px", "96 px"),
+)}
+ALTERNATIVE_SIZE = 96
+
+
+def variant_of(choice: str, config):
+    """The study's cell settings (``multisource.CellStudy``) with the choice's alternative."""
+    if choice == "bn":
+        return replace(config, train=replace(config.train, bn_inference=True))
+    if choice == "size":
+        return replace(config, data=replace(config.data, image_size=ALTERNATIVE_SIZE))
+    raise ValueError(f"unknown choice {choice!r}; expected one of {sorted(CHOICES)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("choice", choices=sorted(CHOICES))
+    parser.add_argument("--trainings", default=None,
+                        help="comma-separated cells.trainings to run (default: all)")
+    parser.add_argument("--n-boot", type=int, default=200)
+    args = parser.parse_args(argv)
+    choice = CHOICES[args.choice]
+
+    os.chdir(ROOT)
+    from leuko import crosssource, multisource, study
+    from leuko.evaluation import source_cells
+    from leuko.machine import machine_line
+    from leuko.params import read_block
+
+    config = multisource.CellStudy.from_params()
+    variant = variant_of(choice.key, config)
+    trainings = tuple(args.trainings.split(",")) if args.trainings else config.trainings
+    seed = int(read_block("data")["seed"])
+    cache = multisource.load_cell_cache()
+    work = Path(tempfile.mkdtemp(prefix=f"cells-{choice.key}-"))
+    rows = []
+    try:
+        paths = study.Paths(work)
+        if variant.data != config.data:  # the same rows and framing, prepared again
+            columns = ["path", "source", "label", "split", "group", "sha256"]
+            multisource.build_cell_cache(cache.rows.sort_values("index")[columns],
+                                         variant.data, variant.preprocess, paths, seed=seed)
+            variant_cache = multisource.load_cell_cache(paths)
+        else:
+            variant_cache = cache
+        for training in trainings:
+            multisource.train_cell_model(training, variant_cache, variant.train, variant.abstain,
+                                         variant.preprocess, seed, paths=paths)
+        crosssource.evaluate_cell_models(trainings, variant_cache, args.n_boot, seed,
+                                         variant.shift_per_class, paths=paths)
+        names = {False: choice.baseline, True: choice.alternative}
+        for training in trainings:
+            the_id = multisource.cell_model_id(training)
+            runs = {False: study.Paths(), True: paths}  # the study's model, the variant
+            metrics = {v: study.read_json(p.metrics(the_id)) for v, p in runs.items()}
+            summaries = {v: study.read_json(p.train_summary(the_id)) for v, p in runs.items()}
+            predictions = {v: pd.read_csv(p.predictions(the_id), keep_default_na=False)
+                           for v, p in runs.items()}
+            for source, split in multisource.TEST_PARTS:
+                part = f"{source}/{split}"
+                row = {"trained on": training, "tested on": part,
+                       "unseen source": source not in summaries[True]["sources"]}
+                for v, name in names.items():
+                    scores = metrics[v]["splits"][part]
+                    row["cells"], row["images"] = scores["n_cells"], scores["n"]
+                    for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro F1")):
+                        row[f"{label} {name}"] = scores["intervals"][key]["value"]
+                    row[f"validation accuracy {name}"] = summaries[v]["saved_val_accuracy"]
+                    row[f"train seconds {name}"] = summaries[v]["train_seconds"]
+                frames = {v: p[(p["source"] == source) & (p["split"] == split)]
+                          .set_index("path") for v, p in predictions.items()}
+                cells, _ = cache.part(source, split)
+                groups = pd.Series(source_cells(cells), index=cells["path"])
+                index = frames[False].index
+                row.update(difference_columns(
+                    frames[False]["actual"].to_numpy(),
+                    frames[True].loc[index, "predicted"].to_numpy(),
+                    frames[False]["predicted"].to_numpy(), groups.loc[index].to_numpy(), seed))
+                row["machine"] = machine_line()
+                rows.append(row)
+                print(pd.Series(row).to_string(), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    write_table(rows, Path(choice.csv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
