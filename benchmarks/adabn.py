@@ -24,7 +24,6 @@ import pandas as pd
 from cell_variants import difference_columns, write_table
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = Path("reports/ablation/adabn.csv")
 
 
 def batch_norm_layers(model) -> list:
@@ -70,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from leuko.evaluation import source_cells
     from leuko.machine import machine_line
     from leuko.params import read_block
+    from leuko.report import cell_variant
 
     cells = read_block("cells", None, Path("params/cells.yaml"))
     seed = int(read_block("data", None, Path("params/data.yaml"))["seed"])
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             row["machine"] = machine_line()
             rows.append(row)
             print(pd.Series(row).to_string(), flush=True)
-    write_table(rows, OUT)
+    write_table(rows, Path(cell_variant("adabn").csv))
     return 0
 
 

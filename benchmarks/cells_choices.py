@@ -4,7 +4,7 @@ better to another lab?
     .venv/bin/python benchmarks/cells_choices.py bn      # ~10 min on 2 cores
     .venv/bin/python benchmarks/cells_choices.py size    # ~35 min on 2 cores
 
-Choices (``CHOICES``):
+Choices (``CHOICES``; the names and the CSV of each: ``leuko.report.CELL_VARIANTS``):
 
 - ``bn``: the base's BatchNorm in inference mode while fine-tuning (ImageNet statistics kept,
   ``cells.train.bn_inference: true``) against adapting to the training cells (``false``).
@@ -28,7 +28,7 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -37,21 +37,7 @@ from cell_variants import difference_columns, write_table
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@dataclass(frozen=True)
-class CellChoice:
-    """One setting compared: the CSV it writes and the names of the study's value and the
-    alternative (the CSV's column suffixes, which ``report.cell_variant_markdown`` reads)."""
-
-    key: str
-    csv: str
-    baseline: str
-    alternative: str
-
-
-CHOICES = {c.key: c for c in (
-    CellChoice("bn", "reports/ablation/cells_bn.csv", "adapting", "inference mode"),
-    CellChoice("size", "reports/ablation/cells_size.csv", "64 px", "96 px"),
-)}
+CHOICES = ("bn", "size")  # README blocks cells-<choice> (leuko.report.CELL_VARIANTS)
 ALTERNATIVE_SIZE = 96
 
 
@@ -61,30 +47,31 @@ def variant_of(choice: str, config):
         return replace(config, train=replace(config.train, bn_inference=True))
     if choice == "size":
         return replace(config, data=replace(config.data, image_size=ALTERNATIVE_SIZE))
-    raise ValueError(f"unknown choice {choice!r}; expected one of {sorted(CHOICES)}")
+    raise ValueError(f"unknown choice {choice!r}; expected one of {CHOICES}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("choice", choices=sorted(CHOICES))
+    parser.add_argument("choice", choices=CHOICES)
     parser.add_argument("--trainings", default=None,
                         help="comma-separated cells.trainings to run (default: all)")
     parser.add_argument("--n-boot", type=int, default=200)
     args = parser.parse_args(argv)
-    choice = CHOICES[args.choice]
 
     os.chdir(ROOT)
     from leuko import crosssource, multisource, study
     from leuko.evaluation import source_cells
     from leuko.machine import machine_line
     from leuko.params import read_block
+    from leuko.report import cell_variant
 
+    choice = cell_variant(f"cells-{args.choice}")
     config = multisource.CellStudy.from_params()
-    variant = variant_of(choice.key, config)
+    variant = variant_of(args.choice, config)
     trainings = tuple(args.trainings.split(",")) if args.trainings else config.trainings
     seed = int(read_block("data")["seed"])
     cache = multisource.load_cell_cache()
-    work = Path(tempfile.mkdtemp(prefix=f"cells-{choice.key}-"))
+    work = Path(tempfile.mkdtemp(prefix=f"cells-{args.choice}-"))
     rows = []
     try:
         paths = study.Paths(work)

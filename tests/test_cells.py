@@ -9,7 +9,9 @@ from leuko.cells import (
     TARGET_LAB_MEAN,
     CellPreprocess,
     background_lab_stats,
+    dihedral_views,
     find_cell,
+    mean_over_views,
     prepare_cell,
     reinhard,
     tight_frame,
@@ -128,3 +130,31 @@ def test_a_tight_crop_is_padded_with_plain_background_and_framed_as_a_loose_one(
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 8
     # the padding is the border's colour (glass), not a mirror image of the cell
     assert np.abs(b[0, 0].astype(int) - BACKGROUND).max() <= 2
+
+
+def test_the_eight_views_are_the_symmetries_of_the_square_and_one_view_is_the_image():
+    image = np.arange(3 * 3 * 1).reshape(1, 3, 3, 1)  # no symmetry of its own
+    views = dihedral_views(image)
+    assert len(views) == 8 and np.array_equal(views[0], image)
+    expected = [np.rot90(m, k, axes=(1, 2)) for m in (image, image[:, :, ::-1]) for k in range(4)]
+    keys = {v.tobytes() for v in views}
+    assert keys == {e.tobytes() for e in expected} and len(keys) == 8
+    wide = np.zeros((2, 4, 6, 3))
+    assert dihedral_views(wide, 1)[0] is wide  # one view needs no square
+    with pytest.raises(ValueError, match="square"):
+        dihedral_views(wide, 8)
+    with pytest.raises(ValueError, match="views must be one of"):
+        dihedral_views(image, 4)
+
+
+def test_mean_over_views_averages_a_predictor_over_the_views():
+    images = np.random.default_rng(0).random((5, 4, 4, 3))
+
+    def top_row_brightness(batch):  # depends on the orientation: a probability pair
+        p = batch[:, 0].mean(axis=(1, 2))
+        return np.stack([p, 1 - p], axis=1)
+
+    expected = np.mean([top_row_brightness(v) for v in dihedral_views(images)], axis=0)
+    np.testing.assert_allclose(mean_over_views(top_row_brightness, images, 8), expected)
+    np.testing.assert_array_equal(mean_over_views(top_row_brightness, images, 1),
+                                  top_row_brightness(images))

@@ -213,3 +213,25 @@ def test_csv_rows_follow_input_order(tmp_path, tiny):
     with open(tmp_path / "o.csv") as handle:
         names = [Path(r["path"]).name for r in csv.DictReader(handle)]
     assert names == ["0.png", "1.png", "2.png", "4.png", "5.png", "6.png"]
+
+
+
+def test_a_classifier_with_eight_views_averages_the_symmetries_of_each_cell(tiny):
+    from leuko.cells import dihedral_views
+
+    classifier = classify.load_classifier(tiny)
+    size = classifier.image_size[0]
+    images = np.random.default_rng(2).integers(0, 255, (3, size, size, 3)).astype(np.uint8)
+
+    def top_rows(batch):  # a model that sees orientation: brightness of the top rows
+        p = np.asarray(batch)[:, : size // 4].mean(axis=(1, 2, 3)) / 255
+        return np.stack([p, 1 - p, np.zeros_like(p), np.zeros_like(p)], axis=1)
+
+    classifier._predict = top_rows
+    one = classifier.predict_batch(images, batch_size=4)
+    classifier.views = 8
+    eight = classifier.predict_batch(images, batch_size=4)
+    expected = np.mean([top_rows(v) for v in dihedral_views(images)], axis=0)
+    np.testing.assert_allclose(one, top_rows(images), atol=1e-6)  # one view: as prepared
+    np.testing.assert_allclose(eight, expected, atol=1e-6)
+    assert not np.allclose(eight, one, atol=1e-3)

@@ -44,7 +44,7 @@ from scipy import ndimage as ndi
 from leuko.detect import disk, nuclear_stain
 
 __all__ = ["CellPreprocess", "CellBox", "find_cell", "cell_box", "reinhard", "prepare_cell",
-           "STAIN_NORMS"]
+           "STAIN_NORMS", "VIEW_COUNTS", "dihedral_views", "mean_over_views"]
 
 STAIN_NORMS = ("none", "reinhard")
 
@@ -274,6 +274,37 @@ def prepare_cell(rgb: np.ndarray, size: int, config: CellPreprocess = CellPrepro
         background = ~ndi.binary_dilation(nucleus, disk(max(1, size / 48)))
         square = reinhard(square, background if background.sum() >= 16 else None)
     return square, found is not None or not config.cell_crop
+
+
+#: How many views of a prepared cell a cell model's probabilities are averaged over: 1 (the
+#: cell as prepared) or 8 (the symmetries of the square: test-time augmentation).
+VIEW_COUNTS = (1, 8)
+
+
+def dihedral_views(images: np.ndarray, views: int = 8) -> list[np.ndarray]:
+    """The first ``views`` of the 8 symmetries of the square of a batch (N, H, W, C): each
+    quarter turn, then its mirror image; view 0 is the batch itself. A white cell has no up
+    or left (training flips and turns it), so each is another look at the same cell."""
+    if views not in VIEW_COUNTS:
+        raise ValueError(f"views must be one of {VIEW_COUNTS}, got {views!r}")
+    images = np.asarray(images)
+    if views == 1:
+        return [images]
+    if images.ndim != 4 or images.shape[1] != images.shape[2]:
+        raise ValueError(f"images must be square, (N, H, H, C), got shape {images.shape}")
+    turns = [np.rot90(images, k, axes=(1, 2)) for k in range(4)]
+    every = [np.ascontiguousarray(v) for t in turns for v in (t, t[:, :, ::-1])]
+    return every[:views]
+
+
+def mean_over_views(predict, images: np.ndarray, views: int) -> np.ndarray:
+    """``predict``'s class probabilities (``predict(batch) -> (N, classes)``) averaged over
+    ``views`` views of each image (``dihedral_views``); one view is ``predict(images)``.
+    Training (calibration on validation cells), evaluation and ``leuko classify`` all predict
+    through this, with the ``views`` the model's summary records."""
+    probs = [np.asarray(predict(view)) for view in dihedral_views(images, views)]
+    return probs[0] if views == 1 else np.mean(probs, axis=0, dtype=np.float64).astype(
+        probs[0].dtype)
 
 
 def nucleus_threshold(stain: np.ndarray, floor: float = 10.0) -> float:

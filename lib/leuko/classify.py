@@ -76,6 +76,7 @@ class Classifier:
     metadata: dict = field(default_factory=dict)
     cell_preprocess: dict | None = None  # leuko.cells: find, frame and normalise the cell
     temperature: float = 1.0  # calibration (temperature scaling, fitted on validation cells)
+    views: int = 1  # probabilities averaged over this many symmetries (cells.mean_over_views)
     abstain_threshold: float = 0.0  # calibrated confidence below which a cell is uncertain
     path: Path | None = None
     _predict: Callable | None = field(default=None, repr=False)
@@ -107,7 +108,8 @@ class Classifier:
 
     def predict_batch(self, images: np.ndarray, batch_size: int) -> np.ndarray:
         """Class probabilities of up to ``batch_size`` prepared images (padded to the full
-        batch, so every call has the same shape)."""
+        batch, so every call has the same shape), averaged over the model's ``views`` of each
+        image as in its calibration, then temperature-scaled."""
         n = len(images)
         if n == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
@@ -121,7 +123,9 @@ class Classifier:
             model = self.model
             self._predict = tf.function(lambda x: model(x, training=False),
                                         reduce_retracing=True)
-        probs = np.asarray(self._predict(batch))[:n]
+        from leuko.cells import mean_over_views
+
+        probs = mean_over_views(lambda b: np.asarray(self._predict(b)), batch, self.views)[:n]
         if self.temperature != 1.0:
             from leuko.calibration import temperature_scale
 
@@ -164,6 +168,7 @@ def load_classifier(model_path: str | Path) -> Classifier:
                       image_size=size, crop=metadata.get("crop"), metadata=metadata,
                       path=model_path, cell_preprocess=metadata.get("cell_preprocess"),
                       temperature=float(metadata.get("temperature", 1.0)),
+                      views=int(metadata.get("views", 1)),
                       abstain_threshold=float(abstain.get("threshold", 0.0)))
 
 

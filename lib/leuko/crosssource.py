@@ -7,6 +7,7 @@ Kept apart from training so that an edit of the metrics reruns evaluation, not t
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -89,19 +90,27 @@ def plot_name(part: str) -> str:
     return part.replace("/", "-")
 
 
+def model_views(summary: dict) -> int:
+    """How many views of a cell the model's probabilities average (``cells.mean_over_views``),
+    as its training summary records; a summary without the key was calibrated on one view."""
+    return int(summary.get("views", 1))
+
+
 def stain_shift_score(model, rows: pd.DataFrame, images: np.ndarray, classes: list[str],
-                      per_class: int, seed: int) -> dict:
+                      per_class: int, seed: int, views: int = 1) -> dict:
     """Macro F1 on a class-balanced sample of validation cells as imaged and under each
-    simulated other-lab stain of ``leuko.stain.STAIN_SHIFTS`` (what the simulation predicts)."""
+    simulated other-lab stain of ``leuko.stain.STAIN_SHIFTS`` (what the simulation predicts),
+    predicted over ``views`` views of each cell."""
+    from leuko.cells import mean_over_views
     from leuko.stain import STAIN_SHIFTS, stain_shift
     from leuko.study import class_index, predict
 
     sample = splits.balanced_subsample(rows.assign(_i=np.arange(len(rows))), per_class, seed)
     x = images[sample["_i"].to_numpy()]
     y = class_index(sample["label"], classes)
-    per_shift = {kind: present_macro_f1(y, predict(model, stain_shift(x, kind)).argmax(axis=1),
-                                        len(classes))
-                 for kind in STAIN_SHIFTS}
+    per_shift = {kind: present_macro_f1(
+        y, mean_over_views(partial(predict, model), stain_shift(x, kind), views).argmax(
+            axis=1), len(classes)) for kind in STAIN_SHIFTS}
     shifted = [v for k, v in per_shift.items() if k != "none"]
     return {"n": len(sample), "as_imaged": per_shift["none"], "mean_shifted": float(np.mean(
         shifted)), "worst_shifted": float(np.min(shifted)), "per_shift": per_shift}
@@ -110,9 +119,10 @@ def stain_shift_score(model, rows: pd.DataFrame, images: np.ndarray, classes: li
 def evaluate_cell_models(trainings, cache: CellCache, n_boot: int, seed: int,
                          shift_per_class: int = 50, paths: Paths = DEFAULT_PATHS) -> dict:
     """Score every model on every held-out part (``TEST_PARTS``) and on simulated stain shifts
-    of its own validation cells; write per model ``reports/metrics/cells-<t>.json`` and
+    of its own validation cells, predicting over the views its summary records; write per model ``reports/metrics/cells-<t>.json`` and
     ``reports/predictions/cells-<t>.csv``; return {model id: metrics}."""
     from leuko.atomic import write_csv_atomic
+    from leuko.cells import mean_over_views
     from leuko.study import load_model, predict, read_json, write_json
 
     results = {}
@@ -121,6 +131,7 @@ def evaluate_cell_models(trainings, cache: CellCache, n_boot: int, seed: int,
         summary = read_json(paths.train_summary(the_id))
         classes = list(summary["classes"])
         model = load_model(paths.model(the_id))
+        views = model_views(summary)  # as the model was calibrated and is exported
         temperature = float(summary["temperature"])
         threshold = float(summary["abstain"]["threshold"])
         result = {"model": the_id, "dataset": "cells", "network": summary["network"],
@@ -129,7 +140,8 @@ def evaluate_cell_models(trainings, cache: CellCache, n_boot: int, seed: int,
         frames = []
         for source, split in TEST_PARTS:
             rows, images = cache.part(source, split)
-            probs = temperature_scale(predict(model, images), temperature)
+            probs = temperature_scale(
+                mean_over_views(partial(predict, model), images, views), temperature)
             metrics, frame = score_part(probs, rows, classes, threshold, n_boot, seed)
             metrics["held_out_source"] = source not in summary["sources"]
             metrics["cells_not_found"] = int((~rows["cell_found"]).sum())
@@ -145,10 +157,11 @@ def evaluate_cell_models(trainings, cache: CellCache, n_boot: int, seed: int,
                              frame[["actual", "predicted"]])
         val_rows, val_images = cache.part(summary["sources"], "val")
         result["validation_stain_shift"] = stain_shift_score(model, val_rows, val_images, classes,
-                                                  shift_per_class, seed)
+                                                  shift_per_class, seed, views)
         result["training"] = {k: summary[k] for k in (
             "train_seconds", "epochs_run", "saved_val_accuracy", "temperature", "abstain",
             "val_ece", "n_train")}
+        result["views"] = views
         result["machine"] = describe()  # the machine that evaluated (leuko.machine)
         write_json(paths.metrics(the_id), result)
         write_csv_atomic(paths.predictions(the_id), pd.concat(frames, ignore_index=True))

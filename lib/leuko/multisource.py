@@ -35,7 +35,7 @@ from leuko.calibration import (
     fit_temperature,
     temperature_scale,
 )
-from leuko.cells import CellPreprocess, prepare_cell
+from leuko.cells import VIEW_COUNTS, CellPreprocess, mean_over_views, prepare_cell
 from leuko.params import read_block, typed
 from leuko.progress import progress_bar
 from leuko.study import Paths, read_manifest
@@ -232,6 +232,12 @@ class CellTraining:
     augment: bool  # flips and 90-degree turns
     stain_jitter: float  # leuko.stain.stain_jitter strength on top of normalisation
     bn_inference: bool  # the base's BatchNorm in inference mode while it is fine-tuned
+    views: int  # probabilities averaged over this many symmetries of a cell (cells.VIEW_COUNTS)
+
+    def __post_init__(self):
+        if self.views not in VIEW_COUNTS:
+            raise ValueError(f"cells.train.views must be one of {VIEW_COUNTS}, got "
+                             f"{self.views!r}")
 
 
 def train_cell_model(training: str, cache: CellCache, config: CellTraining, abstain: Abstain,
@@ -270,7 +276,8 @@ def train_cell_model(training: str, cache: CellCache, config: CellTraining, abst
                         make_dataset(x_val, y_val, config.batch_size), fit,
                         paths.live(the_id), paths.work(the_id), label="end-to-end")
     seconds = time.perf_counter() - start
-    val_probs = predict(model, x_val)
+    # calibrated and thresholded as the model will predict: over config.views views
+    val_probs = mean_over_views(lambda x: predict(model, x), x_val, config.views)
     y_val_idx = y_val.argmax(axis=1)
     temperature = fit_temperature(val_probs, y_val_idx)
     calibrated = temperature_scale(val_probs, temperature)
@@ -286,7 +293,8 @@ def train_cell_model(training: str, cache: CellCache, config: CellTraining, abst
         "tight_framed_train": int(train_rows["tight"].sum()),
         "cell_preprocess": preprocess.to_dict(), "config": {**asdict(config),
                                                             "head_units": list(config.head_units)},
-        "temperature": temperature, "abstain": {**abstain.to_dict(), "threshold": threshold},
+        "views": config.views, "temperature": temperature,
+        "abstain": {**abstain.to_dict(), "threshold": threshold},
         "val_ece": {"raw": expected_calibration_error(val_probs.max(axis=1),
                                                       val_probs.argmax(axis=1) == y_val_idx),
                     "calibrated": expected_calibration_error(

@@ -625,6 +625,41 @@ def training_overhead(train_dir: Path = Path("reports/train"),
     return pd.DataFrame(rows)
 
 
+@dataclass(frozen=True)
+class CellVariant:
+    """One comparison of the cell models against a variant of them (a ``benchmarks/`` script
+    writes ``csv``; its columns end in ``baseline`` / ``alternative``): the README block and
+    the script that fills it, and the per-model columns to show beside the scores."""
+
+    block: str
+    csv: str
+    baseline: str
+    alternative: str
+    script: str
+    extra: tuple[str, ...] = ()
+
+
+#: Every cell-model comparison (``cells_choices.py`` reads its own by key: ``cells-<key>``).
+CELL_VARIANTS = (
+    CellVariant("adabn", "reports/ablation/adabn.csv", "as trained", "adapted",
+                "benchmarks/adabn.py"),
+    CellVariant("cells-bn", "reports/ablation/cells_bn.csv", "adapting", "inference mode",
+                "benchmarks/cells_choices.py bn", ("validation accuracy", "train seconds")),
+    CellVariant("cells-size", "reports/ablation/cells_size.csv", "64 px", "96 px",
+                "benchmarks/cells_choices.py size", ("validation accuracy", "train seconds")),
+    CellVariant("cells-tta", "reports/ablation/cells_tta.csv", "one view", "8 views",
+                "benchmarks/cells_tta.py"),
+)
+
+
+def cell_variant(block: str) -> CellVariant:
+    """The entry of :data:`CELL_VARIANTS` for README block ``block``."""
+    for variant in CELL_VARIANTS:
+        if variant.block == block:
+            return variant
+    raise KeyError(f"no cell variant {block!r}; known: {[v.block for v in CELL_VARIANTS]}")
+
+
 def cell_variant_markdown(variant_csv: Path, before: str, after: str, script: str,
                           extra: tuple[str, ...] = ()) -> str:
     """A variant of the cell models against another (``benchmarks/adabn.py``,
@@ -911,11 +946,8 @@ def main() -> int:
         "smoke-run": smoke_run_markdown(Path("reports/ablation/smoke_run.csv"),
                                         Path("reports/ablation/smoke_run.json")),
         "smoke-eager": smoke_eager_markdown(Path("reports/ablation/smoke_eager.csv")),
-        "adabn": cell_variant_markdown(Path("reports/ablation/adabn.csv"), "as trained",
-                                       "adapted", "benchmarks/adabn.py"),
-        "cells-bn": cell_variant_markdown(
-            Path("reports/ablation/cells_bn.csv"), "adapting", "inference mode",
-            "benchmarks/cells_choices.py bn", extra=("validation accuracy", "train seconds"))})
+        **{v.block: cell_variant_markdown(Path(v.csv), v.baseline, v.alternative, v.script,
+                                          extra=v.extra) for v in CELL_VARIANTS}})
     print("README.md results " + ("updated" if changed else "already current"))
     return 0
 
