@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from leuko import datasets, leukemia, splits, study
+from leuko import datasets, leukemia, leukemia_evaluation, splits, study
 
 ROOT = Path(__file__).resolve().parents[1]
 CROPS = {"all-idb2": 0.1, "cnmc": 0.2}  # C-NMC: a fraction, the generated images are tiny
@@ -176,10 +176,10 @@ def test_errors_are_the_off_diagonal_cells_most_confident_first():
         "path": ["a", "b", "c", "d", "e"], "actual": ["HEM", "HEM", "ALL", "ALL", "HEM"],
         "predicted": ["ALL", "ALL", "HEM", "ALL", "HEM"],
         "p_ALL": [0.6, 0.9, 0.2, 0.8, 0.1], "p_HEM": [0.4, 0.1, 0.8, 0.2, 0.9]})
-    assert leukemia.errors(predictions, "false-positives")["path"].tolist() == ["b", "a"]
-    assert leukemia.errors(predictions, "false-negatives")["path"].tolist() == ["c"]
+    assert leukemia_evaluation.errors(predictions, "false-positives")["path"].tolist() == ["b", "a"]
+    assert leukemia_evaluation.errors(predictions, "false-negatives")["path"].tolist() == ["c"]
     with pytest.raises(ValueError, match="kind must be one of"):
-        leukemia.errors(predictions, "wrong")
+        leukemia_evaluation.errors(predictions, "wrong")
 
 
 def test_kfold_results_pool_the_folds():
@@ -188,7 +188,7 @@ def test_kfold_results_pool_the_folds():
         "fold": ["fold0"] * 4 + ["fold1"] * 4, "group": list("abcdefgh"),
         "actual": ["ALL", "ALL", "HEM", "HEM"] * 2,
         "predicted": ["ALL", "ALL", "HEM", "HEM", "ALL", "HEM", "HEM", "HEM"]})
-    result = leukemia.kfold_results(predictions, classes, n_boot=50, seed=0)
+    result = leukemia_evaluation.kfold_results(predictions, classes, n_boot=50, seed=0)
     assert result["folds"] == 2
     assert result["summary"]["accuracy"]["per_fold"] == [1.0, 0.75]
     assert result["summary"]["accuracy"]["mean"] == pytest.approx(0.875)

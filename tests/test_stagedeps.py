@@ -77,8 +77,6 @@ def test_an_edit_of_report_reruns_no_leukemia_stage():
     assert not {"augment-leukemia", "train-leukemia"} & set(table["lib/leuko/report.py"])
 
 
-@pytest.mark.xfail(strict=True, reason="leuko.leukemia holds training and evaluation: an edit "
-                   "of leuko.metrics reruns its training (split its evaluation off to fix)")
 def test_an_edit_of_metrics_reruns_no_leukemia_training():
     table = stagedeps.reruns(DVC_YAML)
     assert "train-leukemia" not in table["lib/leuko/metrics.py"]
