@@ -119,8 +119,9 @@ def stain_shift_score(model, rows: pd.DataFrame, images: np.ndarray, classes: li
 def evaluate_cell_models(trainings, cache: CellCache, n_boot: int, seed: int,
                          shift_per_class: int = 50, paths: Paths = DEFAULT_PATHS) -> dict:
     """Score every model on every held-out part (``TEST_PARTS``) and on simulated stain shifts
-    of its own validation cells, predicting over the views its summary records; write per model ``reports/metrics/cells-<t>.json`` and
-    ``reports/predictions/cells-<t>.csv``; return {model id: metrics}."""
+    of its own validation cells, predicting over the views its summary records; write per
+    model ``reports/metrics/cells-<t>.json`` and ``reports/predictions/cells-<t>.csv``; return
+    {model id: metrics}."""
     from leuko.atomic import write_csv_atomic
     from leuko.cells import mean_over_views
     from leuko.study import load_model, predict, read_json, write_json
