@@ -20,8 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-import pandas as pd
-from cell_variants import difference_columns, write_table
+from cell_variants import score_study_models
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,54 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     os.chdir(ROOT)
-    from leuko import multisource, study
-    from leuko.calibration import temperature_scale
-    from leuko.crosssource import score_part
-    from leuko.evaluation import source_cells
-    from leuko.machine import machine_line
-    from leuko.params import read_block
-    from leuko.report import cell_variant
+    from leuko import study
 
-    cells = read_block("cells", None, Path("params/cells.yaml"))
-    seed = int(read_block("data", None, Path("params/data.yaml"))["seed"])
-    cache = multisource.load_cell_cache()
-    paths = study.Paths()
-    rows = []
-    for training in cells["trainings"]:
-        the_id = multisource.cell_model_id(training)
-        summary = study.read_json(paths.train_summary(the_id))
-        classes, temperature = list(summary["classes"]), float(summary["temperature"])
-        threshold = float(summary["abstain"]["threshold"])
-        for source, split in multisource.TEST_PARTS:
-            part, images = cache.part(source, split)
-            row = {"trained on": training, "tested on": f"{source}/{split}",
-                   "unseen source": source not in summary["sources"],
-                   "images": int(part["label"].isin(classes).sum())}  # of classes it knows
-            predicted = {}
-            for adapted in (False, True):
-                model = study.load_model(paths.model(the_id))
-                if adapted:
-                    adapt_batch_norm(model, images)
-                probs = temperature_scale(study.predict(model, images), temperature)
-                metrics, frame = score_part(probs, part, classes, threshold, args.n_boot, seed)
-                predicted[adapted] = frame["predicted"].to_numpy()
-                name = "adapted" if adapted else "as trained"
-                row["cells"] = metrics["n_cells"]
-                for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro F1")):
-                    interval = metrics["intervals"][key]
-                    row[f"{label} {name}"] = interval["value"]
-                    row[f"{label} {name} low"] = interval["low"]
-                    row[f"{label} {name} high"] = interval["high"]
-            known = part["label"].isin(classes).to_numpy()
-            row.update(difference_columns(
-                part["label"].to_numpy()[known], predicted[True], predicted[False],
-                source_cells(part[known].reset_index(drop=True)), seed))
-            row["machine"] = machine_line()
-            rows.append(row)
-            print(pd.Series(row).to_string(), flush=True)
-    write_table(rows, Path(cell_variant("adabn").csv))
+    def probabilities(model_id: str, images, adapted: bool):
+        model = study.load_model(study.Paths().model(model_id))  # fresh: adapting changes it
+        if adapted:
+            adapt_batch_norm(model, images)
+        return study.predict(model, images)
+
+    score_study_models("adabn", probabilities, args.n_boot)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -29,3 +29,59 @@ def write_table(rows: list[dict], out: Path) -> pd.DataFrame:
     table.to_csv(out, index=False)
     print(table.drop(columns=["machine"]).to_markdown(index=False, floatfmt=".3f"))
     return table
+
+
+def score_study_models(block: str, probabilities, n_boot: int) -> list[dict]:
+    """Each cell model of the last ``dvc repro`` (``cells.trainings``) on each test part of
+    ``multisource.TEST_PARTS``, two ways: ``probabilities(model_id, images, alternative)``
+    gives the model's uncalibrated class probabilities as the study has them
+    (``alternative`` False) and as the variant of README block ``block`` has them (True);
+    both are temperature-scaled with the model's own temperature and scored as the
+    evaluate-cells stage scores (``crosssource.score_part``). One row per model and part,
+    with the paired accuracy difference; the CSV of ``block`` is written."""
+    from leuko import multisource, study
+    from leuko.calibration import temperature_scale
+    from leuko.crosssource import score_part
+    from leuko.evaluation import source_cells
+    from leuko.machine import machine_line
+    from leuko.params import read_block
+    from leuko.report import cell_variant
+
+    variant = cell_variant(block)
+    names = {False: variant.baseline, True: variant.alternative}
+    cells = read_block("cells", None, Path("params/cells.yaml"))
+    seed = int(read_block("data", None, Path("params/data.yaml"))["seed"])
+    cache = multisource.load_cell_cache()
+    paths = study.Paths()
+    rows = []
+    for training in cells["trainings"]:
+        the_id = multisource.cell_model_id(training)
+        summary = study.read_json(paths.train_summary(the_id))
+        classes, temperature = list(summary["classes"]), float(summary["temperature"])
+        threshold = float(summary["abstain"]["threshold"])
+        for source, split in multisource.TEST_PARTS:
+            part, images = cache.part(source, split)
+            row = {"trained on": training, "tested on": f"{source}/{split}",
+                   "unseen source": source not in summary["sources"],
+                   "images": int(part["label"].isin(classes).sum())}  # of classes it knows
+            predicted = {}
+            for alternative, name in names.items():
+                probs = temperature_scale(probabilities(the_id, images, alternative),
+                                          temperature)
+                metrics, frame = score_part(probs, part, classes, threshold, n_boot, seed)
+                predicted[alternative] = frame["predicted"].to_numpy()
+                row["cells"] = metrics["n_cells"]
+                for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro F1")):
+                    interval = metrics["intervals"][key]
+                    row[f"{label} {name}"] = interval["value"]
+                    row[f"{label} {name} low"] = interval["low"]
+                    row[f"{label} {name} high"] = interval["high"]
+            known = part["label"].isin(classes).to_numpy()
+            row.update(difference_columns(
+                part["label"].to_numpy()[known], predicted[True], predicted[False],
+                source_cells(part[known].reset_index(drop=True)), seed))
+            row["machine"] = machine_line()
+            rows.append(row)
+            print(pd.Series(row).to_string(), flush=True)
+    write_table(rows, Path(variant.csv))
+    return rows

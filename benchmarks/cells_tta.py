@@ -22,8 +22,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
-import pandas as pd
-from cell_variants import difference_columns, write_table
+from cell_variants import score_study_models
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,53 +33,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     os.chdir(ROOT)
-    from leuko import multisource, study
-    from leuko.calibration import temperature_scale
+    from leuko import study
     from leuko.cells import mean_over_views
-    from leuko.crosssource import score_part
-    from leuko.evaluation import source_cells
-    from leuko.machine import machine_line
-    from leuko.params import read_block
-    from leuko.report import cell_variant
 
-    variant = cell_variant("cells-tta")
-    names = {False: variant.baseline, True: variant.alternative}
-    cells = read_block("cells", None, Path("params/cells.yaml"))
-    seed = int(read_block("data", None, Path("params/data.yaml"))["seed"])
-    cache = multisource.load_cell_cache()
-    paths = study.Paths()
-    rows = []
-    for training in cells["trainings"]:
-        the_id = multisource.cell_model_id(training)
-        summary = study.read_json(paths.train_summary(the_id))
-        classes, temperature = list(summary["classes"]), float(summary["temperature"])
-        threshold = float(summary["abstain"]["threshold"])
-        model = study.load_model(paths.model(the_id))
-        for source, split in multisource.TEST_PARTS:
-            part, images = cache.part(source, split)
-            row = {"trained on": training, "tested on": f"{source}/{split}",
-                   "unseen source": source not in summary["sources"],
-                   "images": int(part["label"].isin(classes).sum())}  # of classes it knows
-            predicted = {}
-            for views, name in names.items():
-                probs = mean_over_views(partial(study.predict, model), images,
-                                        8 if views else 1)
-                metrics, frame = score_part(temperature_scale(probs, temperature), part,
-                                            classes, threshold, args.n_boot, seed)
-                predicted[views] = frame["predicted"].to_numpy()
-                row["cells"] = metrics["n_cells"]
-                for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro F1")):
-                    row[f"{label} {name}"] = metrics["intervals"][key]["value"]
-            known = part["label"].isin(classes).to_numpy()
-            row.update(difference_columns(
-                part["label"].to_numpy()[known], predicted[True], predicted[False],
-                source_cells(part[known].reset_index(drop=True)), seed))
-            row["machine"] = machine_line()
-            rows.append(row)
-            print(pd.Series(row).to_string(), flush=True)
-    write_table(rows, Path(variant.csv))
+    models = {}
+
+    def probabilities(model_id: str, images, eight_views: bool):
+        if model_id not in models:
+            models[model_id] = study.load_model(study.Paths().model(model_id))
+        return mean_over_views(partial(study.predict, models[model_id]), images,
+                               8 if eight_views else 1)
+
+    score_study_models("cells-tta", probabilities, args.n_boot)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
