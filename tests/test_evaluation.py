@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import DATA, require
 from leuko import evaluation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,3 +161,56 @@ def test_decoded_images_are_decoded_once_per_files_and_size_and_read_only():
     np.testing.assert_array_equal(first, load_resized(files, 32, progress=False))
     with pytest.raises(ValueError, match="read-only"):
         first[0, 0, 0, 0] = 1
+
+
+def _frozen_classifier(base, seed: int, size: int = 32):
+    import keras
+
+    from leuko import networks
+
+    keras.utils.set_random_seed(seed)
+    head = networks.build_head(base.output_shape[-1], 4)
+    return networks.build_classifier("mobilenet_v2", 4, size, pretrained=False, base=base,
+                                     head_model=head)
+
+
+def test_shared_frozen_base_predicts_as_the_whole_model_and_computes_features_once(tmp_path):
+    """Two head-only models over one frozen base (saved and loaded, as evaluate-wbc reads
+    them) get the whole models' probabilities, their base's features computed once; a model
+    whose base trains, or whose base has other weights, is never served those features."""
+    import keras
+
+    from leuko import networks, study
+
+    require(DATA / "pretrained")
+    base = networks.build_base("mobilenet_v2", (32, 32, 3), pretrained=True)  # varied features
+    base.trainable = False
+    models = []
+    for seed in (1, 2):
+        path = tmp_path / f"head{seed}.keras"
+        study.save_model(_frozen_classifier(base, seed), path)
+        models.append(study.load_model(path))
+    images = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    shared = evaluation.SharedFrozenBase()
+    for model in models:
+        assert shared.frozen_parts(model) is not None
+        np.testing.assert_allclose(shared(model, images), study.predict(model, images),
+                                   rtol=1e-5, atol=1e-6)
+    assert shared.shared == 1  # the second model reused the first one's features
+    assert not np.allclose(shared(models[0], images), shared(models[1], images))
+    other = images.copy()
+    other[0, 0, 0, 0] ^= 1  # one pixel: other images, other features
+    shared(models[1], other)
+    assert shared.shared == 3
+    # another base (other weights) under the same head structure: its own features
+    keras.utils.set_random_seed(5)  # random weights: near-constant features, so equality only
+    base_b = networks.build_base("mobilenet_v2", (32, 32, 3), pretrained=False)
+    base_b.trainable = False
+    model_b = _frozen_classifier(base_b, 1)
+    np.testing.assert_allclose(shared(model_b, images), study.predict(model_b, images),
+                               rtol=1e-5, atol=1e-6)
+    assert shared.shared == 3
+    # a fine-tuned (trainable) base is predicted whole
+    tuned = networks.build_classifier("mobilenet_v2", 4, 32, pretrained=False)
+    assert shared.frozen_parts(tuned) is None
+    np.testing.assert_array_equal(shared(tuned, images), study.predict(tuned, images))

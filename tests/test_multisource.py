@@ -175,6 +175,74 @@ def test_study_parameters_are_the_params_file():
         multisource.cell_model_id("everything")
 
 
+# --- sharpness jitter ----------------------------------------------------------------------------
+
+
+def _laplacian_sd(images: np.ndarray) -> np.ndarray:
+    g = np.asarray(images, np.float64).mean(-1)
+    lap = 4 * g[:, 1:-1, 1:-1] - g[:, :-2, 1:-1] - g[:, 2:, 1:-1] - g[:, 1:-1, :-2] - g[:, 1:-1, 2:]
+    return lap.reshape(len(g), -1).std(axis=1)
+
+
+def test_gaussian_blur_keeps_flat_images_and_the_mean_and_removes_fine_detail():
+    rng = np.random.default_rng(0)
+    flat = np.full((2, 16, 16, 3), 100.0, np.float32)
+    np.testing.assert_allclose(multisource.gaussian_blur(flat, 1.0).numpy(), flat, atol=1e-3)
+    noise = rng.uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    blurred = multisource.gaussian_blur(noise, 1.0).numpy()
+    assert blurred.shape == noise.shape
+    assert abs(blurred.mean() - noise.mean()) < 1.0  # reflected borders: no dark frame
+    assert (_laplacian_sd(blurred) < 0.25 * _laplacian_sd(noise)).all()
+    # one bright pixel spreads into a symmetric Gaussian whose weights sum to the pixel
+    dot = np.zeros((1, 15, 15, 1), np.float32)
+    dot[0, 7, 7, 0] = 1.0
+    spot = multisource.gaussian_blur(dot, 1.0).numpy()[0, :, :, 0]
+    assert spot.sum() == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(spot, spot.T, atol=1e-7)
+    assert spot[7, 8] / spot[7, 7] == pytest.approx(np.exp(-0.5), rel=1e-3)
+
+
+def test_sharpness_jitter_is_seeded_per_image_and_between_sharp_and_blurred():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(1)
+    images = np.repeat(rng.uniform(0, 255, (1, 24, 24, 3)), 64, axis=0).astype(np.float32)
+    seed = tf.constant([3, 5], tf.int64)
+    out = multisource.sharpness_jitter(images, seed, 1.0).numpy()
+    np.testing.assert_array_equal(out, multisource.sharpness_jitter(images, seed, 1.0).numpy())
+    detail = _laplacian_sd(out)
+    sharp = _laplacian_sd(images[:1])[0]
+    soft = _laplacian_sd(multisource.gaussian_blur(images[:1], 1.0).numpy())[0]
+    assert (detail <= sharp + 1e-3).all() and (detail >= soft - 1e-3).all()
+    assert detail.std() > 0.1 * (sharp - soft)  # each image its own share, not one per batch
+    other = multisource.sharpness_jitter(images, tf.constant([3, 6], tf.int64), 1.0).numpy()
+    assert not np.allclose(out, other)
+
+
+def test_sharpness_jittered_batches_resume_where_they_left_off():
+    from leuko.study import epochs_of
+
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 256, (8, 12, 12, 3)).astype(np.uint8)
+    y = np.eye(2, dtype=np.float32)[np.arange(8) % 2]
+    batches = multisource.sharpness_jittered(epochs_of(x, y, 4, 3, True, 0), 2, 0, 1.0)
+    whole = [b[0].numpy() for b in batches(0)]
+    resumed = [b[0].numpy() for b in batches(1)]
+    assert len(whole) == 6 and len(resumed) == 4
+    for a, b in zip(whole[2:], resumed, strict=True):
+        np.testing.assert_array_equal(a, b)
+    plain = [b[0].numpy() for b in epochs_of(x, y, 4, 3, True, 0)(0)]
+    assert not np.allclose(whole[0], plain[0])
+
+
+def test_blur_sigma_must_not_be_negative():
+    from dataclasses import replace
+
+    train = multisource.CellStudy.from_params().train
+    with pytest.raises(ValueError, match="blur_sigma"):
+        replace(train, blur_sigma=-1.0)
+
+
 # --- the whole path on real images ---------------------------------------------------------------
 
 

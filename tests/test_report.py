@@ -315,6 +315,51 @@ def test_training_overhead_is_stage_time_minus_training_and_the_first_epochs_ext
         "outside training s": 30, "first epoch minus median epoch s": 30}]
 
 
+def test_study_parts_sort_every_kind_of_stage():
+    from leuko.report import study_part
+
+    assert study_part("train@blood-cell-images-mobilenet_v2-imagenet-seed1") == \
+        "repeats (other training seeds)"
+    assert study_part("evaluate-leukemia@leukemia_cnn-seed2") == "repeats (other training seeds)"
+    assert study_part("train@blood-cell-images-mobilenet_v2-imagenet-finetune-stain") == \
+        "thesis: fine-tuning with stain jitter"
+    for stage in ("prepare-leukemia", "train-leukemia@a", "export@leukemia"):
+        assert study_part(stage) == "leukemia study"
+    for stage in ("cells", "train-cells@both", "evaluate-cells", "export@wbc", "detect"):
+        assert study_part(stage) == "cell classifier for other labs, smear detection"
+    for stage in ("prepare-wbc", "features@blood-cell-images-mobilenet_v2", "evaluate-wbc",
+                  "train@blood-cell-images-mobilenet_v2-imagenet-finetune"):
+        assert study_part(stage) == "thesis: the regimes, the pooled split, evaluation"
+
+
+def test_budget_block_sums_each_part_and_what_is_left_without_it(tmp_path):
+    from leuko.report import budget_markdown
+
+    times = {"prepare-wbc": 600.0, "train@d-n-imagenet-seed1": 300.0, "train-leukemia@a": 120.0,
+             "train-cells@both": 180.0}
+    for stage, seconds in times.items():
+        (tmp_path / f"{stage}.json").write_text(json.dumps({
+            "stage": stage, "seconds": seconds, "started": "2026-11-30T10:00:00+00:00",
+            "ended": "2026-11-30T10:10:00+00:00",
+            "machine": {"cpu": "AMD EPYC", "cores": 2, "usable_cores": 2, "avx2": True,
+                        "avx512": False, "avx512_bf16": False, "amx": False,
+                        "vector": "AVX2", "tensorflow": "2.21.0"}}))
+    text = budget_markdown(tmp_path)
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]]
+            for line in text.splitlines() if line.startswith("| ") and "minutes" not in line}
+    assert rows == {"repeats (other training seeds)": ["1", "5", "25 %"],
+                    "leukemia study": ["1", "2", "10 %"],
+                    "cell classifier for other labs, smear detection": ["1", "3", "15 %"],
+                    "thesis: the regimes, the pooled split, evaluation": ["1", "10", "50 %"]}
+    assert "In all 20.0 min of stage time" in text
+    # 20 - 5 (repeats) = 15, - 2 (leukemia) = 13, - 3 (cells) = 10
+    assert "without the repeats (other training seeds): 15.0" in text
+    assert "without the leukemia study as well: 13.0" in text
+    assert "smear detection as well: 10.0" in text
+    assert "AMD EPYC" in text
+    assert "No stage times" in budget_markdown(tmp_path / "none")
+
+
 # --------------------------------------------------------------------------------------------
 # repeats: the spread over training seeds
 # --------------------------------------------------------------------------------------------
@@ -599,3 +644,16 @@ def test_smoke_eager_block_compares_graph_and_eager_per_network(tmp_path):
     assert "| 60.0 / 3.0 " in lines[3] and "| 12.7x " in lines[3]
     assert "machine: AMD EPYC; AVX2" in text
     assert "Not run yet" in report.smoke_eager_markdown(tmp_path / "none.csv")
+
+
+def test_train_step_block_compares_each_variant_with_the_studys_batch(tmp_path):
+    pd.DataFrame({"network": ["mobilenet_v2"] * 3, "image_size": [96] * 3,
+                  "batch": [16, 64, 16], "compiler": ["TensorFlow graph"] * 2 + ["XLA"],
+                  "steps": [32, 8, 32], "images_per_s": [50.0, 40.0, 10.0],
+                  "first_step_s": [5.0, 6.0, 48.0], "machine": ["AMD EPYC; AVX2"] * 3}
+                 ).to_csv(tmp_path / "step.csv", index=False)
+    text = report.train_step_markdown(tmp_path / "step.csv")
+    lines = text.splitlines()
+    assert "| 1.00x " in lines[2] and "| 0.80x " in lines[3] and "| 0.20x " in lines[4]
+    assert "XLA" in lines[4] and "mobilenet_v2 at 96 px" in text and "AMD EPYC; AVX2" in text
+    assert "Not run yet" in report.train_step_markdown(tmp_path / "none.csv")

@@ -90,15 +90,72 @@ class DecodedImages:
         return self._arrays[key]
 
 
+class SharedFrozenBase:
+    """``study.predict`` for the models ``evaluate_models`` scores in one process, with the
+    frozen base's forward pass shared: the head-only regimes' models (``imagenet``,
+    ``imagenet-long``, their repeats, the pooled split's) are one frozen ImageNet base under
+    different heads, so the base's features of an image set are computed once and each head
+    runs on them. A model is split only when it is ``Input -> preprocess -> base -> head``
+    with a base that is not trainable; its base is recognised by a digest of its weights and
+    the images by a digest of their pixels, so a fine-tuned base or another image set is never
+    served another's features. Every other model is predicted whole."""
+
+    def __init__(self):
+        self._features: dict[tuple[str, str], np.ndarray] = {}
+        self._last = None  # (model, its parts, its base's digest): split once per model
+        self.shared = 0  # predictions served from features computed before
+
+    @staticmethod
+    def frozen_parts(model):
+        """``(features model, head)`` of a frozen-base classifier, else None."""
+        import keras
+
+        if len(model.layers) != 4:
+            return None
+        _, preprocess, base, head = model.layers
+        if not isinstance(base, keras.Model) or base.trainable or base.trainable_weights:
+            return None
+        inputs = keras.Input(model.input_shape[1:])
+        return keras.Model(inputs, base(preprocess(inputs))), head
+
+    @staticmethod
+    def digest(arrays) -> str:
+        import hashlib
+
+        h = hashlib.sha1()
+        for array in arrays:
+            a = np.ascontiguousarray(array)
+            h.update(str((a.shape, a.dtype.str)).encode())
+            h.update(a.data)
+        return h.hexdigest()
+
+    def __call__(self, model, images: np.ndarray) -> np.ndarray:
+        if self._last is None or self._last[0] is not model:
+            parts = self.frozen_parts(model)
+            base = None if parts is None else self.digest(parts[0].get_weights())
+            self._last = (model, parts, base)
+        _, parts, base = self._last
+        if parts is None:
+            return predict(model, images)
+        features_model, head = parts
+        key = (base, self.digest([images]))
+        if key in self._features:
+            self.shared += 1
+        else:
+            self._features[key] = predict(features_model, images)
+        return head.predict(self._features[key], batch_size=64, verbose=0)
+
+
 #: What a 4-class training summary records about how its base was built (copied to metrics).
 TRAINING_CHOICES = ("bottleneck", "weights")
 
 
 def stain_robustness(model, rows: pd.DataFrame, size: int, classes: list[str],
-                     crop=None, decode=None) -> dict[str, dict[str, float]]:
+                     crop=None, decode=None, predictor=predict) -> dict[str, dict[str, float]]:
     """Accuracy and macro F1 of ``model`` on ``rows`` as they are (``none``) and as each
     simulated other lab of ``leuko.stain.STAIN_SHIFTS`` would show them. ``decode``: how the
-    images are read (``inputs.load_resized``'s signature; default: decoded here)."""
+    images are read (``inputs.load_resized``'s signature; default: decoded here);
+    ``predictor(model, images)``: how they are predicted (default ``study.predict``)."""
     from leuko.inputs import load_resized
     from leuko.metrics import classification_metrics
     from leuko.stain import STAIN_SHIFTS, stain_shift
@@ -107,7 +164,7 @@ def stain_robustness(model, rows: pd.DataFrame, size: int, classes: list[str],
     y_true = class_index(rows["label"], classes)
     scores = {}
     for kind in STAIN_SHIFTS:
-        y_pred = predict(model, stain_shift(images, kind)).argmax(axis=1)
+        y_pred = predictor(model, stain_shift(images, kind)).argmax(axis=1)
         metrics = classification_metrics(y_true, y_pred, classes)
         scores[kind] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
     return scores
@@ -118,7 +175,7 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
                    classes: list[str] | None = None, crop=None,
                    robustness_split: str | None = "test", robustness_per_class: int = 100,
                    eval_per_class: int = 0, repeat_seed: int | None = None,
-                   paths: Paths = DEFAULT_PATHS, decode=None) -> dict:
+                   paths: Paths = DEFAULT_PATHS, decode=None, predictor=predict) -> dict:
     """Accuracy, per-class figures, confusion matrix and intervals on each held-out split
     (``held_out_metrics``): bootstrap intervals resample whole source cells / patients
     (``source_cells``), the exact interval comes where every image is its own cell. The file
@@ -137,7 +194,8 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
     ``repeat_seed``: score the repeat ``<id>-seed<n>`` (``wbc.repeats``) instead of the main
     run; the file's ``training_seed`` is the seed its training ran with either way.
     ``decode``: how images are read (default ``inputs.load_resized``; ``evaluate_models``
-    passes one ``DecodedImages`` to all its models)."""
+    passes one ``DecodedImages`` to all its models); ``predictor(model, images)``: how they are
+    predicted (default ``study.predict``; ``evaluate_models`` passes a ``SharedFrozenBase``)."""
     from leuko.datasets import WBC_CLASSES
     from leuko.inputs import load_resized
 
@@ -155,7 +213,7 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
                                          seed)
         if rows.empty:
             continue
-        probs = predict(model, decode(list(rows["path"]), size, crop=crop))
+        probs = predictor(model, decode(list(rows["path"]), size, crop=crop))
         y_true = class_index(rows["label"], classes)
         y_pred = probs.argmax(axis=1)
         result["splits"][split] = held_out_metrics(y_true, y_pred, classes, source_cells(rows),
@@ -175,7 +233,7 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
         rows = splits.balanced_subsample(rows, robustness_per_class, seed)
         result["stain_shift"] = {"split": robustness_split, "n": len(rows),
                                  "kinds": stain_robustness(model, rows, size, classes, crop,
-                                                           decode)}
+                                                           decode, predictor)}
     training = read_json(paths.train_summary(the_id))
     missing = [k for k in TRAINING_KEYS if k not in training]
     if missing:
@@ -237,7 +295,8 @@ def evaluate_models(models: list[ModelKey], image_size: int | str,
     if not models:
         raise ValueError("no models to evaluate (params/wbc.yaml: networks x regimes is empty)")
     results = []
-    decode = DecodedImages()  # every model reads the same splits
+    decode = DecodedImages()  # every model reads the same splits ...
+    predictor = SharedFrozenBase()  # ... and the head-only ones share their base's features
     for key in (ModelKey(*m) for m in models):
         results.append(evaluate_model(key.dataset, key.network, key.regime, image_size,
                                       n_boot=n_boot, seed=seed,
@@ -245,7 +304,7 @@ def evaluate_models(models: list[ModelKey], image_size: int | str,
                                       robustness_per_class=robustness_per_class,
                                       eval_per_class=eval_per_class,
                                       repeat_seed=key.repeat_seed, paths=paths,
-                                      decode=decode))
+                                      decode=decode, predictor=predictor))
         keras.backend.clear_session()  # free the graphs of the model just scored
     if index_name:
         write_json(paths.root / INDEX_DIR / f"{index_name}.json", evaluation_index(results, paths))

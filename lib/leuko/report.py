@@ -579,6 +579,54 @@ def times_markdown(times_dir: Path) -> str:
     return "\n".join(lines)
 
 
+#: The default study's parts, in the order the budget table lists them: (part, test on a stage
+#: name). The first part whose test matches a stage takes it.
+STUDY_PARTS = (
+    ("repeats (other training seeds)", lambda stage: re.search(r"-seed\d+$", stage) is not None),
+    ("thesis: fine-tuning with stain jitter", lambda stage: "finetune-stain" in stage),
+    ("leukemia study", lambda stage: "leukemia" in stage),
+    ("cell classifier for other labs, smear detection",
+     lambda stage: stage.split("@")[0] in ("cells", "train-cells", "evaluate-cells", "detect")
+     or stage == "export@wbc"),
+    ("thesis: the regimes, the pooled split, evaluation", lambda stage: True),
+)
+
+
+def study_part(stage: str) -> str:
+    """Which part of the default study a stage belongs to (:data:`STUDY_PARTS`)."""
+    return next(part for part, test in STUDY_PARTS if test(stage))
+
+
+def budget_markdown(times_dir: Path, budget_minutes: float = 30.0) -> str:
+    """Where the default study's stage time goes, by part of the study, against the
+    ``budget_minutes`` of a fresh clone's ``make study`` (which also installs and pulls)."""
+    from leuko.stagetimes import stage_times_summary, stage_times_table
+
+    table = stage_times_table(times_dir)
+    if table.empty:
+        return f"*No stage times in {times_dir}.*"
+    table["part"] = table["stage"].map(study_part)
+    parts = table.groupby("part", sort=False)["seconds"].agg(["count", "sum"])
+    parts = parts.reindex([p for p, _ in STUDY_PARTS]).dropna()
+    total = float(table["seconds"].sum())
+    view = pd.DataFrame({"part of the default study": parts.index,
+                         "stages": parts["count"].astype(int).to_numpy(),
+                         "minutes": (parts["sum"] / 60).round(1).to_numpy(),
+                         "share": [f"{100 * v / total:.0f} %" for v in parts["sum"]]})
+    kept = total
+    steps = []
+    for part in [p for p, _ in STUDY_PARTS[:-1] if p in parts.index]:
+        kept -= float(parts.loc[part, "sum"])
+        steps.append(f"without the {part} as well: {kept / 60:.1f}" if steps
+                     else f"without the {part}: {kept / 60:.1f}")
+    machines = "; ".join(stage_times_summary(table)["machines"])
+    return (view.to_markdown(index=False) + f"\n\nIn all {total / 60:.1f} min of stage time "
+            f"against a budget of {budget_minutes:.0f} min for `make study` on a fresh clone "
+            f"(install and `dvc pull` included). Minutes of stage time left, dropping one part "
+            f"after another: " + "; ".join(steps) + ". Evaluate-wbc, in the last part, scores "
+            f"the repeats and the stain-jitter model too. Machine: {machines}.")
+
+
 def ablation_markdown(ablation_csv: Path) -> str:
     """The cell-preprocessing ablation (``benchmarks/cells_ablation.py``) as markdown: held-out
     source accuracy and macro F1 per variant and direction, with the machine it ran on."""
@@ -647,6 +695,8 @@ CELL_VARIANTS = (
                 "benchmarks/cells_choices.py bn", ("validation accuracy", "train seconds")),
     CellVariant("cells-size", "reports/ablation/cells_size.csv", "64 px", "96 px",
                 "benchmarks/cells_choices.py size", ("validation accuracy",)),  # timed under load
+    CellVariant("cells-blur", "reports/ablation/cells_blur.csv", "no blur", "blur 1 px",
+                "benchmarks/cells_choices.py blur", ("validation accuracy",)),
     CellVariant("cells-tta", "reports/ablation/cells_tta.csv", "one view", "8 views",
                 "benchmarks/cells_tta.py"),
 )
@@ -888,6 +938,24 @@ def smoke_eager_markdown(eager_csv: Path) -> str:
             f"{table['machine'].iloc[0]}.")
 
 
+def train_step_markdown(step_csv: Path) -> str:
+    """Training throughput by batch size and compiler (``benchmarks/train_step.py``)."""
+    if not Path(step_csv).is_file():
+        return f"*Not run yet: `.venv/bin/python benchmarks/train_step.py` writes {step_csv}.*"
+    table = pd.read_csv(step_csv)
+    base = table[(table["batch"] == 16) & (table["compiler"] == "TensorFlow graph")]
+    reference = float(base["images_per_s"].iloc[0])
+    view = pd.DataFrame({
+        "batch": table["batch"], "compiler": table["compiler"],
+        "images/s": table["images_per_s"],
+        "vs batch 16, graph": [f"{v / reference:.2f}x" for v in table["images_per_s"]],
+        "first step s": table["first_step_s"]})
+    first = table.iloc[0]
+    return (view.to_markdown(index=False) + f"\n\n{first['network']} at {first['image_size']} "
+            f"px, random weights, trained end to end on one in-memory batch; machine: "
+            f"{first['machine']}.")
+
+
 def _duration(hours: float) -> str:
     """``"2 h 14 min"`` or ``"9 min 59 s"``."""
     seconds = round(hours * 3600)
@@ -936,6 +1004,8 @@ def main() -> int:
     changed = update_readme(Path("README.md"), readme_results_table(Path("reports/metrics")), {
         "cells": cells_markdown(Path("reports/cells/cross_source.csv")),
         "times": times_markdown(Path("reports/times")),
+        "budget": budget_markdown(Path("reports/times")),
+        "train-step": train_step_markdown(Path("reports/ablation/train_step.csv")),
         "ablation": ablation_markdown(Path("reports/ablation/cells.csv")),
         "overhead": overhead_markdown(),
         "head-input": head_input_markdown(Path("reports/ablation/head_input.csv")),
