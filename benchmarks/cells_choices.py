@@ -4,6 +4,7 @@ better to another lab?
     .venv/bin/python benchmarks/cells_choices.py bn      # ~10 min on 2 cores
     .venv/bin/python benchmarks/cells_choices.py size    # ~35 min on 2 cores
     .venv/bin/python benchmarks/cells_choices.py blur    # ~20 min on 2 cores
+    .venv/bin/python benchmarks/cells_choices.py sharpness   # ~20 min on 2 cores
 
 Choices (``CHOICES``; the names and the CSV of each: ``leuko.report.CELL_VARIANTS``):
 
@@ -15,6 +16,9 @@ Choices (``CHOICES``; the names and the CSV of each: ``leuko.report.CELL_VARIANT
   share of a Gaussian of 1 px at 64 px) against none. At 64 px PBC's prepared cells carry about
   twice the fine detail of blood-cell-images' (the median standard deviation of a Laplacian
   filter: 22 against 10 on their training cells); a full blur of 1 px takes PBC's to 8.
+- ``sharpness``: sharpness normalisation (``cells.preprocess.max_detail``: every prepared cell,
+  in training, evaluation and ``leuko classify``, blurred down to at most that much detail,
+  ``cells.cap_detail``) against none; the cache is prepared again from the same rows.
 
 The cell models (``cells.trainings``, or ``--trainings``) are trained again exactly as the
 train-cells stage trains them (``multisource.train_cell_model``: the study's cache
@@ -42,9 +46,10 @@ from cell_variants import difference_columns, write_table
 ROOT = Path(__file__).resolve().parents[1]
 
 
-CHOICES = ("bn", "size", "blur")  # README blocks cells-<choice> (leuko.report.CELL_VARIANTS)
+CHOICES = ("bn", "size", "blur", "sharpness")  # README blocks cells-<choice> (leuko.report.CELL_VARIANTS)
 ALTERNATIVE_SIZE = 96
 ALTERNATIVE_BLUR = 1.0
+ALTERNATIVE_MAX_DETAIL = 12.0  # between blood-cell-images' median detail (10-13) and PBC's (22)
 
 
 def variant_of(choice: str, config):
@@ -55,6 +60,9 @@ def variant_of(choice: str, config):
         return replace(config, data=replace(config.data, image_size=ALTERNATIVE_SIZE))
     if choice == "blur":
         return replace(config, train=replace(config.train, blur_sigma=ALTERNATIVE_BLUR))
+    if choice == "sharpness":
+        return replace(config, preprocess=replace(config.preprocess,
+                                                  max_detail=ALTERNATIVE_MAX_DETAIL))
     raise ValueError(f"unknown choice {choice!r}; expected one of {CHOICES}")
 
 
@@ -83,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         paths = study.Paths(work)
-        if variant.data != config.data:  # the same rows and framing, prepared again
+        if (variant.data, variant.preprocess) != (config.data, config.preprocess):
+            # the same rows and framing, prepared again
             columns = ["path", "source", "label", "split", "group", "sha256"]
             multisource.build_cell_cache(cache.rows.sort_values("index")[columns],
                                          variant.data, variant.preprocess, paths, seed=seed)

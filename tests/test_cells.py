@@ -9,6 +9,8 @@ from leuko.cells import (
     TARGET_LAB_MEAN,
     CellPreprocess,
     background_lab_stats,
+    cap_detail,
+    detail,
     dihedral_views,
     find_cell,
     mean_over_views,
@@ -158,3 +160,21 @@ def test_mean_over_views_averages_a_predictor_over_the_views():
     np.testing.assert_allclose(mean_over_views(top_row_brightness, images, 8), expected)
     np.testing.assert_array_equal(mean_over_views(top_row_brightness, images, 1),
                                   top_row_brightness(images))
+
+
+def test_cap_detail_blurs_only_what_is_sharper_than_the_ceiling():
+    rng = np.random.default_rng(0)
+    sharp = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    soft = np.full((64, 64, 3), 120, np.uint8)
+    soft[20:40, 20:40] = 90  # one soft edge
+    assert detail(sharp) > 100 > 12 > detail(soft) > 0
+    capped = cap_detail(sharp, 12.0)
+    assert capped.dtype == np.uint8 and capped.shape == sharp.shape
+    assert 10.0 < detail(capped) <= 12.5  # brought down to the ceiling, not below
+    assert abs(float(capped.mean()) - float(sharp.mean())) < 2.0
+    assert cap_detail(soft, 12.0) is soft  # nothing to soften
+    config = CellPreprocess(cell_crop=False, stain_norm="none", max_detail=12.0)
+    prepared, _ = prepare_cell(sharp, 64, config)
+    assert detail(prepared) <= 12.5
+    with pytest.raises(ValueError, match="max_detail"):
+        CellPreprocess(max_detail=-1.0)

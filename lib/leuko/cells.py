@@ -44,6 +44,7 @@ from scipy import ndimage as ndi
 from leuko.detect import disk, nuclear_stain
 
 __all__ = ["CellPreprocess", "CellBox", "find_cell", "cell_box", "reinhard", "prepare_cell",
+           "detail", "cap_detail",
            "STAIN_NORMS", "VIEW_COUNTS", "dihedral_views", "mean_over_views"]
 
 STAIN_NORMS = ("none", "reinhard")
@@ -65,6 +66,9 @@ class CellPreprocess:
     min_area: float = 0.004  # smallest nucleus, fraction of the working image's area
     stain_norm: str = "reinhard"  # none | reinhard (on the background)
     cell_crop: bool = True  # False: the whole image (squared by padding), no search
+    # sharpness ceiling (``cap_detail``): a prepared cell with more fine detail than this
+    # (``detail``, at the prepared size) is blurred down to it; 0 = off
+    max_detail: float = 0.0
 
     def __post_init__(self):
         if self.stain_norm not in STAIN_NORMS:
@@ -73,6 +77,8 @@ class CellPreprocess:
             raise ValueError(f"cell crop scale must be >= 1, got {self.scale!r}")
         if int(self.work_size) < 32:
             raise ValueError(f"work_size must be >= 32 px, got {self.work_size!r}")
+        if self.max_detail < 0:
+            raise ValueError(f"max_detail must be >= 0 (0 = off), got {self.max_detail!r}")
         if not 0 <= self.merge < 0.5 or not 0 < self.min_area < 1:
             raise ValueError(f"merge must be in [0, 0.5) and min_area in (0, 1), got "
                              f"{self.merge!r}, {self.min_area!r}")
@@ -273,7 +279,41 @@ def prepare_cell(rgb: np.ndarray, size: int, config: CellPreprocess = CellPrepro
         nucleus = stain > nucleus_threshold(stain)
         background = ~ndi.binary_dilation(nucleus, disk(max(1, size / 48)))
         square = reinhard(square, background if background.sum() >= 16 else None)
+    if config.max_detail:
+        square = cap_detail(square, config.max_detail)
     return square, found is not None or not config.cell_crop
+
+
+def detail(rgb: np.ndarray) -> float:
+    """Fine detail of an image: the standard deviation of the 4-neighbour Laplacian of its
+    grey level (0..255 scale), over the interior pixels. At 64 px a PBC (CellaVision) cell
+    measures ~22, a blood-cell-images one ~10: the optics and the JPEGs, not the cell type."""
+    grey = np.asarray(rgb, np.float64).mean(axis=-1)
+    lap = (4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2]
+           - grey[1:-1, 2:])
+    return float(lap.std())
+
+
+def cap_detail(rgb: np.ndarray, max_detail: float, iterations: int = 12) -> np.ndarray:
+    """``rgb`` (uint8) blurred by the Gaussian that brings its :func:`detail` down to
+    ``max_detail`` (bisection on sigma in (0, 4] px); unchanged when it has no more than that.
+    Sharpness normalisation: cells as sharp as a CellaVision's and as soft as a phone's
+    through a microscope reach the network alike (one cannot sharpen, only soften)."""
+    if detail(rgb) <= max_detail:
+        return rgb
+    image = np.asarray(rgb, np.float64)
+
+    def blurred(sigma: float) -> np.ndarray:
+        return ndi.gaussian_filter(image, sigma=(sigma, sigma, 0), mode="reflect")
+
+    low, high = 0.0, 4.0
+    for _ in range(iterations):
+        middle = (low + high) / 2
+        if detail(blurred(middle)) > max_detail:
+            low = middle
+        else:
+            high = middle
+    return np.clip(np.rint(blurred(high)), 0, 255).astype(np.uint8)
 
 
 #: How many views of a prepared cell a cell model's probabilities are averaged over: 1 (the

@@ -697,6 +697,9 @@ CELL_VARIANTS = (
                 "benchmarks/cells_choices.py size", ("validation accuracy",)),  # timed under load
     CellVariant("cells-blur", "reports/ablation/cells_blur.csv", "no blur", "blur 1 px",
                 "benchmarks/cells_choices.py blur", ("validation accuracy",)),
+    CellVariant("cells-sharpness", "reports/ablation/cells_sharpness.csv", "as prepared",
+                "detail capped at 12", "benchmarks/cells_choices.py sharpness",
+                ("validation accuracy",)),
     CellVariant("cells-tta", "reports/ablation/cells_tta.csv", "one view", "8 views",
                 "benchmarks/cells_tta.py"),
 )
