@@ -5,6 +5,7 @@ better to another lab?
     .venv/bin/python benchmarks/cells_choices.py size    # ~35 min on 2 cores
     .venv/bin/python benchmarks/cells_choices.py blur    # ~20 min on 2 cores
     .venv/bin/python benchmarks/cells_choices.py sharpness   # ~20 min on 2 cores
+    .venv/bin/python benchmarks/cells_choices.py jitter  # ~20 min on 2 cores
 
 Choices (``CHOICES``; the names and the CSV of each: ``leuko.report.CELL_VARIANTS``):
 
@@ -19,6 +20,9 @@ Choices (``CHOICES``; the names and the CSV of each: ``leuko.report.CELL_VARIANT
 - ``sharpness``: sharpness normalisation (``cells.preprocess.max_detail``: every prepared cell,
   in training, evaluation and ``leuko classify``, blurred down to at most that much detail,
   ``cells.cap_detail``) against none; the cache is prepared again from the same rows.
+- ``jitter``: no stain, colour and scale jitter in training (``cells.train.stain_jitter: 0``)
+  against the study's strength 1: does the jitter's hue and saturation noise cost the classes
+  told apart by the colour of their granules (eosinophils, neutrophils)?
 
 The cell models (``cells.trainings``, or ``--trainings``) are trained again exactly as the
 train-cells stage trains them (``multisource.train_cell_model``: the study's cache
@@ -46,7 +50,7 @@ from cell_variants import difference_columns, write_table
 ROOT = Path(__file__).resolve().parents[1]
 
 
-CHOICES = ("bn", "size", "blur", "sharpness")  # README blocks cells-<choice> (leuko.report.CELL_VARIANTS)
+CHOICES = ("bn", "size", "blur", "sharpness", "jitter")  # README blocks cells-<choice> (leuko.report.CELL_VARIANTS)
 ALTERNATIVE_SIZE = 96
 ALTERNATIVE_BLUR = 1.0
 ALTERNATIVE_MAX_DETAIL = 12.0  # between blood-cell-images' median detail (10-13) and PBC's (22)
@@ -60,6 +64,8 @@ def variant_of(choice: str, config):
         return replace(config, data=replace(config.data, image_size=ALTERNATIVE_SIZE))
     if choice == "blur":
         return replace(config, train=replace(config.train, blur_sigma=ALTERNATIVE_BLUR))
+    if choice == "jitter":
+        return replace(config, train=replace(config.train, stain_jitter=0.0))
     if choice == "sharpness":
         return replace(config, preprocess=replace(config.preprocess,
                                                   max_detail=ALTERNATIVE_MAX_DETAIL))

@@ -700,6 +700,9 @@ CELL_VARIANTS = (
     CellVariant("cells-sharpness", "reports/ablation/cells_sharpness.csv", "as prepared",
                 "detail capped at 12", "benchmarks/cells_choices.py sharpness",
                 ("validation accuracy",)),
+    CellVariant("cells-jitter", "reports/ablation/cells_jitter.csv", "stain jitter 1",
+                "no stain jitter", "benchmarks/cells_choices.py jitter",
+                ("validation accuracy",)),
     CellVariant("cells-tta", "reports/ablation/cells_tta.csv", "one view", "8 views",
                 "benchmarks/cells_tta.py"),
 )
