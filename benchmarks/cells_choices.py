@@ -15,8 +15,8 @@ Choices (``CHOICES``; the names and the CSV of each: ``leuko.report.CELL_VARIANT
   size from the same rows and framing) against the study's 64 px.
 - ``blur``: sharpness jitter (``cells.train.blur_sigma``: each training cell blurred by a random
   share of a Gaussian of 1 px at 64 px) against none. At 64 px PBC's prepared cells carry about
-  twice the fine detail of blood-cell-images' (the median standard deviation of a Laplacian
-  filter: 22 against 10 on their training cells); a full blur of 1 px takes PBC's to 8.
+  twice the fine detail (``cells.detail``) of blood-cell-images' (the README's ``cell-detail``
+  block); a full blur of 1 px takes PBC's below blood-cell-images'.
 - ``sharpness``: sharpness normalisation (``cells.preprocess.max_detail``: every prepared cell,
   in training, evaluation and ``leuko classify``, blurred down to at most that much detail,
   ``cells.cap_detail``) against none; the cache is prepared again from the same rows.
@@ -50,10 +50,11 @@ from cell_variants import difference_columns, write_table
 ROOT = Path(__file__).resolve().parents[1]
 
 
-CHOICES = ("bn", "size", "blur", "sharpness", "jitter")  # README blocks cells-<choice> (leuko.report.CELL_VARIANTS)
+# README blocks cells-<choice> (leuko.report.CELL_VARIANTS)
+CHOICES = ("bn", "size", "blur", "sharpness", "jitter")
 ALTERNATIVE_SIZE = 96
 ALTERNATIVE_BLUR = 1.0
-ALTERNATIVE_MAX_DETAIL = 12.0  # between blood-cell-images' median detail (10-13) and PBC's (22)
+ALTERNATIVE_MAX_DETAIL = 12.0  # between the two sources' median detail (README block cell-detail)
 
 
 def variant_of(choice: str, config):

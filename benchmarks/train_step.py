@@ -6,7 +6,9 @@ images per second: batches of 16 (the study's), 32 and 64, and batch 16 compiled
     .venv/bin/python benchmarks/train_step.py             # ~3 min on 2 cores
 
 One process; each variant gets a fresh model, one untimed step (its graph traced or
-compiled, timed apart), then ``--steps`` timed steps on one in-memory batch (the input
+compiled, timed apart: Keras 3's own first step, which the study's ``train.fit`` shortens with
+``train.build_training_state``), then about ``--images`` images of timed steps on one
+in-memory batch (the input
 pipeline is not what is measured: ``make bench``'s pipeline section does that). The time of
 a step does not depend on the pixels. Written: ``reports/ablation/train_step.csv``;
 ``make results`` puts it in the README.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -657,3 +658,33 @@ def test_train_step_block_compares_each_variant_with_the_studys_batch(tmp_path):
     assert "| 1.00x " in lines[2] and "| 0.80x " in lines[3] and "| 0.20x " in lines[4]
     assert "XLA" in lines[4] and "mobilenet_v2 at 96 px" in text and "AMD EPYC; AVX2" in text
     assert "Not run yet" in report.train_step_markdown(tmp_path / "none.csv")
+
+
+def test_cell_detail_block_gives_each_source_and_splits_median_detail(tmp_path):
+    """The block reads the study's cell cache; a flat cell has no detail, noise a lot."""
+    from leuko import multisource
+    from leuko.cells import detail
+    from leuko.study import Paths, save_features, write_manifest
+
+    paths = Paths(tmp_path)
+    rng = np.random.default_rng(0)
+    noisy = rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    flat = np.full((2, 16, 16, 3), 128, np.uint8)
+    images = np.concatenate([noisy, flat])
+    rows = pd.DataFrame({"path": [f"p{i}.png" for i in range(4)],
+                         "source": ["pbc", "pbc", "blood-cell-images", "blood-cell-images"],
+                         "split": "train", "label": "NEUTROPHIL", "group": list("abcd"),
+                         "sha256": list("abcd"), "cell_found": True, "tight": False,
+                         "index": range(4)})
+    write_manifest(rows, paths.manifest(multisource.CACHE_NAME))
+    save_features(multisource.cache_path(paths), images=images, found=np.ones(4, bool),
+                  paths=rows["path"].to_numpy(dtype=str))
+    text = report.cell_detail_markdown(paths)
+    cells = {tuple(c.strip() for c in line.split("|")[1:3]): [float(c) for c in
+                                                             line.split("|")[3:5]]
+             for line in text.splitlines()[2:] if line.startswith("| ")}
+    expected = round(float(np.median([detail(image) for image in noisy])), 1)
+    assert cells == {("blood-cell-images", "train"): [2, 0.0], ("pbc", "train"): [2, expected]}
+    assert expected > 100
+    assert "At 16 px" in text
+    assert "No cell cache" in report.cell_detail_markdown(Paths(tmp_path / "none"))
