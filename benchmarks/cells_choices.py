@@ -16,7 +16,7 @@ Choices (``CHOICES``; the names and the CSV of each: ``leuko.report.CELL_VARIANT
 - ``blur``: sharpness jitter (``cells.train.blur_sigma``: each training cell blurred by a random
   share of a Gaussian of 1 px at 64 px) against none. At 64 px PBC's prepared cells carry about
   twice the fine detail (``cells.detail``) of blood-cell-images' (the README's ``cell-detail``
-  block); a full blur of 1 px takes PBC's below blood-cell-images'.
+  block).
 - ``sharpness``: sharpness normalisation (``cells.preprocess.max_detail``: every prepared cell,
   in training, evaluation and ``leuko classify``, blurred down to at most that much detail,
   ``cells.cap_detail``) against none; the cache is prepared again from the same rows.
