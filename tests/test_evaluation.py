@@ -210,6 +210,7 @@ def test_shared_frozen_base_predicts_as_the_whole_model_and_computes_features_on
     np.testing.assert_allclose(shared(model_b, images), study.predict(model_b, images),
                                rtol=1e-5, atol=1e-6)
     assert shared.shared == 3
+    assert len(shared._features) == 1  # only the current base's features are kept
     # a fine-tuned (trainable) base is predicted whole
     tuned = networks.build_classifier("mobilenet_v2", 4, 32, pretrained=False)
     assert shared.frozen_parts(tuned) is None

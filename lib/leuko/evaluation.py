@@ -98,7 +98,9 @@ class SharedFrozenBase:
     runs on them. A model is split only when it is ``Input -> preprocess -> base -> head``
     with a base that is not trainable; its base is recognised by a digest of its weights and
     the images by a digest of their pixels, so a fine-tuned base or another image set is never
-    served another's features. Every other model is predicted whole."""
+    served another's features. Every other model is predicted whole. Only one base's
+    features are kept: a model over another base drops them (the full preset's flattened
+    bottlenecks hold hundreds of MB per image set)."""
 
     def __init__(self):
         self._features: dict[tuple[str, str], np.ndarray] = {}
@@ -133,6 +135,8 @@ class SharedFrozenBase:
         if self._last is None or self._last[0] is not model:
             parts = self.frozen_parts(model)
             base = None if parts is None else self.digest(parts[0].get_weights())
+            if base is not None and any(key[0] != base for key in self._features):
+                self._features.clear()  # another base: the kept features can serve no one
             self._last = (model, parts, base)
         _, parts, base = self._last
         if parts is None:
