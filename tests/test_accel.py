@@ -131,3 +131,34 @@ def test_mirrored_strategy_trains_over_two_logical_cpus():
     assert result["replicas"] == 2
     assert len(result["devices"]) == 2
     assert math.isfinite(result["loss"])
+
+
+def test_eager_execution_runs_a_fit_without_tracing_and_restores_the_mode():
+    """Inside the block Keras's train step is never traced (its Python body runs on every
+    step); outside it, as before, once per trace; False changes nothing."""
+    import numpy as np
+    import tensorflow as tf
+
+    calls = []
+
+    class Counting(keras.Model):
+        def train_step(self, data):
+            calls.append(1)
+            return super().train_step(data)
+
+    def fit_steps() -> int:
+        inputs = keras.Input((3,))
+        model = Counting(inputs, keras.layers.Dense(2)(inputs))
+        model.compile(optimizer="sgd", loss="mse")
+        calls.clear()
+        model.fit(np.zeros((8, 3)), np.zeros((8, 2)), batch_size=2, epochs=1, verbose=0)
+        return len(calls)
+
+    assert not tf.config.functions_run_eagerly()
+    with accel.eager_execution(True):
+        assert tf.config.functions_run_eagerly()
+        assert fit_steps() == 4  # once per batch: nothing traced
+    assert not tf.config.functions_run_eagerly()
+    with accel.eager_execution(False):
+        assert not tf.config.functions_run_eagerly()
+    assert fit_steps() < 4  # traced: the body ran only while tracing

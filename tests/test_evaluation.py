@@ -4,6 +4,7 @@ models in one process with the per-model files the compare stage and ``dvc plots
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,28 +14,68 @@ import pandas as pd
 import pytest
 
 from conftest import DATA, require
-from leuko import evaluation
+from leuko import evaluation, study
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_wbc_models_are_networks_x_regimes_plus_the_pooled_ones_and_the_repeats():
-    models = evaluation.wbc_models({"networks": ["a", "b"], "regimes": ["x", "y"],
-                                    "pooled_regimes": ["x"],
-                                    "repeats": {"regimes": ["x"], "seeds": [1, 2]}})
-    assert models == [("blood-cell-images", "a", "x", None), ("blood-cell-images", "a", "y", None),
-                      ("blood-cell-images", "b", "x", None), ("blood-cell-images", "b", "y", None),
-                      ("blood-cell-images-pooled", "a", "x", None),
-                      ("blood-cell-images-pooled", "b", "x", None),
-                      ("blood-cell-images", "a", "x", 1), ("blood-cell-images", "a", "x", 2),
-                      ("blood-cell-images", "b", "x", 1), ("blood-cell-images", "b", "x", 2)]
+    models = study.wbc_models({"networks": ["a", "b"], "regimes": ["x", "y"],
+                               "pooled_regimes": ["x"],
+                               "repeats": {"regimes": ["x"], "seeds": [1, 2]}})
+    assert models == [("blood-cell-images", "a", "x", None, ""),
+                      ("blood-cell-images", "a", "y", None, ""),
+                      ("blood-cell-images", "b", "x", None, ""),
+                      ("blood-cell-images", "b", "y", None, ""),
+                      ("blood-cell-images-pooled", "a", "x", None, ""),
+                      ("blood-cell-images-pooled", "b", "x", None, ""),
+                      ("blood-cell-images", "a", "x", 1, ""), ("blood-cell-images", "a", "x", 2, ""),
+                      ("blood-cell-images", "b", "x", 1, ""), ("blood-cell-images", "b", "x", 2, "")]
     assert [m.model_id for m in models[-2:]] == ["blood-cell-images-b-x-seed1",
                                                   "blood-cell-images-b-x-seed2"]
     assert models[0].model_id == "blood-cell-images-a-x"
-    assert evaluation.wbc_models({"networks": ["a"], "regimes": ["x"]}) == [
-        ("blood-cell-images", "a", "x", None)]
+    assert study.wbc_models({"networks": ["a"], "regimes": ["x"]}) == [
+        ("blood-cell-images", "a", "x", None, "")]
     with pytest.raises(ValueError, match="networks"):
-        evaluation.wbc_models({"regimes": ["x"]})
+        study.wbc_models({"regimes": ["x"]})
+
+
+def test_a_network_trained_in_one_stage_has_its_models_in_its_own_folder():
+    wbc = {"networks": ["a", "b"], "regimes": ["x"], "pooled_regimes": ["x"],
+           "stages": {"per_model": ["a"], "per_network": ["b"]}}
+    assert study.stage_groups(wbc) == {"a": "", "b": "b"}
+    assert [(m.network, m.group) for m in study.wbc_models(wbc)] == [
+        ("a", ""), ("b", "b"), ("a", ""), ("b", "b")]
+    key = study.wbc_models(wbc)[1]
+    paths = key.paths(Path("/r"))
+    assert paths.model(key.model_id) == Path("/r/build/models/b/blood-cell-images-b-x.keras")
+    assert paths.train_summary("m") == Path("/r/reports/train/b/m.json")
+    assert paths.live("m") == Path("/r/reports/live/b/m")
+    # what one stage per model writes stays where it was; the evaluation files are shared
+    assert study.Paths(Path("/r")).model("m") == Path("/r/build/models/m.keras")
+    assert paths.metrics("m") == study.Paths(Path("/r")).metrics("m")
+    assert paths.manifest("d") == study.Paths(Path("/r")).manifest("d")
+
+
+@pytest.mark.parametrize("stages, wrong", [
+    ({"per_model": ["a"], "per_network": []}, "['b']"),  # b in neither list
+    ({"per_model": ["a", "b"], "per_network": ["b"]}, "['b']"),  # b in both
+    ({"per_model": ["a", "b", "c"], "per_network": []}, "['c']"),  # c is no network
+])
+def test_every_network_must_be_in_exactly_one_stage_layout(stages, wrong):
+    with pytest.raises(ValueError, match=f"exactly one of per_model and per_network; check "
+                                         f"{re.escape(wrong)}"):
+        study.wbc_models({"networks": ["a", "b"], "regimes": ["x"], "stages": stages})
+
+
+def test_trained_models_finds_each_summary_in_its_stages_folder(tmp_path):
+    flat, grouped = study.Paths(tmp_path), study.Paths(tmp_path, "vgg16")
+    for where, the_id in ((flat, "cells-both"), (grouped, "blood-cell-images-vgg16-imagenet")):
+        study.write_json(where.train_summary(the_id), {"model": the_id})
+    assert study.trained_models(flat) == {"blood-cell-images-vgg16-imagenet": grouped,
+                                          "cells-both": flat}
+    assert study.model_paths("blood-cell-images-vgg16-imagenet", flat) == grouped
+    assert study.model_paths("not-trained", flat) == flat
 
 
 def test_source_cells_join_rows_that_share_a_cell_hash_or_near_duplicate_group():

@@ -219,7 +219,7 @@ def test_leukemia_notebooks_end_to_end(tmp_path, allidb_root):
         "network": "leukemia_cnn", "image_size": 32, "epochs": 1, "extra_epochs": 1,
         "batch_size": 16, "learning_rate": 0.0001, "patience": 1, "reduce_lr_patience": 1,
         "head_units": 32, "head_layers": 2, "head_dropout": 0.0, "head_l1": 0.0007,
-        "head_l2": 0.0007, "bn_momentum": 0.9}}}
+        "head_l2": 0.0007, "bn_momentum": 0.9, "eager": False}}}
     run("07-train-leukemia", solution="a", leukemia=block)
     run("08-evaluate-leukemia", network="leukemia_cnn", n_boot=50)
     # a repeat names its solution by network and trains with its own seed, the data fixed

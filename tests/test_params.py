@@ -31,8 +31,10 @@ def test_every_regime_file_of_every_preset_builds_its_settings(folder):
 def test_the_study_blocks_of_every_preset_build(folder):
     data = _block(ROOT / "params" / "data.yaml", "data")
     if (folder / "wbc.yaml").is_file():
-        settings = study.WbcSettings.from_params(_block(folder / "wbc.yaml", "wbc"), data)
+        wbc = _block(folder / "wbc.yaml", "wbc")
+        settings = study.WbcSettings.from_params(wbc, data)
         assert settings.seed == data["seed"]
+        assert set(study.stage_groups(wbc)) == set(wbc["networks"])  # one layout each
     if (folder / "cells.yaml").is_file():
         cells = CellStudy.from_params(_block(folder / "cells.yaml", "cells"))
         assert cells.train.epochs >= 1

@@ -26,6 +26,8 @@ PER_FOLDER = 6
 #: the end-to-end regimes run on a network of each family; every network runs ``imagenet``
 END_TO_END = {"vgg16": "imagenet-finetune", "xception": "imagenet-finetune-stain",
               "densenet121": "scratch", "inception_v3": "imagenet-long"}
+#: trained as the smoke preset trains every network: one stage for all its models, eagerly
+GROUPED = "mobilenet_v2"
 
 
 def smoke_values(name: str) -> dict:
@@ -68,25 +70,35 @@ def smoke_run(tmp_path_factory, wbc_root) -> dict:
     wbc = smoke_values("wbc.yaml")["wbc"]
     evaluate = smoke_values("evaluate.yaml")["evaluate"]
     data = {"seed": 0}
-    settings = study.WbcSettings.from_params({**wbc, "strategy": "default"}, data)
-    official, pooled = evaluation.WBC_DATASET, evaluation.WBC_POOLED_DATASET
-    models = [(official, n, r) for n in wbc["networks"]
+    trainings = {r: smoke_values(f"regimes/{r}.yaml")["training"] for r in wbc["regimes"]}
+    # a stage per model, traced as the study's real runs are: every network in the transfer
+    # regime, a network of each family end to end ...
+    traced = {**wbc, "strategy": "default", "eager": False,
+              "stages": {"per_model": [n for n in wbc["networks"] if n != GROUPED],
+                         "per_network": [GROUPED]}}
+    settings = study.WbcSettings.from_params(traced, data)
+    official = study.WBC_DATASET
+    models = [(official, n, r) for n in wbc["networks"] if n != GROUPED
               for r in dict.fromkeys(["imagenet", END_TO_END.get(n, "imagenet")])]
-    models.append((pooled, "mobilenet_v2", wbc["pooled_regimes"][0]))
     features = {}
     for dataset, network in dict.fromkeys((d, n) for d, n, _ in models):
         features[(dataset, network)] = study.compute_bottleneck_features(
             dataset, network, settings, paths=paths)
     for dataset, network, regime in models:
-        training = smoke_values(f"regimes/{regime}.yaml")["training"]
-        study.train_wbc(study.WbcRun.from_params(dataset, network, regime, data,
-                                                 {**wbc, "strategy": "default"}, training),
-                        paths=paths)
+        study.train_wbc(study.WbcRun.from_params(dataset, network, regime, data, traced,
+                                                 trainings[regime]), paths=paths)
+    # ... and the smoke preset's own layout for one network: its stage (eager, as the preset
+    # runs) trains all its models, every regime, the pooled split and the repeat
+    grouped = study.train_network(GROUPED, data, {**traced, "eager": wbc["eager"]}, trainings,
+                                  paths)
+    keys = [m for m in study.wbc_models(traced) if m.network == GROUPED]
+    assert [r.extra["model"] for r in grouped] == [m.model_id for m in keys]
+    models += keys
     results = evaluation.evaluate_models(
         models, wbc["image_size"], n_boot=evaluate["n_boot"], seed=0,
         robustness_split=evaluate["robustness_split"],
         robustness_per_class=evaluate["robustness_per_class"],
-        eval_per_class=evaluate["eval_per_class"], paths=paths)
+        eval_per_class=evaluate["eval_per_class"], paths=paths, eager=wbc["eager"])
     return {"work": work, "paths": paths, "models": models, "wbc": wbc, "results": results,
             "features": features}
 
@@ -97,7 +109,7 @@ def test_every_network_builds_caches_features_and_every_regime_trains(smoke_run)
     wbc, paths = smoke_run["wbc"], smoke_run["paths"]
     full = yaml.safe_load((SMOKE.parent / "full" / "wbc.yaml").read_text())["wbc"]
     assert wbc["networks"] == full["networks"] and wbc["weights"] == "random"
-    trained = {(n, r) for _, n, r in smoke_run["models"]}
+    trained = {(m[1], m[2]) for m in smoke_run["models"]}
     assert {n for n, _ in trained} == set(full["networks"])
     assert {r for _, r in trained} == set(train.REGIMES)
     for (_, network), arrays in smoke_run["features"].items():
@@ -109,13 +121,37 @@ def test_every_network_builds_caches_features_and_every_regime_trains(smoke_run)
         expected = width if wbc["bottleneck"] == "flatten" else base.output_shape[-1]
         assert arrays["train_features"].shape == (4 * wbc["train_per_class"], expected)
         assert str(arrays["weights"]) == "random"
-    for dataset, network, regime in smoke_run["models"]:
-        the_id = study.model_id(dataset, network, regime)
-        summary = study.read_json(paths.train_summary(the_id))
+    for key in (study.ModelKey(*m) for m in smoke_run["models"]):
+        where = study.model_paths(key.model_id, paths)
+        assert where.group == key.group == (GROUPED if key.network == GROUPED else "")
+        summary = study.read_json(where.train_summary(key.model_id))
         assert (summary["weights"], summary["bottleneck"]) == ("random", wbc["bottleneck"])
+        assert summary["eager"] == (key.network == GROUPED)
         assert summary["epochs_run"] >= 1 and summary["n_train_images"] > 0
-        assert paths.model(the_id).is_file()
-        assert (paths.live(the_id) / "plots" / "metrics").is_dir()
+        assert where.model(key.model_id).is_file()
+        assert (where.live(key.model_id) / "plots" / "metrics").is_dir()
+
+
+def test_the_grouped_network_has_every_model_of_the_preset_in_its_folders(smoke_run):
+    """What the smoke preset's stage of one network leaves, and what reads it: every regime,
+    the pooled split and the repeat in build/models/<network>/ and reports/train/<network>/,
+    found by the export's candidates."""
+    from leuko import export, study
+
+    wbc, paths = smoke_run["wbc"], smoke_run["paths"]
+    grouped = {m.model_id for m in (study.ModelKey(*m) for m in smoke_run["models"])
+               if m.network == GROUPED}
+    expected = ({study.model_id(study.WBC_DATASET, GROUPED, r) for r in wbc["regimes"]}
+                | {study.model_id(study.WBC_POOLED_DATASET, GROUPED, r)
+                   for r in wbc["pooled_regimes"]}
+                | {study.model_id(study.WBC_DATASET, GROUPED, r, s)
+                   for r in wbc["repeats"]["regimes"] for s in wbc["repeats"]["seeds"]})
+    assert grouped == expected
+    folder = paths.root / "build" / "models" / GROUPED
+    assert {p.stem for p in folder.glob("*.keras")} == expected
+    assert not any((paths.root / "build" / "models").glob(f"*-{GROUPED}-*.keras"))
+    official = {m for m in expected if not m.startswith(study.WBC_POOLED_DATASET)}
+    assert official <= set(export.candidates("wbc4", paths))  # the pooled split is no task's
 
 
 def test_every_model_is_evaluated_and_named_a_plumbing_run(smoke_run):

@@ -7,6 +7,10 @@
 - ``distribution_strategy``: ``tf.distribute.MirroredStrategy`` when more than one GPU is
   visible (data-parallel training, one replica per device), else TensorFlow's default
   strategy. Build and compile a model inside ``with strategy.scope():``.
+- ``eager_execution``: every ``tf.function`` (Keras's training, validation and prediction
+  steps) run op by op from Python instead of traced into a graph. Slower per step, but with no
+  tracing, which is most of a run of one or two tiny steps: the smoke preset's plumbing run
+  (``wbc.eager``; ``benchmarks/smoke_eager.py``). The study's real runs trace.
 
 Measured on the study's 2-core CPU (a Xeon with AVX-512 but no AVX512-BF16/AMX; ``make
 bench``): a mixed_bfloat16 training step is ~1.5x slower than float32 for MobileNetV2 at 96 px
@@ -16,6 +20,7 @@ better, so the study's default is float32 and ``"auto"`` picks float32 on such C
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
@@ -87,3 +92,17 @@ def distribution_strategy(kind: str = "auto"):
         return tf.distribute.MirroredStrategy([d.name for d in devices],
                                               cross_device_ops=cross_device_ops)
     return tf.distribute.get_strategy()
+
+
+@contextmanager
+def eager_execution(eager: bool = True):
+    """Run every ``tf.function`` eagerly inside the block when ``eager`` (``False``: leave
+    TensorFlow as it is); the previous setting comes back on exit."""
+    import tensorflow as tf
+
+    before = tf.config.functions_run_eagerly()
+    tf.config.run_functions_eagerly(bool(eager) or before)
+    try:
+        yield
+    finally:
+        tf.config.run_functions_eagerly(before)

@@ -11,8 +11,8 @@ TensorFlow start for every model instead of one per model) and writes each model
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,7 @@ from leuko import splits
 from leuko.atomic import write_csv_atomic
 from leuko.machine import describe
 from leuko.study import (
+    ModelKey,
     Paths,
     class_index,
     load_model,
@@ -32,9 +33,6 @@ from leuko.study import (
     write_json,
 )
 
-#: The official split and the leaky pooled split of the 4-class study.
-WBC_DATASET = "blood-cell-images"
-WBC_POOLED_DATASET = "blood-cell-images-pooled"
 #: Where ``evaluate_models`` writes its index (one per study part).
 INDEX_DIR = Path("reports") / "evaluation"
 DEFAULT_PATHS = Paths()
@@ -254,62 +252,34 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
     return result
 
 
-class ModelKey(NamedTuple):
-    """One trained model of the 4-class study; ``repeat_seed`` None is the main run."""
-
-    dataset: str
-    network: str
-    regime: str
-    repeat_seed: int | None = None
-
-    @property
-    def model_id(self) -> str:
-        return model_id(self.dataset, self.network, self.regime, self.repeat_seed)
-
-
-def wbc_models(wbc: dict) -> list[ModelKey]:
-    """Every model of the 4-class study, from the ``params/wbc.yaml`` block ``wbc``:
-    ``networks x regimes`` on the official split, ``networks x pooled_regimes`` on the pooled
-    split, and the repeats ``networks x repeats.regimes x repeats.seeds`` on the official split
-    (duplicates dropped, order kept)."""
-    missing = [k for k in ("networks", "regimes") if k not in wbc]
-    if missing:
-        raise ValueError(f"wbc parameters lack {missing}; expected networks, regimes and "
-                         "optionally pooled_regimes and repeats (params/wbc.yaml)")
-    networks = wbc["networks"]
-    models = [ModelKey(WBC_DATASET, n, r) for n in networks for r in wbc["regimes"]]
-    models += [ModelKey(WBC_POOLED_DATASET, n, r) for n in networks
-               for r in wbc.get("pooled_regimes") or []]
-    repeats = wbc.get("repeats") or {}
-    models += [ModelKey(WBC_DATASET, n, r, int(s)) for n in networks
-               for r in repeats.get("regimes") or [] for s in repeats.get("seeds") or []]
-    return list(dict.fromkeys(models))
-
-
 def evaluate_models(models: list[ModelKey], image_size: int | str,
                     n_boot: int = 2000, seed: int = 0, robustness_split: str | None = "test",
                     robustness_per_class: int = 100, index_name: str | None = "wbc",
-                    eval_per_class: int = 0, paths: Paths = DEFAULT_PATHS) -> list[dict]:
-    """``evaluate_model`` for each (dataset, network, regime) in one process; each model's
-    metrics, predictions and confusion data are written as a per-model run writes them, and
-    ``reports/evaluation/<index_name>.json`` lists the models with their headline figures
-    (``None``: no index). Models are evaluated in order; the first failure stops the run."""
+                    eval_per_class: int = 0, paths: Paths = DEFAULT_PATHS,
+                    eager: bool = False) -> list[dict]:
+    """``evaluate_model`` for each model (``study.ModelKey``: read from its stage's folder) in
+    one process; each model's metrics, predictions and confusion data are written as a
+    per-model run writes them, and ``reports/evaluation/<index_name>.json`` lists the models
+    with their headline figures (``None``: no index). Models are evaluated in order; the first
+    failure stops the run. ``eager``: predict without graph tracing
+    (``accel.eager_execution``; ``wbc.eager``, the smoke preset)."""
     import keras
+
+    from leuko.accel import eager_execution
 
     if not models:
         raise ValueError("no models to evaluate (params/wbc.yaml: networks x regimes is empty)")
     results = []
     decode = DecodedImages()  # every model reads the same splits ...
     predictor = SharedFrozenBase()  # ... and the head-only ones share their base's features
-    for key in (ModelKey(*m) for m in models):
-        results.append(evaluate_model(key.dataset, key.network, key.regime, image_size,
-                                      n_boot=n_boot, seed=seed,
-                                      robustness_split=robustness_split,
-                                      robustness_per_class=robustness_per_class,
-                                      eval_per_class=eval_per_class,
-                                      repeat_seed=key.repeat_seed, paths=paths,
-                                      decode=decode, predictor=predictor))
-        keras.backend.clear_session()  # free the graphs of the model just scored
+    with eager_execution(eager):
+        for key in (ModelKey(*m) for m in models):
+            results.append(evaluate_model(
+                key.dataset, key.network, key.regime, image_size, n_boot=n_boot, seed=seed,
+                robustness_split=robustness_split, robustness_per_class=robustness_per_class,
+                eval_per_class=eval_per_class, repeat_seed=key.repeat_seed,
+                paths=replace(paths, group=key.group), decode=decode, predictor=predictor))
+            keras.backend.clear_session()  # free the graphs of the model just scored
     if index_name:
         write_json(paths.root / INDEX_DIR / f"{index_name}.json", evaluation_index(results, paths))
     return results

@@ -56,7 +56,7 @@ import yaml
 from leuko.atomic import atomic_write, write_json_atomic
 from leuko.datasets import DIFFERENTIAL_CLASSES, WBC_CLASSES
 from leuko.images import file_sha256
-from leuko.study import Paths, read_json, read_manifest
+from leuko.study import Paths, model_paths, read_json, read_manifest, trained_models
 
 __all__ = ["RULES", "TASKS", "candidates", "choose_model", "data_version", "export_model",
            "export_task", "val_macro_f1"]
@@ -110,13 +110,11 @@ def candidates(task: str, paths: Paths = DEFAULT_PATHS) -> list[str]:
     """Trained models of a task: training summaries whose dataset belongs to the task and whose
     ``.keras`` file exists, sorted by id."""
     spec = _check_task(task)
-    folder = paths.train_summary("x").parent
     found = []
-    for summary_file in sorted(folder.glob("*.json")):
-        summary = read_json(summary_file)
-        model_id = summary.get("model", summary_file.stem)
+    for model_id, where in trained_models(paths).items():
+        summary = read_json(where.train_summary(model_id))
         trainings = spec.get("trainings")
-        if (summary.get("dataset") in spec["datasets"] and paths.model(model_id).is_file()
+        if (summary.get("dataset") in spec["datasets"] and where.model(model_id).is_file()
                 and (trainings is None or summary.get("training") in trainings)):
             found.append(model_id)
     return found
@@ -142,7 +140,8 @@ def val_macro_f1(model_id: str, paths: Paths = DEFAULT_PATHS, batch_size: int = 
     from leuko.splits import balanced_subsample
     from leuko.study import class_index, load_model, predict
 
-    summary = read_json(paths.train_summary(model_id))
+    where = model_paths(model_id, paths)
+    summary = read_json(where.train_summary(model_id))
     if "cell_preprocess" in summary:
         return _cell_model_validation(model_id, paths, shifted)
     manifest_file = paths.manifest(summary["dataset"])
@@ -152,7 +151,7 @@ def val_macro_f1(model_id: str, paths: Paths = DEFAULT_PATHS, batch_size: int = 
     rows = manifest[manifest["split"] == "val"]
     if rows.empty:
         raise ValueError(f"manifest {manifest_file} has no validation rows")
-    model = model if model is not None else load_model(paths.model(model_id))
+    model = model if model is not None else load_model(where.model(model_id))
     size = _model_input_size(model)
     if size[0] != size[1]:
         raise ValueError(f"{model_id}: non-square input {size} is not supported")
@@ -195,7 +194,7 @@ def choose_model(model_ids: list[str], rule: str = "val_macro_f1", paths: Paths 
     if not model_ids:
         raise ValueError("no candidate models to choose from: train the task's models first "
                          "(dvc repro), or name them")
-    summaries = {m: read_json(paths.train_summary(m)) for m in model_ids}
+    summaries = {m: read_json(model_paths(m, paths).train_summary(m)) for m in model_ids}
     val_accuracy = {m: float(s.get("saved_val_accuracy", float("nan")))
                     for m, s in summaries.items()}
     n_params = {m: int((s.get("params") or {}).get("total", 0)) for m, s in summaries.items()}
@@ -258,8 +257,9 @@ def export_model(task: str, choice: dict, paths: Paths = DEFAULT_PATHS,
 
     spec = _check_task(task)
     model_id = choice["model_id"]
-    source = paths.model(model_id)
-    summary = read_json(paths.train_summary(model_id))
+    where = model_paths(model_id, paths)
+    source = where.model(model_id)
+    summary = read_json(where.train_summary(model_id))
     classes = list(summary["classes"])
     model = load_model(source)
     n_out = int(model.output_shape[-1])
@@ -323,9 +323,9 @@ def export_task(task: str, rule: str = "val_macro_f1", model_ids: list[str] | No
         raise ValueError(f"no trained model for task {task!r} (datasets "
                          f"{list(TASKS[task]['datasets'])}) in {paths.model('x').parent}: "
                          "run the study first (dvc repro)")
-    missing = [m for m in ids if not paths.model(m).is_file()]
+    files = [model_paths(m, paths).model(m) for m in ids]
+    missing = [str(file) for file in files if not file.is_file()]
     if missing:
-        raise FileNotFoundError("model file(s) not found: "
-                                + ", ".join(str(paths.model(m)) for m in missing))
+        raise FileNotFoundError("model file(s) not found: " + ", ".join(missing))
     choice = choose_model(ids, rule, paths)
     return export_model(task, choice, paths, out_dir, dvc_file)

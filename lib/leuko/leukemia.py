@@ -100,6 +100,7 @@ class Solution:
     head_l1: float
     head_l2: float
     bn_momentum: float  # BatchNormalization moving-average momentum (Keras default: 0.99)
+    eager: bool  # train without graph tracing (leuko.accel.eager_execution): the smoke preset
 
     @classmethod
     def from_params(cls, solution: str, leukemia: dict | None = None) -> Solution:
@@ -350,15 +351,16 @@ def train_solution(dataset: str, solution: str, network: str, image_size: int, s
                    patience: int = 0, reduce_lr_patience: int = 0, head_units: int = 1024,
                    head_layers: int = 2, head_dropout: float = 0.0, head_l1: float = 7e-4,
                    head_l2: float = 7e-4, bn_momentum: float | None = None,
-                   repeat_seed: int | None = None,
+                   eager: bool = False, repeat_seed: int | None = None,
                    paths: LeukemiaPaths = LeukemiaPaths(), progress: bool = True):
     """Train one solution on the augmented set; save the model, its DVCLive curves and a
     training summary (and, with k folds, every fold's test predictions).
 
     ``seed``: ``data.seed`` (the split and the augmented set come from it); ``repeat_seed``:
     a repeat (``leukemia.repeats``) trains with that seed instead and is saved as
-    ``<id>-seed<n>``; None: the main run, trained with ``seed``."""
-    from leuko import networks, train
+    ``<id>-seed<n>``; None: the main run, trained with ``seed``. ``eager``: no graph tracing
+    (``accel.eager_execution``; the smoke preset)."""
+    from leuko import accel, networks, train
 
     seed = seed if repeat_seed is None else int(repeat_seed)
     train.set_determinism(seed)
@@ -383,9 +385,10 @@ def train_solution(dataset: str, solution: str, network: str, image_size: int, s
                                                   bn_momentum)
         train.compile_model(candidate, config)
         main = run == "main"
-        run_history = fit_recipe(candidate, x_train, y_train, x_val, y_val, config,
-                                 extra_epochs, paths.live(the_id) if main else None,
-                                 paths.work(the_id) / run)
+        with accel.eager_execution(eager):
+            run_history = fit_recipe(candidate, x_train, y_train, x_val, y_val, config,
+                                     extra_epochs, paths.live(the_id) if main else None,
+                                     paths.work(the_id) / run)
         if main:
             model, history, n_train, n_val = candidate, run_history, len(x_train), len(x_val)
             channel = mean
@@ -403,7 +406,7 @@ def train_solution(dataset: str, solution: str, network: str, image_size: int, s
         "solution": solution, "training_seed": seed, "image_size": size, "crop": info["crop"],
         "layout": info["layout"], "classes": classes, "channel_mean": list(map(float, channel)),
         "n_train": n_train, "n_val": n_val, "extra_epochs": int(extra_epochs),
-        "bn_momentum": bn_momentum,
+        "bn_momentum": bn_momentum, "eager": bool(eager),
         "folds": len(fold_predictions), "seconds_with_folds": round(
             time.perf_counter() - start, 2), "params": networks.count_params(model)})
     study.write_json(paths.train_summary(the_id), result.summary())

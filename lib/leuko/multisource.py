@@ -74,6 +74,9 @@ class CellData:
     bci_val_per_class: int
     pbc_split: tuple[float, float, float]  # train / val / test
     tight_share: float  # share of training images cut tight to their cell first
+    # the other parts (PBC's three splits, blood-cell-images' TEST and TEST_SIMPLE): at most
+    # this many cells per class each, a class-balanced sample over source cells; 0 = all
+    max_per_class: int
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -97,14 +100,18 @@ def cell_rows(bci: pd.DataFrame, pbc: pd.DataFrame, data: CellData, seed: int) -
 
     blood-cell-images: a class-balanced sample of TRAIN and of the validation cells (round-robin
     over source cells, so every cell is seen before any copy repeats), TEST and TEST_SIMPLE
-    whole; PBC: every image of its split.
+    whole; PBC: every image of its split. ``data.max_per_class`` > 0 samples each of the
+    whole parts down to that many cells per class (the smoke preset's plumbing run).
     """
     parts = []
-    for split, n in (("train", data.bci_train_per_class), ("val", data.bci_val_per_class)):
+    for split, n in (("train", data.bci_train_per_class), ("val", data.bci_val_per_class),
+                     ("test", data.max_per_class), ("test_simple", data.max_per_class)):
         parts.append(splits.balanced_subsample(bci[bci["split"] == split], n, seed))
-    parts.append(bci[bci["split"].isin(["test", "test_simple"])])
     bci_rows = pd.concat(parts).assign(source="blood-cell-images")
-    rows = pd.concat([bci_rows, pbc.assign(source="pbc")], ignore_index=True)
+    pbc_rows = pd.concat(splits.balanced_subsample(pbc[pbc["split"] == split],
+                                                   data.max_per_class, seed)
+                         for split in ("train", "val", "test"))
+    rows = pd.concat([bci_rows, pbc_rows.assign(source="pbc")], ignore_index=True)
     columns = ["path", "source", "label", "split", "group", "sha256"]
     return rows[columns].sort_values(["source", "split", "path"], kind="stable").reset_index(
         drop=True)

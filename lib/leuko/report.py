@@ -432,10 +432,17 @@ def load_history(live_dir: Path) -> pd.DataFrame:
     return history
 
 
+def live_folder(live_root: Path, model_id: str) -> Path | None:
+    """A model's DVCLive folder: ``<live_root>/<id>``, or ``<live_root>/<group>/<id>`` where
+    one stage trained several models (``study.Paths.group``); None where there is none."""
+    found = [Path(live_root) / model_id, *Path(live_root).glob(f"*/{model_id}")]
+    return next((folder for folder in found if folder.is_dir()), None)
+
+
 def load_histories(live_root: Path, model_ids) -> dict[str, pd.DataFrame]:
     """Histories of the given models (those with a DVCLive folder)."""
-    return {m: load_history(Path(live_root) / m) for m in dict.fromkeys(model_ids)
-            if (Path(live_root) / m).is_dir()}
+    folders = {m: live_folder(live_root, m) for m in dict.fromkeys(model_ids)}
+    return {m: load_history(folder) for m, folder in folders.items() if folder is not None}
 
 
 def _git(*args: str) -> str:
@@ -674,7 +681,7 @@ def training_overhead(train_dir: Path = Path("reports/train"),
     from leuko.stagetimes import record_path
 
     rows = []
-    for path in sorted(Path(train_dir).glob("*.json")):
+    for path in sorted(Path(train_dir).glob("*.json")):  # a stage per model (not a group's)
         summary = json.loads(path.read_text())
         model = summary["model"]
         stages = [f"train@{model}", f"train-cells@{model.removeprefix('cells-')}",
@@ -1259,9 +1266,10 @@ def comparisons_view(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def training_times(results_dir: Path) -> pd.DataFrame:
-    """Training time, epochs and parameter count per model (from ``reports/train``)."""
+    """Training time, epochs and parameter count per model (from ``reports/train``, its
+    group folders included)."""
     rows = []
-    for path in sorted(Path(results_dir).glob("*.json")):
+    for path in sorted(Path(results_dir).rglob("*.json"), key=lambda p: p.stem):
         summary = json.loads(path.read_text())
         rows.append({"model": summary.get("model", path.stem),
                      "network": summary.get("network"), "regime": summary.get("regime"),

@@ -7,8 +7,9 @@ read under ``reports/``. A model is identified by ``<dataset>-<network>-<regime>
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -36,9 +37,15 @@ def chdir_project_root() -> Path:
 
 @dataclass(frozen=True)
 class Paths:
-    """Where each stage reads and writes, for one model id."""
+    """Where each stage reads and writes, for one model id.
+
+    ``group``: the folder of a stage that trains several models in one process (the 4-class
+    study's ``wbc.stages.per_network``: ``build/models/<network>/<id>.keras``,
+    ``reports/train/<network>/<id>.json``, ``reports/live/<network>/<id>/``); "" for a stage
+    per model. ``trained_models`` finds each model's group from its training summary."""
 
     root: Path = Path(".")
+    group: str = ""
 
     def manifest(self, dataset: str) -> Path:
         return self.root / "build" / "manifests" / f"{dataset}.csv"
@@ -50,16 +57,16 @@ class Paths:
         return self.root / "build" / "features" / f"{dataset}-{network}.npz"
 
     def model(self, model_id: str) -> Path:
-        return self.root / "build" / "models" / f"{model_id}.keras"
+        return self.root / "build" / "models" / self.group / f"{model_id}.keras"
 
     def work(self, model_id: str) -> Path:
         return self.root / "build" / "work" / model_id
 
     def live(self, model_id: str) -> Path:
-        return self.root / "reports" / "live" / model_id
+        return self.root / "reports" / "live" / self.group / model_id
 
     def train_summary(self, model_id: str) -> Path:
-        return self.root / "reports" / "train" / f"{model_id}.json"
+        return self.root / "reports" / "train" / self.group / f"{model_id}.json"
 
     def metrics(self, model_id: str) -> Path:
         return self.root / "reports" / "metrics" / f"{model_id}.json"
@@ -71,6 +78,23 @@ class Paths:
         """(actual, predicted) per image of one split: the data of ``dvc plots``' confusion
         matrix (one file per split, so TEST and TEST_SIMPLE are never pooled)."""
         return self.root / "reports" / "plots" / "confusion" / model_id / f"{split}.csv"
+
+
+def trained_models(paths: Paths = Paths()) -> dict[str, Paths]:
+    """Every model with a training summary under ``reports/train`` (a stage's own file or a
+    group's folder), by id, with the ``Paths`` of its group; sorted by id."""
+    folder = Paths(paths.root).train_summary("x").parent
+    found = {}
+    for summary in folder.rglob("*.json"):
+        group = summary.parent.relative_to(folder).as_posix()
+        found[summary.stem] = Paths(paths.root, "" if group == "." else group)
+    return dict(sorted(found.items()))
+
+
+def model_paths(the_id: str, paths: Paths = Paths()) -> Paths:
+    """The ``Paths`` of a trained model: its group's where ``trained_models`` finds its
+    training summary in a group folder, else ``paths`` (a stage of its own)."""
+    return trained_models(paths).get(the_id, paths)
 
 
 def model_id(dataset: str, network: str, regime: str, training_seed: int | None = None) -> str:
@@ -270,6 +294,7 @@ class WbcSettings:
     feature_batch: int
     precision: str  # leuko.accel.set_precision
     strategy: str  # leuko.accel.distribution_strategy
+    eager: bool  # run without graph tracing (leuko.accel.eager_execution): the smoke preset
     bottleneck: str  # the head's input: networks.BOTTLENECKS (avg | flatten)
     weights: str  # the pretrained regimes' start: networks.WEIGHTS (imagenet | random)
     seed: int
@@ -289,7 +314,7 @@ class WbcSettings:
         return uses_imagenet(self.weights)
 
     #: Keys of ``wbc`` that list the pipeline's models (dvc.yaml's matrix reads them).
-    PIPELINE_KEYS = ("networks", "regimes", "pooled_regimes", "repeats")
+    PIPELINE_KEYS = ("networks", "regimes", "pooled_regimes", "repeats", "stages")
 
     @classmethod
     def from_params(cls, wbc: dict | None = None, data: dict | None = None) -> WbcSettings:
@@ -300,6 +325,64 @@ class WbcSettings:
         seed = int(read_block("data", data)["seed"])
         return typed(cls, {**read_block("wbc", wbc), "seed": seed}, "params/wbc.yaml: wbc",
                      ignore=cls.PIPELINE_KEYS)
+
+
+#: The official split and the leaky pooled split of the 4-class study.
+WBC_DATASET = "blood-cell-images"
+WBC_POOLED_DATASET = "blood-cell-images-pooled"
+
+
+class ModelKey(NamedTuple):
+    """One trained model of the 4-class study; ``repeat_seed`` None is the main run;
+    ``group``: the folder its stage writes to (``Paths.group``; "" for a stage per model)."""
+
+    dataset: str
+    network: str
+    regime: str
+    repeat_seed: int | None = None
+    group: str = ""
+
+    @property
+    def model_id(self) -> str:
+        return model_id(self.dataset, self.network, self.regime, self.repeat_seed)
+
+    def paths(self, root: Path = Path(".")) -> Paths:
+        return Paths(root, self.group)
+
+
+def stage_groups(wbc: dict) -> dict[str, str]:
+    """Per network of ``wbc.networks``, the folder its models are written to: "" where
+    ``wbc.stages.per_model`` lists it (a stage per model), the network's name where
+    ``per_network`` does (one stage trains them all). ValueError unless each network is in
+    exactly one list, and every listed network in ``networks``."""
+    stages = wbc.get("stages") or {"per_model": list(wbc["networks"]), "per_network": []}
+    lists = {kind: list(stages.get(kind) or []) for kind in ("per_model", "per_network")}
+    listed = lists["per_model"] + lists["per_network"]
+    wrong = sorted({n for n in listed if listed.count(n) > 1}
+                   | (set(listed) ^ set(wbc["networks"])))
+    if wrong:
+        raise ValueError(f"params/wbc.yaml: wbc.stages must list each network of wbc.networks "
+                         f"in exactly one of per_model and per_network; check {wrong}")
+    return {n: n if n in lists["per_network"] else "" for n in wbc["networks"]}
+
+
+def wbc_models(wbc: dict) -> list[ModelKey]:
+    """Every model of the 4-class study, from the ``params/wbc.yaml`` block ``wbc``:
+    ``networks x regimes`` on the official split, ``networks x pooled_regimes`` on the pooled
+    split, and the repeats ``networks x repeats.regimes x repeats.seeds`` on the official split
+    (duplicates dropped, order kept); each in the folder of its stage (``stage_groups``)."""
+    missing = [k for k in ("networks", "regimes") if k not in wbc]
+    if missing:
+        raise ValueError(f"wbc parameters lack {missing}; expected networks, regimes and "
+                         "optionally pooled_regimes, repeats and stages (params/wbc.yaml)")
+    networks, groups = wbc["networks"], stage_groups(wbc)
+    models = [ModelKey(WBC_DATASET, n, r) for n in networks for r in wbc["regimes"]]
+    models += [ModelKey(WBC_POOLED_DATASET, n, r) for n in networks
+               for r in wbc.get("pooled_regimes") or []]
+    repeats = wbc.get("repeats") or {}
+    models += [ModelKey(WBC_DATASET, n, r, int(s)) for n in networks
+               for r in repeats.get("regimes") or [] for s in repeats.get("seeds") or []]
+    return list(dict.fromkeys(m._replace(group=groups[m.network]) for m in models))
 
 
 @dataclass(frozen=True)
@@ -406,7 +489,7 @@ def compute_bottleneck_features(dataset: str, network: str, settings: WbcSetting
     """Bottleneck features (``settings.bottleneck``: ``networks.BOTTLENECKS``) of the frozen
     base for the train and validation rows; the base starts from ``settings.weights``. Both
     are saved with the features, and training checks them (``check_cached_features``)."""
-    from leuko import networks, train
+    from leuko import accel, networks, train
     from leuko.inputs import load_resized
 
     train.set_determinism(settings.seed)
@@ -423,8 +506,9 @@ def compute_bottleneck_features(dataset: str, network: str, settings: WbcSetting
               "weights": np.asarray(settings.weights)}
     for split, frame in rows.items():
         images = load_resized(list(frame["path"]), size)
-        arrays[f"{split}_features"] = train.compute_features(base, preprocess, images,
-                                                             settings.feature_batch)
+        with accel.eager_execution(settings.eager):
+            arrays[f"{split}_features"] = train.compute_features(base, preprocess, images,
+                                                                 settings.feature_batch)
         arrays[f"{split}_paths"] = frame["path"].to_numpy(dtype=str)
         arrays[f"{split}_labels"] = frame["label"].to_numpy(dtype=str)
     save_features(paths.features(dataset, network), **arrays)
@@ -469,7 +553,8 @@ def train_wbc(run: WbcRun, paths: Paths = Paths()):
     n = len(classes)
     start = time.perf_counter()
     histories = []
-    with accel.distribution_strategy(settings.strategy).scope():
+    with (accel.distribution_strategy(settings.strategy).scope(),
+          accel.eager_execution(settings.eager)):
         frozen = run.regime in train.FROZEN_REGIMES
         if run.regime in train.PRETRAINED_REGIMES:
             cached = check_cached_features(
@@ -533,10 +618,43 @@ def train_wbc(run: WbcRun, paths: Paths = Paths()):
         "model": the_id, "dataset": run.dataset, "network": run.network, "regime": run.regime,
         "training_seed": seed, "data_seed": settings.seed, "image_size": size, "classes": classes, "precision": precision,
         "stain_jitter": float(training.stain_jitter), "bottleneck": settings.bottleneck,
-        "weights": settings.weights, "n_train_images": n_train_images,
+        "weights": settings.weights, "eager": settings.eager,
+        "n_train_images": n_train_images,
         "params": networks.count_params(model)})
     write_json(paths.train_summary(the_id), result.summary())
     return result
+
+
+def train_network(network: str, data: dict | None = None, wbc: dict | None = None,
+                  trainings: dict[str, dict] | None = None, paths: Paths = Paths()) -> list:
+    """The stage of a network of ``wbc.stages.per_network``: its bottleneck features on both
+    splits (as the features stages compute them), then every model of it (``wbc_models``:
+    each regime, the pooled split, the repeats) in one process, into the network's folders
+    (``Paths.group``). ``trainings``: each regime's ``training`` block; None (the stage):
+    read from ``params/regimes/<regime>.yaml``. Returns each model's ``train.RunResult``, in
+    order."""
+    import keras
+
+    from leuko.params import read_block
+    from leuko.progress import progress_bar
+
+    wbc = read_block("wbc", wbc)
+    settings = WbcSettings.from_params(wbc, data)
+    keys = [key for key in wbc_models(wbc) if key.network == network]
+    if not keys or keys[0].group != network:
+        raise ValueError(f"{network!r} is not in params/wbc.yaml's wbc.stages.per_network "
+                         f"({(wbc.get('stages') or {}).get('per_network')}): its models are "
+                         "trained a stage each (notebooks/03-train.ipynb)")
+    for dataset in (WBC_DATASET, WBC_POOLED_DATASET):
+        compute_bottleneck_features(dataset, network, settings, paths)
+    results = []
+    for key in progress_bar(keys, desc=f"{network}: models", unit="model"):
+        run = WbcRun.from_params(key.dataset, network, key.regime, data, wbc,
+                                 None if trainings is None else trainings[key.regime],
+                                 key.repeat_seed)
+        results.append(train_wbc(run, replace(paths, group=key.group)))
+        keras.backend.clear_session()  # free the graphs of the model just trained
+    return results
 
 
 def one_hot_labels(labels: np.ndarray, classes: list[str]) -> np.ndarray:
