@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -47,7 +48,7 @@ def test_wbc_notebooks_run_with_their_defaults(study_dir):
     run_notebook("03-train", study_dir, regime="imagenet", repeat_seed=1)  # a repeat
     run_notebook("04-evaluate", study_dir, wbc={
         "networks": ["mobilenet_v2"], "regimes": regimes, "pooled_regimes": [],
-        "repeats": {"regimes": ["imagenet"], "seeds": [1]}, "image_size": 96})
+        "repeats": {"regimes": ["imagenet"], "seeds": [1]}, "image_size": 96, "eager": False})
     # the repeat: its own training seed on the main run's data, scored like every model
     main_id = "blood-cell-images-mobilenet_v2-imagenet"
     repeat = json.loads((study_dir / "reports" / "metrics" / f"{main_id}-seed1.json")
@@ -82,6 +83,33 @@ def test_wbc_notebooks_run_with_their_defaults(study_dir):
     imagenet = json.loads((study_dir / "reports" / "metrics" /
                            "blood-cell-images-mobilenet_v2-imagenet.json").read_text())
     assert imagenet["splits"]["test_simple"]["accuracy"] > 0.4
+
+
+def test_the_network_stage_trains_all_its_models_into_its_own_folders(study_dir, tmp_path):
+    """notebooks/03-train-network.ipynb (the smoke preset's stage per network) with its
+    defaults, on the manifests prepared above: both splits' features, the model in
+    build/models/<network>/, its summary and curves in the network's folders."""
+    import shutil
+
+    work = tmp_path / "grouped"
+    (work / "build").mkdir(parents=True)
+    (work / "data").symlink_to(ROOT / "data")
+    shutil.copytree(study_dir / "build" / "manifests", work / "build" / "manifests")
+    shutil.copytree(ROOT / "params" / "regimes", work / "params" / "regimes")  # as the stage
+    run_notebook("03-train-network", work)
+    epochs = yaml.safe_load((ROOT / "params" / "regimes" / "imagenet.yaml").read_text())[
+        "training"]["epochs"]
+    model_id = "blood-cell-images-mobilenet_v2-imagenet"
+    for dataset in ("blood-cell-images", "blood-cell-images-pooled"):
+        assert (work / "build" / "features" / f"{dataset}-mobilenet_v2.npz").is_file()
+    assert [p.name for p in (work / "build" / "models").rglob("*.keras")] == [
+        f"{model_id}.keras"]
+    assert (work / "build" / "models" / "mobilenet_v2" / f"{model_id}.keras").is_file()
+    summary = json.loads((work / "reports" / "train" / "mobilenet_v2" / f"{model_id}.json")
+                         .read_text())
+    assert (summary["model"], summary["eager"], summary["epochs_run"]) == (model_id, False,
+                                                                          epochs)
+    assert (work / "reports" / "live" / "mobilenet_v2" / model_id / "plots").is_dir()
 
 
 def test_compare_and_report_render_every_model(study_dir):

@@ -605,29 +605,32 @@ def test_smoke_run_block_says_how_far_the_run_got_and_where_its_time_went(tmp_pa
     stages = pd.DataFrame({
         "stage": ["features@blood-cell-images-vgg16", "train@blood-cell-images-vgg16-imagenet",
                   "train@blood-cell-images-pooled-vgg16-imagenet",
-                  "train@blood-cell-images-densenet121-scratch", "prepare-wbc"],
-        "seconds": [30.0, 60.0, 90.0, 120.0, 12.0]})
+                  "train@blood-cell-images-densenet121-scratch", "prepare-wbc",
+                  "train-network@resnet50"],  # a network's stage of the smoke layout
+        "seconds": [30.0, 60.0, 90.0, 120.0, 12.0, 150.0]})
     stages.to_csv(tmp_path / "stages.csv", index=False)
     summary = {"commit": "abc1234", "finished": False, "wall_seconds": 1800.0,
                "targets": [{"target": "preset-smoke", "seconds": 60.0, "exit_code": 0,
                             "timed_out": False},
                            {"target": "study", "seconds": 1740.0, "exit_code": None,
                             "timed_out": True}],
-               "stages_planned": 90, "stages_timed": 5, "report_written": False,
+               "stages_planned": 90, "stages_timed": 6, "report_written": False,
                "report_says_plumbing": False, "machine": "AMD EPYC; AVX2"}
     (tmp_path / "summary.json").write_text(json.dumps(summary))
-    (tmp_path / "wbc.yaml").write_text("wbc:\n  networks: [vgg16, densenet121, resnet50]\n")
+    (tmp_path / "wbc.yaml").write_text(
+        "wbc:\n  networks: [vgg16, densenet121, resnet50, mobilenet_v2]\n")
     text = report.smoke_run_markdown(tmp_path / "stages.csv", tmp_path / "summary.json",
                                      tmp_path / "wbc.yaml")
     assert "did not finish in 30.0 min" in text
     assert "`make study` 29.0 min (stopped at the time limit)" in text
-    assert "5 of 90 stages finished; no plumbing-run report" in text
+    assert "6 of 90 stages finished; no plumbing-run report" in text
     # train: 60 + 90 + 120 s = 4.5 min over 3 stages, median 90, slowest 120
     assert "| train | 3 | 4.5 | 90 | 120 |" in text
     # per network: its features and training stages (vgg16: 30 + 60 + 90 s)
     assert "| vgg16 | 3 | 3.0 | 30 | 90 |" in text
     assert "| densenet121 | 1 | 2.0 | 120 | 120 |" in text
-    assert "resnet50" not in text  # no stage of it ran
+    assert "| resnet50 | 1 | 2.5 | 150 | 150 |" in text
+    assert "mobilenet_v2" not in text  # no stage of it ran
     assert "Not run yet" in report.smoke_run_markdown(tmp_path / "no.csv", tmp_path / "no.json")
 
 

@@ -245,6 +245,7 @@ class CellTraining:
     blur_sigma: float
     bn_inference: bool  # the base's BatchNorm in inference mode while it is fine-tuned
     views: int  # probabilities averaged over this many symmetries of a cell (cells.VIEW_COUNTS)
+    eager: bool  # no graph tracing (leuko.accel.eager_execution): the smoke preset
 
     def __post_init__(self):
         if self.blur_sigma < 0:
@@ -305,6 +306,7 @@ def train_cell_model(training: str, cache: CellCache, config: CellTraining, abst
     part, choose its abstention threshold there; save the model and its training summary.
     Returns the summary and the per-epoch history."""
     from leuko import train
+    from leuko.accel import eager_execution
     from leuko.inputs import make_dataset, steps_per_epoch
     from leuko.networks import HeadConfig, build_classifier, count_params
     from leuko.study import epochs_of, one_hot_labels, predict, save_model, write_json
@@ -333,12 +335,13 @@ def train_cell_model(training: str, cache: CellCache, config: CellTraining, abst
                         config.stain_jitter)
     if config.blur_sigma:
         batches = sharpness_jittered(batches, steps, seed, config.blur_sigma)
-    history = train.fit(model, batches, steps,
-                        make_dataset(x_val, y_val, config.batch_size), fit,
-                        paths.live(the_id), paths.work(the_id), label="end-to-end")
-    seconds = time.perf_counter() - start
-    # calibrated and thresholded as the model will predict: over config.views views
-    val_probs = mean_over_views(lambda x: predict(model, x), x_val, config.views)
+    with eager_execution(config.eager):
+        history = train.fit(model, batches, steps,
+                            make_dataset(x_val, y_val, config.batch_size), fit,
+                            paths.live(the_id), paths.work(the_id), label="end-to-end")
+        seconds = time.perf_counter() - start
+        # calibrated and thresholded as the model will predict: over config.views views
+        val_probs = mean_over_views(lambda x: predict(model, x), x_val, config.views)
     y_val_idx = y_val.argmax(axis=1)
     temperature = fit_temperature(val_probs, y_val_idx)
     calibrated = temperature_scale(val_probs, temperature)
@@ -354,7 +357,7 @@ def train_cell_model(training: str, cache: CellCache, config: CellTraining, abst
         "tight_framed_train": int(train_rows["tight"].sum()),
         "cell_preprocess": preprocess.to_dict(), "config": {**asdict(config),
                                                             "head_units": list(config.head_units)},
-        "views": config.views, "temperature": temperature,
+        "views": config.views, "eager": config.eager, "temperature": temperature,
         "abstain": {**abstain.to_dict(), "threshold": threshold},
         "val_ece": {"raw": expected_calibration_error(val_probs.max(axis=1),
                                                       val_probs.argmax(axis=1) == y_val_idx),

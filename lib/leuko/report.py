@@ -939,7 +939,7 @@ def smoke_run_markdown(stages_csv: Path, summary_json: Path,
     lines += ["", "| network | stages | minutes | fastest stage s | slowest stage s |",
               "|---|---|---|---|---|"]
     for network in networks:
-        mine = stages[stages["stage"].str.contains(f"-{network}(?:-|$)", regex=True)]
+        mine = stages[stages["stage"].str.contains(f"[-@]{network}(?:-|$)", regex=True)]
         if len(mine):
             lines.append(f"| {network} | {len(mine)} | {mine['seconds'].sum() / 60:.1f} | "
                          f"{mine['seconds'].min():.0f} | {mine['seconds'].max():.0f} |")
