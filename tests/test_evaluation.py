@@ -76,6 +76,25 @@ def test_trained_models_finds_each_summary_in_its_stages_folder(tmp_path):
                                           "cells-both": flat}
     assert study.model_paths("blood-cell-images-vgg16-imagenet", flat) == grouped
     assert study.model_paths("not-trained", flat) == flat
+    # the same id left at the top by another preset's stage per model: the group's wins
+    study.write_json(flat.train_summary("blood-cell-images-vgg16-imagenet"), {"model": "old"})
+    assert study.model_paths("blood-cell-images-vgg16-imagenet", flat) == grouped
+
+
+def test_the_report_reads_a_groups_summaries_and_curves(tmp_path):
+    from leuko import report
+
+    flat, grouped = study.Paths(tmp_path), study.Paths(tmp_path, "vgg16")
+    the_id = "blood-cell-images-vgg16-imagenet"
+    for where, seconds in ((flat, 1.0), (grouped, 2.0)):  # a stale file at the top, the group's
+        study.write_json(where.train_summary(the_id), {"model": the_id, "train_seconds": seconds})
+        (where.live(the_id) / "plots").mkdir(parents=True)
+    study.write_json(flat.train_summary("cells-both"), {"model": "cells-both"})
+    times = report.training_times(tmp_path / "reports" / "train")
+    assert list(times["model"]) == [the_id, "cells-both"]
+    assert times.loc[0, "train_seconds"] == 2.0
+    assert report.live_folder(tmp_path / "reports" / "live", the_id) == grouped.live(the_id)
+    assert report.live_folder(tmp_path / "reports" / "live", "cells-both") is None
 
 
 def test_source_cells_join_rows_that_share_a_cell_hash_or_near_duplicate_group():

@@ -11,7 +11,6 @@ TensorFlow start for every model instead of one per model) and writes each model
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -282,7 +281,7 @@ def evaluate_models(models: list[ModelKey], image_size: int | str,
                 key.dataset, key.network, key.regime, image_size, n_boot=n_boot, seed=seed,
                 robustness_split=robustness_split, robustness_per_class=robustness_per_class,
                 eval_per_class=eval_per_class, repeat_seed=key.repeat_seed,
-                paths=replace(paths, group=key.group), decode=decode, predictor=predictor))
+                paths=key.paths(paths.root), decode=decode, predictor=predictor))
             keras.backend.clear_session()  # free the graphs of the model just scored
     if index_name:
         write_json(paths.root / INDEX_DIR / f"{index_name}.json", evaluation_index(results, paths))

@@ -433,9 +433,9 @@ def load_history(live_dir: Path) -> pd.DataFrame:
 
 
 def live_folder(live_root: Path, model_id: str) -> Path | None:
-    """A model's DVCLive folder: ``<live_root>/<id>``, or ``<live_root>/<group>/<id>`` where
-    one stage trained several models (``study.Paths.group``); None where there is none."""
-    found = [Path(live_root) / model_id, *Path(live_root).glob(f"*/{model_id}")]
+    """A model's DVCLive folder: ``<live_root>/<group>/<id>`` where one stage trained several
+    models (``study.Paths.group``), else ``<live_root>/<id>``; None where there is none."""
+    found = [*sorted(Path(live_root).glob(f"*/{model_id}")), Path(live_root) / model_id]
     return next((folder for folder in found if folder.is_dir()), None)
 
 
@@ -1268,16 +1268,18 @@ def comparisons_view(frame: pd.DataFrame) -> pd.DataFrame:
 def training_times(results_dir: Path) -> pd.DataFrame:
     """Training time, epochs and parameter count per model (from ``reports/train``, its
     group folders included)."""
-    rows = []
-    for path in sorted(Path(results_dir).rglob("*.json"), key=lambda p: p.stem):
+    from leuko.study import summary_files
+
+    rows = {}
+    for path in summary_files(results_dir):  # an id in a group's folder wins
         summary = json.loads(path.read_text())
-        rows.append({"model": summary.get("model", path.stem),
-                     "network": summary.get("network"), "regime": summary.get("regime"),
-                     "dataset": summary.get("dataset"),
-                     "train_seconds": summary.get("train_seconds"),
-                     "epochs_run": summary.get("epochs_run"),
-                     "parameters": (summary.get("params") or {}).get("total")})
-    return pd.DataFrame(rows)
+        rows[path.stem] = {"model": summary.get("model", path.stem),
+                           "network": summary.get("network"), "regime": summary.get("regime"),
+                           "dataset": summary.get("dataset"),
+                           "train_seconds": summary.get("train_seconds"),
+                           "epochs_run": summary.get("epochs_run"),
+                           "parameters": (summary.get("params") or {}).get("total")}
+    return pd.DataFrame([rows[m] for m in sorted(rows)])
 
 
 def data_counts(manifests_dir: Path) -> dict[str, pd.DataFrame]:

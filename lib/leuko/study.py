@@ -7,7 +7,7 @@ read under ``reports/``. A model is identified by ``<dataset>-<network>-<regime>
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -80,12 +80,21 @@ class Paths:
         return self.root / "reports" / "plots" / "confusion" / model_id / f"{split}.csv"
 
 
+def summary_files(folder: Path) -> list[Path]:
+    """The training summaries under ``folder`` (``reports/train``): its own files first, then
+    its group folders', so that where one id is in both (a file another preset's stage per
+    model left at the top), the group's comes last and wins."""
+    return sorted(Path(folder).rglob("*.json"),
+                  key=lambda p: (p.parent != Path(folder), p.as_posix()))
+
+
 def trained_models(paths: Paths = Paths()) -> dict[str, Paths]:
     """Every model with a training summary under ``reports/train`` (a stage's own file or a
-    group's folder), by id, with the ``Paths`` of its group; sorted by id."""
+    group's folder: ``summary_files``), by id, with the ``Paths`` of its group; sorted by
+    id."""
     folder = Paths(paths.root).train_summary("x").parent
     found = {}
-    for summary in folder.rglob("*.json"):
+    for summary in summary_files(folder):
         group = summary.parent.relative_to(folder).as_posix()
         found[summary.stem] = Paths(paths.root, "" if group == "." else group)
     return dict(sorted(found.items()))
@@ -353,8 +362,9 @@ class ModelKey(NamedTuple):
 def stage_groups(wbc: dict) -> dict[str, str]:
     """Per network of ``wbc.networks``, the folder its models are written to: "" where
     ``wbc.stages.per_model`` lists it (a stage per model), the network's name where
-    ``per_network`` does (one stage trains them all). ValueError unless each network is in
-    exactly one list, and every listed network in ``networks``."""
+    ``per_network`` does (one stage trains them all); without ``stages``, every network has
+    a stage per model. ValueError unless each network is in exactly one list, and every
+    listed network in ``networks``."""
     stages = wbc.get("stages") or {"per_model": list(wbc["networks"]), "per_network": []}
     lists = {kind: list(stages.get(kind) or []) for kind in ("per_model", "per_network")}
     listed = lists["per_model"] + lists["per_network"]
@@ -652,7 +662,7 @@ def train_network(network: str, data: dict | None = None, wbc: dict | None = Non
         run = WbcRun.from_params(key.dataset, network, key.regime, data, wbc,
                                  None if trainings is None else trainings[key.regime],
                                  key.repeat_seed)
-        results.append(train_wbc(run, replace(paths, group=key.group)))
+        results.append(train_wbc(run, key.paths(paths.root)))
         keras.backend.clear_session()  # free the graphs of the model just trained
     return results
 
