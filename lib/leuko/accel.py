@@ -98,11 +98,17 @@ def distribution_strategy(kind: str = "auto"):
 def eager_execution(eager: bool = True):
     """Run every ``tf.function`` eagerly inside the block when ``eager`` (``False``: leave
     TensorFlow as it is); the previous setting comes back on exit."""
+    import warnings
+
     import tensorflow as tf
 
     before = tf.config.functions_run_eagerly()
     tf.config.run_functions_eagerly(bool(eager) or before)
     try:
-        yield
+        with warnings.catch_warnings():
+            # tf.data's input functions stay traced (cheap); TensorFlow says so at every one
+            warnings.filterwarnings("ignore", message="Even though the `tf.config.experimental_"
+                                    "run_functions_eagerly` option is set", category=UserWarning)
+            yield
     finally:
         tf.config.run_functions_eagerly(before)

@@ -194,7 +194,8 @@ def choose_model(model_ids: list[str], rule: str = "val_macro_f1", paths: Paths 
     if not model_ids:
         raise ValueError("no candidate models to choose from: train the task's models first "
                          "(dvc repro), or name them")
-    summaries = {m: read_json(model_paths(m, paths).train_summary(m)) for m in model_ids}
+    located = trained_models(paths)
+    summaries = {m: read_json(located.get(m, paths).train_summary(m)) for m in model_ids}
     val_accuracy = {m: float(s.get("saved_val_accuracy", float("nan")))
                     for m, s in summaries.items()}
     n_params = {m: int((s.get("params") or {}).get("total", 0)) for m, s in summaries.items()}
@@ -323,7 +324,8 @@ def export_task(task: str, rule: str = "val_macro_f1", model_ids: list[str] | No
         raise ValueError(f"no trained model for task {task!r} (datasets "
                          f"{list(TASKS[task]['datasets'])}) in {paths.model('x').parent}: "
                          "run the study first (dvc repro)")
-    files = [model_paths(m, paths).model(m) for m in ids]
+    located = trained_models(paths)
+    files = [located.get(m, paths).model(m) for m in ids]
     missing = [str(file) for file in files if not file.is_file()]
     if missing:
         raise FileNotFoundError("model file(s) not found: " + ", ".join(missing))
