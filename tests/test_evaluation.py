@@ -146,6 +146,48 @@ def test_index_and_tables_list_every_model():
     assert shifts.loc["m2", "warm"] == pytest.approx(0.3)
 
 
+def test_evaluate_study_gathers_the_models_their_network_stage_scored(tmp_path):
+    """The smoke layout: every network in wbc.stages.per_network, so evaluate-wbc scores
+    nothing itself; it reads the metrics each train-network stage wrote, in the order of
+    params/wbc.yaml, and indexes them. A model its stage did not score stops it, naming the
+    stage to run."""
+    wbc = {"networks": ["a", "b"], "regimes": ["x"], "pooled_regimes": ["x"],
+           "stages": {"per_model": [], "per_network": ["a", "b"]}, "image_size": 32}
+    evaluate = {"n_boot": 10, "robustness_split": "none", "robustness_per_class": 1,
+                "eval_per_class": 1}
+    paths = study.Paths(tmp_path)
+    models = study.wbc_models(wbc)
+    for i, key in enumerate(models[:-1]):
+        study.write_json(paths.metrics(key.model_id), _result(key.model_id, 0.5 + i / 10))
+    missing = models[-1].model_id
+    with pytest.raises(FileNotFoundError, match=f"{missing}.*train-network@b"):
+        evaluation.evaluate_study(wbc, evaluate, 0, paths)
+    study.write_json(paths.metrics(missing), _result(missing, 0.9))
+    results = evaluation.evaluate_study(wbc, evaluate, 0, paths)
+    assert [r["model"] for r in results] == [m.model_id for m in models]
+    index = json.loads((tmp_path / "reports" / "evaluation" / "wbc.json").read_text())
+    assert list(index["models"]) == [m.model_id for m in models]
+    assert index["models"][missing]["splits"]["test"]["accuracy"] == pytest.approx(0.9)
+
+
+def test_confusion_panels_are_network_rows_and_model_kind_columns():
+    def result(dataset, network, model, cm):
+        return {"dataset": dataset, "network": network, "model": model,
+                "splits": {"test": {"confusion_matrix": cm}}}
+
+    results = [result("blood-cell-images", "vgg16", "blood-cell-images-vgg16-scratch",
+                      [[1, 0], [0, 1]]),
+               result("blood-cell-images", "vgg16", "blood-cell-images-vgg16-imagenet-seed1",
+                      [[2, 0], [1, 1]]),
+               result("blood-cell-images-pooled", "resnet50",
+                      "blood-cell-images-pooled-resnet50-imagenet", [[0, 1], [1, 0]])]
+    matrices, rows, cols = evaluation.confusion_panels(results, "test")
+    assert rows == ["vgg16", "resnet50"]
+    assert cols == ["scratch", "imagenet-seed1", "imagenet (pooled)"]
+    assert matrices[("vgg16", "imagenet-seed1")].tolist() == [[2, 0], [1, 1]]
+    assert evaluation.confusion_panels(results, "test_simple") == ({}, [], [])
+
+
 @pytest.mark.slow
 def test_evaluate_notebook_scores_several_models_in_one_run(tmp_path):
     """Two untrained models on a few real images: per-model metrics, predictions and

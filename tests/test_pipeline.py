@@ -110,6 +110,12 @@ def test_the_network_stage_trains_all_its_models_into_its_own_folders(study_dir,
     assert (summary["model"], summary["eager"], summary["epochs_run"]) == (model_id, False,
                                                                           epochs)
     assert (work / "reports" / "live" / "mobilenet_v2" / model_id / "plots").is_dir()
+    # scored in the stage, as evaluate-wbc scores (the notebook's default: 25 per class)
+    metrics = json.loads((work / "reports" / "metrics" / f"{model_id}.json").read_text())
+    assert metrics["splits"]["test"]["n"] == 4 * 25
+    assert metrics["splits"]["test_simple"]["n"] == 13 + 6 + 4 + 25  # 48 neutrophils
+    assert metrics["training"]["saved_epoch"] == summary["saved_epoch"]
+    assert metrics["stain_shift"]["n"] == 10 + 6 + 4 + 10  # TEST_SIMPLE, 10 per class at most
 
 
 def test_compare_and_report_render_every_model(study_dir):

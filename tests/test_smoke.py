@@ -87,20 +87,22 @@ def smoke_run(tmp_path_factory, wbc_root) -> dict:
     for dataset, network, regime in models:
         study.train_wbc(study.WbcRun.from_params(dataset, network, regime, data, traced,
                                                  trainings[regime]), paths=paths)
-    # ... and the smoke preset's own layout for one network: its stage (eager, as the preset
-    # runs) trains all its models, every regime, the pooled split and the repeat
-    grouped = study.train_network(GROUPED, data, {**traced, "eager": wbc["eager"]}, trainings,
-                                  paths)
-    keys = [m for m in study.wbc_models(traced) if m.network == GROUPED]
-    assert [r.extra["model"] for r in grouped] == [m.model_id for m in keys]
-    models += keys
     results = evaluation.evaluate_models(
         models, wbc["image_size"], n_boot=evaluate["n_boot"], seed=0,
         robustness_split=evaluate["robustness_split"],
         robustness_per_class=evaluate["robustness_per_class"],
-        eval_per_class=evaluate["eval_per_class"], paths=paths, eager=wbc["eager"])
-    return {"work": work, "paths": paths, "models": models, "wbc": wbc, "results": results,
-            "features": features}
+        eval_per_class=evaluate["eval_per_class"], paths=paths)
+    # ... and the smoke preset's own layout for one network: its stage (eager, as the preset
+    # runs) trains all its models, every regime, the pooled split and the repeat, and scores
+    # each while it is in memory
+    grouped, scored = evaluation.train_and_evaluate_network(
+        GROUPED, data, {**traced, "eager": wbc["eager"]}, evaluate, trainings, paths)
+    keys = [m for m in study.wbc_models(traced) if m.network == GROUPED]
+    assert [r.extra["model"] for r in grouped] == [m.model_id for m in keys]
+    assert [r["model"] for r in scored] == [m.model_id for m in keys]
+    models += keys
+    return {"work": work, "paths": paths, "models": models, "wbc": wbc,
+            "results": results + scored, "grouped": grouped, "features": features}
 
 
 def test_every_network_builds_caches_features_and_every_regime_trains(smoke_run):
@@ -152,6 +154,32 @@ def test_the_grouped_network_has_every_model_of_the_preset_in_its_folders(smoke_
     assert not any((paths.root / "build" / "models").glob(f"*-{GROUPED}-*.keras"))
     official = {m for m in expected if not m.startswith(study.WBC_POOLED_DATASET)}
     assert official <= set(export.candidates("wbc4", paths))  # the pooled split is no task's
+
+
+def test_the_grouped_frozen_models_sit_on_the_base_their_features_came_from(smoke_run):
+    """With ``weights: random`` a base built twice is two bases: the network's stage builds
+    one, and its features and every frozen-regime model share it, so the saved classifier's
+    base reproduces the cached features its head was trained on."""
+    import keras
+
+    from leuko import study, train
+    from leuko.inputs import load_resized
+
+    paths = smoke_run["paths"]
+    cached = study.load_features(paths.features(study.WBC_DATASET, GROUPED))
+    frozen = [r for r in smoke_run["grouped"] if r.extra["regime"] in train.FROZEN_REGIMES
+              and r.extra["dataset"] == study.WBC_DATASET]
+    assert frozen
+    for run in frozen:
+        the_id = run.extra["model"]
+        saved = study.load_model(study.model_paths(the_id, paths).model(the_id))
+        _, preprocess, base, _ = saved.layers
+        inputs = keras.Input(saved.input_shape[1:])
+        features = keras.Model(inputs, base(preprocess(inputs)))
+        images = load_resized(list(cached["train_paths"]), run.extra["image_size"],
+                              progress=False)
+        np.testing.assert_allclose(study.predict(features, images), cached["train_features"],
+                                   rtol=1e-4, atol=1e-4)
 
 
 def test_every_model_is_evaluated_and_named_a_plumbing_run(smoke_run):

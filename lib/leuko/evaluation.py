@@ -6,7 +6,10 @@ derives each stage's code dependencies from these imports).
 
 ``evaluate_models`` scores many models in one process (the ``evaluate-wbc`` stage: one
 TensorFlow start for every model instead of one per model) and writes each model's files as
-``evaluate_model`` does, plus an index of what it evaluated (``Paths``' scheme).
+``evaluate_model`` does, plus an index of what it evaluated (``Paths``' scheme). Where one
+stage trains all of a network's models (``wbc.stages.per_network``, the smoke preset),
+``train_and_evaluate_network`` scores each right after its training, and ``evaluate_study``
+(the ``evaluate-wbc`` stage) gathers them with the models it scores.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from leuko import splits
 from leuko.atomic import write_csv_atomic
 from leuko.machine import describe
 from leuko.study import (
+    WBC_POOLED_DATASET,
     ModelKey,
     Paths,
     class_index,
@@ -29,10 +33,11 @@ from leuko.study import (
     read_json,
     read_manifest,
     resolve_image_size,
+    wbc_models,
     write_json,
 )
 
-#: Where ``evaluate_models`` writes its index (one per study part).
+#: Where ``evaluate_study`` writes its index (one per study part).
 INDEX_DIR = Path("reports") / "evaluation"
 DEFAULT_PATHS = Paths()
 #: Manifest columns whose shared values make images copies of one source cell (the keys the
@@ -179,7 +184,8 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
                    classes: list[str] | None = None, crop=None,
                    robustness_split: str | None = "test", robustness_per_class: int = 100,
                    eval_per_class: int = 0, repeat_seed: int | None = None,
-                   paths: Paths = DEFAULT_PATHS, decode=None, predictor=predict) -> dict:
+                   paths: Paths = DEFAULT_PATHS, decode=None, predictor=predict,
+                   model=None) -> dict:
     """Accuracy, per-class figures, confusion matrix and intervals on each held-out split
     (``held_out_metrics``): bootstrap intervals resample whole source cells / patients
     (``source_cells``), the exact interval comes where every image is its own cell. The file
@@ -199,7 +205,9 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
     run; the file's ``training_seed`` is the seed its training ran with either way.
     ``decode``: how images are read (default ``inputs.load_resized``; ``evaluate_models``
     passes one ``DecodedImages`` to all its models); ``predictor(model, images)``: how they are
-    predicted (default ``study.predict``; ``evaluate_models`` passes a ``SharedFrozenBase``)."""
+    predicted (default ``study.predict``; ``evaluate_models`` passes a ``SharedFrozenBase``).
+    ``model``: the trained model, still in memory (``train_and_evaluate_network``); None: loaded
+    from ``paths.model``."""
     from leuko.datasets import WBC_CLASSES
     from leuko.inputs import load_resized
 
@@ -207,7 +215,7 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
     the_id = model_id(dataset, network, regime, repeat_seed)
     classes = list(classes or WBC_CLASSES)
     size = resolve_image_size(network, image_size)
-    model = load_model(paths.model(the_id))
+    model = model if model is not None else load_model(paths.model(the_id))
     manifest = read_manifest(paths.manifest(dataset))
     result = {"model": the_id, "dataset": dataset, "network": network, "regime": regime,
               "classes": classes, "splits": {}}
@@ -256,14 +264,13 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
 
 def evaluate_models(models: list[ModelKey], image_size: int | str,
                     n_boot: int = 2000, seed: int = 0, robustness_split: str | None = "test",
-                    robustness_per_class: int = 100, index_name: str | None = "wbc",
-                    eval_per_class: int = 0, paths: Paths = DEFAULT_PATHS,
+                    robustness_per_class: int = 100, eval_per_class: int = 0,
+                    paths: Paths = DEFAULT_PATHS,
                     eager: bool = False) -> list[dict]:
     """``evaluate_model`` for each model (``study.ModelKey``: read from its stage's folder) in
     one process; each model's metrics, predictions and confusion data are written as a
-    per-model run writes them, and ``reports/evaluation/<index_name>.json`` lists the models
-    with their headline figures (``None``: no index). Models are evaluated in order; the first
-    failure stops the run. ``eager``: predict without graph tracing
+    per-model run writes them (``evaluate_study`` adds the index). Models are evaluated in
+    order; the first failure stops the run. ``eager``: predict without graph tracing
     (``accel.eager_execution``; ``wbc.eager``, the smoke preset)."""
     import keras
 
@@ -283,9 +290,92 @@ def evaluate_models(models: list[ModelKey], image_size: int | str,
                 eval_per_class=eval_per_class, repeat_seed=key.repeat_seed,
                 paths=key.paths(paths.root), decode=decode, predictor=predictor))
             keras.backend.clear_session()  # free the graphs of the model just scored
-    if index_name:
-        write_json(paths.root / INDEX_DIR / f"{index_name}.json", evaluation_index(results, paths))
     return results
+
+
+def train_and_evaluate_network(network: str, data: dict | None = None,
+                               wbc: dict | None = None, evaluate: dict | None = None,
+                               trainings: dict[str, dict] | None = None,
+                               paths: Paths = DEFAULT_PATHS) -> tuple[list, list[dict]]:
+    """The stage of a network of ``wbc.stages.per_network`` (the smoke preset): every model of
+    it trained (``study.train_network``) and each scored as ``evaluate_models`` scores it, right
+    after its training while it is in memory: loading a deep network's ``.keras`` again costs
+    seconds (DenseNet201 ~12 s on 2 cores), and the smoke preset trains 63 models. The
+    ``evaluate-wbc`` stage then only gathers these models' metrics (``evaluate_study``).
+    Blocks that are None are read from ``params/``; the evaluation's seed is ``data.seed``.
+    Returns each model's ``train.RunResult`` and its metrics, in order."""
+    from leuko.accel import eager_execution
+    from leuko.params import read_block
+    from leuko.study import train_network
+
+    wbc, evaluate = read_block("wbc", wbc), read_block("evaluate", evaluate)
+    seed = int(read_block("data", data)["seed"])
+    decode, predictor = DecodedImages(), SharedFrozenBase()
+    results: list[dict] = []
+
+    def score(key: ModelKey, run) -> None:
+        with eager_execution(bool(wbc.get("eager", False))):
+            results.append(evaluate_model(
+                key.dataset, key.network, key.regime, wbc["image_size"],
+                n_boot=evaluate["n_boot"], seed=seed,
+                robustness_split=evaluate["robustness_split"],
+                robustness_per_class=evaluate["robustness_per_class"],
+                eval_per_class=evaluate["eval_per_class"], repeat_seed=key.repeat_seed,
+                paths=key.paths(paths.root), decode=decode, predictor=predictor,
+                model=run.model))
+
+    runs = train_network(network, data, wbc, trainings, paths, on_trained=score)
+    return runs, results
+
+
+def evaluate_study(wbc: dict, evaluate: dict, seed: int,
+                   paths: Paths = DEFAULT_PATHS) -> list[dict]:
+    """The ``evaluate-wbc`` stage: every model of ``params/wbc.yaml`` (``study.wbc_models``),
+    in order. The models of ``wbc.stages.per_model`` are scored here in one process
+    (``evaluate_models``); those of ``per_network`` were scored by their network's stage
+    (``train_and_evaluate_network``), whose metrics files are read. Writes the index
+    ``reports/evaluation/wbc.json`` of them all."""
+    models = wbc_models(wbc)
+    scored: dict[str, dict] = {}
+    own = [m for m in models if not m.group]
+    if own:
+        for result in evaluate_models(
+                own, wbc["image_size"], n_boot=evaluate["n_boot"], seed=seed,
+                robustness_split=evaluate["robustness_split"],
+                robustness_per_class=evaluate["robustness_per_class"],
+                eval_per_class=evaluate["eval_per_class"], paths=paths,
+                eager=bool(wbc.get("eager", False))):
+            scored[result["model"]] = result
+    for key in (m for m in models if m.group):
+        path = key.paths(paths.root).metrics(key.model_id)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no metrics of {key.model_id}, which the stage "
+                                    f"train-network@{key.network} trains and scores (dvc "
+                                    f"repro train-network@{key.network})")
+        scored[key.model_id] = read_json(path)
+    results = [scored[m.model_id] for m in models]
+    write_json(paths.root / INDEX_DIR / "wbc.json", evaluation_index(results, paths))
+    return results
+
+
+def model_kind(result: dict) -> str:
+    """A model's name without its network: the regime, ``pooled`` for the leaky pooled split,
+    ``seed<n>`` for a repeat (``study.model_id``)."""
+    prefix = f"{result['dataset']}-{result['network']}-"
+    kind = result["model"].removeprefix(prefix)
+    return f"{kind} (pooled)" if result["dataset"] == WBC_POOLED_DATASET else kind
+
+
+def confusion_panels(results: list[dict], split: str
+                     ) -> tuple[dict[tuple[str, str], np.ndarray], list[str], list[str]]:
+    """The confusion matrices of ``split`` as ``figures.plot_confusion_grid`` takes them:
+    (network, ``model_kind``) -> matrix, with the rows (networks) and columns (kinds) in the
+    order the models come."""
+    matrices = {(r["network"], model_kind(r)): np.asarray(r["splits"][split]["confusion_matrix"])
+                for r in results if split in r["splits"]}
+    rows = list(dict.fromkeys(network for network, _ in matrices))
+    cols = list(dict.fromkeys(kind for _, kind in matrices))
+    return matrices, rows, cols
 
 
 def evaluation_index(results: list[dict], paths: Paths = DEFAULT_PATHS) -> dict:

@@ -7,6 +7,7 @@ read under ``reports/``. A model is identified by ``<dataset>-<network>-<regime>
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -494,14 +495,31 @@ class WbcRun:
                             index=pd.Index(list(values), name="setting"))
 
 
+def build_frozen_base(network: str, settings: WbcSettings):
+    """The base whose bottleneck features the frozen regimes' heads train on: built from
+    ``settings.weights`` after seeding with ``data.seed`` (so ``weights: random`` draws the
+    same base in every stage), not trainable."""
+    from leuko import networks, train
+
+    train.set_determinism(settings.seed)
+    size = resolve_image_size(network, settings.image_size)
+    base = networks.build_base(network, (size, size, 3), settings.pretrained,
+                               settings.bottleneck)
+    base.trainable = False
+    return base
+
+
 def compute_bottleneck_features(dataset: str, network: str, settings: WbcSettings,
-                                paths: Paths = Paths()) -> dict[str, np.ndarray]:
+                                paths: Paths = Paths(), base=None) -> dict[str, np.ndarray]:
     """Bottleneck features (``settings.bottleneck``: ``networks.BOTTLENECKS``) of the frozen
     base for the train and validation rows; the base starts from ``settings.weights``. Both
-    are saved with the features, and training checks them (``check_cached_features``)."""
+    are saved with the features, and training checks them (``check_cached_features``).
+    ``base``: the network's frozen base already built (``build_frozen_base``; ``train_network``
+    shares one); None: built here."""
     from leuko import accel, networks, train
     from leuko.inputs import load_resized
 
+    base = base if base is not None else build_frozen_base(network, settings)
     train.set_determinism(settings.seed)
     size = resolve_image_size(network, settings.image_size)
     manifest = read_manifest(paths.manifest(dataset))
@@ -509,8 +527,6 @@ def compute_bottleneck_features(dataset: str, network: str, settings: WbcSetting
                                                     settings.val_per_class, settings.seed),
                     strict=True))
     entry = networks.get_network(network)
-    base = networks.build_base(network, (size, size, 3), settings.pretrained,
-                               settings.bottleneck)
     preprocess = networks.Preprocess(entry.preprocessing)
     arrays = {"bottleneck": np.asarray(settings.bottleneck),
               "weights": np.asarray(settings.weights)}
@@ -538,12 +554,14 @@ def check_cached_features(cached: dict[str, np.ndarray], settings: WbcSettings,
     return cached
 
 
-def train_wbc(run: WbcRun, paths: Paths = Paths()):
+def train_wbc(run: WbcRun, paths: Paths = Paths(), frozen_base=None):
     """Train one model of the 4-class study; save it, its curves and a training summary.
 
     Frozen regimes train the head on the cached features; fine-tuning warms the head up on
     them (``warmup_epochs`` at ``warmup_learning_rate``), then trains base and head end to
-    end; scratch trains everything from random weights."""
+    end; scratch trains everything from random weights. ``frozen_base``: a frozen regime's
+    base already built (``build_frozen_base``: the one its features came from;
+    ``train_network`` shares it among the network's frozen models); None: built here."""
     import time
 
     from leuko import accel, networks, train
@@ -553,6 +571,9 @@ def train_wbc(run: WbcRun, paths: Paths = Paths()):
     # the data (rows, cached features) come from data.seed; the training's randomness from
     # the run's training seed (the same for the main run)
     settings, training, seed = run.settings, run.training, run.training_seed
+    if frozen_base is not None and run.regime not in train.FROZEN_REGIMES:
+        raise ValueError(f"{run.model_id}: a shared frozen base is for the frozen regimes "
+                         f"{train.FROZEN_REGIMES}; {run.regime!r} trains its base")
     train.set_determinism(seed)
     precision = accel.set_precision(settings.precision)
     size = resolve_image_size(run.network, settings.image_size)
@@ -589,11 +610,12 @@ def train_wbc(run: WbcRun, paths: Paths = Paths()):
                     make_dataset(cached["val_features"], y_val, batch_size), head_fit,
                     paths.live(the_id) if frozen else None, paths.work(the_id) / "head",
                     label="head"))
-            base = networks.build_base(run.network, (size, size, 3), settings.pretrained,
-                                       settings.bottleneck)
             if frozen:
-                base.trainable = False
+                base = (frozen_base if frozen_base is not None
+                        else build_frozen_base(run.network, settings))
             else:
+                base = networks.build_base(run.network, (size, size, 3), settings.pretrained,
+                                           settings.bottleneck)
                 networks.set_trainable_top(base, training.finetune_blocks)
             model = networks.build_classifier(run.network, n, size, pretrained=True, base=base,
                                               head_model=head,
@@ -636,15 +658,20 @@ def train_wbc(run: WbcRun, paths: Paths = Paths()):
 
 
 def train_network(network: str, data: dict | None = None, wbc: dict | None = None,
-                  trainings: dict[str, dict] | None = None, paths: Paths = Paths()) -> list:
+                  trainings: dict[str, dict] | None = None, paths: Paths = Paths(),
+                  on_trained: Callable[[ModelKey, object], None] | None = None) -> list:
     """The stage of a network of ``wbc.stages.per_network``: its bottleneck features on both
     splits (as the features stages compute them), then every model of it (``wbc_models``:
     each regime, the pooled split, the repeats) in one process, into the network's folders
-    (``Paths.group``). ``trainings``: each regime's ``training`` block; None (the stage):
-    read from ``params/regimes/<regime>.yaml``. Returns each model's ``train.RunResult``, in
-    order."""
+    (``Paths.group``). The frozen base is built once: the features and every frozen-regime
+    model share it (a deep network takes seconds to build on a CPU). ``trainings``: each
+    regime's ``training`` block; None (the stage): read from
+    ``params/regimes/<regime>.yaml``. ``on_trained(key, result)`` runs after each model, while
+    it is in memory (``evaluation.train_and_evaluate_network`` scores it there). Returns each
+    model's ``train.RunResult``, in order."""
     import keras
 
+    from leuko import train
     from leuko.params import read_block
     from leuko.progress import progress_bar
 
@@ -655,14 +682,18 @@ def train_network(network: str, data: dict | None = None, wbc: dict | None = Non
         raise ValueError(f"{network!r} is not in params/wbc.yaml's wbc.stages.per_network "
                          f"({(wbc.get('stages') or {}).get('per_network')}): its models are "
                          "trained a stage each (notebooks/03-train.ipynb)")
+    base = build_frozen_base(network, settings)
     for dataset in (WBC_DATASET, WBC_POOLED_DATASET):
-        compute_bottleneck_features(dataset, network, settings, paths)
+        compute_bottleneck_features(dataset, network, settings, paths, base=base)
     results = []
     for key in progress_bar(keys, desc=f"{network}: models", unit="model"):
         run = WbcRun.from_params(key.dataset, network, key.regime, data, wbc,
                                  None if trainings is None else trainings[key.regime],
                                  key.repeat_seed)
-        results.append(train_wbc(run, key.paths(paths.root)))
+        shared = base if run.regime in train.FROZEN_REGIMES else None
+        results.append(train_wbc(run, key.paths(paths.root), frozen_base=shared))
+        if on_trained is not None:
+            on_trained(key, results[-1])
         keras.backend.clear_session()  # free the graphs of the model just trained
     return results
 
