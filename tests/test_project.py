@@ -105,7 +105,8 @@ def test_readme_results_match_the_metrics_files():
     if not any(metrics.glob("*.json")):
         pytest.skip("no metrics committed yet")
     readme = (ROOT / "README.md").read_text()
-    assert report.readme_table(report.readme_results_table(metrics)) in readme, \
+    listed = report.listed_models(ROOT / "params")
+    assert report.readme_table(report.readme_results_table(metrics, listed)) in readme, \
         "run `make results` after `make study`"
     cells = report.cells_markdown(ROOT / "reports" / "cells" / "cross_source.csv")
     assert cells in readme, "run `make results` after `make study`"

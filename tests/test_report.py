@@ -691,3 +691,33 @@ def test_cell_detail_block_gives_each_source_and_splits_median_detail(tmp_path):
     assert expected > 100
     assert "At 16 px" in text
     assert "No cell cache" in report.cell_detail_markdown(Paths(tmp_path / "none"))
+
+
+def test_the_report_lists_only_the_models_its_parameters_train(tmp_path):
+    """The smoke preset's parameters list its 63 + 3 + 3 models; the files another preset
+    left in reports/metrics (here the default's repeat seed 2) are not the study's, and a
+    listed model without its file stops the report, naming it."""
+    import shutil
+    from pathlib import Path
+
+    smoke = Path(__file__).resolve().parents[1] / "params" / "presets" / "smoke"
+    params = tmp_path / "params"
+    params.mkdir()
+    for name in ("wbc", "leukemia", "cells"):
+        shutil.copy(smoke / f"{name}.yaml", params / f"{name}.yaml")
+    listed = report.listed_models(params)
+    assert len(listed) == 9 * (5 + 1 + 1) + 3 + 3
+    assert "blood-cell-images-densenet201-imagenet-seed1" in listed
+    assert "blood-cell-images-pooled-vgg16-imagenet" in listed
+    assert {"all-idb2-leukemia_cnn-scratch", "all-idb2-efficientnet_b2-scratch",
+            "all-idb2-leukemia_cnn-scratch-seed1", "cells-both"} <= set(listed)
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    stale = "blood-cell-images-mobilenet_v2-imagenet-seed2"
+    for model in [*listed, stale]:
+        (metrics / f"{model}.json").write_text(json.dumps({"model": model}))
+    assert sorted(r["model"] for r in report.load_results(metrics, listed)) == sorted(listed)
+    assert stale in {r["model"] for r in report.load_results(metrics)}
+    (metrics / "cells-pbc.json").unlink()
+    with pytest.raises(FileNotFoundError, match="cells-pbc"):
+        report.load_results(metrics, listed)

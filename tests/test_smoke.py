@@ -208,7 +208,8 @@ def smoke_report(smoke_run) -> Path:
     out = work / "reports" / "notebooks" / "compare.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(str(ROOT / "notebooks" / "05-compare.ipynb"), str(out),
-                               parameters={"comparison_boot": 50}, kernel_name="leuko",
+                               parameters={"comparison_boot": 50, "params_dir": ""},
+                               kernel_name="leuko",
                                cwd=str(work), progress_bar=False)
     return render_html(out, work / "reports" / "study.html")
 

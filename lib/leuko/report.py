@@ -26,9 +26,42 @@ PUBLISHED = {
 }
 
 
-def load_results(metrics_dir: Path) -> list[dict]:
-    """Every model's metrics file, sorted by model id."""
+def listed_models(params_dir: str | Path = "params") -> list[str]:
+    """The id of every model the study's parameters in ``params_dir`` train: the 4-class models
+    (``wbc.yaml``: ``study.wbc_models``), the leukemia solutions and their repeats
+    (``leukemia.yaml``), the cell models (``cells.yaml``: ``cells.trainings``). A preset
+    leaves the files of another preset's models in ``reports/metrics``; only these are the
+    study's."""
+    from leuko.leukemia import leukemia_model_id
+    from leuko.multisource import cell_model_id
+    from leuko.params import read_block
+    from leuko.study import wbc_models
+
+    def block(name: str) -> dict:
+        return read_block(name, path=Path(params_dir) / f"{name}.yaml")
+
+    leukemia = block("leukemia")
+    repeats = leukemia.get("repeats") or {}
+    models = [m.model_id for m in wbc_models(block("wbc"))]
+    models += [leukemia_model_id(leukemia["dataset"], s["network"])
+               for s in leukemia["solutions"].values()]
+    models += [leukemia_model_id(leukemia["dataset"], network, int(seed))
+               for network in repeats.get("networks") or [] for seed in repeats.get("seeds") or []]
+    models += [cell_model_id(training) for training in block("cells")["trainings"]]
+    return list(dict.fromkeys(models))
+
+
+def load_results(metrics_dir: Path, models: list[str] | None = None) -> list[dict]:
+    """Every model's metrics file, sorted by model id; ``models``: only these
+    (``listed_models``), each of which must have its file."""
     files = sorted(Path(metrics_dir).glob("*.json"))
+    if models is not None:
+        found = {f.stem for f in files}
+        missing = [m for m in models if m not in found]
+        if missing:
+            raise FileNotFoundError(f"{metrics_dir} lacks the metrics of {missing}: run their "
+                                    "evaluate stages (dvc repro)")
+        files = [f for f in files if f.stem in set(models)]
     if not files:
         raise FileNotFoundError(f"no metrics files in {metrics_dir}: run the evaluate stages")
     return [json.loads(f.read_text()) for f in files]
@@ -1025,16 +1058,18 @@ def _pct_pair(value: float, default: dict | None) -> str:
     return f"{100 * value:.1f} ({base})"
 
 
-def readme_results_table(metrics_dir: Path) -> pd.DataFrame:
-    """The thesis and leukemia models' results (the cell classifier has its own block)."""
-    return results_table([r for r in load_results(Path(metrics_dir))
+def readme_results_table(metrics_dir: Path, models: list[str] | None = None) -> pd.DataFrame:
+    """The thesis and leukemia models' results (the cell classifier has its own block);
+    ``models``: as ``load_results``."""
+    return results_table([r for r in load_results(Path(metrics_dir), models)
                           if not r["model"].startswith("cells-")])
 
 
 def main() -> int:
     """``python -m leuko.report``: refresh the README's results table, the cell classifier's
     leave-one-source-out table and the stage times from the run's files."""
-    changed = update_readme(Path("README.md"), readme_results_table(Path("reports/metrics")), {
+    changed = update_readme(Path("README.md"), readme_results_table(Path("reports/metrics"),
+                                                                    listed_models()), {
         "cells": cells_markdown(Path("reports/cells/cross_source.csv")),
         "times": times_markdown(Path("reports/times")),
         "budget": budget_markdown(Path("reports/times")),
@@ -1407,12 +1442,13 @@ def split_figures_text(metrics: dict) -> str:
     return text + f", macro F1 {metrics['macro_f1']:.3f}"
 
 
-def display_leukemia_section(metrics_dir: str | Path = "reports/metrics",
+def display_leukemia_section(results: list[dict],
                              paths: LeukemiaPaths = LEUKEMIA_PATHS) -> int:
-    """Display the leukemia section in a notebook; returns the number of leukemia models."""
+    """Display the leukemia section of ``results`` (``load_results``) in a notebook; returns
+    the number of leukemia models."""
     from IPython.display import display
 
-    results = [r for r in load_results(Path(metrics_dir)) if is_leukemia_result(r)]
+    results = [r for r in results if is_leukemia_result(r)]
     for item in leukemia_section_items(results, paths):
         display(item)
     return len(results)
