@@ -632,6 +632,15 @@ def test_smoke_run_block_says_how_far_the_run_got_and_where_its_time_went(tmp_pa
     assert "| resnet50 | 1 | 2.5 | 150 | 150 |" in text
     assert "mobilenet_v2" not in text  # no stage of it ran
     assert "Not run yet" in report.smoke_run_markdown(tmp_path / "no.csv", tmp_path / "no.json")
+    # a finished run: every stage ran, and the time outside the timed stages is named
+    summary.update(finished=True, stages_planned=8, targets=[
+        {"target": "study", "seconds": 600.0, "exit_code": 0, "timed_out": False}])
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    text = report.smoke_run_markdown(tmp_path / "stages.csv", tmp_path / "summary.json",
+                                     tmp_path / "wbc.yaml")
+    assert "all 8 stages ran (6 timed: compare and report are not)" in text
+    # 30 + 60 + 90 + 120 + 12 + 150 s = 7.7 min of the study's 10.0
+    assert "add up to 7.7 of `make study`'s 10.0 min" in text
 
 
 def test_smoke_eager_block_compares_graph_and_eager_per_network(tmp_path):

@@ -954,14 +954,21 @@ def smoke_run_markdown(stages_csv: Path, summary_json: Path,
            else "" if t["exit_code"] == 0 else f" (failed, exit {t['exit_code']})")
         for t in summary["targets"])
     outcome = "finished" if summary["finished"] else "did not finish"
+    timed, planned = summary["stages_timed"], summary["stages_planned"]
+    ran = (f"all {planned} stages ran ({timed} timed: compare and report are not)"
+           if summary["finished"] else f"{timed} of {planned} stages finished")
     lines = [f"`make preset-smoke && make study` on a fresh clone of {summary['commit']} "
-             f"{outcome} in {summary['wall_seconds'] / 60:.1f} min ({targets}); "
-             f"{summary['stages_timed']} of {summary['stages_planned']} stages finished"
+             f"{outcome} in {summary['wall_seconds'] / 60:.1f} min ({targets}); {ran}"
              + ("; the report was written and titled as a plumbing run"
                 if summary["report_says_plumbing"] else "; no plumbing-run report") + ". "
              f"Machine: {summary['machine']}.", ""]
     if stages.empty:
         return "\n".join(lines)
+    study = next((t for t in summary["targets"] if t["target"] == "study"), None)
+    if study is not None and summary["finished"]:
+        lines[0] += (f" The timed stages' own seconds add up to {stages['seconds'].sum() / 60:.1f}"
+                     f" of `make study`'s {study['seconds'] / 60:.1f} min; the rest is DVC "
+                     "between stages, compare and report.")
     stages["kind"] = stages["stage"].str.split("@").str[0]
     by_kind = stages.groupby("kind")["seconds"].agg(["count", "sum", "median", "max"])
     lines += ["| kind of stage | stages | minutes | median s | slowest s |", "|---|---|---|---|---|"]
