@@ -4,12 +4,12 @@ Split from ``leuko.study`` so that the training stages do not import ``leuko.met
 change to how models are scored reruns the evaluate stages, never training (``leuko.stagedeps``
 derives each stage's code dependencies from these imports).
 
-``evaluate_models`` scores many models in one process (the ``evaluate-wbc`` stage: one
-TensorFlow start for every model instead of one per model) and writes each model's files as
-``evaluate_model`` does, plus an index of what it evaluated (``Paths``' scheme). Where one
-stage trains all of a network's models (``wbc.stages.per_network``, the smoke preset),
-``train_and_evaluate_network`` scores each right after its training, and ``evaluate_study``
-(the ``evaluate-wbc`` stage) gathers them with the models it scores.
+``evaluate_models`` scores many models in one process (one TensorFlow start for every model
+instead of one per model) and writes each model's files as ``evaluate_model`` does
+(``Paths``' scheme). Where one stage trains all of a network's models
+(``wbc.stages.per_network``, the smoke preset), ``train_and_evaluate_network`` scores each
+right after its training; ``evaluate_study`` (the ``evaluate-wbc`` stage) scores the other
+models, gathers those, and writes the index of them all.
 """
 
 from __future__ import annotations
