@@ -121,7 +121,7 @@ def test_the_network_stage_trains_all_its_models_into_its_own_folders(study_dir,
 def test_compare_and_report_render_every_model(study_dir):
     from leuko.render import main as render
 
-    run_notebook("05-compare", study_dir, params_dir="")  # every model it trained
+    compare = run_notebook("05-compare", study_dir, params_dir="")  # every model it trained
     table = (study_dir / "reports" / "tables" / "results.csv").read_text()
     # 4 models and the repeat of one, x 2 test splits
     assert table.count("blood-cell-images-mobilenet_v2-") == 10
@@ -135,7 +135,7 @@ def test_compare_and_report_render_every_model(study_dir):
     assert test["runs"] == 2 and test["accuracy"]["min"] <= test["accuracy"]["mean"] \
         <= test["accuracy"]["max"]
     assert summary["blood-cell-images-mobilenet_v2-scratch"]["test"]["accuracy"]["sd"] is None
-    (study_dir / "reports" / "notebooks" / "05-compare.ipynb").rename(
+    compare.rename(
         study_dir / "reports" / "notebooks" / "compare.ipynb")
     import os
 
