@@ -168,6 +168,8 @@ def test_evaluate_study_gathers_the_models_their_network_stage_scored(tmp_path):
     index = json.loads((tmp_path / "reports" / "evaluation" / "wbc.json").read_text())
     assert list(index["models"]) == [m.model_id for m in models]
     assert index["models"][missing]["splits"]["test"]["accuracy"] == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="eval_per_class"):
+        evaluation.evaluate_options({k: v for k, v in evaluate.items() if k != "eval_per_class"})
 
 
 def test_confusion_panels_are_network_rows_and_model_kind_columns():

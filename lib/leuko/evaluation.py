@@ -293,6 +293,19 @@ def evaluate_models(models: list[ModelKey], image_size: int | str,
     return results
 
 
+#: ``params/evaluate.yaml``'s keys for the 4-class models: ``evaluate_model``'s keyword arguments.
+EVALUATE_OPTIONS = ("n_boot", "robustness_split", "robustness_per_class", "eval_per_class")
+
+
+def evaluate_options(evaluate: dict) -> dict:
+    """The ``evaluate`` block as ``evaluate_model``'s (and ``evaluate_models``') keyword
+    arguments; a ValueError names the keys it lacks."""
+    missing = [k for k in EVALUATE_OPTIONS if k not in evaluate]
+    if missing:
+        raise ValueError(f"params/evaluate.yaml: evaluate lacks {missing}")
+    return {k: evaluate[k] for k in EVALUATE_OPTIONS}
+
+
 def train_and_evaluate_network(network: str, data: dict | None = None,
                                wbc: dict | None = None, evaluate: dict | None = None,
                                trainings: dict[str, dict] | None = None,
@@ -316,13 +329,9 @@ def train_and_evaluate_network(network: str, data: dict | None = None,
     def score(key: ModelKey, run) -> None:
         with eager_execution(bool(wbc.get("eager", False))):
             results.append(evaluate_model(
-                key.dataset, key.network, key.regime, wbc["image_size"],
-                n_boot=evaluate["n_boot"], seed=seed,
-                robustness_split=evaluate["robustness_split"],
-                robustness_per_class=evaluate["robustness_per_class"],
-                eval_per_class=evaluate["eval_per_class"], repeat_seed=key.repeat_seed,
-                paths=key.paths(paths.root), decode=decode, predictor=predictor,
-                model=run.model))
+                key.dataset, key.network, key.regime, wbc["image_size"], seed=seed,
+                repeat_seed=key.repeat_seed, paths=key.paths(paths.root), decode=decode,
+                predictor=predictor, model=run.model, **evaluate_options(evaluate)))
 
     runs = train_network(network, data, wbc, trainings, paths, on_trained=score)
     return runs, results
@@ -339,12 +348,9 @@ def evaluate_study(wbc: dict, evaluate: dict, seed: int,
     scored: dict[str, dict] = {}
     own = [m for m in models if not m.group]
     if own:
-        for result in evaluate_models(
-                own, wbc["image_size"], n_boot=evaluate["n_boot"], seed=seed,
-                robustness_split=evaluate["robustness_split"],
-                robustness_per_class=evaluate["robustness_per_class"],
-                eval_per_class=evaluate["eval_per_class"], paths=paths,
-                eager=bool(wbc.get("eager", False))):
+        for result in evaluate_models(own, wbc["image_size"], seed=seed, paths=paths,
+                                      eager=bool(wbc.get("eager", False)),
+                                      **evaluate_options(evaluate)):
             scored[result["model"]] = result
     for key in (m for m in models if m.group):
         path = key.paths(paths.root).metrics(key.model_id)
