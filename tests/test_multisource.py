@@ -220,6 +220,38 @@ def test_sharpness_jitter_is_seeded_per_image_and_between_sharp_and_blurred():
     assert not np.allclose(out, other)
 
 
+def test_batch_detail_is_cells_detail_of_each_image():
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 256, (5, 20, 20, 3)).astype(np.uint8)
+    images[1] = 128  # flat: no detail
+    detail = multisource.batch_detail(images.astype(np.float32)).numpy()
+    np.testing.assert_allclose(detail, _laplacian_sd(images), rtol=1e-4, atol=1e-4)
+    assert detail[1] == 0
+
+
+def test_sharpness_jitter_with_a_floor_leaves_soft_cells_and_stops_near_the_floor():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(5)
+    sharp = rng.uniform(0, 255, (1, 32, 32, 3))
+    soft = multisource.gaussian_blur(sharp.astype(np.float32), 1.5).numpy()  # softer than floor
+    images = np.concatenate([np.repeat(sharp, 32, 0), np.repeat(soft, 32, 0)]).astype(np.float32)
+    blurred_detail = _laplacian_sd(multisource.gaussian_blur(images[:1], 1.0).numpy())[0]
+    sharp_detail, soft_detail = _laplacian_sd(images[:1])[0], _laplacian_sd(images[32:33])[0]
+    floor = (sharp_detail + blurred_detail) / 2
+    assert soft_detail < floor < sharp_detail
+    seed = tf.constant([1, 2], tf.int64)
+    out = multisource.sharpness_jitter(images, seed, 1.0, floor).numpy()
+    np.testing.assert_array_equal(out[32:], images[32:])  # no sharper than the floor: untouched
+    detail = _laplacian_sd(out[:32])
+    assert (detail <= sharp_detail + 1e-3).all()
+    assert detail.min() > 0.8 * floor  # about no softer than the floor, not the whole blur
+    assert detail.min() < 0.5 * (floor + sharp_detail)  # the shares reach down towards it
+    # floor 0 is the jitter without one
+    np.testing.assert_array_equal(multisource.sharpness_jitter(images, seed, 1.0, 0.0).numpy(),
+                                  multisource.sharpness_jitter(images, seed, 1.0).numpy())
+
+
 def test_sharpness_jittered_batches_resume_where_they_left_off():
     from leuko.study import epochs_of
 
@@ -242,6 +274,8 @@ def test_blur_sigma_must_not_be_negative():
     train = multisource.CellStudy.from_params().train
     with pytest.raises(ValueError, match="blur_sigma"):
         replace(train, blur_sigma=-1.0)
+    with pytest.raises(ValueError, match="blur_floor"):
+        replace(train, blur_floor=-1.0)
 
 
 # --- the whole path on real images ---------------------------------------------------------------

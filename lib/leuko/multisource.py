@@ -243,6 +243,9 @@ class CellTraining:
     # sigma (px at image_size; 0 = off): PBC's cells are twice as sharp as blood-cell-images'
     # at the same size (sharpness_jitter)
     blur_sigma: float
+    # the jitter's floor: no cell is blurred below this much detail (cells.detail), and a cell
+    # with no more than that is left as it is; 0 = any share of the blur
+    blur_floor: float
     bn_inference: bool  # the base's BatchNorm in inference mode while it is fine-tuned
     views: int  # probabilities averaged over this many symmetries of a cell (cells.VIEW_COUNTS)
     eager: bool  # no graph tracing (leuko.accel.eager_execution): the smoke preset
@@ -250,6 +253,9 @@ class CellTraining:
     def __post_init__(self):
         if self.blur_sigma < 0:
             raise ValueError(f"cells.train.blur_sigma must be >= 0, got {self.blur_sigma!r}")
+        if self.blur_floor < 0:
+            raise ValueError(f"cells.train.blur_floor must be >= 0 (0 = off), got "
+                             f"{self.blur_floor!r}")
         if self.views not in VIEW_COUNTS:
             raise ValueError(f"cells.train.views must be one of {VIEW_COUNTS}, got "
                              f"{self.views!r}")
@@ -271,19 +277,40 @@ def gaussian_blur(images, sigma: float):
     return tf.nn.depthwise_conv2d(x, cols, [1, 1, 1, 1], "VALID")
 
 
-def sharpness_jitter(images, seed, sigma: float):
-    """Each image of a batch moved a random share ``t ~ U[0, 1]`` of the way from itself to its
-    Gaussian blur of ``sigma`` px (seeded by ``seed``, a shape-[2] int tensor, as the other
+def batch_detail(images):
+    """:func:`leuko.cells.detail` of each image of a float batch (N, H, W, 3): the standard
+    deviation of the 4-neighbour Laplacian of its grey level over the interior pixels."""
+    import tensorflow as tf
+
+    grey = tf.reduce_mean(tf.cast(images, tf.float32), axis=-1)
+    lap = (4 * grey[:, 1:-1, 1:-1] - grey[:, :-2, 1:-1] - grey[:, 2:, 1:-1]
+           - grey[:, 1:-1, :-2] - grey[:, 1:-1, 2:])
+    return tf.math.reduce_std(lap, axis=[1, 2])
+
+
+def sharpness_jitter(images, seed, sigma: float, floor: float = 0.0):
+    """Each image of a batch moved a random share ``t ~ U[0, t_max]`` of the way from itself to
+    its Gaussian blur of ``sigma`` px (seeded by ``seed``, a shape-[2] int tensor, as the other
     training jitters): cells as sharp as PBC's and as soft as blood-cell-images' in one
-    training set. Float32 in the images' range."""
+    training set. ``t_max`` is 1 without a ``floor``; with one, it is the share that brings the
+    image's :func:`batch_detail` down to ``floor`` if the detail moved linearly with the share
+    (it moves about so: on the study's cells, the full share lands within ~25 % of the floor),
+    so cells end about no softer than the floor and one no sharper is left as it is.
+    Float32 in the images' range."""
     import tensorflow as tf
 
     images = tf.cast(images, tf.float32)
+    blurred = gaussian_blur(images, sigma)
     share = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], seed)
-    return images + share * (gaussian_blur(images, sigma) - images)
+    if floor:
+        sharp, soft = batch_detail(images), batch_detail(blurred)
+        most = tf.clip_by_value(tf.math.divide_no_nan(sharp - floor, sharp - soft), 0.0, 1.0)
+        share = share * tf.reshape(most, [-1, 1, 1, 1])
+    return images + share * (blurred - images)
 
 
-def sharpness_jittered(batches, steps_per_epoch: int, seed: int, sigma: float):
+def sharpness_jittered(batches, steps_per_epoch: int, seed: int, sigma: float,
+                       floor: float = 0.0):
     """The batch factory ``start_epoch -> dataset`` of ``study.epochs_of`` with
     :func:`sharpness_jitter` on each batch, seeded by (seed, step), so a resumed run draws
     what an uninterrupted one would."""
@@ -293,7 +320,7 @@ def sharpness_jittered(batches, steps_per_epoch: int, seed: int, sigma: float):
         def blur(step, batch):
             x, y = batch
             return sharpness_jitter(x, tf.stack([tf.constant(seed + 104729, tf.int64), step]),
-                                    sigma), y
+                                    sigma, floor), y
         return batches(start).enumerate(start * steps_per_epoch).map(
             blur, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return jittered
@@ -334,7 +361,7 @@ def train_cell_model(training: str, cache: CellCache, config: CellTraining, abst
     batches = epochs_of(x_train, y_train, config.batch_size, config.epochs, config.augment, seed,
                         config.stain_jitter)
     if config.blur_sigma:
-        batches = sharpness_jittered(batches, steps, seed, config.blur_sigma)
+        batches = sharpness_jittered(batches, steps, seed, config.blur_sigma, config.blur_floor)
     with eager_execution(config.eager):
         history = train.fit(model, batches, steps,
                             make_dataset(x_val, y_val, config.batch_size), fit,

@@ -764,6 +764,9 @@ CELL_VARIANTS = (
     CellVariant("cells-jitter", "reports/ablation/cells_jitter.csv", "stain jitter 1",
                 "no stain jitter", "benchmarks/cells_choices.py jitter",
                 ("validation accuracy",)),
+    CellVariant("cells-floor", "reports/ablation/cells_floor.csv", "no blur",
+                "blur 1 px, floor 10", "benchmarks/cells_choices.py floor",
+                ("validation accuracy",)),
     CellVariant("cells-tta", "reports/ablation/cells_tta.csv", "one view", "8 views",
                 "benchmarks/cells_tta.py"),
 )
