@@ -682,12 +682,13 @@ def test_cell_detail_block_gives_each_source_and_splits_median_detail(tmp_path):
     rng = np.random.default_rng(0)
     noisy = rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
     flat = np.full((2, 16, 16, 3), 128, np.uint8)
-    images = np.concatenate([noisy, flat])
+    images = np.concatenate([flat, noisy])
+    # the manifest's rows are not in the images' order: each row names its image ("index")
     rows = pd.DataFrame({"path": [f"p{i}.png" for i in range(4)],
                          "source": ["pbc", "pbc", "blood-cell-images", "blood-cell-images"],
                          "split": "train", "label": "NEUTROPHIL", "group": list("abcd"),
                          "sha256": list("abcd"), "cell_found": True, "tight": False,
-                         "index": range(4)})
+                         "index": [2, 3, 0, 1]})
     write_manifest(rows, paths.manifest(multisource.CACHE_NAME))
     save_features(multisource.cache_path(paths), images=images, found=np.ones(4, bool),
                   paths=rows["path"].to_numpy(dtype=str))
@@ -700,6 +701,12 @@ def test_cell_detail_block_gives_each_source_and_splits_median_detail(tmp_path):
     assert expected > 100
     assert "At 16 px" in text
     assert "No cell cache" in report.cell_detail_markdown(Paths(tmp_path / "none"))
+    by_class = report.cell_detail_markdown(paths, by="label").splitlines()
+    assert [c.strip() for c in by_class[0].split("|")[1:4]] == [
+        "class", "median detail, blood-cell-images", "median detail, pbc"]
+    assert [float(c) for c in by_class[2].split("|")[2:4]] == [0.0, expected]
+    with pytest.raises(ValueError, match="by"):
+        report.cell_detail_markdown(paths, by="lab")
 
 
 def test_the_report_lists_only_the_models_its_parameters_train(tmp_path):

@@ -637,25 +637,37 @@ def study_part(stage: str) -> str:
     return next(part for part, test in STUDY_PARTS if test(stage))
 
 
-def cell_detail_markdown(cache_paths=None) -> str:
+def cell_detail_markdown(cache_paths=None, by: str = "split") -> str:
     """The median fine detail (``cells.detail``) of the prepared cells of the study's cache
-    (``build/cells``), per source and split: how sharp each lab's cells reach the network."""
+    (``build/cells``): how sharp each lab's cells reach the network. ``by="split"``: per source
+    and split; ``by="label"``: per class (rows) and source (columns), training cells only."""
     from leuko import multisource
     from leuko.cells import detail
 
+    if by not in ("split", "label"):
+        raise ValueError(f"by must be 'split' or 'label', got {by!r}")
     paths = cache_paths or multisource.DEFAULT_PATHS
     if not multisource.cache_path(paths).is_file():
         return f"*No cell cache at {multisource.cache_path(paths)} (`dvc repro cells`).*"
     cache = multisource.load_cell_cache(paths)
-    rows = cache.rows.assign(detail=[detail(image) for image in cache.images])
-    table = rows.groupby(["source", "split"], sort=True)["detail"].agg(["count", "median"])
-    view = pd.DataFrame({"source": [s for s, _ in table.index],
-                         "split": [p for _, p in table.index],
-                         "cells": table["count"].to_numpy(),
-                         "median detail": table["median"].round(1).to_numpy()})
+    rows = cache.rows.assign(detail=[detail(cache.images[i]) for i in cache.rows["index"]])
+    if by == "split":
+        table = rows.groupby(["source", "split"], sort=True)["detail"].agg(["count", "median"])
+        view = pd.DataFrame({"source": [s for s, _ in table.index],
+                             "split": [p for _, p in table.index],
+                             "cells": table["count"].to_numpy(),
+                             "median detail": table["median"].round(1).to_numpy()})
+    else:
+        train = rows[rows["split"] == "train"]
+        table = train.groupby(["label", "source"])["detail"].median().round(1).unstack("source")
+        order = [c for c in multisource.CLASS_ORDER if c in table.index]
+        view = table.loc[order].rename_axis(columns=None).reset_index().rename(
+            columns={"label": "class"}).fillna("")
+        view.columns = [view.columns[0]] + [f"median detail, {c}" for c in view.columns[1:]]
     return (view.to_markdown(index=False) + f"\n\nAt {cache.images.shape[1]} px, as the "
             "network sees them (framed and stain-normalised): the standard deviation of a "
-            "Laplacian filter of each cell's grey level (`leuko.cells.detail`).")
+            "Laplacian filter of each cell's grey level (`leuko.cells.detail`)"
+            + ("." if by == "split" else "; training cells."))
 
 
 def budget_markdown(times_dir: Path, budget_minutes: float = 30.0) -> str:
@@ -1084,6 +1096,7 @@ def main() -> int:
         "times": times_markdown(Path("reports/times")),
         "budget": budget_markdown(Path("reports/times")),
         "cell-detail": cell_detail_markdown(),
+        "cell-detail-classes": cell_detail_markdown(by="label"),
         "train-step": train_step_markdown(Path("reports/ablation/train_step.csv")),
         "ablation": ablation_markdown(Path("reports/ablation/cells.csv")),
         "overhead": overhead_markdown(),
