@@ -6,7 +6,8 @@ better to another lab?
     .venv/bin/python benchmarks/cells_choices.py blur    # ~20 min on 2 cores
     .venv/bin/python benchmarks/cells_choices.py sharpness   # ~20 min on 2 cores
     .venv/bin/python benchmarks/cells_choices.py jitter  # ~20 min on 2 cores
-    .venv/bin/python benchmarks/cells_choices.py floor   # ~20 min on 2 cores
+    .venv/bin/python benchmarks/cells_choices.py floor   # ~15 min on 2 cores
+    .venv/bin/python benchmarks/cells_choices.py randomise   # ~15 min on 2 cores
 
 Choices (``CHOICES``; the names and the CSV of each: ``leuko.report.CELL_VARIANTS``):
 
@@ -24,11 +25,15 @@ Choices (``CHOICES``; the names and the CSV of each: ``leuko.report.CELL_VARIANT
 - ``jitter``: no stain, colour and scale jitter in training (``cells.train.stain_jitter: 0``)
   against the study's strength 1: does the jitter's hue and saturation noise cost the classes
   told apart by the colour of their granules (eosinophils, neutrophils)?
-- ``floor``: sharpness jitter with a floor (``cells.train.blur_floor``: each training cell
+- ``floor``: sharpness jitter with a floor (``cells.train.detail_floor``: each training cell
   blurred by a random share of a Gaussian of 1 px, but not below the detail of a typical
   blood-cell-images cell; a cell that soft already is left as it is) against none. PBC's
   softest prepared cells are its platelets (the smallest objects, enlarged most), and the
   PBC-only model calls most blood-cell-images cells platelets: sharpness stands in for the class.
+- ``randomise``: sharpness randomisation (``cells.train.detail_floor`` and ``detail_ceiling``:
+  every training cell blurred or sharpened to a detail drawn between a typical
+  blood-cell-images cell's and a typical PBC cell's) against none: the floor's jitter only
+  softens, which takes the sharp end away from the soft source's training cells.
 
 The cell models (``cells.trainings``, or ``--trainings``) are trained again exactly as the
 train-cells stage trains them (``multisource.train_cell_model``: the study's cache
@@ -57,11 +62,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # README blocks cells-<choice> (leuko.report.CELL_VARIANTS)
-CHOICES = ("bn", "size", "blur", "sharpness", "jitter", "floor")
+CHOICES = ("bn", "size", "blur", "sharpness", "jitter", "floor", "randomise")
 ALTERNATIVE_SIZE = 96
 ALTERNATIVE_BLUR = 1.0
 ALTERNATIVE_MAX_DETAIL = 12.0  # between the two sources' median detail (README block cell-detail)
 ALTERNATIVE_FLOOR = 10.0  # about blood-cell-images' median detail (README block cell-detail)
+ALTERNATIVE_CEILING = 22.0  # about PBC's median detail
 
 
 def variant_of(choice: str, config):
@@ -74,7 +80,11 @@ def variant_of(choice: str, config):
         return replace(config, train=replace(config.train, blur_sigma=ALTERNATIVE_BLUR))
     if choice == "floor":
         return replace(config, train=replace(config.train, blur_sigma=ALTERNATIVE_BLUR,
-                                             blur_floor=ALTERNATIVE_FLOOR))
+                                             detail_floor=ALTERNATIVE_FLOOR))
+    if choice == "randomise":
+        return replace(config, train=replace(config.train, blur_sigma=ALTERNATIVE_BLUR,
+                                             detail_floor=ALTERNATIVE_FLOOR,
+                                             detail_ceiling=ALTERNATIVE_CEILING))
     if choice == "jitter":
         return replace(config, train=replace(config.train, stain_jitter=0.0))
     if choice == "sharpness":

@@ -252,6 +252,29 @@ def test_sharpness_jitter_with_a_floor_leaves_soft_cells_and_stops_near_the_floo
                                   multisource.sharpness_jitter(images, seed, 1.0).numpy())
 
 
+def test_sharpness_randomisation_gives_each_image_a_drawn_detail_soft_or_sharp():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(6)
+    noise = rng.uniform(0, 255, (1, 48, 48, 3)).astype(np.float32)
+    sharp = multisource.gaussian_blur(noise, 0.7).numpy()  # textured, as a cell at 64 px
+    soft = multisource.gaussian_blur(sharp, 1.0).numpy()
+    images = np.concatenate([np.repeat(sharp, 16, 0), np.repeat(soft, 16, 0)])
+    own = _laplacian_sd(images[[0, 16]])
+    floor, ceiling = 1.2 * own[1], 0.8 * own[0]  # one image sharper than the range, one softer
+    seed = tf.constant([7, 8], tf.int64)
+    out = multisource.sharpness_jitter(images, seed, 1.0, floor, ceiling).numpy()
+    np.testing.assert_array_equal(out, multisource.sharpness_jitter(images, seed, 1.0, floor,
+                                                                    ceiling).numpy())
+    assert out.min() >= 0 and out.max() <= 255
+    detail = _laplacian_sd(out)
+    assert (detail[:16] < own[0]).all()  # the sharp image blurred
+    assert (detail[16:] > own[1]).all()  # the soft one sharpened (unsharp mask)
+    target = floor + (ceiling - floor) * tf.random.stateless_uniform([32], seed).numpy()
+    assert np.corrcoef(detail, target)[0, 1] > 0.9
+    assert (np.abs(detail - target) < 0.15 * target).all()
+
+
 def test_sharpness_jittered_batches_resume_where_they_left_off():
     from leuko.study import epochs_of
 
@@ -274,8 +297,10 @@ def test_blur_sigma_must_not_be_negative():
     train = multisource.CellStudy.from_params().train
     with pytest.raises(ValueError, match="blur_sigma"):
         replace(train, blur_sigma=-1.0)
-    with pytest.raises(ValueError, match="blur_floor"):
-        replace(train, blur_floor=-1.0)
+    with pytest.raises(ValueError, match="detail_floor"):
+        replace(train, detail_floor=-1.0)
+    with pytest.raises(ValueError, match="detail_ceiling"):
+        replace(train, detail_floor=10.0, detail_ceiling=8.0)
 
 
 # --- the whole path on real images ---------------------------------------------------------------

@@ -245,7 +245,10 @@ class CellTraining:
     blur_sigma: float
     # the jitter's floor: no cell is blurred below this much detail (cells.detail), and a cell
     # with no more than that is left as it is; 0 = any share of the blur
-    blur_floor: float
+    detail_floor: float
+    # with a ceiling (> floor), sharpness randomisation instead: every cell blurred or
+    # sharpened (unsharp mask, the same Gaussian) to a detail drawn from [floor, ceiling]; 0 = off
+    detail_ceiling: float
     bn_inference: bool  # the base's BatchNorm in inference mode while it is fine-tuned
     views: int  # probabilities averaged over this many symmetries of a cell (cells.VIEW_COUNTS)
     eager: bool  # no graph tracing (leuko.accel.eager_execution): the smoke preset
@@ -253,9 +256,12 @@ class CellTraining:
     def __post_init__(self):
         if self.blur_sigma < 0:
             raise ValueError(f"cells.train.blur_sigma must be >= 0, got {self.blur_sigma!r}")
-        if self.blur_floor < 0:
-            raise ValueError(f"cells.train.blur_floor must be >= 0 (0 = off), got "
-                             f"{self.blur_floor!r}")
+        if self.detail_floor < 0:
+            raise ValueError(f"cells.train.detail_floor must be >= 0 (0 = off), got "
+                             f"{self.detail_floor!r}")
+        if self.detail_ceiling and not self.detail_ceiling > self.detail_floor:
+            raise ValueError(f"cells.train.detail_ceiling must be above detail_floor "
+                             f"({self.detail_floor!r}) or 0 (off), got {self.detail_ceiling!r}")
         if self.views not in VIEW_COUNTS:
             raise ValueError(f"cells.train.views must be one of {VIEW_COUNTS}, got "
                              f"{self.views!r}")
@@ -288,7 +294,7 @@ def batch_detail(images):
     return tf.math.reduce_std(lap, axis=[1, 2])
 
 
-def sharpness_jitter(images, seed, sigma: float, floor: float = 0.0):
+def sharpness_jitter(images, seed, sigma: float, floor: float = 0.0, ceiling: float = 0.0):
     """Each image of a batch moved a random share ``t ~ U[0, t_max]`` of the way from itself to
     its Gaussian blur of ``sigma`` px (seeded by ``seed``, a shape-[2] int tensor, as the other
     training jitters): cells as sharp as PBC's and as soft as blood-cell-images' in one
@@ -296,21 +302,32 @@ def sharpness_jitter(images, seed, sigma: float, floor: float = 0.0):
     image's :func:`batch_detail` down to ``floor`` if the detail moved linearly with the share
     (it moves about so: on the study's cells, the full share lands within ~25 % of the floor),
     so cells end about no softer than the floor and one no sharper is left as it is.
-    Float32 in the images' range."""
+
+    With a ``ceiling`` too, sharpness randomisation: each image gets a detail drawn from
+    ``U[floor, ceiling]`` whatever its own, reached by the share of the blur that would give it
+    linearly, negative (an unsharp mask, ``x + s (x - blur)``) when the target is above the
+    image's own detail; clipped to 0..255. Float32 in the images' range."""
     import tensorflow as tf
 
     images = tf.cast(images, tf.float32)
     blurred = gaussian_blur(images, sigma)
-    share = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], seed)
+    draw = tf.random.stateless_uniform([tf.shape(images)[0]], seed)
+    if ceiling:
+        sharp, soft = batch_detail(images), batch_detail(blurred)
+        target = floor + draw * (ceiling - floor)
+        share = tf.clip_by_value(tf.math.divide_no_nan(sharp - target, sharp - soft), -4.0, 1.0)
+        out = images + tf.reshape(share, [-1, 1, 1, 1]) * (blurred - images)
+        return tf.clip_by_value(out, 0.0, 255.0)
+    share = draw
     if floor:
         sharp, soft = batch_detail(images), batch_detail(blurred)
-        most = tf.clip_by_value(tf.math.divide_no_nan(sharp - floor, sharp - soft), 0.0, 1.0)
-        share = share * tf.reshape(most, [-1, 1, 1, 1])
-    return images + share * (blurred - images)
+        share = share * tf.clip_by_value(tf.math.divide_no_nan(sharp - floor, sharp - soft),
+                                         0.0, 1.0)
+    return images + tf.reshape(share, [-1, 1, 1, 1]) * (blurred - images)
 
 
 def sharpness_jittered(batches, steps_per_epoch: int, seed: int, sigma: float,
-                       floor: float = 0.0):
+                       floor: float = 0.0, ceiling: float = 0.0):
     """The batch factory ``start_epoch -> dataset`` of ``study.epochs_of`` with
     :func:`sharpness_jitter` on each batch, seeded by (seed, step), so a resumed run draws
     what an uninterrupted one would."""
@@ -320,7 +337,7 @@ def sharpness_jittered(batches, steps_per_epoch: int, seed: int, sigma: float,
         def blur(step, batch):
             x, y = batch
             return sharpness_jitter(x, tf.stack([tf.constant(seed + 104729, tf.int64), step]),
-                                    sigma, floor), y
+                                    sigma, floor, ceiling), y
         return batches(start).enumerate(start * steps_per_epoch).map(
             blur, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return jittered
@@ -361,7 +378,8 @@ def train_cell_model(training: str, cache: CellCache, config: CellTraining, abst
     batches = epochs_of(x_train, y_train, config.batch_size, config.epochs, config.augment, seed,
                         config.stain_jitter)
     if config.blur_sigma:
-        batches = sharpness_jittered(batches, steps, seed, config.blur_sigma, config.blur_floor)
+        batches = sharpness_jittered(batches, steps, seed, config.blur_sigma,
+                                     config.detail_floor, config.detail_ceiling)
     with eager_execution(config.eager):
         history = train.fit(model, batches, steps,
                             make_dataset(x_val, y_val, config.batch_size), fit,

@@ -779,6 +779,9 @@ CELL_VARIANTS = (
     CellVariant("cells-floor", "reports/ablation/cells_floor.csv", "no blur",
                 "blur 1 px, floor 10", "benchmarks/cells_choices.py floor",
                 ("validation accuracy",)),
+    CellVariant("cells-randomise", "reports/ablation/cells_randomise.csv", "as prepared",
+                "detail drawn from 10..22", "benchmarks/cells_choices.py randomise",
+                ("validation accuracy",)),
     CellVariant("cells-tta", "reports/ablation/cells_tta.csv", "one view", "8 views",
                 "benchmarks/cells_tta.py"),
 )
