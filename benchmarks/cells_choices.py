@@ -8,6 +8,7 @@ better to another lab?
     .venv/bin/python benchmarks/cells_choices.py jitter  # ~20 min on 2 cores
     .venv/bin/python benchmarks/cells_choices.py floor   # ~15 min on 2 cores
     .venv/bin/python benchmarks/cells_choices.py randomise   # ~15 min on 2 cores
+    .venv/bin/python benchmarks/cells_choices.py sharpen     # ~15 min on 2 cores
 
 Choices (``CHOICES``; the names and the CSV of each: ``leuko.report.CELL_VARIANTS``):
 
@@ -34,6 +35,10 @@ Choices (``CHOICES``; the names and the CSV of each: ``leuko.report.CELL_VARIANT
   every training cell blurred or sharpened to a detail drawn between a typical
   blood-cell-images cell's and a typical PBC cell's) against none: the floor's jitter only
   softens, which takes the sharp end away from the soft source's training cells.
+- ``sharpen``: a sharpness floor in the preprocessing (``cells.preprocess.min_detail``: every
+  prepared cell softer than that, in training, evaluation and ``leuko classify``, sharpened by
+  an unsharp mask up to it, ``cells.raise_detail``) against none: the mirror of ``sharpness``,
+  which softens the sharp source instead; the cache is prepared again from the same rows.
 
 The cell models (``cells.trainings``, or ``--trainings``) are trained again exactly as the
 train-cells stage trains them (``multisource.train_cell_model``: the study's cache
@@ -62,12 +67,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # README blocks cells-<choice> (leuko.report.CELL_VARIANTS)
-CHOICES = ("bn", "size", "blur", "sharpness", "jitter", "floor", "randomise")
+CHOICES = ("bn", "size", "blur", "sharpness", "jitter", "floor", "randomise", "sharpen")
 ALTERNATIVE_SIZE = 96
 ALTERNATIVE_BLUR = 1.0
 ALTERNATIVE_MAX_DETAIL = 12.0  # between the two sources' median detail (README block cell-detail)
 ALTERNATIVE_FLOOR = 10.0  # about blood-cell-images' median detail (README block cell-detail)
 ALTERNATIVE_CEILING = 22.0  # about PBC's median detail
+ALTERNATIVE_MIN_DETAIL = 18.0  # below PBC's median detail of every class but platelets
 
 
 def variant_of(choice: str, config):
@@ -87,6 +93,9 @@ def variant_of(choice: str, config):
                                              detail_ceiling=ALTERNATIVE_CEILING))
     if choice == "jitter":
         return replace(config, train=replace(config.train, stain_jitter=0.0))
+    if choice == "sharpen":
+        return replace(config, preprocess=replace(config.preprocess,
+                                                  min_detail=ALTERNATIVE_MIN_DETAIL))
     if choice == "sharpness":
         return replace(config, preprocess=replace(config.preprocess,
                                                   max_detail=ALTERNATIVE_MAX_DETAIL))

@@ -15,6 +15,7 @@ from leuko.cells import (
     find_cell,
     mean_over_views,
     prepare_cell,
+    raise_detail,
     reinhard,
     tight_frame,
 )
@@ -178,3 +179,25 @@ def test_cap_detail_blurs_only_what_is_sharper_than_the_ceiling():
     assert detail(prepared) <= 12.5
     with pytest.raises(ValueError, match="max_detail"):
         CellPreprocess(max_detail=-1.0)
+
+
+def test_raise_detail_sharpens_only_what_is_softer_than_the_floor():
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(1)
+    texture = ndi.gaussian_filter(rng.uniform(0, 255, (64, 64, 3)), (1.5, 1.5, 0))
+    soft = np.clip(np.rint(texture), 0, 255).astype(np.uint8)
+    sharp = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert detail(soft) < 12 < detail(sharp)
+    raised = raise_detail(soft, 12.0)
+    assert raised.dtype == np.uint8 and raised.shape == soft.shape
+    assert 11.5 <= detail(raised) < 14.0  # brought up to the floor, not far above
+    assert abs(float(raised.mean()) - float(soft.mean())) < 2.0
+    assert raise_detail(sharp, 12.0) is sharp  # nothing to sharpen
+    config = CellPreprocess(cell_crop=False, stain_norm="none", min_detail=12.0)
+    prepared, _ = prepare_cell(soft, 64, config)
+    assert detail(prepared) >= 11.5
+    with pytest.raises(ValueError, match="min_detail"):
+        CellPreprocess(min_detail=-1.0)
+    with pytest.raises(ValueError, match="min_detail"):
+        CellPreprocess(min_detail=20.0, max_detail=12.0)

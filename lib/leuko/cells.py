@@ -44,7 +44,7 @@ from scipy import ndimage as ndi
 from leuko.detect import disk, nuclear_stain
 
 __all__ = ["CellPreprocess", "CellBox", "find_cell", "cell_box", "reinhard", "prepare_cell",
-           "detail", "cap_detail",
+           "detail", "cap_detail", "raise_detail",
            "STAIN_NORMS", "VIEW_COUNTS", "dihedral_views", "mean_over_views"]
 
 STAIN_NORMS = ("none", "reinhard")
@@ -69,6 +69,9 @@ class CellPreprocess:
     # sharpness ceiling (``cap_detail``): a prepared cell with more fine detail than this
     # (``detail``, at the prepared size) is blurred down to it; 0 = off
     max_detail: float = 0.0
+    # sharpness floor (``raise_detail``): a prepared cell with less fine detail than this is
+    # sharpened up to it (an unsharp mask); 0 = off
+    min_detail: float = 0.0
 
     def __post_init__(self):
         if self.stain_norm not in STAIN_NORMS:
@@ -79,6 +82,9 @@ class CellPreprocess:
             raise ValueError(f"work_size must be >= 32 px, got {self.work_size!r}")
         if self.max_detail < 0:
             raise ValueError(f"max_detail must be >= 0 (0 = off), got {self.max_detail!r}")
+        if self.min_detail < 0 or (self.max_detail and self.min_detail > self.max_detail):
+            raise ValueError(f"min_detail must be >= 0 (0 = off) and at most max_detail, got "
+                             f"{self.min_detail!r}")
         if not 0 <= self.merge < 0.5 or not 0 < self.min_area < 1:
             raise ValueError(f"merge must be in [0, 0.5) and min_area in (0, 1), got "
                              f"{self.merge!r}, {self.min_area!r}")
@@ -281,6 +287,8 @@ def prepare_cell(rgb: np.ndarray, size: int, config: CellPreprocess = CellPrepro
         square = reinhard(square, background if background.sum() >= 16 else None)
     if config.max_detail:
         square = cap_detail(square, config.max_detail)
+    if config.min_detail:
+        square = raise_detail(square, config.min_detail)
     return square, found is not None or not config.cell_crop
 
 
@@ -314,6 +322,30 @@ def cap_detail(rgb: np.ndarray, max_detail: float, iterations: int = 12) -> np.n
         else:
             high = middle
     return np.clip(np.rint(blurred(high)), 0, 255).astype(np.uint8)
+
+
+def raise_detail(rgb: np.ndarray, min_detail: float, sigma: float = 1.0, iterations: int = 12
+                 ) -> np.ndarray:
+    """``rgb`` (uint8) sharpened by the unsharp mask ``x + a (x - blur_sigma(x))`` whose amount
+    ``a`` (bisection in (0, 8]) brings its :func:`detail` up to ``min_detail``; unchanged when it
+    has at least that. The mirror of :func:`cap_detail`: it adds no information a soft lens
+    lost, only contrast at the finest scale, so soft and sharp labs' cells measure alike."""
+    if detail(rgb) >= min_detail:
+        return rgb
+    image = np.asarray(rgb, np.float64)
+    edges = image - ndi.gaussian_filter(image, sigma=(sigma, sigma, 0), mode="reflect")
+
+    def sharpened(amount: float) -> np.ndarray:
+        return np.clip(image + amount * edges, 0, 255)
+
+    low, high = 0.0, 8.0
+    for _ in range(iterations):
+        middle = (low + high) / 2
+        if detail(sharpened(middle)) < min_detail:
+            low = middle
+        else:
+            high = middle
+    return np.rint(sharpened(high)).astype(np.uint8)
 
 
 #: How many views of a prepared cell a cell model's probabilities are averaged over: 1 (the

@@ -782,6 +782,9 @@ CELL_VARIANTS = (
     CellVariant("cells-randomise", "reports/ablation/cells_randomise.csv", "as prepared",
                 "detail drawn from 10..22", "benchmarks/cells_choices.py randomise",
                 ("validation accuracy",)),
+    CellVariant("cells-sharpen", "reports/ablation/cells_sharpen.csv", "as prepared",
+                "sharpened to detail 18", "benchmarks/cells_choices.py sharpen",
+                ("validation accuracy",)),
     CellVariant("cells-tta", "reports/ablation/cells_tta.csv", "one view", "8 views",
                 "benchmarks/cells_tta.py"),
 )
