@@ -662,7 +662,7 @@ def cell_detail_markdown(cache_paths=None, by: str = "split") -> str:
         table = train.groupby(["label", "source"])["detail"].median().round(1).unstack("source")
         order = [c for c in multisource.CLASS_ORDER if c in table.index]
         view = table.loc[order].rename_axis(columns=None).reset_index().rename(
-            columns={"label": "class"}).fillna("")
+            columns={"label": "class"}).astype(object).fillna("")  # a class a source lacks
         view.columns = [view.columns[0]] + [f"median detail, {c}" for c in view.columns[1:]]
     return (view.to_markdown(index=False) + f"\n\nAt {cache.images.shape[1]} px, as the "
             "network sees them (framed and stain-normalised): the standard deviation of a "
