@@ -291,16 +291,18 @@ def test_sharpness_jittered_batches_resume_where_they_left_off():
     assert not np.allclose(whole[0], plain[0])
 
 
-def test_blur_sigma_must_not_be_negative():
+def test_sharpness_settings_are_checked():
     from dataclasses import replace
 
     train = multisource.CellStudy.from_params().train
     with pytest.raises(ValueError, match="blur_sigma"):
         replace(train, blur_sigma=-1.0)
     with pytest.raises(ValueError, match="detail_floor"):
-        replace(train, detail_floor=-1.0)
+        replace(train, blur_sigma=1.0, detail_floor=-1.0)
     with pytest.raises(ValueError, match="detail_ceiling"):
-        replace(train, detail_floor=10.0, detail_ceiling=8.0)
+        replace(train, blur_sigma=1.0, detail_floor=10.0, detail_ceiling=8.0)
+    with pytest.raises(ValueError, match="blur_sigma > 0"):  # a floor without the jitter
+        replace(train, blur_sigma=0.0, detail_floor=10.0)
 
 
 # --- the whole path on real images ---------------------------------------------------------------

@@ -259,6 +259,9 @@ class CellTraining:
         if self.detail_floor < 0:
             raise ValueError(f"cells.train.detail_floor must be >= 0 (0 = off), got "
                              f"{self.detail_floor!r}")
+        if (self.detail_floor or self.detail_ceiling) and not self.blur_sigma:
+            raise ValueError("cells.train.detail_floor / detail_ceiling shape the sharpness "
+                             "jitter: set blur_sigma > 0 too (0 = no jitter at all)")
         if self.detail_ceiling and not self.detail_ceiling > self.detail_floor:
             raise ValueError(f"cells.train.detail_ceiling must be above detail_floor "
                              f"({self.detail_floor!r}) or 0 (off), got {self.detail_ceiling!r}")
