@@ -47,7 +47,9 @@ and scored as evaluate-cells scores them (``crosssource.evaluate_cell_models``).
 compared with the study's own model of the last ``dvc repro`` on every test part: accuracy
 and macro F1 of both, and the paired bootstrap of the accuracy difference over source cells.
 One training seed. Written: ``reports/ablation/<choice's csv>``; ``make results`` puts it in
-the README.
+the README. ``--seed n`` trains both sides again at another seed (the baseline too, with the
+study's settings) and writes ``<choice's csv stem>-seed<n>.csv``: a second draw of the same
+comparison.
 """
 
 from __future__ import annotations
@@ -108,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trainings", default=None,
                         help="comma-separated cells.trainings to run (default: all)")
     parser.add_argument("--n-boot", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=None,
+                        help="training seed of both sides (default: the study's, whose models "
+                             "are the baseline); another seed trains the baseline too and "
+                             "writes <csv>-seed<n>.csv beside the choice's CSV")
     args = parser.parse_args(argv)
 
     os.chdir(ROOT)
@@ -123,27 +129,35 @@ def main(argv: list[str] | None = None) -> int:
     trainings = tuple(args.trainings.split(",")) if args.trainings else config.trainings
     seed = int(read_block("data")["seed"])
     cache = multisource.load_cell_cache()
+    train_seed = seed if args.seed is None else args.seed
     work = Path(tempfile.mkdtemp(prefix=f"cells-{args.choice}-"))
     rows = []
     try:
-        paths = study.Paths(work)
+        # the study's models are the baseline at its own seed; at another seed both are trained
+        runs = {False: study.Paths() if train_seed == seed else study.Paths(work / "baseline"),
+                True: study.Paths(work / "variant")}
         if (variant.data, variant.preprocess) != (config.data, config.preprocess):
             # the same rows and framing, prepared again
             columns = ["path", "source", "label", "split", "group", "sha256"]
             multisource.build_cell_cache(cache.rows.sort_values("index")[columns],
-                                         variant.data, variant.preprocess, paths, seed=seed)
-            variant_cache = multisource.load_cell_cache(paths)
+                                         variant.data, variant.preprocess, runs[True],
+                                         seed=seed)
+            variant_cache = multisource.load_cell_cache(runs[True])
         else:
             variant_cache = cache
-        for training in trainings:
-            multisource.train_cell_model(training, variant_cache, variant.train, variant.abstain,
-                                         variant.preprocess, seed, paths=paths)
-        crosssource.evaluate_cell_models(trainings, variant_cache, args.n_boot, seed,
-                                         variant.shift_per_class, paths=paths)
+        settings = {True: (variant, variant_cache)}
+        if train_seed != seed:
+            settings[False] = (config, cache)
+        for v, (cells_study, cells_cache) in settings.items():
+            for training in trainings:
+                multisource.train_cell_model(training, cells_cache, cells_study.train,
+                                             cells_study.abstain, cells_study.preprocess,
+                                             train_seed, paths=runs[v])
+            crosssource.evaluate_cell_models(trainings, cells_cache, args.n_boot, seed,
+                                             cells_study.shift_per_class, paths=runs[v])
         names = {False: choice.baseline, True: choice.alternative}
         for training in trainings:
             the_id = multisource.cell_model_id(training)
-            runs = {False: study.Paths(), True: paths}  # the study's model, the variant
             metrics = {v: study.read_json(p.metrics(the_id)) for v, p in runs.items()}
             summaries = {v: study.read_json(p.train_summary(the_id)) for v, p in runs.items()}
             predictions = {v: pd.read_csv(p.predictions(the_id), keep_default_na=False)
@@ -173,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(pd.Series(row).to_string(), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    write_table(rows, Path(choice.csv))
+    csv = Path(choice.csv)
+    if train_seed != seed:
+        csv = csv.with_name(f"{csv.stem}-seed{train_seed}{csv.suffix}")
+    write_table(rows, csv)
     return 0
 
 
