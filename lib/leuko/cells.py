@@ -314,14 +314,7 @@ def cap_detail(rgb: np.ndarray, max_detail: float, iterations: int = 12) -> np.n
     def blurred(sigma: float) -> np.ndarray:
         return ndi.gaussian_filter(image, sigma=(sigma, sigma, 0), mode="reflect")
 
-    low, high = 0.0, 4.0
-    for _ in range(iterations):
-        middle = (low + high) / 2
-        if detail(blurred(middle)) > max_detail:
-            low = middle
-        else:
-            high = middle
-    return np.clip(np.rint(blurred(high)), 0, 255).astype(np.uint8)
+    return _first_reaching(blurred, lambda d: d <= max_detail, 4.0, iterations)
 
 
 def raise_detail(rgb: np.ndarray, min_detail: float, sigma: float = 1.0, iterations: int = 12
@@ -338,14 +331,21 @@ def raise_detail(rgb: np.ndarray, min_detail: float, sigma: float = 1.0, iterati
     def sharpened(amount: float) -> np.ndarray:
         return np.clip(image + amount * edges, 0, 255)
 
-    low, high = 0.0, 8.0
+    return _first_reaching(sharpened, lambda d: d >= min_detail, 8.0, iterations)
+
+
+def _first_reaching(image_of, reached, high: float, iterations: int) -> np.ndarray:
+    """``image_of(t)`` (float) for about the smallest ``t`` in (0, ``high``] whose
+    :func:`detail` is ``reached`` (bisection; ``reached`` must turn true once and stay so as
+    ``t`` grows), as uint8."""
+    low = 0.0
     for _ in range(iterations):
         middle = (low + high) / 2
-        if detail(sharpened(middle)) < min_detail:
-            low = middle
-        else:
+        if reached(detail(image_of(middle))):
             high = middle
-    return np.rint(sharpened(high)).astype(np.uint8)
+        else:
+            low = middle
+    return np.clip(np.rint(image_of(high)), 0, 255).astype(np.uint8)
 
 
 #: How many views of a prepared cell a cell model's probabilities are averaged over: 1 (the

@@ -315,18 +315,20 @@ def sharpness_jitter(images, seed, sigma: float, floor: float = 0.0, ceiling: fl
     images = tf.cast(images, tf.float32)
     blurred = gaussian_blur(images, sigma)
     draw = tf.random.stateless_uniform([tf.shape(images)[0]], seed)
-    if ceiling:
+    if floor or ceiling:
         sharp, soft = batch_detail(images), batch_detail(blurred)
-        target = floor + draw * (ceiling - floor)
-        share = tf.clip_by_value(tf.math.divide_no_nan(sharp - target, sharp - soft), -4.0, 1.0)
-        out = images + tf.reshape(share, [-1, 1, 1, 1]) * (blurred - images)
-        return tf.clip_by_value(out, 0.0, 255.0)
-    share = draw
-    if floor:
-        sharp, soft = batch_detail(images), batch_detail(blurred)
-        share = share * tf.clip_by_value(tf.math.divide_no_nan(sharp - floor, sharp - soft),
-                                         0.0, 1.0)
-    return images + tf.reshape(share, [-1, 1, 1, 1]) * (blurred - images)
+
+        def share_reaching(target):  # the share of the blur that gives ``target`` linearly
+            return tf.math.divide_no_nan(sharp - target, sharp - soft)
+
+    if ceiling:  # negative shares sharpen
+        share = tf.clip_by_value(share_reaching(floor + draw * (ceiling - floor)), -4.0, 1.0)
+    elif floor:
+        share = draw * tf.clip_by_value(share_reaching(floor), 0.0, 1.0)
+    else:
+        share = draw
+    out = images + tf.reshape(share, [-1, 1, 1, 1]) * (blurred - images)
+    return tf.clip_by_value(out, 0.0, 255.0) if ceiling else out
 
 
 def sharpness_jittered(batches, steps_per_epoch: int, seed: int, sigma: float,
