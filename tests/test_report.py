@@ -737,3 +737,86 @@ def test_the_report_lists_only_the_models_its_parameters_train(tmp_path):
     (metrics / "cells-pbc.json").unlink()
     with pytest.raises(FileNotFoundError, match="cells-pbc"):
         report.load_results(metrics, listed)
+
+
+def _cell_run(training: str, seed: int, correct: dict[str, int], n: int = 10) -> dict:
+    """A metrics file of run ``seed`` of the cell model ``cells-<training>``: ``correct``
+    right of ``n`` on each of its parts."""
+    from leuko.multisource import TRAININGS
+
+    splits = {}
+    for part, right in correct.items():
+        result = _metrics_file("c-n-r", "cells", right, n, list(range(n)))["splits"]["test"]
+        result["held_out_source"] = part.split("/")[0] not in TRAININGS[training]
+        splits[part] = result
+    model = f"cells-{training}" if seed == 0 else f"cells-{training}-seed{seed}"
+    return {"model": model, "dataset": "cells", "network": "mobilenet_v2",
+            "regime": "imagenet-finetune", "trained_on": training,
+            "sources": list(TRAININGS[training]), "training_seed": seed, "splits": splits,
+            "training": {"train_seconds": 1.0}, "machine": _machine("Test CPU")}
+
+
+def test_cells_seed_spread_per_training_and_part_in_the_tables_order(tmp_path):
+    """Runs in any order -> one row per training and held-out part, in the cross-source
+    table's order (trainings, then TEST_PARTS), with mean ± sd [min, max] by hand."""
+    results = [_cell_run("pbc", 1, {"pbc/test": 9, "blood-cell-images/test_simple": 2}),
+               _cell_run("blood-cell-images", 0, {"pbc/test": 7}),
+               _cell_run("pbc", 0, {"pbc/test": 8, "blood-cell-images/test_simple": 4}),
+               _cell_run("pbc", 2, {"pbc/test": 7, "blood-cell-images/test_simple": 6})]
+    runs = report.cells_seed_runs(results)
+    assert runs["model"].tolist() == ["cells-blood-cell-images", "cells-pbc", "cells-pbc-seed1",
+                                      "cells-pbc-seed2", "cells-pbc", "cells-pbc-seed1",
+                                      "cells-pbc-seed2"]
+    assert runs["label"].iloc[-1] == "pbc -> blood-cell-images/test_simple"
+    view = report.cells_seed_view(results)
+    assert view["tested on"].tolist() == ["pbc/test", "pbc/test",
+                                          "blood-cell-images/test_simple"]
+    assert view["unseen source"].tolist() == ["yes", "no", "yes"]
+    assert view["runs"].tolist() == [1, 3, 3]
+    assert view["training seeds"].tolist() == ["0", "0, 1, 2", "0, 1, 2"]
+    # 0.4, 0.2, 0.6: mean 0.4, sd 0.2
+    assert view["accuracy %: mean ± sd [min, max]"].tolist() == [
+        "70.0", "80.0 ± 10.0 [70.0, 90.0]", "40.0 ± 20.0 [20.0, 60.0]"]
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    for result in results:
+        (metrics / f"{result['model']}.json").write_text(json.dumps(result))
+    text = report.cells_seeds_markdown(metrics, [r["model"] for r in results])
+    assert "| pbc " in text and "40.0 ± 20.0 [20.0, 60.0]" in text and "Test CPU" in text
+    assert "Not run yet" in report.cells_seeds_markdown(metrics, ["cells-both-seed1"])
+
+
+def test_the_report_lists_the_cell_models_repeats(tmp_path):
+    from pathlib import Path
+
+    params = tmp_path / "params"
+    params.mkdir()
+    default = Path(__file__).resolve().parents[1] / "params" / "presets" / "default"
+    for name in ("wbc", "leukemia", "cells"):
+        (params / f"{name}.yaml").write_text((default / f"{name}.yaml").read_text())
+    cells = [m for m in report.listed_models(params) if m.startswith("cells-")]
+    assert cells == ["cells-blood-cell-images", "cells-blood-cell-images-seed1",
+                     "cells-blood-cell-images-seed2", "cells-pbc", "cells-pbc-seed1",
+                     "cells-pbc-seed2", "cells-both", "cells-both-seed1", "cells-both-seed2"]
+
+
+def test_cells_ensemble_block_shows_one_runs_spread_the_ensemble_and_the_difference(tmp_path):
+    csv = tmp_path / "cells_ensemble.csv"
+    assert "Not run yet" in report.cells_ensemble_markdown(csv)
+    pd.DataFrame([{
+        "trained on": "pbc", "tested on": "blood-cell-images/test_simple", "unseen source": True,
+        "cells": 69, "images": 71, "runs": 3, "accuracy one run mean": 0.5,
+        "accuracy one run sd": 0.1, "accuracy ensemble": 0.6, "accuracy ensemble low": 0.45,
+        "accuracy ensemble high": 0.7, "macro F1 one run mean": 0.4, "macro F1 one run sd": 0.05,
+        "macro F1 ensemble": 0.55, "macro F1 ensemble low": 0.4, "macro F1 ensemble high": 0.6,
+        "accuracy difference": 0.1, "difference low": -0.02, "difference high": 0.2,
+        "share ensemble better": 0.9, "coverage ensemble": 0.8, "accuracy kept ensemble": 0.65,
+        "ECE ensemble": 0.1234, "temperature": 1.2, "models": "cells-pbc, cells-pbc-seed1",
+        "machine": "Test CPU"}]).to_csv(csv, index=False)
+    text = report.cells_ensemble_markdown(csv)
+    row = next(line for line in text.splitlines() if line.startswith("| pbc"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells == ["pbc", "blood-cell-images/test_simple", "yes", "69 / 71", "50.0 ± 10.0",
+                     "60.0 [45.0, 70.0]", "+10.0 [-2.0, +20.0]", "40.0 ± 5.0 → 55.0", "80.0",
+                     "65.0", "0.123"]
+    assert "3 runs" in text and "Test CPU" in text

@@ -117,18 +117,20 @@ def stain_shift_score(model, rows: pd.DataFrame, images: np.ndarray, classes: li
 
 
 def evaluate_cell_models(trainings, cache: CellCache, n_boot: int, seed: int,
-                         shift_per_class: int = 50, paths: Paths = DEFAULT_PATHS) -> dict:
+                         shift_per_class: int = 50, paths: Paths = DEFAULT_PATHS,
+                         repeat_seed: int | None = None) -> dict:
     """Score every model on every held-out part (``TEST_PARTS``) and on simulated stain shifts
     of its own validation cells, predicting over the views its summary records; write per
-    model ``reports/metrics/cells-<t>.json`` and ``reports/predictions/cells-<t>.csv``; return
-    {model id: metrics}."""
+    model ``reports/metrics/<id>.json`` and ``reports/predictions/<id>.csv``; return
+    {model id: metrics}. The models are ``cells-<training>``, or with ``repeat_seed`` the
+    repeats ``cells-<training>-seed<n>``."""
     from leuko.atomic import write_csv_atomic
     from leuko.cells import mean_over_views
     from leuko.study import load_model, predict, read_json, write_json
 
     results = {}
     for training in trainings:
-        the_id = cell_model_id(training)
+        the_id = cell_model_id(training, repeat_seed)
         summary = read_json(paths.train_summary(the_id))
         classes = list(summary["classes"])
         model = load_model(paths.model(the_id))
@@ -137,6 +139,7 @@ def evaluate_cell_models(trainings, cache: CellCache, n_boot: int, seed: int,
         threshold = float(summary["abstain"]["threshold"])
         result = {"model": the_id, "dataset": "cells", "network": summary["network"],
                   "regime": summary["regime"], "trained_on": training,
+                  "training_seed": int(summary["seed"]),
                   "sources": summary["sources"], "classes": classes, "splits": {}}
         frames = []
         for source, split in TEST_PARTS:

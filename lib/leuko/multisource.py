@@ -57,11 +57,13 @@ CACHE_NAME = "cells"
 DEFAULT_PATHS = Paths()
 
 
-def cell_model_id(training: str) -> str:
-    """``cells-<training>``: the id of one model of this study."""
+def cell_model_id(training: str, training_seed: int | None = None) -> str:
+    """``cells-<training>``: the id of one model of this study; a repeat (the same model
+    trained again with another training seed, the cells fixed) adds ``-seed<n>``."""
     if training not in TRAININGS:
         raise ValueError(f"training must be one of {sorted(TRAININGS)}, got {training!r}")
-    return f"cells-{training}"
+    base = f"cells-{training}"
+    return base if training_seed is None else f"{base}-seed{training_seed}"
 
 
 @dataclass(frozen=True)
@@ -349,18 +351,21 @@ def sharpness_jittered(batches, steps_per_epoch: int, seed: int, sigma: float,
 
 
 def train_cell_model(training: str, cache: CellCache, config: CellTraining, abstain: Abstain,
-                     preprocess: CellPreprocess, seed: int, paths: Paths = DEFAULT_PATHS
-                     ) -> tuple[dict, pd.DataFrame]:
+                     preprocess: CellPreprocess, seed: int, paths: Paths = DEFAULT_PATHS,
+                     repeat_seed: int | None = None) -> tuple[dict, pd.DataFrame]:
     """Train one model on the training part of its sources, calibrate it on their validation
     part, choose its abstention threshold there; save the model and its training summary.
-    Returns the summary and the per-epoch history."""
+    ``seed`` seeds the weights, batch order, augmentation and dropout; ``repeat_seed`` (a
+    repeat, id ``cells-<training>-seed<n>``) replaces it. Returns the summary and the
+    per-epoch history."""
     from leuko import train
     from leuko.accel import eager_execution
     from leuko.inputs import make_dataset, steps_per_epoch
     from leuko.networks import HeadConfig, build_classifier, count_params
     from leuko.study import epochs_of, one_hot_labels, predict, save_model, write_json
 
-    the_id = cell_model_id(training)
+    the_id = cell_model_id(training, repeat_seed)
+    seed = seed if repeat_seed is None else repeat_seed
     sources = TRAININGS[training]
     train_rows, x_train = cache.part(sources, "train")
     val_rows, x_val = cache.part(sources, "val")
@@ -413,7 +418,7 @@ def train_cell_model(training: str, cache: CellCache, config: CellTraining, abst
                                                       val_probs.argmax(axis=1) == y_val_idx),
                     "calibrated": expected_calibration_error(
                         calibrated.max(axis=1), calibrated.argmax(axis=1) == y_val_idx)},
-        "params": count_params(model), "seed": seed}).summary()
+        "params": count_params(model), "seed": seed, "training_seed": seed}).summary()
     write_json(paths.train_summary(the_id), summary)
     return summary, history
 
@@ -431,6 +436,12 @@ class CellStudy:
     abstain: Abstain
     shift_per_class: int
     trainings: tuple[str, ...]
+    repeat_seeds: tuple[int, ...] = ()  # each training again with these training seeds
+
+    def model_ids(self) -> list[str]:
+        """Every model of this study: each training's main run and its repeats."""
+        return [cell_model_id(training, seed) for training in self.trainings
+                for seed in (None, *self.repeat_seeds)]
 
     @classmethod
     def from_params(cls, cells: dict | None = None) -> CellStudy:
@@ -446,7 +457,8 @@ class CellStudy:
                    preprocess=CellPreprocess.from_dict(p["preprocess"]),
                    train=typed(CellTraining, train, "cells.train"),
                    abstain=typed(Abstain, p["abstain"], "cells.abstain"),
-                   shift_per_class=int(p["evaluate"]["shift_per_class"]), trainings=trainings)
+                   shift_per_class=int(p["evaluate"]["shift_per_class"]), trainings=trainings,
+                   repeat_seeds=tuple(int(s) for s in p["repeats"]["seeds"]))
 
 
 # --- the stages ---------------------------------------------------------------------------------

@@ -29,11 +29,11 @@ PUBLISHED = {
 def listed_models(params_dir: str | Path = "params") -> list[str]:
     """The id of every model the study's parameters in ``params_dir`` train: the 4-class models
     (``wbc.yaml``: ``study.wbc_models``), the leukemia solutions and their repeats
-    (``leukemia.yaml``), the cell models (``cells.yaml``: ``cells.trainings``). A preset
+    (``leukemia.yaml``), the cell models and their repeats (``cells.yaml``). A preset
     leaves the files of another preset's models in ``reports/metrics``; only these are the
     study's."""
     from leuko.leukemia import leukemia_model_id
-    from leuko.multisource import cell_model_id
+    from leuko.multisource import CellStudy
     from leuko.params import read_block
     from leuko.study import wbc_models
 
@@ -47,7 +47,7 @@ def listed_models(params_dir: str | Path = "params") -> list[str]:
                for s in leukemia["solutions"].values()]
     models += [leukemia_model_id(leukemia["dataset"], network, int(seed))
                for network in repeats.get("networks") or [] for seed in repeats.get("seeds") or []]
-    models += [cell_model_id(training) for training in block("cells")["trainings"]]
+    models += CellStudy.from_params(block("cells")).model_ids()
     return list(dict.fromkeys(models))
 
 
@@ -600,6 +600,70 @@ def cells_markdown(cross_source_csv: Path) -> str:
     return view.to_markdown(index=False)
 
 
+def cell_results(results: list[dict]) -> list[dict]:
+    """The cell classifier's models (dataset ``cells``) among ``results``."""
+    return [r for r in results if r["dataset"] == "cells"]
+
+
+def cells_seed_runs(results: list[dict]) -> pd.DataFrame:
+    """Every run of the cell models on every held-out part, for ``figures.plot_seed_spread``:
+    ``label`` (``<training> -> <part>``), ``kind``, ``training``, ``split`` (the part), ``model``,
+    ``training_seed``, ``accuracy`` and ``macro_f1``; in the cross-source table's order
+    (``multisource.TRAININGS``, then ``TEST_PARTS``), then by seed."""
+    from leuko.multisource import TEST_PARTS, TRAININGS
+
+    parts = [f"{source}/{split}" for source, split in TEST_PARTS]
+    rows = sorted(({"label": f"{r['trained_on']} -> {part}", "kind": kind_id(r["model"]),
+                    "training": r["trained_on"], "split": part, "model": r["model"], "training_seed": training_seed(r),
+                    "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+                   for r in cell_results(results) for part, m in r["splits"].items()),
+                  key=lambda row: (list(TRAININGS).index(row["training"]),
+                                   parts.index(row["split"]), row["training_seed"]))
+    return pd.DataFrame(rows, columns=["label", "kind", "training", "split", "model",
+                                       "training_seed", "accuracy", "macro_f1"])
+
+
+def cells_seed_view(results: list[dict]) -> pd.DataFrame:
+    """The cell models' spread over training seeds (:func:`seed_summary`): per training and
+    held-out part, in the cross-source table's order, whether the part's source is unseen,
+    the runs with their seeds, and accuracy and macro F1 as mean ± sd [min, max] in %."""
+    cells = cell_results(results)
+    if not cells:
+        return pd.DataFrame()
+    order = cells_seed_runs(cells)[["kind", "split"]].drop_duplicates()
+    summary = seed_summary(results_table(cells)).set_index(["kind", "split"]).loc[
+        list(order.itertuples(index=False, name=None))].reset_index()
+    main = {r["model"]: r for r in cells}  # a kind's id is its main run's
+    view = seed_summary_view(summary)
+    return pd.DataFrame({
+        "trained on": [" + ".join(main[k]["sources"]) for k in summary["kind"]],
+        "tested on": summary["split"],
+        "unseen source": ["yes" if main[k]["splits"][part]["held_out_source"] else "no"
+                          for k, part in zip(summary["kind"], summary["split"], strict=True)],
+        **view.drop(columns=["model", "split"]).to_dict(orient="list")})
+
+
+CELLS_SPREAD_NOTE = ("mean ± sample standard deviation (n − 1) over the runs and [min, max] "
+                     "of the runs: the same model trained again with other training seeds on "
+                     "the same cells, so how far one training run's score moves, not the test "
+                     "part's uncertainty (for that, the intervals of one run).")
+"""The line under the cell models' spread table."""
+
+
+def cells_seeds_markdown(metrics_dir: Path, models: list[str]) -> str:
+    """The README's spread of the cell models over training seeds (:func:`cells_seed_view`)
+    from the metrics files of ``models`` (the study's cell models and their repeats)."""
+    from leuko.machine import machine_line
+
+    try:
+        results = load_results(Path(metrics_dir), models)
+    except FileNotFoundError as error:
+        return f"*Not run yet: {error}.*"
+    machines = sorted({machine_line(r["machine"]) for r in results if "machine" in r})
+    return (cells_seed_view(results).to_markdown(index=False) + "\n\n" + CELLS_SPREAD_NOTE
+            + " Evaluated on: " + "; ".join(machines) + ".")
+
+
 def times_markdown(times_dir: Path) -> str:
     """The run behind the numbers: per stage wall time, the total and the machine, from
     ``reports/times`` (``leuko.stagetimes``)."""
@@ -834,6 +898,45 @@ def cell_variant_markdown(variant_csv: Path, before: str, after: str, script: st
     return (pd.DataFrame(rows).to_markdown(index=False) + f"\n\n{after.capitalize()} minus "
             f"{before}, a paired bootstrap over source cells. Machine: "
             f"{table['machine'].iloc[0]}.")
+
+
+def cells_ensemble_markdown(ensemble_csv: Path) -> str:
+    """The cell models' training runs averaged (``benchmarks/cells_ensemble.py``): per training
+    and test part, one run's accuracy and macro F1 (mean ± sd over the runs), the ensemble's
+    with its interval, the paired difference (ensemble minus one run, over source cells and
+    the runs' seeds), and the ensemble's coverage, accuracy kept and ECE."""
+    if not Path(ensemble_csv).is_file():
+        return (f"*Not run yet: `.venv/bin/python benchmarks/cells_ensemble.py` writes "
+                f"{ensemble_csv}.*")
+    table = pd.read_csv(ensemble_csv)
+
+    def pct(value) -> str:
+        return f"{100 * value:.1f}"
+
+    rows = [{
+        "trained on": r["trained on"], "tested on": r["tested on"],
+        "unseen source": "yes" if r["unseen source"] else "no",
+        "cells / images": f"{r['cells']} / {r['images']}",
+        "accuracy % one run: mean ± sd": (f"{pct(r['accuracy one run mean'])} ± "
+                                          f"{pct(r['accuracy one run sd'])}"),
+        "accuracy % ensemble [95 % CI]": (f"{pct(r['accuracy ensemble'])} "
+                                          f"[{pct(r['accuracy ensemble low'])}, "
+                                          f"{pct(r['accuracy ensemble high'])}]"),
+        "ensemble minus one run, points [95 % CI]": (
+            f"{100 * r['accuracy difference']:+.1f} [{100 * r['difference low']:+.1f}, "
+            f"{100 * r['difference high']:+.1f}]"),
+        "macro F1 % one run → ensemble": (f"{pct(r['macro F1 one run mean'])} ± "
+                                          f"{pct(r['macro F1 one run sd'])} → "
+                                          f"{pct(r['macro F1 ensemble'])}"),
+        "coverage %": pct(r["coverage ensemble"]),
+        "accuracy kept %": pct(r["accuracy kept ensemble"]),
+        "ECE": f"{r['ECE ensemble']:.3f}"} for _, r in table.iterrows()]
+    runs = "/".join(map(str, sorted(set(table["runs"]))))
+    return (pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+            + "\n\nOne run: mean ± sample sd "
+            f"(n − 1) over the {runs} runs of each training (its main run and repeats, the "
+            "ensemble's members); the difference resamples source cells and the runs' seeds. "
+            f"Machine: {table['machine'].iloc[0]}.")
 
 
 def overhead_markdown(**dirs) -> str:
@@ -1102,6 +1205,9 @@ def main() -> int:
     changed = update_readme(Path("README.md"), readme_results_table(Path("reports/metrics"),
                                                                     listed_models()), {
         "cells": cells_markdown(Path("reports/cells/cross_source.csv")),
+        "cells-ensemble": cells_ensemble_markdown(Path("reports/ablation/cells_ensemble.csv")),
+        "cells-seeds": cells_seeds_markdown(Path("reports/metrics"), [
+            m for m in listed_models() if m.startswith("cells-")]),
         "times": times_markdown(Path("reports/times")),
         "budget": budget_markdown(Path("reports/times")),
         "cell-detail": cell_detail_markdown(),
