@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         for training in ("pbc", "blood-cell-images"):
             multisource.train_cell_model(training, cache, train, study.abstain, preprocess,
                                          seed=0, paths=paths)
-        results = crosssource.evaluate_cell_models(["pbc", "blood-cell-images"], cache,
+        results = crosssource.evaluate_cell_models(["cells-pbc", "cells-blood-cell-images"], cache,
                                                    n_boot=500, seed=0, shift_per_class=20,
                                                    paths=paths)
         frame = crosssource.cross_source_table(results)

@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                 multisource.train_cell_model(training, cells_cache, cells_study.train,
                                              cells_study.abstain, cells_study.preprocess,
                                              train_seed, paths=runs[v])
-            crosssource.evaluate_cell_models(trainings, cells_cache, args.n_boot, seed,
+            crosssource.evaluate_cell_models([multisource.cell_model_id(t) for t in trainings],
+                                             cells_cache, args.n_boot, seed,
                                              cells_study.shift_per_class, paths=runs[v])
         names = {False: choice.baseline, True: choice.alternative}
         for training in trainings:

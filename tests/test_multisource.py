@@ -328,11 +328,12 @@ def _small_rows(pbc: pd.DataFrame, per: int) -> pd.DataFrame:
 
 @pytest.mark.slow
 def test_cells_pipeline_on_real_images_to_classify(tmp_path, pbc_split, capsys):
-    """Real images -> prepared cells -> a (1-epoch) two-source model -> evaluation ->
-    export -> `leuko classify` with its 5-part differential and uncertain count."""
+    """Real images -> prepared cells -> a (1-epoch) two-source model and a repeat -> their
+    ensemble -> evaluation -> export -> `leuko classify` with its 5-part differential and
+    uncertain count."""
     from dataclasses import replace
 
-    from leuko import cli, export
+    from leuko import cli, ensemble, export
     from leuko.study import Paths
 
     paths = Paths(tmp_path)
@@ -349,15 +350,30 @@ def test_cells_pipeline_on_real_images_to_classify(tmp_path, pbc_split, capsys):
     assert summary["classes"] == list(multisource.CLASS_ORDER)
     assert summary["temperature"] > 0 and 0 <= summary["abstain"]["threshold"] <= 1
     assert len(history) == 1
-    results = crosssource.evaluate_cell_models(["both"], cache, n_boot=50, seed=0,
+    repeat, _ = multisource.train_cell_model(
+        "both", cache, replace(study.train, epochs=1, batch_size=16), study.abstain,
+        study.preprocess, seed=0, paths=paths, repeat_seed=1)
+    assert (repeat["model"], repeat["training_seed"]) == ("cells-both-seed1", 1)
+    averaged = ensemble.build_cell_ensemble("both", cache, replace(study, repeat_seeds=(1,)),
+                                            paths)
+    assert averaged["members"] == ["cells-both", "cells-both-seed1"]
+    assert averaged["train_seconds"] == pytest.approx(
+        summary["train_seconds"] + repeat["train_seconds"], abs=0.02)
+    ids = ["cells-both", "cells-both-ensemble"]
+    results = crosssource.evaluate_cell_models(ids, cache, n_boot=50, seed=0,
                                                shift_per_class=2, paths=paths)
     parts = results["cells-both"]["splits"]
     assert set(parts) == {f"{s}/{p}" for s, p in multisource.TEST_PARTS}
     assert parts["pbc/test"]["n"] == 8 * 4
+    assert results["cells-both-ensemble"]["members"] == averaged["members"]
     (tmp_path / "data.dvc").write_text((Path(__file__).parents[1] / "data.dvc").read_text())
+    assert set(export.candidates("wbc", paths)) == {"cells-both", "cells-both-seed1",
+                                                     "cells-both-ensemble"}
     meta = export.export_task("wbc", paths=paths, out_dir=tmp_path / "export",
-                              dvc_file=tmp_path / "data.dvc")
-    assert meta["model_id"] == "cells-both" and meta["sources"] == ["blood-cell-images", "pbc"]
+                              dvc_file=tmp_path / "data.dvc", model_ids=["cells-both-ensemble"])
+    assert meta["model_id"] == "cells-both-ensemble"
+    assert meta["sources"] == ["blood-cell-images", "pbc"]
+    assert meta["members"] == averaged["members"] and meta["preprocessing"]["inside_model"]
     assert meta["cell_preprocess"] == study.preprocess.to_dict()
     assert meta["differential_classes"] == list(datasets.DIFFERENTIAL_CLASSES)
     out = tmp_path / "cells.csv"

@@ -748,6 +748,7 @@ def _cell_run(training: str, seed: int, correct: dict[str, int], n: int = 10) ->
     for part, right in correct.items():
         result = _metrics_file("c-n-r", "cells", right, n, list(range(n)))["splits"]["test"]
         result["held_out_source"] = part.split("/")[0] not in TRAININGS[training]
+        result |= {"abstain": {"coverage": 1.0, "accuracy_kept": right / n}, "ece": 0.1}
         splits[part] = result
     model = f"cells-{training}" if seed == 0 else f"cells-{training}-seed{seed}"
     return {"model": model, "dataset": "cells", "network": "mobilenet_v2",
@@ -786,7 +787,7 @@ def test_cells_seed_spread_per_training_and_part_in_the_tables_order(tmp_path):
     assert "Not run yet" in report.cells_seeds_markdown(metrics, ["cells-both-seed1"])
 
 
-def test_the_report_lists_the_cell_models_repeats(tmp_path):
+def test_the_report_lists_the_cell_models_repeats_and_ensembles(tmp_path):
     from pathlib import Path
 
     params = tmp_path / "params"
@@ -797,26 +798,45 @@ def test_the_report_lists_the_cell_models_repeats(tmp_path):
     cells = [m for m in report.listed_models(params) if m.startswith("cells-")]
     assert cells == ["cells-blood-cell-images", "cells-blood-cell-images-seed1",
                      "cells-blood-cell-images-seed2", "cells-pbc", "cells-pbc-seed1",
-                     "cells-pbc-seed2", "cells-both", "cells-both-seed1", "cells-both-seed2"]
+                     "cells-pbc-seed2", "cells-both", "cells-both-seed1", "cells-both-seed2",
+                     "cells-blood-cell-images-ensemble", "cells-pbc-ensemble",
+                     "cells-both-ensemble"]
 
 
-def test_cells_ensemble_block_shows_one_runs_spread_the_ensemble_and_the_difference(tmp_path):
-    csv = tmp_path / "cells_ensemble.csv"
-    assert "Not run yet" in report.cells_ensemble_markdown(csv)
-    pd.DataFrame([{
-        "trained on": "pbc", "tested on": "blood-cell-images/test_simple", "unseen source": True,
-        "cells": 69, "images": 71, "runs": 3, "accuracy one run mean": 0.5,
-        "accuracy one run sd": 0.1, "accuracy ensemble": 0.6, "accuracy ensemble low": 0.45,
-        "accuracy ensemble high": 0.7, "macro F1 one run mean": 0.4, "macro F1 one run sd": 0.05,
-        "macro F1 ensemble": 0.55, "macro F1 ensemble low": 0.4, "macro F1 ensemble high": 0.6,
-        "accuracy difference": 0.1, "difference low": -0.02, "difference high": 0.2,
-        "share ensemble better": 0.9, "coverage ensemble": 0.8, "accuracy kept ensemble": 0.65,
-        "ECE ensemble": 0.1234, "temperature": 1.2, "models": "cells-pbc, cells-pbc-seed1",
-        "machine": "Test CPU"}]).to_csv(csv, index=False)
-    text = report.cells_ensemble_markdown(csv)
-    row = next(line for line in text.splitlines() if line.startswith("| pbc"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells == ["pbc", "blood-cell-images/test_simple", "yes", "69 / 71", "50.0 ± 10.0",
-                     "60.0 [45.0, 70.0]", "+10.0 [-2.0, +20.0]", "40.0 ± 5.0 → 55.0", "80.0",
-                     "65.0", "0.123"]
-    assert "3 runs" in text and "Test CPU" in text
+def test_cells_ensemble_table_against_its_runs_by_hand(tmp_path):
+    """An ensemble right on 3 of 4 cells, its runs on 2, 3 and 1: one run 50 ± 25 %, the
+    ensemble 75 %, +25 points; the block names the runs, and says when it has not run."""
+    runs = [_cell_run("pbc", seed, {"pbc/test": right}, n=4)
+            for seed, right in ((0, 2), (1, 3), (2, 1))]
+    ensemble = _cell_run("pbc", 0, {"pbc/test": 3}, n=4)
+    ensemble |= {"model": "cells-pbc-ensemble", "members": [r["model"] for r in runs]}
+    results = [*runs, ensemble]
+    paths = [f"data/pbc/x/{i}.jpg" for i in range(4)]
+    predictions, manifests, metrics = (tmp_path / n for n in ("predictions", "manifests",
+                                                              "metrics"))
+    for folder in (predictions, manifests, metrics):
+        folder.mkdir()
+    for result in results:
+        right = round(result["splits"]["pbc/test"]["accuracy"] * 4)
+        pd.DataFrame({"path": paths, "source": "pbc", "split": "test", "actual": "A",
+                      "predicted": ["A"] * right + ["B"] * (4 - right)}).to_csv(
+            predictions / f"{result['model']}.csv", index=False)
+        (metrics / f"{result['model']}.json").write_text(json.dumps(result))
+    pd.DataFrame({"path": paths, "group": paths}).to_csv(manifests / "cells.csv", index=False)
+    table = report.cells_ensemble_table(results, predictions, manifests, n_boot=200)
+    row = table.iloc[0]
+    assert (row["trained on"], row["tested on"], row["runs"]) == ("pbc", "pbc/test", 3)
+    assert (row["accuracy one run mean"], row["accuracy one run sd"]) == pytest.approx(
+        (0.5, 0.25))
+    assert (row["accuracy ensemble"], row["accuracy difference"]) == pytest.approx((0.75, 0.25))
+    assert row["difference low"] <= 0.25 <= row["difference high"]
+    view = report.cells_ensemble_view(table)
+    assert view.iloc[0]["accuracy % one run: mean ± sd"] == "50.0 ± 25.0"
+    assert view.iloc[0]["ensemble minus one run, points [95 % CI]"].startswith("+25.0 [")
+    models = [r["model"] for r in results]
+    text = report.cells_ensemble_markdown(metrics, predictions, manifests, models)
+    assert "| pbc " in text and "Test CPU" in text
+    assert "Not run yet" in report.cells_ensemble_markdown(metrics, predictions, manifests,
+                                                           [*models, "cells-both-ensemble"])
+    assert "No ensemble" in report.cells_ensemble_markdown(metrics, predictions, manifests,
+                                                           models[:3])

@@ -21,7 +21,7 @@ from leuko.calibration import (
     temperature_scale,
 )
 from leuko.machine import describe
-from leuko.multisource import DEFAULT_PATHS, TEST_PARTS, CellCache, cell_model_id
+from leuko.multisource import DEFAULT_PATHS, TEST_PARTS, CellCache
 from leuko.study import Paths
 
 
@@ -116,21 +116,19 @@ def stain_shift_score(model, rows: pd.DataFrame, images: np.ndarray, classes: li
         shifted)), "worst_shifted": float(np.min(shifted)), "per_shift": per_shift}
 
 
-def evaluate_cell_models(trainings, cache: CellCache, n_boot: int, seed: int,
-                         shift_per_class: int = 50, paths: Paths = DEFAULT_PATHS,
-                         repeat_seed: int | None = None) -> dict:
-    """Score every model on every held-out part (``TEST_PARTS``) and on simulated stain shifts
-    of its own validation cells, predicting over the views its summary records; write per
-    model ``reports/metrics/<id>.json`` and ``reports/predictions/<id>.csv``; return
-    {model id: metrics}. The models are ``cells-<training>``, or with ``repeat_seed`` the
-    repeats ``cells-<training>-seed<n>``."""
+def evaluate_cell_models(model_ids, cache: CellCache, n_boot: int, seed: int,
+                         shift_per_class: int = 50, paths: Paths = DEFAULT_PATHS) -> dict:
+    """Score every model (a run ``cells-<training>``, a repeat ``-seed<n>``, an ensemble
+    ``-ensemble``) on every held-out part (``TEST_PARTS``) and on simulated stain shifts of its
+    own validation cells, predicting over the views its summary records; write per model
+    ``reports/metrics/<id>.json`` and ``reports/predictions/<id>.csv``; return
+    {model id: metrics}."""
     from leuko.atomic import write_csv_atomic
     from leuko.cells import mean_over_views
     from leuko.study import load_model, predict, read_json, write_json
 
     results = {}
-    for training in trainings:
-        the_id = cell_model_id(training, repeat_seed)
+    for the_id in model_ids:
         summary = read_json(paths.train_summary(the_id))
         classes = list(summary["classes"])
         model = load_model(paths.model(the_id))
@@ -138,7 +136,7 @@ def evaluate_cell_models(trainings, cache: CellCache, n_boot: int, seed: int,
         temperature = float(summary["temperature"])
         threshold = float(summary["abstain"]["threshold"])
         result = {"model": the_id, "dataset": "cells", "network": summary["network"],
-                  "regime": summary["regime"], "trained_on": training,
+                  "regime": summary["regime"], "trained_on": summary["training"],
                   "training_seed": int(summary["seed"]),
                   "sources": summary["sources"], "classes": classes, "splits": {}}
         frames = []
@@ -165,6 +163,8 @@ def evaluate_cell_models(trainings, cache: CellCache, n_boot: int, seed: int,
         result["training"] = {k: summary[k] for k in (
             "train_seconds", "epochs_run", "saved_val_accuracy", "temperature", "abstain",
             "val_ece", "n_train")}
+        if "members" in summary:  # an ensemble (leuko.ensemble): the runs it averages
+            result["members"] = summary["members"]
         result["views"] = views
         result["machine"] = describe()  # the machine that evaluated (leuko.machine)
         write_json(paths.metrics(the_id), result)
@@ -178,9 +178,12 @@ def cross_source_table(results: dict) -> pd.DataFrame:
     accuracy at the abstention threshold, ECE, and the model's simulated stain-shift score."""
     rows = []
     for the_id, result in results.items():
+        trained_on = " + ".join(result["sources"])
+        if "members" in result:
+            trained_on += f" (ensemble of {len(result['members'])})"
         for part, m in result["splits"].items():
             rows.append({
-                "model": the_id, "trained on": " + ".join(result["sources"]), "tested on": part,
+                "model": the_id, "trained on": trained_on, "tested on": part,
                 "held-out source": m["held_out_source"], "cells": m["n_cells"], "images": m["n"],
                 "accuracy": m["accuracy"], "accuracy low": m["intervals"]["accuracy"]["low"],
                 "accuracy high": m["intervals"]["accuracy"]["high"],

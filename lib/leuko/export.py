@@ -242,9 +242,14 @@ def _test_figures(metrics: dict) -> dict:
 
 
 def _preprocessing(model) -> dict:
+    """The model's ``Preprocess`` layer, also inside nested models (an ensemble's runs)."""
     for layer in model.layers:
         if type(layer).__name__ == "Preprocess":
             return {"kind": layer.kind, "mean": layer.mean, "inside_model": True}
+        if hasattr(layer, "layers"):
+            found = _preprocessing(layer)
+            if found["inside_model"]:
+                return found
     return {"kind": "unknown", "inside_model": False}
 
 
@@ -300,7 +305,7 @@ def export_model(task: str, choice: dict, paths: Paths = DEFAULT_PATHS,
                      if k in summary},
         "params": summary.get("params"),
         **{key: summary[key] for key in ("sources", "cell_preprocess", "views", "temperature",
-                                         "abstain", "n_train") if key in summary},
+                                         "abstain", "n_train", "members") if key in summary},
         "differential_classes": [c for c in classes if c in DIFFERENTIAL_CLASSES + WBC_CLASSES],
         "file_bytes": target.stat().st_size,
         "sha256": file_sha256(target),

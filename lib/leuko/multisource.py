@@ -66,6 +66,11 @@ def cell_model_id(training: str, training_seed: int | None = None) -> str:
     return base if training_seed is None else f"{base}-seed{training_seed}"
 
 
+def ensemble_model_id(training: str) -> str:
+    """``cells-<training>-ensemble``: the id of a training's runs averaged (leuko.ensemble)."""
+    return cell_model_id(training) + "-ensemble"
+
+
 @dataclass(frozen=True)
 class CellData:
     """Which cells of each source the study uses (``params/cells.yaml: cells.data``, where
@@ -437,11 +442,24 @@ class CellStudy:
     shift_per_class: int
     trainings: tuple[str, ...]
     repeat_seeds: tuple[int, ...] = ()  # each training again with these training seeds
+    ensembles: tuple[str, ...] = ()  # the trainings whose runs are averaged (leuko.ensemble)
+
+    def __post_init__(self):
+        for name in (*self.trainings, *self.ensembles):
+            cell_model_id(name)
+        if self.ensembles and not self.repeat_seeds:
+            raise ValueError("cells.ensembles needs repeats to average: cells.repeats.seeds "
+                             "is empty")
+        if not set(self.ensembles) <= set(self.trainings):
+            raise ValueError(f"cells.ensembles {list(self.ensembles)} must be among "
+                             f"cells.trainings {list(self.trainings)}")
 
     def model_ids(self) -> list[str]:
-        """Every model of this study: each training's main run and its repeats."""
-        return [cell_model_id(training, seed) for training in self.trainings
+        """Every model of this study: each training's main run and its repeats, then the
+        ensembles (``cells-<training>-ensemble``)."""
+        runs = [cell_model_id(training, seed) for training in self.trainings
                 for seed in (None, *self.repeat_seeds)]
+        return runs + [ensemble_model_id(training) for training in self.ensembles]
 
     @classmethod
     def from_params(cls, cells: dict | None = None) -> CellStudy:
@@ -450,15 +468,14 @@ class CellStudy:
         p = read_block("cells", cells)
         data = {**p["data"], "pbc_split": tuple(p["data"]["pbc_split"])}
         train = {**p["train"], "head_units": tuple(p["train"]["head_units"])}
-        trainings = tuple(p["trainings"])
-        for name in trainings:
-            cell_model_id(name)
         return cls(pbc_path=str(p["pbc_path"]), data=typed(CellData, data, "cells.data"),
                    preprocess=CellPreprocess.from_dict(p["preprocess"]),
                    train=typed(CellTraining, train, "cells.train"),
                    abstain=typed(Abstain, p["abstain"], "cells.abstain"),
-                   shift_per_class=int(p["evaluate"]["shift_per_class"]), trainings=trainings,
-                   repeat_seeds=tuple(int(s) for s in p["repeats"]["seeds"]))
+                   shift_per_class=int(p["evaluate"]["shift_per_class"]),
+                   trainings=tuple(p["trainings"]),
+                   repeat_seeds=tuple(int(s) for s in p["repeats"]["seeds"]),
+                   ensembles=tuple(p["ensembles"]))
 
 
 # --- the stages ---------------------------------------------------------------------------------

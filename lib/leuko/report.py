@@ -600,13 +600,16 @@ def cells_markdown(cross_source_csv: Path) -> str:
     return view.to_markdown(index=False)
 
 
-def cell_results(results: list[dict]) -> list[dict]:
-    """The cell classifier's models (dataset ``cells``) among ``results``."""
-    return [r for r in results if r["dataset"] == "cells"]
+def cell_results(results: list[dict], ensembles: bool = True) -> list[dict]:
+    """The cell classifier's models (dataset ``cells``) among ``results``; ``ensembles``
+    False: its training runs only (``leuko.ensemble``'s averages, with ``members``, left
+    out)."""
+    return [r for r in results if r["dataset"] == "cells" and (ensembles or "members" not in r)]
 
 
 def cells_seed_runs(results: list[dict]) -> pd.DataFrame:
-    """Every run of the cell models on every held-out part, for ``figures.plot_seed_spread``:
+    """Every training run of the cell models on every held-out part (no ensemble), for
+    ``figures.plot_seed_spread``:
     ``label`` (``<training> -> <part>``), ``kind``, ``training``, ``split`` (the part), ``model``,
     ``training_seed``, ``accuracy`` and ``macro_f1``; in the cross-source table's order
     (``multisource.TRAININGS``, then ``TEST_PARTS``), then by seed."""
@@ -616,7 +619,8 @@ def cells_seed_runs(results: list[dict]) -> pd.DataFrame:
     rows = sorted(({"label": f"{r['trained_on']} -> {part}", "kind": kind_id(r["model"]),
                     "training": r["trained_on"], "split": part, "model": r["model"], "training_seed": training_seed(r),
                     "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
-                   for r in cell_results(results) for part, m in r["splits"].items()),
+                   for r in cell_results(results, ensembles=False)
+                   for part, m in r["splits"].items()),
                   key=lambda row: (list(TRAININGS).index(row["training"]),
                                    parts.index(row["split"]), row["training_seed"]))
     return pd.DataFrame(rows, columns=["label", "kind", "training", "split", "model",
@@ -627,7 +631,7 @@ def cells_seed_view(results: list[dict]) -> pd.DataFrame:
     """The cell models' spread over training seeds (:func:`seed_summary`): per training and
     held-out part, in the cross-source table's order, whether the part's source is unseen,
     the runs with their seeds, and accuracy and macro F1 as mean ± sd [min, max] in %."""
-    cells = cell_results(results)
+    cells = cell_results(results, ensembles=False)
     if not cells:
         return pd.DataFrame()
     order = cells_seed_runs(cells)[["kind", "split"]].drop_duplicates()
@@ -900,20 +904,73 @@ def cell_variant_markdown(variant_csv: Path, before: str, after: str, script: st
             f"{table['machine'].iloc[0]}.")
 
 
-def cells_ensemble_markdown(ensemble_csv: Path) -> str:
-    """The cell models' training runs averaged (``benchmarks/cells_ensemble.py``): per training
-    and test part, one run's accuracy and macro F1 (mean ± sd over the runs), the ensemble's
-    with its interval, the paired difference (ensemble minus one run, over source cells and
-    the runs' seeds), and the ensemble's coverage, accuracy kept and ECE."""
-    if not Path(ensemble_csv).is_file():
-        return (f"*Not run yet: `.venv/bin/python benchmarks/cells_ensemble.py` writes "
-                f"{ensemble_csv}.*")
-    table = pd.read_csv(ensemble_csv)
+def cells_ensemble_table(results: list[dict], predictions_dir: Path, manifests_dir: Path,
+                         n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Each cell ensemble (``leuko.ensemble``: a result with ``members``) against its members
+    on every held-out part: one run's accuracy and macro F1 (mean and sd over the members),
+    the ensemble's with its interval, and ensemble minus one run from a paired bootstrap over
+    source cells and the members' seeds (``metrics.paired_bootstrap_difference_seeds``, on
+    the predictions in ``predictions_dir``, source cells from ``manifests_dir/cells.csv``);
+    the ensemble's coverage, accuracy kept and ECE."""
+    from leuko.metrics import paired_bootstrap_difference_seeds
+
+    cells = cell_results(results)
+    by_id = {r["model"]: r for r in cells}
+    ensembles = [r for r in cells if "members" in r]
+    if not ensembles:
+        return pd.DataFrame()
+    groups = _manifest_groups(manifests_dir, "cells")
+    rows = []
+    for ensemble in ensembles:
+        missing = [m for m in ensemble["members"] if m not in by_id]
+        if missing:
+            raise FileNotFoundError(f"{ensemble['model']} averages {missing}: their metrics "
+                                    "are not among the results (dvc repro)")
+        members = [by_id[m] for m in ensemble["members"]]
+        ids = [ensemble["model"], *ensemble["members"]]
+        saved = {m: pd.read_csv(Path(predictions_dir) / f"{m}.csv", keep_default_na=False)
+                 for m in ids}
+        for part, m in ensemble["splits"].items():
+            source, split = part.split("/")
+            frames = {k: f[(f["source"] == source) & (f["split"] == split)].set_index("path")
+                      for k, f in saved.items()}
+            paths = frames[ensemble["model"]].index
+            for k, frame in frames.items():
+                if len(frame) != len(paths) or not frame.index.isin(paths).all():
+                    raise ValueError(f"{k} and {ensemble['model']} predicted different images "
+                                     f"of {part}")
+            actual = frames[ensemble["model"]]["actual"].to_numpy()
+            difference = paired_bootstrap_difference_seeds(
+                actual, [frames[ensemble["model"]]["predicted"].to_numpy()],
+                [frames[k].loc[paths, "predicted"].to_numpy() for k in ensemble["members"]],
+                groups.reindex(paths).to_numpy(), n_boot=n_boot, seed=seed)
+            row = {"trained on": ensemble["trained_on"], "tested on": part,
+                   "unseen source": m["held_out_source"], "cells": m["n_cells"],
+                   "images": m["n"], "runs": len(members)}
+            for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro F1")):
+                values = pd.Series([r["splits"][part][key] for r in members], dtype=float)
+                row |= {f"{label} one run mean": values.mean(),
+                        f"{label} one run sd": values.std(ddof=1),
+                        f"{label} ensemble": m[key],
+                        f"{label} ensemble low": m["intervals"][key]["low"],
+                        f"{label} ensemble high": m["intervals"][key]["high"]}
+            row |= {"accuracy difference": difference["difference"],
+                    "difference low": difference["low"], "difference high": difference["high"],
+                    "share ensemble better": difference["share_a_better"],
+                    "coverage ensemble": m["abstain"]["coverage"],
+                    "accuracy kept ensemble": m["abstain"]["accuracy_kept"],
+                    "ECE ensemble": m["ece"], "models": ", ".join(ids)}
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def cells_ensemble_view(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`cells_ensemble_table` for reading, in %."""
 
     def pct(value) -> str:
         return f"{100 * value:.1f}"
 
-    rows = [{
+    return pd.DataFrame([{
         "trained on": r["trained on"], "tested on": r["tested on"],
         "unseen source": "yes" if r["unseen source"] else "no",
         "cells / images": f"{r['cells']} / {r['images']}",
@@ -930,13 +987,33 @@ def cells_ensemble_markdown(ensemble_csv: Path) -> str:
                                           f"{pct(r['macro F1 ensemble'])}"),
         "coverage %": pct(r["coverage ensemble"]),
         "accuracy kept %": pct(r["accuracy kept ensemble"]),
-        "ECE": f"{r['ECE ensemble']:.3f}"} for _, r in table.iterrows()]
-    runs = "/".join(map(str, sorted(set(table["runs"]))))
-    return (pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
-            + "\n\nOne run: mean ± sample sd "
-            f"(n − 1) over the {runs} runs of each training (its main run and repeats, the "
-            "ensemble's members); the difference resamples source cells and the runs' seeds. "
-            f"Machine: {table['machine'].iloc[0]}.")
+        "ECE": f"{r['ECE ensemble']:.3f}"} for _, r in table.iterrows()])
+
+
+CELLS_ENSEMBLE_NOTE = ("One run: mean ± sample sd (n − 1) over the runs an ensemble averages "
+                       "(the training's main run and repeats); the difference, ensemble minus "
+                       "one run, resamples source cells and the runs' seeds (the ensemble is "
+                       "itself one draw of its runs' seeds: its own spread is not measured).")
+"""The line under the ensembles' table."""
+
+
+def cells_ensemble_markdown(metrics_dir: Path, predictions_dir: Path, manifests_dir: Path,
+                            models: list[str]) -> str:
+    """The README's ensembles against one run (:func:`cells_ensemble_table`) from the study's
+    files, for ``models`` (the study's cell models, ``listed_models``)."""
+    from leuko.machine import machine_line
+
+    try:
+        results = load_results(Path(metrics_dir), models)
+        table = cells_ensemble_table(results, predictions_dir, manifests_dir)
+    except FileNotFoundError as error:
+        return f"*Not run yet: {error}.*"
+    if table.empty:
+        return "*No ensemble in this preset (`cells.ensembles`).*"
+    machines = sorted({machine_line(r["machine"]) for r in cell_results(results)
+                       if "machine" in r})
+    return (cells_ensemble_view(table).to_markdown(index=False, disable_numparse=True)
+            + "\n\n" + CELLS_ENSEMBLE_NOTE + " Evaluated on: " + "; ".join(machines) + ".")
 
 
 def overhead_markdown(**dirs) -> str:
@@ -1205,7 +1282,9 @@ def main() -> int:
     changed = update_readme(Path("README.md"), readme_results_table(Path("reports/metrics"),
                                                                     listed_models()), {
         "cells": cells_markdown(Path("reports/cells/cross_source.csv")),
-        "cells-ensemble": cells_ensemble_markdown(Path("reports/ablation/cells_ensemble.csv")),
+        "cells-ensemble": cells_ensemble_markdown(
+            Path("reports/metrics"), Path("reports/predictions"), Path("build/manifests"),
+            [m for m in listed_models() if m.startswith("cells-")]),
         "cells-seeds": cells_seeds_markdown(Path("reports/metrics"), [
             m for m in listed_models() if m.startswith("cells-")]),
         "times": times_markdown(Path("reports/times")),
