@@ -326,7 +326,9 @@ def test_study_parts_sort_every_kind_of_stage():
         "thesis: fine-tuning with stain jitter"
     for stage in ("prepare-leukemia", "train-leukemia@a", "export@leukemia"):
         assert study_part(stage) == "leukemia study"
-    for stage in ("cells", "train-cells@both", "evaluate-cells", "export@wbc", "detect"):
+    assert study_part("train-cells@pbc-seed1") == "repeats (other training seeds)"
+    for stage in ("cells", "train-cells@both", "evaluate-cells", "export@wbc", "detect",
+                  "ensemble-cells@both", "evaluate-cells@both-ensemble"):
         assert study_part(stage) == "cell classifier for other labs, smear detection"
     for stage in ("prepare-wbc", "features@blood-cell-images-mobilenet_v2", "evaluate-wbc",
                   "train@blood-cell-images-mobilenet_v2-imagenet-finetune"):
@@ -840,3 +842,15 @@ def test_cells_ensemble_table_against_its_runs_by_hand(tmp_path):
                                                            [*models, "cells-both-ensemble"])
     assert "No ensemble" in report.cells_ensemble_markdown(metrics, predictions, manifests,
                                                            models[:3])
+
+
+def test_export_choice_block_names_the_model_and_every_candidates_score(tmp_path):
+    meta = tmp_path / "wbc.json"
+    assert "Not run yet" in report.export_choice_markdown(meta)
+    meta.write_text(json.dumps({"model_id": "cells-both", "data_version": {"md5": "0123456789"},
+                                "choice": {"rule_used": "val_macro_f1_shifted", "scores": {
+                                    "cells-both-ensemble": 0.842, "cells-both": 0.848}}}))
+    assert report.export_choice_markdown(meta) == (
+        "The study's export chose **cells-both** by `val_macro_f1_shifted`: cells-both 84.8 %, "
+        "cells-both-ensemble 84.2 % (validation scores of every candidate; data version "
+        "01234567).")

@@ -695,7 +695,7 @@ STUDY_PARTS = (
     ("leukemia study", lambda stage: "leukemia" in stage),
     ("cell classifier for other labs, smear detection",
      lambda stage: stage.split("@")[0] in ("cells", "train-cells", "evaluate-cells", "detect")
-     or stage == "export@wbc"),
+     or stage.split("@")[0] == "ensemble-cells" or stage == "export@wbc"),
     ("thesis: the regimes, the pooled split, evaluation", lambda stage: True),
 )
 
@@ -913,10 +913,13 @@ def cells_ensemble_table(results: list[dict], predictions_dir: Path, manifests_d
     the predictions in ``predictions_dir``, source cells from ``manifests_dir/cells.csv``);
     the ensemble's coverage, accuracy kept and ECE."""
     from leuko.metrics import paired_bootstrap_difference_seeds
+    from leuko.multisource import TEST_PARTS, TRAININGS
 
     cells = cell_results(results)
     by_id = {r["model"]: r for r in cells}
-    ensembles = [r for r in cells if "members" in r]
+    ensembles = sorted((r for r in cells if "members" in r),
+                       key=lambda r: list(TRAININGS).index(r["trained_on"]))
+    parts = [f"{source}/{split}" for source, split in TEST_PARTS]
     if not ensembles:
         return pd.DataFrame()
     groups = _manifest_groups(manifests_dir, "cells")
@@ -930,7 +933,8 @@ def cells_ensemble_table(results: list[dict], predictions_dir: Path, manifests_d
         ids = [ensemble["model"], *ensemble["members"]]
         saved = {m: pd.read_csv(Path(predictions_dir) / f"{m}.csv", keep_default_na=False)
                  for m in ids}
-        for part, m in ensemble["splits"].items():
+        for part in sorted(ensemble["splits"], key=parts.index):
+            m = ensemble["splits"][part]
             source, split = part.split("/")
             frames = {k: f[(f["source"] == source) & (f["split"] == split)].set_index("path")
                       for k, f in saved.items()}
@@ -944,7 +948,7 @@ def cells_ensemble_table(results: list[dict], predictions_dir: Path, manifests_d
                 actual, [frames[ensemble["model"]]["predicted"].to_numpy()],
                 [frames[k].loc[paths, "predicted"].to_numpy() for k in ensemble["members"]],
                 groups.reindex(paths).to_numpy(), n_boot=n_boot, seed=seed)
-            row = {"trained on": ensemble["trained_on"], "tested on": part,
+            row = {"trained on": " + ".join(ensemble["sources"]), "tested on": part,
                    "unseen source": m["held_out_source"], "cells": m["n_cells"],
                    "images": m["n"], "runs": len(members)}
             for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro F1")):
@@ -1014,6 +1018,19 @@ def cells_ensemble_markdown(metrics_dir: Path, predictions_dir: Path, manifests_
                        if "machine" in r})
     return (cells_ensemble_view(table).to_markdown(index=False, disable_numparse=True)
             + "\n\n" + CELLS_ENSEMBLE_NOTE + " Evaluated on: " + "; ".join(machines) + ".")
+
+
+def export_choice_markdown(export_json: Path) -> str:
+    """Which model the study exported for a task (``build/export/<task>.json``): the rule and
+    every candidate's validation score, best first."""
+    if not Path(export_json).is_file():
+        return f"*Not run yet: {export_json} is missing (`dvc repro export@wbc`).*"
+    meta = json.loads(Path(export_json).read_text())
+    choice = meta["choice"]
+    scores = sorted(choice["scores"].items(), key=lambda item: -item[1])
+    return (f"The study's export chose **{meta['model_id']}** by `{choice['rule_used']}`: "
+            + ", ".join(f"{model} {100 * score:.1f} %" for model, score in scores)
+            + f" (validation scores of every candidate; data version {meta['data_version']['md5'][:8]}).")
 
 
 def overhead_markdown(**dirs) -> str:
@@ -1285,6 +1302,7 @@ def main() -> int:
         "cells-ensemble": cells_ensemble_markdown(
             Path("reports/metrics"), Path("reports/predictions"), Path("build/manifests"),
             [m for m in listed_models() if m.startswith("cells-")]),
+        "export-wbc": export_choice_markdown(Path("build/export/wbc.json")),
         "cells-seeds": cells_seeds_markdown(Path("reports/metrics"), [
             m for m in listed_models() if m.startswith("cells-")]),
         "times": times_markdown(Path("reports/times")),
