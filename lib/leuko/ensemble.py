@@ -3,7 +3,7 @@
 One training run of a cell model is one draw, and on a source it has not seen the draws differ
 by many points (the README's spread over training seeds). Averaging the class probabilities of
 the runs (Lakshminarayanan et al., "Simple and scalable predictive uncertainty estimation
-using deep ensembles", NeurIPS 2017) removes much of that variance. The ensemble is one Keras
+using deep ensembles", NeurIPS 2017) reduces that variance. The ensemble is one Keras
 model (its members nested, their softmax outputs averaged), so evaluation, export and
 ``leuko classify`` treat it as any other cell model; it is calibrated and given its abstention
 threshold on the validation cells as :func:`leuko.multisource.train_cell_model` calibrates one

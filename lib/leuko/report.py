@@ -608,17 +608,18 @@ def cell_results(results: list[dict], ensembles: bool = True) -> list[dict]:
 
 
 def cells_seed_runs(results: list[dict]) -> pd.DataFrame:
-    """Every training run of the cell models on every held-out part (no ensemble), for
-    ``figures.plot_seed_spread``:
-    ``label`` (``<training> -> <part>``), ``kind``, ``training``, ``split`` (the part), ``model``,
-    ``training_seed``, ``accuracy`` and ``macro_f1``; in the cross-source table's order
-    (``multisource.TRAININGS``, then ``TEST_PARTS``), then by seed."""
+    """Every training run of the cell models (no ensemble) on every held-out part, for
+    ``figures.plot_seed_spread``: ``label`` (``<training> -> <part>``), ``kind``,
+    ``training``, ``split`` (the part), ``model``, ``training_seed``, ``accuracy`` and
+    ``macro_f1``; in the cross-source table's order (``multisource.TRAININGS``, then
+    ``TEST_PARTS``), then by seed."""
     from leuko.multisource import TEST_PARTS, TRAININGS
 
     parts = [f"{source}/{split}" for source, split in TEST_PARTS]
     rows = sorted(({"label": f"{r['trained_on']} -> {part}", "kind": kind_id(r["model"]),
-                    "training": r["trained_on"], "split": part, "model": r["model"], "training_seed": training_seed(r),
-                    "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+                    "training": r["trained_on"], "split": part, "model": r["model"],
+                    "training_seed": training_seed(r), "accuracy": m["accuracy"],
+                    "macro_f1": m["macro_f1"]}
                    for r in cell_results(results, ensembles=False)
                    for part, m in r["splits"].items()),
                   key=lambda row: (list(TRAININGS).index(row["training"]),
