@@ -1297,15 +1297,16 @@ def readme_results_table(metrics_dir: Path, models: list[str] | None = None) -> 
 def main() -> int:
     """``python -m leuko.report``: refresh the README's results table, the cell classifier's
     leave-one-source-out table and the stage times from the run's files."""
+    models = listed_models()
+    cell_models = [m for m in models if m.startswith("cells-")]
     changed = update_readme(Path("README.md"), readme_results_table(Path("reports/metrics"),
-                                                                    listed_models()), {
+                                                                    models), {
         "cells": cells_markdown(Path("reports/cells/cross_source.csv")),
         "cells-ensemble": cells_ensemble_markdown(
             Path("reports/metrics"), Path("reports/predictions"), Path("build/manifests"),
-            [m for m in listed_models() if m.startswith("cells-")]),
+            cell_models),
         "export-wbc": export_choice_markdown(Path("build/export/wbc.json")),
-        "cells-seeds": cells_seeds_markdown(Path("reports/metrics"), [
-            m for m in listed_models() if m.startswith("cells-")]),
+        "cells-seeds": cells_seeds_markdown(Path("reports/metrics"), cell_models),
         "times": times_markdown(Path("reports/times")),
         "budget": budget_markdown(Path("reports/times")),
         "cell-detail": cell_detail_markdown(),
