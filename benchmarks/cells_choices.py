@@ -50,6 +50,15 @@ One training seed. Written: ``reports/ablation/<choice's csv>``; ``make results`
 the README. ``--seed n`` trains both sides again at another seed (the baseline too, with the
 study's settings) and writes ``<choice's csv stem>-seed<n>.csv``: a second draw of the same
 comparison.
+
+``--over-seeds`` (training choices only) measures the choice as the study measures its own
+settings: the variant's main run and a repeat at each of ``cells.repeats.seeds``, and each
+training's ensemble of them (``leuko.ensemble``), against the study's runs and ensembles at the
+same seeds (``report.cells_choice_seeds_table``: one run's mean ± sd of each side, the paired
+difference over source cells and seeds, the two ensembles). The variant's runs are kept in
+``build/choices/<choice>/``, so a rerun resumes; writes ``<choice's csv stem>-seeds.csv``.
+
+    .venv/bin/python benchmarks/cells_choices.py floor --over-seeds   # ~70 min on 2 cores
 """
 
 from __future__ import annotations
@@ -104,6 +113,37 @@ def variant_of(choice: str, config):
     raise ValueError(f"unknown choice {choice!r}; expected one of {CHOICES}")
 
 
+def run_over_seeds(choice: str, variant, trainings: tuple[str, ...], cache, seed: int,
+                   n_boot: int, root: Path) -> None:
+    """The variant's runs at the study's seeds (its main run at ``seed`` and a repeat at each
+    of ``cells.repeats.seeds``), its ensembles, all scored as evaluate-cells scores them, under
+    ``root`` (kept: a rerun picks up where one stopped). The baseline is the study's own runs
+    and ensembles at the same seeds, trained by ``dvc repro``."""
+    from leuko import crosssource, multisource, study
+    from leuko.ensemble import build_cell_ensemble
+
+    paths = study.Paths(root)
+    for training in trainings:
+        for repeat_seed in (None, *variant.repeat_seeds):
+            the_id = multisource.cell_model_id(training, repeat_seed)
+            if not paths.train_summary(the_id).is_file():
+                print(f"[{choice}] training {the_id}", flush=True)
+                multisource.train_cell_model(training, cache, variant.train, variant.abstain,
+                                             variant.preprocess, seed, paths=paths,
+                                             repeat_seed=repeat_seed)
+            if not paths.metrics(the_id).is_file():
+                crosssource.evaluate_cell_models([the_id], cache, n_boot, seed,
+                                                 variant.shift_per_class, paths=paths)
+    for training in trainings:
+        the_id = multisource.ensemble_model_id(training)
+        if not paths.train_summary(the_id).is_file():
+            print(f"[{choice}] averaging {the_id}", flush=True)
+            build_cell_ensemble(training, cache, variant, paths=paths)
+        if not paths.metrics(the_id).is_file():
+            crosssource.evaluate_cell_models([the_id], cache, n_boot, seed,
+                                             variant.shift_per_class, paths=paths)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("choice", choices=CHOICES)
@@ -114,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="training seed of both sides (default: the study's, whose models "
                              "are the baseline); another seed trains the baseline too and "
                              "writes <csv>-seed<n>.csv beside the choice's CSV")
+    parser.add_argument("--over-seeds", action="store_true",
+                        help="the variant at every seed the study trains (main run and "
+                             "cells.repeats.seeds) and its ensembles, against the study's runs "
+                             "and ensembles; runs kept in build/choices/<choice>/; writes "
+                             "<csv>-seeds.csv")
     args = parser.parse_args(argv)
 
     os.chdir(ROOT)
@@ -121,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     from leuko.evaluation import source_cells
     from leuko.machine import machine_line
     from leuko.params import read_block
-    from leuko.report import cell_variant
+    from leuko.report import cell_variant, cells_choice_seeds_table, load_results
 
     choice = cell_variant(f"cells-{args.choice}")
     config = multisource.CellStudy.from_params()
@@ -130,6 +175,23 @@ def main(argv: list[str] | None = None) -> int:
     seed = int(read_block("data")["seed"])
     cache = multisource.load_cell_cache()
     train_seed = seed if args.seed is None else args.seed
+    if args.over_seeds:
+        if (variant.data, variant.preprocess) != (config.data, config.preprocess):
+            raise SystemExit(f"--over-seeds: {args.choice} prepares the cells again; only "
+                             "training choices are supported")
+        root = ROOT / "build" / "choices" / args.choice
+        run_over_seeds(args.choice, variant, trainings, cache, seed, args.n_boot, root)
+        ids = [m for t in trainings
+               for m in (*variant.run_ids(t), multisource.ensemble_model_id(t))]
+        baseline, runs = study.Paths(), study.Paths(root)
+        table = cells_choice_seeds_table(
+            load_results(baseline.metrics("x").parent, ids),
+            load_results(runs.metrics("x").parent, ids), baseline.predictions("x").parent,
+            runs.predictions("x").parent, baseline.manifest("cells").parent, seed=seed)
+        table["machine"] = machine_line()
+        csv = Path(choice.csv)
+        write_table(table.to_dict(orient="records"), csv.with_name(f"{csv.stem}-seeds.csv"))
+        return 0
     work = Path(tempfile.mkdtemp(prefix=f"cells-{args.choice}-"))
     rows = []
     try:

@@ -27,7 +27,6 @@ from leuko.multisource import (
     TRAININGS,
     CellCache,
     CellStudy,
-    cell_model_id,
     ensemble_model_id,
 )
 from leuko.study import Paths
@@ -46,7 +45,7 @@ def member_ids(training: str, study: CellStudy) -> list[str]:
         raise ValueError(f"training must be one of {sorted(TRAININGS)}, got {training!r}")
     if not study.repeat_seeds:
         raise ValueError("an ensemble needs repeats: cells.repeats.seeds is empty")
-    return [cell_model_id(training, seed) for seed in (None, *study.repeat_seeds)]
+    return study.run_ids(training)
 
 
 def average_models(models: list, name: str = "ensemble"):

@@ -454,11 +454,14 @@ class CellStudy:
             raise ValueError(f"cells.ensembles {list(self.ensembles)} must be among "
                              f"cells.trainings {list(self.trainings)}")
 
+    def run_ids(self, training: str) -> list[str]:
+        """A training's runs: its main run (``cells-<training>``), then its repeats."""
+        return [cell_model_id(training, seed) for seed in (None, *self.repeat_seeds)]
+
     def model_ids(self) -> list[str]:
         """Every model of this study: each training's main run and its repeats, then the
         ensembles (``cells-<training>-ensemble``)."""
-        runs = [cell_model_id(training, seed) for training in self.trainings
-                for seed in (None, *self.repeat_seeds)]
+        runs = [the_id for training in self.trainings for the_id in self.run_ids(training)]
         return runs + [ensemble_model_id(training) for training in self.ensembles]
 
     @classmethod

@@ -827,6 +827,7 @@ class CellVariant:
     alternative: str
     script: str
     extra: tuple[str, ...] = ()
+    over_seeds: bool = False  # the CSV of cells_choice_seeds_table (cells_choices.py --over-seeds)
 
 
 #: Every cell-model comparison (``cells_choices.py`` reads its own by key: ``cells-<key>``).
@@ -851,6 +852,9 @@ CELL_VARIANTS = (
     CellVariant("cells-floor-seed1", "reports/ablation/cells_floor-seed1.csv", "no blur",
                 "blur 1 px, floor 10", "benchmarks/cells_choices.py floor --seed 1",
                 ("validation accuracy",)),
+    CellVariant("cells-floor-seeds", "reports/ablation/cells_floor-seeds.csv", "no blur",
+                "blur 1 px, floor 10", "benchmarks/cells_choices.py floor --over-seeds",
+                over_seeds=True),
     CellVariant("cells-randomise", "reports/ablation/cells_randomise.csv", "as prepared",
                 "detail drawn from 10..22", "benchmarks/cells_choices.py randomise",
                 ("validation accuracy",)),
@@ -993,6 +997,117 @@ def cells_ensemble_view(table: pd.DataFrame) -> pd.DataFrame:
         "coverage %": pct(r["coverage ensemble"]),
         "accuracy kept %": pct(r["accuracy kept ensemble"]),
         "ECE": f"{r['ECE ensemble']:.3f}"} for _, r in table.iterrows()])
+
+
+def cells_choice_seeds_table(baseline: list[dict], variant: list[dict],
+                             baseline_predictions: Path, variant_predictions: Path,
+                             manifests_dir: Path, n_boot: int = 2000,
+                             seed: int = 0) -> pd.DataFrame:
+    """A choice of the cell models measured over training seeds (``benchmarks/cells_choices.py
+    --over-seeds``): ``baseline`` and ``variant`` are the metrics of the same model ids (each
+    ensemble and the runs it averages), their predictions in ``baseline_predictions`` /
+    ``variant_predictions``. Per training and held-out part: one run's accuracy and macro F1,
+    mean and sd over the seeds, of each side; variant minus baseline from a paired bootstrap
+    over source cells and seeds; the two ensembles and their paired difference."""
+    from leuko.metrics import paired_bootstrap_difference_seeds
+    from leuko.multisource import TEST_PARTS, TRAININGS
+
+    sides = {"baseline": {r["model"]: r for r in cell_results(baseline)},
+             "variant": {r["model"]: r for r in cell_results(variant)}}
+    folders = {"baseline": Path(baseline_predictions), "variant": Path(variant_predictions)}
+    ensembles = sorted((r for r in sides["variant"].values() if "members" in r),
+                       key=lambda r: list(TRAININGS).index(r["trained_on"]))
+    parts = [f"{source}/{split}" for source, split in TEST_PARTS]
+    groups = _manifest_groups(manifests_dir, "cells")
+    rows = []
+    for ensemble in ensembles:
+        runs = list(ensemble["members"])
+        ids = [*runs, ensemble["model"]]
+        missing = [(side, m) for side in sides for m in ids if m not in sides[side]]
+        if missing:
+            raise FileNotFoundError(f"no metrics of {missing}: both sides need every run and "
+                                    "the ensemble")
+        saved = {(side, m): pd.read_csv(folders[side] / f"{m}.csv", keep_default_na=False)
+                 for side in sides for m in ids}
+        for part in sorted(ensemble["splits"], key=parts.index):
+            source, split = part.split("/")
+            frames = {k: f[(f["source"] == source) & (f["split"] == split)].set_index("path")
+                      for k, f in saved.items()}
+            paths = frames[("baseline", ensemble["model"])].index
+            for k, frame in frames.items():
+                if len(frame) != len(paths) or not frame.index.isin(paths).all():
+                    raise ValueError(f"{k} predicted other images of {part} than the baseline "
+                                     "ensemble")
+            actual = frames[("baseline", ensemble["model"])]["actual"].to_numpy()
+            cells = groups.reindex(paths).to_numpy()
+            predicted = {k: frame.loc[paths, "predicted"].to_numpy()
+                         for k, frame in frames.items()}
+            m = ensemble["splits"][part]
+            row = {"trained on": " + ".join(ensemble["sources"]), "tested on": part,
+                   "unseen source": m["held_out_source"], "cells": m["n_cells"],
+                   "images": m["n"], "runs": len(runs),
+                   "seeds": " ".join(str(training_seed(sides["variant"][r])) for r in runs)}
+            for side, models in sides.items():
+                for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro F1")):
+                    values = pd.Series([models[r]["splits"][part][key] for r in runs],
+                                       dtype=float)
+                    row |= {f"{label} {side} mean": values.mean(),
+                            f"{label} {side} sd": values.std(ddof=1),
+                            f"{label} {side} ensemble": models[ensemble["model"]]["splits"][
+                                part][key]}
+                row[f"validation accuracy {side} mean"] = pd.Series(
+                    [models[r]["training"]["saved_val_accuracy"] for r in runs]).mean()
+            for kind, models in (("", runs), ("ensemble ", [ensemble["model"]])):
+                difference = paired_bootstrap_difference_seeds(
+                    actual, [predicted[("variant", m)] for m in models],
+                    [predicted[("baseline", m)] for m in models], cells, n_boot=n_boot,
+                    seed=seed)
+                row |= {f"{kind}accuracy difference": difference["difference"],
+                        f"{kind}difference low": difference["low"],
+                        f"{kind}difference high": difference["high"]}
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def cell_variant_seeds_markdown(variant_csv: Path, before: str, after: str,
+                                script: str) -> str:
+    """:func:`cells_choice_seeds_table` (its CSV, written by ``script``) for the README:
+    ``before`` names the baseline, ``after`` the variant."""
+    if not Path(variant_csv).is_file():
+        return f"*Not run yet: `.venv/bin/python {script}` writes {variant_csv}.*"
+    table = pd.read_csv(variant_csv, dtype={"seeds": str})
+
+    def pct(value) -> str:
+        return f"{100 * value:.1f}"
+
+    def spread(r, label: str, side: str) -> str:
+        return f"{pct(r[f'{label} {side} mean'])} ± {pct(r[f'{label} {side} sd'])}"
+
+    def difference(r, kind: str = "") -> str:
+        return (f"{100 * r[f'{kind}accuracy difference']:+.1f} "
+                f"[{100 * r[f'{kind}difference low']:+.1f}, "
+                f"{100 * r[f'{kind}difference high']:+.1f}]")
+
+    view = pd.DataFrame([{
+        "trained on": r["trained on"], "tested on": r["tested on"],
+        "unseen source": "yes" if r["unseen source"] else "no",
+        f"accuracy % one run: {before} → {after}": (f"{spread(r, 'accuracy', 'baseline')} → "
+                                                    f"{spread(r, 'accuracy', 'variant')}"),
+        "difference, points [95 % CI]": difference(r),
+        f"macro F1 % one run: {before} → {after}": (f"{spread(r, 'macro F1', 'baseline')} → "
+                                                    f"{spread(r, 'macro F1', 'variant')}"),
+        f"ensemble accuracy % {before} → {after}": (f"{pct(r['accuracy baseline ensemble'])} → "
+                                                    f"{pct(r['accuracy variant ensemble'])}"),
+        "ensemble difference, points [95 % CI]": difference(r, "ensemble "),
+        f"ensemble macro F1 % {before} → {after}": (f"{pct(r['macro F1 baseline ensemble'])} → "
+                                                    f"{pct(r['macro F1 variant ensemble'])}"),
+    } for _, r in table.iterrows()])
+    first = table.iloc[0]
+    return (view.to_markdown(index=False, disable_numparse=True)
+            + f"\n\nOne run: mean ± sample sd (n − 1) over {first['runs']} runs (training seeds "
+            f"{first['seeds']}), each side trained at the same seeds on the same cells; "
+            f"{after} minus {before}, a paired bootstrap over source cells and seeds. Ensemble: "
+            f"the runs' probabilities averaged (`leuko.ensemble`). Machine: {first['machine']}.")
 
 
 CELLS_ENSEMBLE_NOTE = ("One run: mean ± sample sd (n − 1) over the runs an ensemble averages "
@@ -1322,8 +1437,10 @@ def main() -> int:
         "smoke-run": smoke_run_markdown(Path("reports/ablation/smoke_run.csv"),
                                         Path("reports/ablation/smoke_run.json")),
         "smoke-eager": smoke_eager_markdown(Path("reports/ablation/smoke_eager.csv")),
-        **{v.block: cell_variant_markdown(Path(v.csv), v.baseline, v.alternative, v.script,
-                                          extra=v.extra) for v in CELL_VARIANTS}})
+        **{v.block: cell_variant_seeds_markdown(Path(v.csv), v.baseline, v.alternative,
+                                                v.script) if v.over_seeds else
+           cell_variant_markdown(Path(v.csv), v.baseline, v.alternative, v.script,
+                                 extra=v.extra) for v in CELL_VARIANTS}})
     print("README.md results " + ("updated" if changed else "already current"))
     return 0
 
