@@ -27,6 +27,34 @@ def test_notebooks_are_stripped_and_parameterized(notebook):
     assert sum("parameters" in c.get("metadata", {}).get("tags", []) for c in code) == 1
 
 
+def test_every_parameter_a_stage_passes_is_declared_by_its_notebook():
+    """papermill passes an undeclared parameter on with only a warning, and a parameters cell
+    it cannot parse (e.g. a second ``=`` in a comment) hides the name: each ``-p`` / ``-y``
+    of dvc.yaml's papermill commands, and each top-level key of a ``-f`` file, must be a
+    parameter papermill finds in the stage's notebook."""
+    import re
+
+    import papermill
+    import yaml
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    checked = 0
+    for name, stage in stages.items():
+        cmd = stage.get("do", stage).get("cmd", "")
+        notebook = re.search(r"papermill .*?(notebooks/\S+\.ipynb)", cmd)
+        if not notebook:
+            continue
+        declared = set(papermill.inspect_notebook(str(ROOT / notebook.group(1))))
+        passed = set(re.findall(r"-p (\w+) ", cmd)) | set(re.findall(r'-y "(\w+):', cmd))
+        for file in re.findall(r"-f (params/\S+\.yaml)", cmd):
+            if "${" not in file:
+                passed |= set(yaml.safe_load((ROOT / file).read_text()))
+        assert passed <= declared, f"{name}: {sorted(passed - declared)} not declared by " \
+                                   f"{notebook.group(1)}"
+        checked += 1
+    assert checked >= 15
+
+
 def test_full_preset_lists_all_thesis_trainings_and_default_restores(tmp_path):
     work = tmp_path / "repo"
     work.mkdir()
