@@ -39,7 +39,7 @@ from leuko.calibration import (
 from leuko.cells import VIEW_COUNTS, CellPreprocess, mean_over_views, prepare_cell
 from leuko.params import read_block, typed
 from leuko.progress import progress_bar
-from leuko.study import Paths, read_manifest
+from leuko.study import Paths, read_manifest, repeat_id
 
 TRAININGS: dict[str, tuple[str, ...]] = {
     "blood-cell-images": ("blood-cell-images",),
@@ -59,11 +59,11 @@ DEFAULT_PATHS = Paths()
 
 def cell_model_id(training: str, training_seed: int | None = None) -> str:
     """``cells-<training>``: the id of one model of this study; a repeat (the same model
-    trained again with another training seed, the cells fixed) adds ``-seed<n>``."""
+    trained again with another training seed, the cells fixed) adds ``-seed<n>``
+    (``study.repeat_id``)."""
     if training not in TRAININGS:
         raise ValueError(f"training must be one of {sorted(TRAININGS)}, got {training!r}")
-    base = f"cells-{training}"
-    return base if training_seed is None else f"{base}-seed{training_seed}"
+    return repeat_id(f"cells-{training}", training_seed)
 
 
 def ensemble_model_id(training: str) -> str:

@@ -107,11 +107,17 @@ def model_paths(the_id: str, paths: Paths = Paths()) -> Paths:
     return trained_models(paths).get(the_id, paths)
 
 
-def model_id(dataset: str, network: str, regime: str, training_seed: int | None = None) -> str:
-    """The name of one trained model: ``<dataset>-<network>-<regime>``; a repeat (the same
-    model trained again with another training seed, the data fixed) adds ``-seed<n>``."""
-    base = f"{dataset}-{network}-{regime}"
+def repeat_id(base: str, training_seed: int | None = None) -> str:
+    """A model id (``base``, its main run) for a repeat: the same model trained again with
+    another training seed, the data fixed, adds ``-seed<n>`` (``report.SEED_SUFFIX`` reads
+    it back); ``None``: the main run."""
     return base if training_seed is None else f"{base}-seed{training_seed}"
+
+
+def model_id(dataset: str, network: str, regime: str, training_seed: int | None = None) -> str:
+    """The name of one trained model: ``<dataset>-<network>-<regime>``; a repeat adds
+    ``-seed<n>`` (:func:`repeat_id`)."""
+    return repeat_id(f"{dataset}-{network}-{regime}", training_seed)
 
 
 # --- prepare ----------------------------------------------------------------------------------
