@@ -58,17 +58,22 @@ def test_an_ensemble_averages_the_main_run_and_its_repeats():
         ensemble.member_ids("everything", study)
 
 
-def test_the_ensemble_stage_depends_on_every_run_it_averages():
-    """dvc.yaml cannot turn a parameter list into deps, so the ensemble-cells stage names the
-    repeats' seeds itself: every preset with ensembles must repeat with exactly those."""
+def test_the_ensemble_stages_depend_on_every_run_they_average():
+    """dvc.yaml cannot turn a parameter list into deps, so the ensemble-cells stage (the runs'
+    models) and evaluate-cells-ensemble (the runs' probabilities) name the repeats' seeds
+    themselves: every preset with ensembles must repeat with exactly those."""
     import re
     from pathlib import Path
 
     import yaml
 
     root = Path(__file__).resolve().parents[1]
-    deps = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["ensemble-cells"]["deps"]
-    named = sorted(int(n) for n in re.findall(r"-seed(\d+)\.keras", " ".join(deps)))
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    deps = " ".join(stages["ensemble-cells"]["deps"])
+    named = sorted(int(n) for n in re.findall(r"-seed(\d+)\.keras", deps))
+    scored = " ".join(stages["evaluate-cells-ensemble"]["deps"])
+    assert sorted(int(n) for n in re.findall(r"-seed(\d+)\.npz", scored)) == named
+    assert "build/probabilities/cells-${item.training}.npz" in scored  # the main run
     files = [root / "params" / "cells.yaml",
              *sorted((root / "params" / "presets").glob("*/cells.yaml"))]
     with_ensembles = 0

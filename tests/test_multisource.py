@@ -334,7 +334,7 @@ def test_cells_pipeline_on_real_images_to_classify(tmp_path, pbc_split, capsys):
     from dataclasses import replace
 
     from leuko import cli, ensemble, export
-    from leuko.study import Paths
+    from leuko.study import Paths, load_model
 
     paths = Paths(tmp_path)
     study = multisource.CellStudy.from_params()
@@ -359,13 +359,27 @@ def test_cells_pipeline_on_real_images_to_classify(tmp_path, pbc_split, capsys):
     assert averaged["members"] == ["cells-both", "cells-both-seed1"]
     assert averaged["train_seconds"] == pytest.approx(
         summary["train_seconds"] + repeat["train_seconds"], abs=0.02)
-    ids = ["cells-both", "cells-both-ensemble"]
+    with pytest.raises(FileNotFoundError, match="cells-both-seed1"):  # runs scored first
+        crosssource.evaluate_cell_models(["cells-both", "cells-both-ensemble"], cache,
+                                         n_boot=50, seed=0, shift_per_class=2, paths=paths)
+    ids = ["cells-both", "cells-both-seed1", "cells-both-ensemble"]
     results = crosssource.evaluate_cell_models(ids, cache, n_boot=50, seed=0,
                                                shift_per_class=2, paths=paths)
     parts = results["cells-both"]["splits"]
     assert set(parts) == {f"{s}/{p}" for s, p in multisource.TEST_PARTS}
     assert parts["pbc/test"]["n"] == 8 * 4
     assert results["cells-both-ensemble"]["members"] == averaged["members"]
+    # the ensemble is scored from its runs' saved probabilities: as its network predicts
+    saved = crosssource.load_probabilities(paths.probabilities("cells-both-ensemble"))
+    rows, images = cache.part("pbc", "test")
+    assert list(saved["paths/pbc/test"]) == rows["path"].tolist()
+    network = crosssource.model_probabilities(
+        load_model(paths.model("cells-both-ensemble")), cache, averaged, 2, 0)
+    for key, value in network.items():
+        if key.startswith("paths/"):
+            assert list(value) == list(saved[key]), key
+        else:
+            np.testing.assert_allclose(saved[key], value, atol=1e-5, err_msg=key)
     (tmp_path / "data.dvc").write_text((Path(__file__).parents[1] / "data.dvc").read_text())
     assert set(export.candidates("wbc", paths)) == {"cells-both", "cells-both-seed1",
                                                      "cells-both-ensemble"}

@@ -96,21 +96,94 @@ def model_views(summary: dict) -> int:
     return int(summary.get("views", 1))
 
 
-def stain_shift_score(model, rows: pd.DataFrame, images: np.ndarray, classes: list[str],
-                      per_class: int, seed: int, views: int = 1) -> dict:
-    """Macro F1 on a class-balanced sample of validation cells as imaged and under each
-    simulated other-lab stain of ``leuko.stain.STAIN_SHIFTS`` (what the simulation predicts),
-    predicted over ``views`` views of each cell."""
+def shift_sample(rows: pd.DataFrame, per_class: int, seed: int) -> np.ndarray:
+    """Positions in ``rows`` (a model's validation cells) of the class-balanced sample scored
+    under simulated stains."""
+    sample = splits.balanced_subsample(rows.assign(_i=np.arange(len(rows))), per_class, seed)
+    return sample["_i"].to_numpy()
+
+
+def model_probabilities(model, cache: CellCache, summary: dict, shift_per_class: int,
+                        seed: int) -> dict[str, np.ndarray]:
+    """A model's uncalibrated class probabilities, averaged over the views its summary
+    records: on every held-out part (key ``<source>/<split>``) and on the stain-shift sample
+    of its validation cells under each simulated stain of ``leuko.stain.STAIN_SHIFTS`` (key
+    ``shift/<kind>``); with the paths of the rows of each (``paths/<key>``)."""
     from leuko.cells import mean_over_views
     from leuko.stain import STAIN_SHIFTS, stain_shift
-    from leuko.study import class_index, predict
+    from leuko.study import predict
 
-    sample = splits.balanced_subsample(rows.assign(_i=np.arange(len(rows))), per_class, seed)
-    x = images[sample["_i"].to_numpy()]
+    views = model_views(summary)  # as the model was calibrated and is exported
+    probabilities = {}
+    for source, split in TEST_PARTS:
+        rows, images = cache.part(source, split)
+        probabilities[f"{source}/{split}"] = mean_over_views(partial(predict, model), images,
+                                                             views)
+        probabilities[f"paths/{source}/{split}"] = rows["path"].to_numpy(dtype=str)
+    rows, images = cache.part(summary["sources"], "val")
+    sample = shift_sample(rows, shift_per_class, seed)
+    for kind in STAIN_SHIFTS:
+        probabilities[f"shift/{kind}"] = mean_over_views(
+            partial(predict, model), stain_shift(images[sample], kind), views)
+    probabilities["paths/shift"] = rows["path"].to_numpy(dtype=str)[sample]
+    return probabilities
+
+
+def save_probabilities(path: Path, probabilities: dict[str, np.ndarray]) -> Path:
+    """:func:`model_probabilities` as one ``.npz``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **probabilities)
+    return path
+
+
+def load_probabilities(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as saved:
+        return {key: saved[key] for key in saved.files}
+
+
+def ensemble_probabilities(member_ids: list[str], paths: Paths = DEFAULT_PATHS
+                           ) -> dict[str, np.ndarray]:
+    """An ensemble's probabilities (``leuko.ensemble``: its output is the mean of its runs')
+    as the mean of its runs' saved :func:`model_probabilities`, so an ensemble is scored
+    without running its networks again. FileNotFoundError names a run not yet evaluated;
+    ValueError when the runs were scored on other rows or classes."""
+    saved = []
+    for the_id in member_ids:
+        path = paths.probabilities(the_id)
+        if not path.is_file():
+            raise FileNotFoundError(f"no probabilities of {the_id} ({path}): evaluate the "
+                                    "ensemble's runs first (evaluate-cells)")
+        saved.append(load_probabilities(path))
+    first = saved[0]
+    for the_id, other in zip(member_ids[1:], saved[1:], strict=True):
+        if set(other) != set(first) or any(
+                other[k].shape != first[k].shape
+                or (k.startswith("paths/") and not np.array_equal(other[k], first[k]))
+                for k in first):
+            raise ValueError(f"{the_id} and {member_ids[0]} were scored on other rows or "
+                             "classes: they cannot be averaged")
+    return {key: first[key] if key.startswith("paths/") else
+            np.mean([s[key] for s in saved], axis=0, dtype=np.float64).astype(np.float32)
+            for key in first}
+
+
+def stain_shift_score(probabilities: dict[str, np.ndarray], rows: pd.DataFrame,
+                      classes: list[str], per_class: int, seed: int) -> dict:
+    """Macro F1 on the class-balanced sample of validation cells (:func:`shift_sample` of
+    ``rows``) as imaged and under each simulated other-lab stain (what the simulation
+    predicts), from :func:`model_probabilities`."""
+    from leuko.stain import STAIN_SHIFTS
+    from leuko.study import class_index
+
+    sample = rows.iloc[shift_sample(rows, per_class, seed)]
+    if not np.array_equal(sample["path"].to_numpy(dtype=str), probabilities["paths/shift"]):
+        raise ValueError("the probabilities under simulated stains are of another sample of "
+                         "validation cells (shift_per_class, seed or build/cells changed)")
     y = class_index(sample["label"], classes)
-    per_shift = {kind: present_macro_f1(
-        y, mean_over_views(partial(predict, model), stain_shift(x, kind), views).argmax(
-            axis=1), len(classes)) for kind in STAIN_SHIFTS}
+    per_shift = {kind: present_macro_f1(y, probabilities[f"shift/{kind}"].argmax(axis=1),
+                                        len(classes)) for kind in STAIN_SHIFTS}
     shifted = [v for k, v in per_shift.items() if k != "none"]
     return {"n": len(sample), "as_imaged": per_shift["none"], "mean_shifted": float(np.mean(
         shifted)), "worst_shifted": float(np.min(shifted)), "per_shift": per_shift}
@@ -121,18 +194,23 @@ def evaluate_cell_models(model_ids, cache: CellCache, n_boot: int, seed: int,
     """Score every model (a run ``cells-<training>``, a repeat ``-seed<n>``, an ensemble
     ``-ensemble``) on every held-out part (``TEST_PARTS``) and on simulated stain shifts of its
     own validation cells, predicting over the views its summary records; write per model
-    ``reports/metrics/<id>.json`` and ``reports/predictions/<id>.csv``; return
-    {model id: metrics}."""
+    ``reports/metrics/<id>.json``, ``reports/predictions/<id>.csv`` and its uncalibrated
+    probabilities ``build/probabilities/<id>.npz``; return {model id: metrics}. A run is
+    predicted by its network; an ensemble from its runs' saved probabilities
+    (:func:`ensemble_probabilities`: evaluate the runs first)."""
     from leuko.atomic import write_csv_atomic
-    from leuko.cells import mean_over_views
-    from leuko.study import load_model, predict, read_json, write_json
+    from leuko.study import load_model, read_json, write_json
 
     results = {}
     for the_id in model_ids:
         summary = read_json(paths.train_summary(the_id))
         classes = list(summary["classes"])
-        model = load_model(paths.model(the_id))
-        views = model_views(summary)  # as the model was calibrated and is exported
+        if "members" in summary:  # an ensemble (leuko.ensemble): the runs it averages
+            probabilities = ensemble_probabilities(summary["members"], paths)
+        else:
+            probabilities = model_probabilities(load_model(paths.model(the_id)), cache, summary,
+                                                shift_per_class, seed)
+        save_probabilities(paths.probabilities(the_id), probabilities)
         temperature = float(summary["temperature"])
         threshold = float(summary["abstain"]["threshold"])
         result = {"model": the_id, "dataset": "cells", "network": summary["network"],
@@ -141,9 +219,12 @@ def evaluate_cell_models(model_ids, cache: CellCache, n_boot: int, seed: int,
                   "sources": summary["sources"], "classes": classes, "splits": {}}
         frames = []
         for source, split in TEST_PARTS:
-            rows, images = cache.part(source, split)
-            probs = temperature_scale(
-                mean_over_views(partial(predict, model), images, views), temperature)
+            part = f"{source}/{split}"
+            rows, _ = cache.part(source, split)
+            if not np.array_equal(probabilities[f"paths/{part}"], rows["path"].to_numpy(dtype=str)):
+                raise ValueError(f"{the_id}'s probabilities of {part} are not of the cache's "
+                                 "rows (build/cells changed since its runs were evaluated)")
+            probs = temperature_scale(probabilities[part], temperature)
             metrics, frame = score_part(probs, rows, classes, threshold, n_boot, seed)
             metrics["held_out_source"] = source not in summary["sources"]
             metrics["cells_not_found"] = int((~rows["cell_found"]).sum())
@@ -153,19 +234,19 @@ def evaluate_cell_models(model_ids, cache: CellCache, n_boot: int, seed: int,
             metrics["reliability"] = reliability_table(
                 frame["confidence"].to_numpy(), (frame["actual"] == frame["predicted"]).to_numpy()
             ).to_dict(orient="list")
-            result["splits"][f"{source}/{split}"] = metrics
+            result["splits"][part] = metrics
             frames.append(frame)
-            write_csv_atomic(paths.confusion_plot(the_id, plot_name(f"{source}/{split}")),
+            write_csv_atomic(paths.confusion_plot(the_id, plot_name(part)),
                              frame[["actual", "predicted"]])
-        val_rows, val_images = cache.part(summary["sources"], "val")
-        result["validation_stain_shift"] = stain_shift_score(model, val_rows, val_images, classes,
-                                                  shift_per_class, seed, views)
+        val_rows, _ = cache.part(summary["sources"], "val")
+        result["validation_stain_shift"] = stain_shift_score(probabilities, val_rows, classes,
+                                                             shift_per_class, seed)
         result["training"] = {k: summary[k] for k in (
             "train_seconds", "epochs_run", "saved_val_accuracy", "temperature", "abstain",
             "val_ece", "n_train")}
-        if "members" in summary:  # an ensemble (leuko.ensemble): the runs it averages
+        if "members" in summary:
             result["members"] = summary["members"]
-        result["views"] = views
+        result["views"] = model_views(summary)
         result["machine"] = describe()  # the machine that evaluated (leuko.machine)
         write_json(paths.metrics(the_id), result)
         write_csv_atomic(paths.predictions(the_id), pd.concat(frames, ignore_index=True))

@@ -4,10 +4,11 @@ One training run of a cell model is one draw, and on a source it has not seen th
 by many points (the README's spread over training seeds). Averaging the class probabilities of
 the runs (Lakshminarayanan et al., "Simple and scalable predictive uncertainty estimation
 using deep ensembles", NeurIPS 2017) reduces that variance. The ensemble is one Keras
-model (its members nested, their softmax outputs averaged), so evaluation, export and
-``leuko classify`` treat it as any other cell model; it is calibrated and given its abstention
-threshold on the validation cells as :func:`leuko.multisource.train_cell_model` calibrates one
-run.
+model (its members nested, their softmax outputs averaged), so export and ``leuko classify``
+treat it as any other cell model; it is calibrated and given its abstention threshold on the
+validation cells as :func:`leuko.multisource.train_cell_model` calibrates one run. Evaluation
+scores it from its runs' saved probabilities (``crosssource.ensemble_probabilities``, the same
+mean), without running the networks again.
 """
 
 from __future__ import annotations

@@ -75,6 +75,11 @@ class Paths:
     def predictions(self, model_id: str) -> Path:
         return self.root / "reports" / "predictions" / f"{model_id}.csv"
 
+    def probabilities(self, model_id: str) -> Path:
+        """A cell model's uncalibrated class probabilities on what it was scored on
+        (``crosssource.model_probabilities``): an ensemble is scored from its runs'."""
+        return self.root / "build" / "probabilities" / f"{model_id}.npz"
+
     def confusion_plot(self, model_id: str, split: str) -> Path:
         """(actual, predicted) per image of one split: the data of ``dvc plots``' confusion
         matrix (one file per split, so TEST and TEST_SIMPLE are never pooled)."""
