@@ -409,3 +409,9 @@ def test_cells_pipeline_on_real_images_to_classify(tmp_path, pbc_split, capsys):
     # every cell is counted once: in the differential, among the others, or as uncertain
     assert (sum(r["cells"] for r in summary["differential"]) + sum(summary["other_cells"].values())
             + summary["uncertain"]) == 154
+    # scored against the folder names (ig, MONOCYTE) as a lab scores its own labels
+    assert cli.main(["score", str(out), "--json", "--n-boot", "100"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    truth = table["path"].map(lambda p: Path(p).parent.name.upper())
+    assert scored["scored"] == 154 and scored["classes_present"] == ["MONOCYTE", "IG"]
+    assert scored["accuracy"]["value"] == pytest.approx((table["predicted"] == truth).mean())

@@ -6,6 +6,10 @@
     probability of every class, and print the differential count (cells and % per class).
 ``leuko export --task {wbc,leukemia} [--rule val_macro_f1|val_macro_f1_shifted|saved_val_accuracy]``
     Choose the study's model for a task and export it with its metadata to build/export/.
+``leuko score CSV [--labels LABELS.csv] [--skip-unknown] [--json]``
+    Score classify's per-cell CSV against your labels (a CSV of path,label or each image's
+    folder name): accuracy and macro F1 with 95 % intervals, per class, the cells kept by the
+    abstention rule, the differential against the true one, the confusion matrix.
 
 Exit codes (every subcommand):
     0  everything worked;
@@ -91,6 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.add_argument("--workers", type=_positive_int, default=2,
                    help="threads decoding images (default: 2)")
+
+    scoring = sub.add_parser("score", help="score classify's CSV against your own labels",
+                       description="Score `leuko classify`'s per-cell CSV against your labels: "
+                                   "accuracy and macro F1 with 95 %% intervals, per class, the "
+                                   "cells the abstention rule kept, the differential count "
+                                   "against the true one and the confusion matrix.")
+    scoring.add_argument("predictions", type=Path, metavar="CSV",
+                   help="the per-cell CSV of `leuko classify` (single cells, not --smear)")
+    scoring.add_argument("--labels", type=Path, default=None,
+                   help="CSV with columns path,label (a path as classify wrote it, or a "
+                        "unique file name); default: each image's folder name is its label")
+    scoring.add_argument("--skip-unknown", action="store_true",
+                   help="leave out (and count) cells whose label names none of the model's "
+                        "classes, instead of stopping")
+    scoring.add_argument("--n-boot", type=_positive_int, default=2000,
+                   help="bootstrap resamples of the intervals (default: 2000)")
+    scoring.add_argument("--json", action="store_true", help="print the score as JSON")
 
     e = sub.add_parser("export", help="choose and export the study's model for a task",
                        description="Choose the study's model for a task by a validation "
@@ -208,12 +229,32 @@ def cmd_export(args) -> int:
     return EXIT_OK
 
 
+def cmd_score(args) -> int:
+    """``leuko score``: classify's CSV against the user's labels."""
+    from leuko import score
+    from leuko.datasets import DIFFERENTIAL_CLASSES
+
+    try:
+        predictions, classes = score.read_predictions(args.predictions)
+        label_text = score.labels_for(predictions, args.labels)
+        result = score.score(predictions, classes, label_text,
+                             [c for c in DIFFERENTIAL_CLASSES if c in classes],
+                             n_boot=args.n_boot, skip_unknown=args.skip_unknown)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"leuko score: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(score.format_score(result))
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``leuko`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    if args.command == "classify":
-        return cmd_classify(args)
-    return cmd_export(args)
+    commands = {"classify": cmd_classify, "score": cmd_score, "export": cmd_export}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":
