@@ -130,12 +130,12 @@ def model_probabilities(model, cache: CellCache, summary: dict, shift_per_class:
 
 
 def save_probabilities(path: Path, probabilities: dict[str, np.ndarray]) -> Path:
-    """:func:`model_probabilities` as one ``.npz``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
+    """:func:`model_probabilities` as one ``.npz``, written atomically."""
+    from leuko.atomic import atomic_write
+
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **probabilities)
-    return path
+    return Path(path)
 
 
 def load_probabilities(path: Path) -> dict[str, np.ndarray]:
