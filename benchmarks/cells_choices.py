@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     from leuko.evaluation import source_cells
     from leuko.machine import machine_line
     from leuko.params import read_block
-    from leuko.report import cell_variant, cells_choice_seeds_table, load_results
+    from leuko.report import cell_variant, cells_choice_seeds_table
 
     choice = cell_variant(f"cells-{args.choice}")
     config = multisource.CellStudy.from_params()
@@ -183,11 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         run_over_seeds(args.choice, variant, trainings, cache, seed, args.n_boot, root)
         ids = [m for t in trainings
                for m in (*variant.run_ids(t), multisource.ensemble_model_id(t))]
-        baseline, runs = study.Paths(), study.Paths(root)
-        table = cells_choice_seeds_table(
-            load_results(baseline.metrics("x").parent, ids),
-            load_results(runs.metrics("x").parent, ids), baseline.predictions("x").parent,
-            runs.predictions("x").parent, baseline.manifest("cells").parent, seed=seed)
+        table = cells_choice_seeds_table(ids, study.Paths(), study.Paths(root), seed=seed)
         table["machine"] = machine_line()
         csv = Path(choice.csv)
         write_table(table.to_dict(orient="records"), csv.with_name(f"{csv.stem}-seeds.csv"))

@@ -847,27 +847,30 @@ def test_cells_ensemble_table_against_its_runs_by_hand(tmp_path):
 def test_a_choice_over_seeds_against_the_study_by_hand(tmp_path):
     """Baseline runs right on 2, 3, 1 of 4 cells (ensemble 3), the variant's on 4, 3, 2
     (ensemble 4): one run 50 ± 25 % -> 75 ± 25 %, +25 points; ensembles 75 -> 100 %, +25."""
+    from leuko.study import Paths
+
     right = {"baseline": (2, 3, 1, 3), "variant": (4, 3, 2, 4)}
     paths = [f"data/pbc/x/{i}.jpg" for i in range(4)]
-    manifests = tmp_path / "manifests"
-    manifests.mkdir()
-    pd.DataFrame({"path": paths, "group": paths}).to_csv(manifests / "cells.csv", index=False)
-    sides = {}
+    roots = {side: Paths(tmp_path / side) for side in right}
+    manifest = roots["baseline"].manifest("cells")
+    manifest.parent.mkdir(parents=True)
+    pd.DataFrame({"path": paths, "group": paths}).to_csv(manifest, index=False)
     for side, counts in right.items():
         runs = [_cell_run("pbc", seed, {"pbc/test": n}, n=4) for seed, n in enumerate(counts[:3])]
         ensemble = _cell_run("pbc", 0, {"pbc/test": counts[3]}, n=4)
         ensemble |= {"model": "cells-pbc-ensemble", "members": [r["model"] for r in runs]}
-        folder = tmp_path / side
-        folder.mkdir()
         for result, n in zip([*runs, ensemble], counts, strict=True):
             result["training"]["saved_val_accuracy"] = 0.9
+            for path in (roots[side].metrics(result["model"]),
+                         roots[side].predictions(result["model"])):
+                path.parent.mkdir(parents=True, exist_ok=True)
+            roots[side].metrics(result["model"]).write_text(json.dumps(result))
             pd.DataFrame({"path": paths, "source": "pbc", "split": "test", "actual": "A",
                           "predicted": ["A"] * n + ["B"] * (4 - n)}).to_csv(
-                folder / f"{result['model']}.csv", index=False)
-        sides[side] = [*runs, ensemble]
-    table = report.cells_choice_seeds_table(sides["baseline"], sides["variant"],
-                                            tmp_path / "baseline", tmp_path / "variant",
-                                            manifests, n_boot=200)
+                roots[side].predictions(result["model"]), index=False)
+    ids = ["cells-pbc", "cells-pbc-seed1", "cells-pbc-seed2", "cells-pbc-ensemble"]
+    table = report.cells_choice_seeds_table(ids, roots["baseline"], roots["variant"],
+                                            n_boot=200)
     row = table.iloc[0]
     assert (row["trained on"], row["tested on"], row["runs"], row["seeds"]) == (
         "pbc", "pbc/test", 3, "0 1 2")
@@ -884,10 +887,9 @@ def test_a_choice_over_seeds_against_the_study_by_hand(tmp_path):
     assert "+25.0 [" in text and "training seeds 0 1 2" in text and "Test CPU" in text
     assert "Not run yet" in report.cell_variant_seeds_markdown(tmp_path / "no.csv", "b", "a",
                                                                "script.py")
+    roots["variant"].metrics("cells-pbc-seed2").unlink()
     with pytest.raises(FileNotFoundError, match="cells-pbc-seed2"):
-        report.cells_choice_seeds_table(sides["baseline"][:2] + sides["baseline"][3:],
-                                        sides["variant"], tmp_path / "baseline",
-                                        tmp_path / "variant", manifests)
+        report.cells_choice_seeds_table(ids, roots["baseline"], roots["variant"])
 
 
 def test_export_choice_block_names_the_model_and_every_candidates_score(tmp_path):

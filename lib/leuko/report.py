@@ -15,6 +15,7 @@ import yaml
 
 from leuko.atomic import write_csv_atomic
 from leuko.leukemia import GALLERY_KINDS, LeukemiaPaths, is_leukemia_result
+from leuko.study import Paths
 
 # Published numbers of the two studies this project reproduces (the thesis, the C-NMC report).
 PUBLISHED = {
@@ -999,35 +1000,34 @@ def cells_ensemble_view(table: pd.DataFrame) -> pd.DataFrame:
         "ECE": f"{r['ECE ensemble']:.3f}"} for _, r in table.iterrows()])
 
 
-def cells_choice_seeds_table(baseline: list[dict], variant: list[dict],
-                             baseline_predictions: Path, variant_predictions: Path,
-                             manifests_dir: Path, n_boot: int = 2000,
-                             seed: int = 0) -> pd.DataFrame:
+def cells_choice_seeds_table(model_ids: list[str], baseline: Paths, variant: Paths,
+                             n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """A choice of the cell models measured over training seeds (``benchmarks/cells_choices.py
-    --over-seeds``): ``baseline`` and ``variant`` are the metrics of the same model ids (each
-    ensemble and the runs it averages), their predictions in ``baseline_predictions`` /
-    ``variant_predictions``. Per training and held-out part: one run's accuracy and macro F1,
-    mean and sd over the seeds, of each side; variant minus baseline from a paired bootstrap
-    over source cells and seeds; the two ensembles and their paired difference."""
+    --over-seeds``): the same ``model_ids`` (each ensemble and the runs it averages) trained
+    and scored twice, their metrics and predictions under ``baseline`` (the study's) and
+    ``variant``; source cells from the baseline's cells manifest. Per training and held-out
+    part: one run's accuracy and macro F1, mean and sd over the seeds, of each side; variant
+    minus baseline from a paired bootstrap over source cells and seeds; the two ensembles and
+    their paired difference. FileNotFoundError names a model a side lacks."""
     from leuko.metrics import paired_bootstrap_difference_seeds
     from leuko.multisource import TEST_PARTS, TRAININGS
+    from leuko.study import read_json
 
-    sides = {"baseline": {r["model"]: r for r in cell_results(baseline)},
-             "variant": {r["model"]: r for r in cell_results(variant)}}
-    folders = {"baseline": Path(baseline_predictions), "variant": Path(variant_predictions)}
+    folders = {"baseline": baseline, "variant": variant}
+    sides = {side: {m: read_json(paths.metrics(m)) for m in model_ids}
+             for side, paths in folders.items()}
     ensembles = sorted((r for r in sides["variant"].values() if "members" in r),
                        key=lambda r: list(TRAININGS).index(r["trained_on"]))
     parts = [f"{source}/{split}" for source, split in TEST_PARTS]
-    groups = _manifest_groups(manifests_dir, "cells")
+    groups = _manifest_groups(baseline.manifest("cells").parent, "cells")
     rows = []
     for ensemble in ensembles:
         runs = list(ensemble["members"])
         ids = [*runs, ensemble["model"]]
-        missing = [(side, m) for side in sides for m in ids if m not in sides[side]]
+        missing = [m for m in ids if m not in model_ids]
         if missing:
-            raise FileNotFoundError(f"no metrics of {missing}: both sides need every run and "
-                                    "the ensemble")
-        saved = {(side, m): pd.read_csv(folders[side] / f"{m}.csv", keep_default_na=False)
+            raise ValueError(f"{ensemble['model']} averages {missing}, not among model_ids")
+        saved = {(side, m): pd.read_csv(folders[side].predictions(m), keep_default_na=False)
                  for side in sides for m in ids}
         for part in sorted(ensemble["splits"], key=parts.index):
             source, split = part.split("/")
