@@ -82,6 +82,9 @@ def test_labels_from_a_csv_by_path_or_unique_file_name(tmp_path):
     result = score.score(predictions, classes, labels, list(DIFFERENTIAL_CLASSES), n_boot=50)
     assert (result.scored, result.unlabelled) == (3, ["lab/Lymphocytes/4.jpg"])
     assert result.intervals["accuracy"]["value"] == pytest.approx(1 / 3)
+    twice = pd.concat([predictions, predictions.assign(path="other/neutrophil/1.jpg")])
+    pd.DataFrame({"path": ["x/1.jpg"], "label": ["LYMPHOCYTE"]}).to_csv(labels_csv, index=False)
+    assert score.labels_for(twice, labels_csv).tolist()[0] == ""  # 1.jpg: which of the two?
     pd.DataFrame({"path": ["a.jpg", "a.jpg"], "label": ["x", "y"]}).to_csv(labels_csv,
                                                                          index=False)
     with pytest.raises(ValueError, match="more than once: a.jpg"):

@@ -73,7 +73,8 @@ def read_predictions(csv: Path) -> tuple[pd.DataFrame, list[str]]:
 
 def labels_for(predictions: pd.DataFrame, labels_csv: Path | None) -> pd.Series:
     """Each prediction row's label text ("" where it has none): from ``labels_csv`` (``path``,
-    ``label``) or from the image's folder name."""
+    ``label``; a path as classify wrote it, else a file name that is unique among the labels
+    and among the predictions) or from the image's folder name."""
     if labels_csv is None:
         return predictions["path"].map(lambda p: Path(p).parent.name)
     labels_csv = Path(labels_csv)
@@ -90,7 +91,8 @@ def labels_for(predictions: pd.DataFrame, labels_csv: Path | None) -> pd.Series:
     names = labels["path"].map(lambda p: Path(p).name)
     by_name = labels.assign(name=names)[~names.duplicated(keep=False)].set_index("name")["label"]
     found = predictions["path"].map(by_path)
-    by_file = predictions["path"].map(lambda p: Path(p).name).map(by_name)
+    files = predictions["path"].map(lambda p: Path(p).name)
+    by_file = files.map(by_name).where(~files.duplicated(keep=False))  # unique on both sides
     return found.fillna(by_file).fillna("")
 
 
