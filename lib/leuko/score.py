@@ -129,8 +129,9 @@ def score(predictions: pd.DataFrame, classes: list[str], label_text: pd.Series,
     """Score ``predictions`` (:func:`read_predictions`) against ``label_text``
     (:func:`labels_for`): accuracy and macro F1 over the classes the labels hold, with 95 %
     bootstrap intervals (each image its own cell); per class; the cells the abstention rule
-    kept; and the differential over ``differential_classes``, true against predicted (the
-    predicted count leaves out the uncertain cells, as ``leuko classify`` does)."""
+    kept; and the differential over ``differential_classes``: the true one (the labelled
+    white cells) against the one ``leuko classify`` gives (the cells it calls white and is
+    sure of, whatever their label)."""
     from leuko.metrics import (
         accuracy_metric,
         bootstrap_ci,
@@ -173,7 +174,8 @@ def score(predictions: pd.DataFrame, classes: list[str], label_text: pd.Series,
                    y_true[kept].tolist())))(y_true[kept], y_pred[kept]))
                if kept.any() else None}
     white = np.isin(y_true, [index[c] for c in differential_classes])
-    counted = white & kept & np.isin(y_pred, [index[c] for c in differential_classes])
+    # as `leuko classify` counts: every kept cell it calls a white cell, whatever it truly is
+    counted = kept & np.isin(y_pred, [index[c] for c in differential_classes])
     differential = pd.DataFrame({"class": differential_classes})
     differential["true cells"] = [int((y_true[white] == index[c]).sum())
                                   for c in differential_classes]
