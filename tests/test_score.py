@@ -118,3 +118,18 @@ def test_cli_score_prints_json_and_exits_1_with_the_reason(tmp_path, capsys):
     assert "Confusion matrix" in capsys.readouterr().out
     assert cli.main(["score", str(tmp_path / "missing.csv")]) == cli.EXIT_USAGE
     assert "missing.csv" in capsys.readouterr().err
+
+
+def test_the_predicted_differential_counts_what_classify_counts(tmp_path):
+    """An immature granulocyte called a neutrophil is in classify's count (not the true one);
+    an uncertain cell is in neither the predicted count nor out of the true one."""
+    rows = [("lab/neutrophil/1.jpg", "NEUTROPHIL", False),
+            ("lab/lymphocyte/2.jpg", "LYMPHOCYTE", True),
+            ("lab/ig/3.jpg", "NEUTROPHIL", False)]
+    predictions, classes = score.read_predictions(_predictions(tmp_path, rows))
+    result = score.score(predictions, classes, score.labels_for(predictions, None),
+                         list(DIFFERENTIAL_CLASSES), n_boot=50)
+    differential = result.differential.set_index("class")
+    assert differential["true cells"].sum() == 2 and differential["predicted cells"].sum() == 2
+    assert differential.loc["NEUTROPHIL", "true %"] == pytest.approx(50)
+    assert differential.loc["NEUTROPHIL", "predicted %"] == pytest.approx(100)
