@@ -910,6 +910,20 @@ def cell_variant_markdown(variant_csv: Path, before: str, after: str, script: st
             f"{table['machine'].iloc[0]}.")
 
 
+def _cell_part_predictions(saved: dict, part: str, reference) -> tuple[dict, pd.Index]:
+    """Each of ``saved``'s prediction frames (``reports/predictions`` of cell models) on one
+    test part ``<source>/<split>``, indexed by path, and the paths of ``reference``'s;
+    ValueError unless every frame predicted the same images."""
+    source, split = part.split("/")
+    frames = {k: f[(f["source"] == source) & (f["split"] == split)].set_index("path")
+              for k, f in saved.items()}
+    paths = frames[reference].index
+    for k, frame in frames.items():
+        if len(frame) != len(paths) or not frame.index.isin(paths).all():
+            raise ValueError(f"{k} and {reference} predicted different images of {part}")
+    return frames, paths
+
+
 def cells_ensemble_table(results: list[dict], predictions_dir: Path, manifests_dir: Path,
                          n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Each cell ensemble (``leuko.ensemble``: a result with ``members``) against its members
@@ -941,14 +955,7 @@ def cells_ensemble_table(results: list[dict], predictions_dir: Path, manifests_d
                  for m in ids}
         for part in sorted(ensemble["splits"], key=parts.index):
             m = ensemble["splits"][part]
-            source, split = part.split("/")
-            frames = {k: f[(f["source"] == source) & (f["split"] == split)].set_index("path")
-                      for k, f in saved.items()}
-            paths = frames[ensemble["model"]].index
-            for k, frame in frames.items():
-                if len(frame) != len(paths) or not frame.index.isin(paths).all():
-                    raise ValueError(f"{k} and {ensemble['model']} predicted different images "
-                                     f"of {part}")
+            frames, paths = _cell_part_predictions(saved, part, ensemble["model"])
             actual = frames[ensemble["model"]]["actual"].to_numpy()
             difference = paired_bootstrap_difference_seeds(
                 actual, [frames[ensemble["model"]]["predicted"].to_numpy()],
@@ -1030,14 +1037,7 @@ def cells_choice_seeds_table(model_ids: list[str], baseline: Paths, variant: Pat
         saved = {(side, m): pd.read_csv(folders[side].predictions(m), keep_default_na=False)
                  for side in sides for m in ids}
         for part in sorted(ensemble["splits"], key=parts.index):
-            source, split = part.split("/")
-            frames = {k: f[(f["source"] == source) & (f["split"] == split)].set_index("path")
-                      for k, f in saved.items()}
-            paths = frames[("baseline", ensemble["model"])].index
-            for k, frame in frames.items():
-                if len(frame) != len(paths) or not frame.index.isin(paths).all():
-                    raise ValueError(f"{k} predicted other images of {part} than the baseline "
-                                     "ensemble")
+            frames, paths = _cell_part_predictions(saved, part, ("baseline", ensemble["model"]))
             actual = frames[("baseline", ensemble["model"])]["actual"].to_numpy()
             cells = groups.reindex(paths).to_numpy()
             predicted = {k: frame.loc[paths, "predicted"].to_numpy()
