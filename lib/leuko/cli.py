@@ -96,21 +96,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--workers", type=_positive_int, default=2,
                    help="threads decoding images (default: 2)")
 
-    scoring = sub.add_parser("score", help="score classify's CSV against your own labels",
-                       description="Score `leuko classify`'s per-cell CSV against your labels: "
-                                   "accuracy and macro F1 with 95 %% intervals, per class, the "
-                                   "cells the abstention rule kept, the differential count "
-                                   "against the true one and the confusion matrix.")
+    scoring = sub.add_parser(
+        "score", help="score classify's CSV against your own labels",
+        description="Score `leuko classify`'s per-cell CSV against your labels: accuracy and "
+                    "macro F1 with 95 % intervals, per class, the cells the abstention rule "
+                    "kept, the differential count against the true one and the confusion "
+                    "matrix.")
     scoring.add_argument("predictions", type=Path, metavar="CSV",
-                   help="the per-cell CSV of `leuko classify` (single cells, not --smear)")
+                         help="the per-cell CSV of `leuko classify` (single cells, not --smear)")
     scoring.add_argument("--labels", type=Path, default=None,
-                   help="CSV with columns path,label (a path as classify wrote it, or a "
-                        "unique file name); default: each image's folder name is its label")
+                         help="CSV with columns path,label (a path as classify wrote it, or a "
+                              "unique file name); default: each image's folder name")
     scoring.add_argument("--skip-unknown", action="store_true",
-                   help="leave out (and count) cells whose label names none of the model's "
-                        "classes, instead of stopping")
+                         help="leave out (and count) cells whose label names none of the "
+                              "model's classes, instead of stopping")
     scoring.add_argument("--n-boot", type=_positive_int, default=2000,
-                   help="bootstrap resamples of the intervals (default: 2000)")
+                         help="bootstrap resamples of the intervals (default: 2000)")
     scoring.add_argument("--json", action="store_true", help="print the score as JSON")
 
     e = sub.add_parser("export", help="choose and export the study's model for a task",
