@@ -62,7 +62,8 @@ def _positive_float(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The ``leuko`` argument parser with its subcommands."""
     parser = _Parser(prog="leuko", description="The command line of the leukocyte study's "
-                                               "classifier: classify new images, export models.",
+                                               "classifier: classify new images, score them against "
+                                               "your labels, export models.",
                      formatter_class=argparse.RawDescriptionHelpFormatter,
                      epilog="Exit codes: 0 all good, 1 usage error, 2 some files could not be "
                             "read (listed with reasons; the others were classified).")
