@@ -10,8 +10,10 @@ from leuko.cells import (
     CellPreprocess,
     background_lab_stats,
     cap_detail,
+    dark_margin,
     detail,
     dihedral_views,
+    fill_dark_margin,
     find_cell,
     mean_over_views,
     prepare_cell,
@@ -133,6 +135,57 @@ def test_a_tight_crop_is_padded_with_plain_background_and_framed_as_a_loose_one(
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 8
     # the padding is the border's colour (glass), not a mirror image of the cell
     assert np.abs(b[0, 0].astype(int) - BACKGROUND).max() <= 2
+
+
+RED_CELL = (215, 150, 150)
+
+
+def with_black_corners(image: np.ndarray, cut: int) -> np.ndarray:
+    """The image with its four corners black up to ``cut`` px along each edge, as a copy
+    rotated by a few degrees is filled (blood-cell-images' TRAIN and TEST)."""
+    height, width = image.shape[:2]
+    y, x = np.mgrid[0:height, 0:width]
+    corners = ((x + y < cut) | ((width - 1 - x) + y < cut) | (x + (height - 1 - y) < cut)
+               | ((width - 1 - x) + (height - 1 - y) < cut))
+    out = image.copy()
+    out[corners] = 0
+    return out
+
+
+def smear_cell() -> np.ndarray:
+    """A cell near a corner among red cells, so that its crop reaches the corner."""
+    image = draw_cell((160, 200), (60, 55), 30)
+    y, x = np.mgrid[0:160, 0:200]
+    for cx, cy in ((150, 40), (120, 120), (170, 130), (30, 130)):
+        image[np.hypot(x - cx, y - cy) < 16] = RED_CELL
+    return image
+
+
+def test_black_corners_are_filled_with_the_background_and_a_black_spot_inside_is_kept():
+    clean = smear_cell()
+    cornered = with_black_corners(clean, 50)
+    cornered[80:84, 100:104] = 0  # dark, but inside the image: not a margin
+    margin = dark_margin(cornered)
+    assert margin[0, 0] and margin[-1, -1] and not margin[82, 102]
+    filled = fill_dark_margin(cornered)
+    assert (filled[margin] == np.median(cornered[~margin], axis=0)).all()
+    assert (filled[~margin] == cornered[~margin]).all()
+    assert (filled[82, 102] == 0).all()
+    assert (fill_dark_margin(clean) == clean).all()  # nothing to fill: unchanged
+
+
+def test_black_corners_do_not_change_the_prepared_cell_when_filled():
+    clean = smear_cell()
+    cornered = with_black_corners(clean, 50)
+    fill = CellPreprocess(fill_dark_margin=True)
+    reference, _ = prepare_cell(clean, 64, fill)
+    as_before, _ = prepare_cell(cornered, 64)  # the corners in the crop and its statistics
+    filled, found = prepare_cell(cornered, 64, fill)
+    assert found
+    assert (prepare_cell(clean, 64)[0] == reference).all()  # a clean image is untouched
+    error_filled = np.abs(filled.astype(int) - reference.astype(int)).mean()
+    error_before = np.abs(as_before.astype(int) - reference.astype(int)).mean()
+    assert error_filled < 3 and error_before > 4 * error_filled
 
 
 def test_the_eight_views_are_the_symmetries_of_the_square_and_one_view_is_the_image():

@@ -72,6 +72,9 @@ class CellPreprocess:
     # sharpness floor (``raise_detail``): a prepared cell with less fine detail than this is
     # sharpened up to it (an unsharp mask); 0 = off
     min_detail: float = 0.0
+    # fill the black margins a rotation or a round field stop leaves (``fill_dark_margin``)
+    # with the image's background colour before anything else; False in models trained before
+    fill_dark_margin: bool = False
 
     def __post_init__(self):
         if self.stain_norm not in STAIN_NORMS:
@@ -242,6 +245,33 @@ def reinhard(rgb: np.ndarray, background: np.ndarray | None = None,
     return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
 
 
+def dark_margin(rgb: np.ndarray, level: int = 24, grow: int = 2) -> np.ndarray:
+    """Where an image is not the slide: the near-black regions (every channel below
+    ``level``) that touch its border, the corners a rotated copy was filled with or the
+    edge of a round field stop, grown by ``grow`` px over the JPEG fringe. A stained smear
+    has no black; a black region inside the image (not touching the border) is kept."""
+    dark = np.asarray(rgb).max(axis=-1) < level
+    labels, n = ndi.label(dark)
+    if n == 0:
+        return dark
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    margin = np.isin(labels, edge[edge > 0])
+    return ndi.binary_dilation(margin, iterations=grow) if grow and margin.any() else margin
+
+
+def fill_dark_margin(rgb: np.ndarray) -> np.ndarray:
+    """The image with its :func:`dark_margin` painted in the median colour of the rest (the
+    slide's background: plasma and red cells), as :func:`crop_square` pads; unchanged when
+    it has none or when nearly all of it is dark."""
+    rgb = _check_rgb(rgb)
+    margin = dark_margin(rgb)
+    if not margin.any() or margin.mean() > 0.9:
+        return rgb
+    out = rgb.copy()
+    out[margin] = np.median(rgb[~margin], axis=0).astype(np.uint8)
+    return out
+
+
 def _check_rgb(rgb: np.ndarray) -> np.ndarray:
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -274,6 +304,8 @@ def prepare_cell(rgb: np.ndarray, size: int, config: CellPreprocess = CellPrepro
     from leuko.images import resize
 
     rgb = _check_rgb(rgb)
+    if config.fill_dark_margin:
+        rgb = fill_dark_margin(rgb)
     found = find_cell(rgb, config) if config.cell_crop else None
     if found is not None:
         square = crop_square(rgb, cell_box(found.nucleus_box, config.scale))
