@@ -17,9 +17,8 @@ Choices (``CHOICES``; the names and the CSV of each: ``leuko.report.CELL_VARIANT
 - ``size``: the cells at 96 px (``cells.data.image_size``; the cache is prepared again at that
   size from the same rows and framing) against the study's 64 px.
 - ``blur``: sharpness jitter (``cells.train.blur_sigma``: each training cell blurred by a random
-  share of a Gaussian of 1 px at 64 px) against none. At 64 px PBC's prepared cells carry about
-  twice the fine detail (``cells.detail``) of blood-cell-images' (the README's ``cell-detail``
-  block).
+  share of a Gaussian of 1 px at 64 px) against none. At 64 px PBC's prepared cells carry more
+  fine detail (``cells.detail``) than blood-cell-images' (the README's ``cell-detail`` block).
 - ``sharpness``: sharpness normalisation (``cells.preprocess.max_detail``: every prepared cell,
   in training, evaluation and ``leuko classify``, blurred down to at most that much detail,
   ``cells.cap_detail``) against none; the cache is prepared again from the same rows.
@@ -81,8 +80,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CHOICES = ("bn", "size", "blur", "sharpness", "jitter", "floor", "randomise", "sharpen")
 ALTERNATIVE_SIZE = 96
 ALTERNATIVE_BLUR = 1.0
-ALTERNATIVE_MAX_DETAIL = 12.0  # between the two sources' median detail (README block cell-detail)
-ALTERNATIVE_FLOOR = 10.0  # about blood-cell-images' median detail (README block cell-detail)
+# Chosen from the README's cell-detail blocks before cells.preprocess.fill_dark_margin (commit
+# e151193), when blood-cell-images' TRAIN, VAL and TEST cells, washed out by their black
+# corners, measured ~10 and PBC's ~22; every choice below was measured on those cells.
+ALTERNATIVE_MAX_DETAIL = 12.0  # between the two sources' median detail then
+ALTERNATIVE_FLOOR = 10.0  # about blood-cell-images' median detail then
 ALTERNATIVE_CEILING = 22.0  # about PBC's median detail
 ALTERNATIVE_MIN_DETAIL = 18.0  # below PBC's median detail of every class but platelets
 

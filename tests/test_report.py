@@ -885,6 +885,10 @@ def test_a_choice_over_seeds_against_the_study_by_hand(tmp_path):
     text = report.cell_variant_seeds_markdown(csv, "before", "after", "script.py")
     assert "50.0 ± 25.0 → 75.0 ± 25.0" in text and "75.0 → 100.0" in text
     assert "+25.0 [" in text and "training seeds 0 1 2" in text and "Test CPU" in text
+    assert "commit" not in text
+    table.assign(machine="Test CPU", **{"snapshot commit": "abc1234"}).to_csv(csv, index=False)
+    text = report.cell_variant_seeds_markdown(csv, "before", "after", "script.py")
+    assert "before: the study at commit abc1234, before the change" in text
     assert "Not run yet" in report.cell_variant_seeds_markdown(tmp_path / "no.csv", "b", "a",
                                                                "script.py")
     roots["variant"].metrics("cells-pbc-seed2").unlink()

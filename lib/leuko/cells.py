@@ -5,6 +5,11 @@ Cells arrive framed in every way: blood-cell-images' 320x240 crops show a cell o
 red cells, PBC's 360x363 CellaVision images a centred cell filling half the frame, a user's
 own images anything from a tight crop to a fifth of the field. Before a network sees a cell:
 
+0. **Paint out what is not the slide** (:func:`fill_dark_margin`, when
+   ``fill_dark_margin``): near-black regions touching the border (the corners a rotated copy
+   was filled with, as in every image of blood-cell-images' TRAIN and TEST, or a round field
+   stop) get the image's median colour. Left in, they enter the crop and, worse, the
+   background's statistics in step 3, which then wash the cell out.
 1. **Find it** (:func:`find_cell`): the stained cell is the pixels high on a nuclear stain
    map (blue minus green: violet nuclei against pink red cells and a pale background, under
    any Romanowsky-type stain), thresholded by Otsu: the nucleus, and the cytoplasm where it
@@ -43,7 +48,7 @@ from scipy import ndimage as ndi
 
 from leuko.detect import disk, nuclear_stain
 
-__all__ = ["CellPreprocess", "CellBox", "find_cell", "cell_box", "reinhard", "prepare_cell",
+__all__ = ["CellPreprocess", "CellBox", "dark_margin", "fill_dark_margin", "find_cell", "cell_box", "reinhard", "prepare_cell",
            "detail", "cap_detail", "raise_detail",
            "STAIN_NORMS", "VIEW_COUNTS", "dihedral_views", "mean_over_views"]
 
@@ -327,7 +332,7 @@ def prepare_cell(rgb: np.ndarray, size: int, config: CellPreprocess = CellPrepro
 def detail(rgb: np.ndarray) -> float:
     """Fine detail of an image: the standard deviation of the 4-neighbour Laplacian of its
     grey level (0..255 scale), over the interior pixels. At 64 px a PBC (CellaVision) cell
-    measures ~22, a blood-cell-images one ~10: the optics and the JPEGs, not the cell type."""
+    measures ~22, a blood-cell-images one ~14: the optics and the JPEGs, not the cell type."""
     grey = np.asarray(rgb, np.float64).mean(axis=-1)
     lap = (4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2]
            - grey[1:-1, 2:])

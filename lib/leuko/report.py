@@ -864,6 +864,9 @@ CELL_VARIANTS = (
                 ("validation accuracy",)),
     CellVariant("cells-tta", "reports/ablation/cells_tta.csv", "one view", "8 views",
                 "benchmarks/cells_tta.py"),
+    CellVariant("cells-margin", "reports/ablation/cells_margin-seeds.csv", "black corners in",
+                "corners filled", "benchmarks/cells_study_change.py compare margin",
+                over_seeds=True),
 )
 
 
@@ -1103,9 +1106,11 @@ def cell_variant_seeds_markdown(variant_csv: Path, before: str, after: str,
                                                     f"{pct(r['macro F1 variant ensemble'])}"),
     } for _, r in table.iterrows()])
     first = table.iloc[0]
+    baseline = (f" ({before}: the study at commit {first['snapshot commit']}, before the change)"
+                if "snapshot commit" in table else "")
     return (view.to_markdown(index=False, disable_numparse=True)
             + f"\n\nOne run: mean ± sample sd (n − 1) over {first['runs']} runs (training seeds "
-            f"{first['seeds']}), each side trained at the same seeds on the same cells; "
+            f"{first['seeds']}), each side trained at the same seeds on the same cells{baseline}; "
             f"{after} minus {before}, a paired bootstrap over source cells and seeds. Ensemble: "
             f"the runs' probabilities averaged (`leuko.ensemble`). Machine: {first['machine']}.")
 
