@@ -38,6 +38,11 @@ Choices (``CHOICES``; the names and the CSV of each: ``leuko.report.CELL_VARIANT
   prepared cell softer than that, in training, evaluation and ``leuko classify``, sharpened by
   an unsharp mask up to it, ``cells.raise_detail``) against none: the mirror of ``sharpness``,
   which softens the sharp source instead; the cache is prepared again from the same rows.
+- ``contrast``: lightness-contrast jitter in training (``cells.train.low_contrast``: each
+  training cell's lightness spread multiplied by a factor drawn from [0.6, 1],
+  ``multisource.contrast_jitter``) against none. Before blood-cell-images' black corners were
+  filled, they shrank its cells' lightness spread by about that much, and its model carried
+  better to PBC's monocytes (README *Black margins*): was the accident a remedy?
 
 The cell models (``cells.trainings``, or ``--trainings``) are trained again exactly as the
 train-cells stage trains them (``multisource.train_cell_model``: the study's cache
@@ -55,9 +60,12 @@ settings: the variant's main run and a repeat at each of ``cells.repeats.seeds``
 training's ensemble of them (``leuko.ensemble``), against the study's runs and ensembles at the
 same seeds (``report.cells_choice_seeds_table``: one run's mean ± sd of each side, the paired
 difference over source cells and seeds, the two ensembles). The variant's runs are kept in
-``build/choices/<choice>/``, so a rerun resumes; writes ``<choice's csv stem>-seeds.csv``.
+``build/choices/<choice>/``, so a rerun resumes; writes the CSV of README block
+``cells-<choice>-seeds``.
 
     .venv/bin/python benchmarks/cells_choices.py floor --over-seeds   # ~70 min on 2 cores
+    .venv/bin/python benchmarks/cells_choices.py contrast --over-seeds \
+        --trainings blood-cell-images,pbc    # the two held-out directions only: ~35 min
 """
 
 from __future__ import annotations
@@ -77,7 +85,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # README blocks cells-<choice> (leuko.report.CELL_VARIANTS)
-CHOICES = ("bn", "size", "blur", "sharpness", "jitter", "floor", "randomise", "sharpen")
+CHOICES = ("bn", "size", "blur", "sharpness", "jitter", "floor", "randomise", "sharpen",
+           "contrast")
 ALTERNATIVE_SIZE = 96
 ALTERNATIVE_BLUR = 1.0
 # Chosen from the README's cell-detail blocks before cells.preprocess.fill_dark_margin (commit
@@ -87,6 +96,7 @@ ALTERNATIVE_MAX_DETAIL = 12.0  # between the two sources' median detail then
 ALTERNATIVE_FLOOR = 10.0  # about blood-cell-images' median detail then
 ALTERNATIVE_CEILING = 22.0  # about PBC's median detail
 ALTERNATIVE_MIN_DETAIL = 18.0  # below PBC's median detail of every class but platelets
+ALTERNATIVE_LOW_CONTRAST = 0.4  # factors 0.6..1: what the black corners did (README *Black margins*)
 
 
 def variant_of(choice: str, config):
@@ -106,6 +116,8 @@ def variant_of(choice: str, config):
                                              detail_ceiling=ALTERNATIVE_CEILING))
     if choice == "jitter":
         return replace(config, train=replace(config.train, stain_jitter=0.0))
+    if choice == "contrast":
+        return replace(config, train=replace(config.train, low_contrast=ALTERNATIVE_LOW_CONTRAST))
     if choice == "sharpen":
         return replace(config, preprocess=replace(config.preprocess,
                                                   min_detail=ALTERNATIVE_MIN_DETAIL))
@@ -159,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--over-seeds", action="store_true",
                         help="the variant at every seed the study trains (main run and "
                              "cells.repeats.seeds) and its ensembles, against the study's runs "
-                             "and ensembles; runs kept in build/choices/<choice>/; writes "
-                             "<csv>-seeds.csv")
+                             "and ensembles; runs kept in build/choices/<choice>/; writes the "
+                             "CSV of README block cells-<choice>-seeds")
     args = parser.parse_args(argv)
 
     os.chdir(ROOT)
@@ -170,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     from leuko.params import read_block
     from leuko.report import cell_variant, cells_choice_seeds_table
 
-    choice = cell_variant(f"cells-{args.choice}")
+    # its README block: cells-<choice>, or cells-<choice>-seeds for --over-seeds
+    choice = cell_variant(f"cells-{args.choice}" + ("-seeds" if args.over_seeds else ""))
     config = multisource.CellStudy.from_params()
     variant = variant_of(args.choice, config)
     trainings = tuple(args.trainings.split(",")) if args.trainings else config.trainings
@@ -187,8 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                for m in (*variant.run_ids(t), multisource.ensemble_model_id(t))]
         table = cells_choice_seeds_table(ids, study.Paths(), study.Paths(root), seed=seed)
         table["machine"] = machine_line()
-        csv = Path(choice.csv)
-        write_table(table.to_dict(orient="records"), csv.with_name(f"{csv.stem}-seeds.csv"))
+        write_table(table.to_dict(orient="records"), Path(choice.csv))
         return 0
     work = Path(tempfile.mkdtemp(prefix=f"cells-{args.choice}-"))
     rows = []

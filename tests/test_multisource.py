@@ -291,6 +291,25 @@ def test_sharpness_jittered_batches_resume_where_they_left_off():
     assert not np.allclose(whole[0], plain[0])
 
 
+def test_contrast_jitter_shrinks_the_lightness_spread_by_its_drawn_factor_and_keeps_chroma():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(3)
+    images = rng.uniform(40, 215, (64, 8, 8, 3)).astype(np.float32)
+    seed = tf.constant([5, 0], tf.int64)
+    out = multisource.contrast_jitter(images, seed, 0.4).numpy()
+    grey, grey_out = images.mean(-1, keepdims=True), out.mean(-1, keepdims=True)
+    factor = grey_out.std(axis=(1, 2, 3)) / grey.std(axis=(1, 2, 3))
+    assert 0.6 <= factor.min() and factor.max() <= 1.0 + 1e-5  # drawn from [0.6, 1]
+    assert factor.max() - factor.min() > 0.3  # one draw per image, spread over the range
+    np.testing.assert_allclose(images - grey, out - grey_out, atol=1e-3)  # chroma kept
+    np.testing.assert_allclose(grey.mean(axis=(1, 2, 3)), grey_out.mean(axis=(1, 2, 3)),
+                               atol=1e-3)  # about each image's own mean
+    np.testing.assert_array_equal(out, multisource.contrast_jitter(images, seed, 0.4).numpy())
+    np.testing.assert_array_equal(multisource.contrast_jitter(images, seed, 0.0).numpy(),
+                                  images)
+
+
 def test_sharpness_settings_are_checked():
     from dataclasses import replace
 
@@ -303,6 +322,8 @@ def test_sharpness_settings_are_checked():
         replace(train, blur_sigma=1.0, detail_floor=10.0, detail_ceiling=8.0)
     with pytest.raises(ValueError, match="blur_sigma > 0"):  # a floor without the jitter
         replace(train, blur_sigma=0.0, detail_floor=10.0)
+    with pytest.raises(ValueError, match="low_contrast"):
+        replace(train, low_contrast=1.0)
 
 
 # --- the whole path on real images ---------------------------------------------------------------

@@ -259,6 +259,9 @@ class CellTraining:
     bn_inference: bool  # the base's BatchNorm in inference mode while it is fine-tuned
     views: int  # probabilities averaged over this many symmetries of a cell (cells.VIEW_COUNTS)
     eager: bool  # no graph tracing (leuko.accel.eager_execution): the smoke preset
+    # lightness-contrast jitter: each training cell's lightness contrast multiplied by a factor
+    # drawn from [1 - low_contrast, 1] (contrast_jitter); 0 = off
+    low_contrast: float = 0.0
 
     def __post_init__(self):
         if self.blur_sigma < 0:
@@ -272,6 +275,9 @@ class CellTraining:
         if self.detail_ceiling and not self.detail_ceiling > self.detail_floor:
             raise ValueError(f"cells.train.detail_ceiling must be above detail_floor "
                              f"({self.detail_floor!r}) or 0 (off), got {self.detail_ceiling!r}")
+        if not 0 <= self.low_contrast < 1:
+            raise ValueError(f"cells.train.low_contrast must be in [0, 1) (0 = off), got "
+                             f"{self.low_contrast!r}")
         if self.views not in VIEW_COUNTS:
             raise ValueError(f"cells.train.views must be one of {VIEW_COUNTS}, got "
                              f"{self.views!r}")
@@ -338,21 +344,43 @@ def sharpness_jitter(images, seed, sigma: float, floor: float = 0.0, ceiling: fl
     return tf.clip_by_value(out, 0.0, 255.0) if ceiling else out
 
 
-def sharpness_jittered(batches, steps_per_epoch: int, seed: int, sigma: float,
-                       floor: float = 0.0, ceiling: float = 0.0):
-    """The batch factory ``start_epoch -> dataset`` of ``study.epochs_of`` with
-    :func:`sharpness_jitter` on each batch, seeded by (seed, step), so a resumed run draws
-    what an uninterrupted one would."""
+def jittered_batches(batches, steps_per_epoch: int, seed: int, jitter, salt: int):
+    """The batch factory ``start_epoch -> dataset`` of ``study.epochs_of`` with ``jitter(x,
+    seed)`` on each batch's images, seeded by (seed + salt, step), so a resumed run draws what
+    an uninterrupted one would."""
     import tensorflow as tf
 
     def jittered(start: int):
-        def blur(step, batch):
+        def apply(step, batch):
             x, y = batch
-            return sharpness_jitter(x, tf.stack([tf.constant(seed + 104729, tf.int64), step]),
-                                    sigma, floor, ceiling), y
+            return jitter(x, tf.stack([tf.constant(seed + salt, tf.int64), step])), y
         return batches(start).enumerate(start * steps_per_epoch).map(
-            blur, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return jittered
+
+
+def sharpness_jittered(batches, steps_per_epoch: int, seed: int, sigma: float,
+                       floor: float = 0.0, ceiling: float = 0.0):
+    """:func:`jittered_batches` with :func:`sharpness_jitter`."""
+    return jittered_batches(batches, steps_per_epoch, seed,
+                            lambda x, s: sharpness_jitter(x, s, sigma, floor, ceiling), 104729)
+
+
+def contrast_jitter(images, seed, low: float):
+    """Each image of a batch (float, 0..255) with its lightness contrast about its own mean
+    multiplied by a factor ``f ~ U[1 - low, 1]`` (seeded by ``seed``, a shape-[2] int tensor):
+    every channel moved by ``(f - 1) (Y - mean Y)``, ``Y`` the pixel's grey level, so the
+    lightness spread shrinks and the chroma (each channel minus the grey) is kept. What
+    blood-cell-images' black corners did to its cells by accident (README *Black margins*: the
+    Reinhard statistics, inflated by the black, shrank their lightness spread by a factor of
+    about 0.65 to 1), as a training jitter. Clipped to 0..255."""
+    import tensorflow as tf
+
+    images = tf.cast(images, tf.float32)
+    factor = 1.0 - low * tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], seed)
+    grey = tf.reduce_mean(images, axis=-1, keepdims=True)
+    mean = tf.reduce_mean(grey, axis=[1, 2, 3], keepdims=True)
+    return tf.clip_by_value(images + (factor - 1.0) * (grey - mean), 0.0, 255.0)
 
 
 def train_cell_model(training: str, cache: CellCache, config: CellTraining, abstain: Abstain,
@@ -395,6 +423,9 @@ def train_cell_model(training: str, cache: CellCache, config: CellTraining, abst
     if config.blur_sigma:
         batches = sharpness_jittered(batches, steps, seed, config.blur_sigma,
                                      config.detail_floor, config.detail_ceiling)
+    if config.low_contrast:
+        batches = jittered_batches(batches, steps, seed,
+                                   lambda x, s: contrast_jitter(x, s, config.low_contrast), 7919)
     with eager_execution(config.eager):
         history = train.fit(model, batches, steps,
                             make_dataset(x_val, y_val, config.batch_size), fit,
