@@ -48,8 +48,8 @@ from scipy import ndimage as ndi
 
 from leuko.detect import disk, nuclear_stain
 
-__all__ = ["CellPreprocess", "CellBox", "dark_margin", "fill_dark_margin", "find_cell", "cell_box", "reinhard", "prepare_cell",
-           "detail", "cap_detail", "raise_detail",
+__all__ = ["CellPreprocess", "CellBox", "dark_margin", "fill_dark_margin", "find_cell",
+           "cell_box", "reinhard", "prepare_cell", "detail", "cap_detail", "raise_detail",
            "STAIN_NORMS", "VIEW_COUNTS", "dihedral_views", "mean_over_views"]
 
 STAIN_NORMS = ("none", "reinhard")
@@ -77,8 +77,9 @@ class CellPreprocess:
     # sharpness floor (``raise_detail``): a prepared cell with less fine detail than this is
     # sharpened up to it (an unsharp mask); 0 = off
     min_detail: float = 0.0
-    # fill the black margins a rotation or a round field stop leaves (``fill_dark_margin``)
-    # with the image's background colour before anything else; False in models trained before
+    # paint the black margins a rotation or a round field stop leaves (``fill_dark_margin``)
+    # in the image's background colour before anything else. False by default: the metadata
+    # of a model trained before the option existed has no such key, and it had no fill
     fill_dark_margin: bool = False
 
     def __post_init__(self):
