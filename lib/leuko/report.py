@@ -1114,7 +1114,9 @@ def cell_variant_seeds_markdown(variant_csv: Path, before: str, after: str,
     return (view.to_markdown(index=False, disable_numparse=True)
             + f"\n\nOne run: mean ± sample sd (n − 1) over {first['runs']} runs (training seeds "
             f"{first['seeds']}), each side trained at the same seeds on the same cells{baseline}; "
-            f"{after} minus {before}, a paired bootstrap over source cells and seeds. Ensemble: "
+            f"{after} minus {before}, a paired bootstrap over source cells and seeds (the "
+            f"same cells for both sides, each side's seeds drawn on their own: two sides with "
+            f"the same runs still get an interval as wide as their seeds' spread). Ensemble: "
             f"the runs' probabilities averaged (`leuko.ensemble`). Machine: {first['machine']}.")
 
 
