@@ -6,8 +6,8 @@
     .venv/bin/python benchmarks/cells_study_change.py compare margin    # after: the table
 
 ``snapshot NAME`` copies what the comparison reads of every cell model (``cells.trainings``,
-their repeats and ensembles: metrics, predictions, training summaries) and the cells
-manifest into ``build/choices/NAME/``, laid out as the study's own folders
+their repeats and ensembles: metrics and predictions) and the cells manifest into
+``build/choices/before-NAME/``, laid out as the study's own folders
 (``study.Paths(root)``), with the commit it was taken at. ``compare NAME`` sets the study's
 models now beside them (``report.cells_choice_seeds_table``: one run's mean ± sd of each
 side, the paired difference over source cells and seeds, the two ensembles) and writes the
@@ -43,16 +43,15 @@ def cell_model_ids() -> list[str]:
 
 
 def snapshot(root: Path) -> list[Path]:
-    """Copy the study's cell models' metrics, predictions, training summaries and the cells
-    manifest under ``root``; FileNotFoundError names what the study has not produced."""
+    """Copy the study's cell models' metrics and predictions and the cells manifest under
+    ``root``; FileNotFoundError names what the study has not produced."""
     from leuko import study
 
     here, there = study.Paths(ROOT), study.Paths(root)
     files = [(here.manifest("cells"), there.manifest("cells"))]
     for the_id in cell_model_ids():
         files += [(get(here, the_id), get(there, the_id))
-                  for get in (study.Paths.metrics, study.Paths.predictions,
-                              study.Paths.train_summary)]
+                  for get in (study.Paths.metrics, study.Paths.predictions)]
     missing = [str(src) for src, _ in files if not src.is_file()]
     if missing:
         raise FileNotFoundError(f"run dvc repro first; missing: {', '.join(missing)}")
@@ -68,7 +67,8 @@ def snapshot(root: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("snapshot", "compare"))
-    parser.add_argument("name", help="the change: build/choices/NAME/, README block cells-NAME")
+    parser.add_argument("name", help="the change: snapshot in build/choices/before-NAME/, README block "
+                                             "cells-NAME")
     parser.add_argument("--n-boot", type=int, default=2000)
     args = parser.parse_args(argv)
 
