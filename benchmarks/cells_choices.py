@@ -40,7 +40,8 @@ Choices (``CHOICES``; the names and the CSV of each: ``leuko.report.CELL_VARIANT
   which softens the sharp source instead; the cache is prepared again from the same rows.
 - ``contrast``: lightness-contrast jitter in training (``cells.train.low_contrast``: each
   training cell's lightness spread multiplied by a factor drawn from [0.6, 1],
-  ``multisource.contrast_jitter``) against none. Before blood-cell-images' black corners were
+  ``multisource.contrast_jitter``) against none; adopted after it was measured over seeds, so
+  the study now uses it and this choice compares nothing (the script says so). Before blood-cell-images' black corners were
   filled, they shrank its cells' lightness spread by about that much, and its model carried
   better to PBC's monocytes (README *Black margins*): was the accident a remedy?
 
@@ -186,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     choice = cell_variant(f"cells-{args.choice}" + ("-seeds" if args.over_seeds else ""))
     config = multisource.CellStudy.from_params()
     variant = variant_of(args.choice, config)
+    if variant == config:
+        raise SystemExit(f"{args.choice}: the study already uses this choice's setting (adopted "
+                         f"after its README block {choice.block} was measured), so both sides "
+                         "would be the same; compare it with the setting before by hand")
     trainings = tuple(args.trainings.split(",")) if args.trainings else config.trainings
     seed = int(read_block("data")["seed"])
     cache = multisource.load_cell_cache()
