@@ -906,3 +906,28 @@ def test_export_choice_block_names_the_model_and_every_candidates_score(tmp_path
         "The study's export chose **cells-both** by `val_macro_f1_shifted`: cells-both 84.8 %, "
         "cells-both-ensemble 84.2 % (validation scores of every candidate; data version "
         "01234567).")
+
+
+def test_cells_data_table_counts_images_and_distinct_source_cells_per_class_and_part():
+    rows = [  # source, split, label, group: three copies of one cell, one of another
+        ("blood-cell-images", "train", "MONOCYTE", "train/MONOCYTE/1"),
+        ("blood-cell-images", "train", "MONOCYTE", "train/MONOCYTE/1"),
+        ("blood-cell-images", "train", "MONOCYTE", "train/MONOCYTE/1"),
+        ("blood-cell-images", "train", "NEUTROPHIL", "train/NEUTROPHIL/7"),
+        ("blood-cell-images", "test_simple", "NEUTROPHIL", "test/NEUTROPHIL/7"),
+        ("pbc", "test", "BASOPHIL", "hash-a"),
+        ("pbc", "test", "BASOPHIL", "hash-a"),  # a byte-identical pair: one cell
+        ("pbc", "test", "PLATELET", "hash-b"),
+    ]
+    manifest = pd.DataFrame(rows, columns=["source", "split", "label", "group"]).assign(
+        path=[f"img{i}.jpg" for i in range(len(rows))])
+    table = report.cells_data_table(manifest).set_index("class")
+    # the differential's classes first, in the study's order, then the other cell types
+    assert list(table.index) == ["basophil", "monocyte", "neutrophil", "platelet"]
+    assert list(table.columns) == ["blood-cell-images train", "blood-cell-images test_simple",
+                                   "pbc test"]
+    assert table.loc["monocyte", "blood-cell-images train"] == "3 (1)"
+    assert table.loc["neutrophil", "blood-cell-images train"] == "1 (1)"
+    assert table.loc["basophil", "pbc test"] == "2 (1)"
+    assert table.loc["monocyte", "pbc test"] == ""  # a class the part lacks is blank
+

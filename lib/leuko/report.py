@@ -601,6 +601,40 @@ def cells_markdown(cross_source_csv: Path) -> str:
     return view.to_markdown(index=False)
 
 
+CELL_SPLITS = ("train", "val", "test", "test_simple")
+
+
+def cells_data_table(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Per class (rows) and source and split (columns): the images the cell models see and
+    the distinct source cells they are copies of (``group``), as "images (source cells)"; a
+    class a source or split lacks is blank. From ``build/manifests/cells.csv``."""
+    from leuko import multisource
+
+    counts = manifest.groupby(["source", "split", "label"]).agg(
+        images=("path", "size"), cells=("group", "nunique"))
+    columns = [(source, split) for source in sorted(manifest["source"].unique())
+               for split in CELL_SPLITS if (source, split) in counts.index.droplevel("label")]
+    labels = [c for c in multisource.CLASS_ORDER if c in set(manifest["label"])]
+    view = pd.DataFrame({"class": [label.lower() for label in labels]})
+    for source, split in columns:
+        view[f"{source} {split}"] = [
+            f"{counts.loc[(source, split, label), 'images']} "
+            f"({counts.loc[(source, split, label), 'cells']})"
+            if (source, split, label) in counts.index else "" for label in labels]
+    return view
+
+
+def cells_data_markdown(manifest_csv: Path) -> str:
+    """:func:`cells_data_table` of the study's cell manifest as markdown."""
+    if not Path(manifest_csv).is_file():
+        return f"*Not run yet: {manifest_csv} is missing (`dvc repro cells`).*"
+    table = cells_data_table(pd.read_csv(manifest_csv, keep_default_na=False))
+    return (table.to_markdown(index=False, disable_numparse=True)
+            + "\n\nImages (distinct source cells): blood-cell-images' images are shifted, rotated "
+            "and flipped copies of fewer source cells (its training part round-robin over them); "
+            "PBC's are one image per cell, bar its byte-identical pairs.")
+
+
 def cell_results(results: list[dict], ensembles: bool = True) -> list[dict]:
     """The cell classifier's models (dataset ``cells``) among ``results``; ``ensembles``
     False: its training runs only (``leuko.ensemble``'s averages, with ``members``, left
@@ -1427,6 +1461,7 @@ def main() -> int:
     changed = update_readme(Path("README.md"), readme_results_table(Path("reports/metrics"),
                                                                     models), {
         "cells": cells_markdown(Path("reports/cells/cross_source.csv")),
+        "cells-data": cells_data_markdown(Path("build/manifests/cells.csv")),
         "cells-ensemble": cells_ensemble_markdown(
             Path("reports/metrics"), Path("reports/predictions"), Path("build/manifests"),
             cell_models),
