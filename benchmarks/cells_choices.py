@@ -40,10 +40,11 @@ Choices (``CHOICES``; the names and the CSV of each: ``leuko.report.CELL_VARIANT
   which softens the sharp source instead; the cache is prepared again from the same rows.
 - ``contrast``: lightness-contrast jitter in training (``cells.train.low_contrast``: each
   training cell's lightness spread multiplied by a factor drawn from [0.6, 1],
-  ``multisource.contrast_jitter``) against none; adopted after it was measured over seeds, so
-  the study now uses it and this choice compares nothing (the script says so). Before blood-cell-images' black corners were
+  ``multisource.contrast_jitter``) against none. Before blood-cell-images' black corners were
   filled, they shrank its cells' lightness spread by about that much, and its model carried
-  better to PBC's monocytes (README *Black margins*): was the accident a remedy?
+  better to PBC's monocytes (README *Black margins*): was the accident a remedy? Adopted after
+  it was measured over seeds, so the study now uses it and the choice has nothing left to
+  compare (the script says so and stops).
 
 The cell models (``cells.trainings``, or ``--trainings``) are trained again exactly as the
 train-cells stage trains them (``multisource.train_cell_model``: the study's cache

@@ -930,4 +930,3 @@ def test_cells_data_table_counts_images_and_distinct_source_cells_per_class_and_
     assert table.loc["neutrophil", "blood-cell-images train"] == "1 (1)"
     assert table.loc["basophil", "pbc test"] == "2 (1)"
     assert table.loc["monocyte", "pbc test"] == ""  # a class the part lacks is blank
-
