@@ -165,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("choice", choices=CHOICES)
     parser.add_argument("--trainings", default=None,
                         help="comma-separated cells.trainings to run (default: all)")
-    parser.add_argument("--n-boot", type=int, default=200)
+    parser.add_argument("--n-boot", type=int, default=None,
+                        help="bootstrap draws of each model's intervals (default: the study's "
+                             "evaluate.n_boot, so the variant's metrics match its models')")
     parser.add_argument("--seed", type=int, default=None,
                         help="training seed of both sides (default: the study's, whose models "
                              "are the baseline); another seed trains the baseline too and "
@@ -194,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                          "would be the same; compare it with the setting before by hand")
     trainings = tuple(args.trainings.split(",")) if args.trainings else config.trainings
     seed = int(read_block("data")["seed"])
+    if args.n_boot is None:
+        args.n_boot = int(read_block("evaluate")["n_boot"])
     cache = multisource.load_cell_cache()
     train_seed = seed if args.seed is None else args.seed
     if args.over_seeds:
