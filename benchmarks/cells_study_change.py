@@ -67,8 +67,8 @@ def snapshot(root: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("snapshot", "compare"))
-    parser.add_argument("name", help="the change: snapshot in build/choices/before-NAME/, README block "
-                                             "cells-NAME")
+    parser.add_argument("name", help="the change: snapshot in build/choices/before-NAME/, "
+                                     "README block cells-NAME")
     parser.add_argument("--n-boot", type=int, default=2000)
     args = parser.parse_args(argv)
 
