@@ -930,3 +930,30 @@ def test_cells_data_table_counts_images_and_distinct_source_cells_per_class_and_
     assert table.loc["neutrophil", "blood-cell-images train"] == "1 (1)"
     assert table.loc["basophil", "pbc test"] == "2 (1)"
     assert table.loc["monocyte", "pbc test"] == ""  # a class the part lacks is blank
+
+
+def test_results_blocks_are_written_into_whichever_document_holds_their_markers(tmp_path):
+    def block(name, body):
+        start, end = report.readme_block_markers(name)
+        return f"{start}\n{body}\n{end}"
+
+    readme, log = tmp_path / "README.md", tmp_path / "log.md"
+    readme.write_text(f"# README\n{block('results', 'old')}\n{block('cells', 'old')}\nend\n")
+    log.write_text(f"# Log\n\n{block('cells-tta', 'old')}\n")
+    table = report.results_table([_metrics_file("wbc-net-imagenet", "wbc", 71, 71,
+                                                list(range(71)))])
+    changed = report.update_documents((readme, log), table, {"cells": "new cells",
+                                                             "cells-tta": "new tta"})
+    assert changed == [readme, log]
+    assert block("cells", "new cells") in readme.read_text()
+    assert readme.read_text().endswith("\nend\n")
+    assert report.readme_table(table) in readme.read_text()
+    assert log.read_text() == f"# Log\n\n{block('cells-tta', 'new tta')}\n"
+    # written again: nothing changes
+    assert report.update_documents((readme, log), table, {"cells": "new cells",
+                                                          "cells-tta": "new tta"}) == []
+    with pytest.raises(ValueError, match="block 'cells-size'.*none of"):
+        report.update_documents((readme, log), table, {"cells-size": "x"})
+    log.write_text(block("cells", "a copy"))
+    with pytest.raises(ValueError, match="block 'cells'.*in one document"):
+        report.update_documents((readme, log), table, {"cells": "x"})

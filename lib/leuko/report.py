@@ -578,17 +578,32 @@ def replace_readme_block(text: str, name: str, body: str) -> str:
     return f"{head}{start}\n{body}\n{end}{tail}"
 
 
-def update_readme(readme: Path, table: pd.DataFrame, blocks: dict[str, str] | None = None
-                  ) -> bool:
-    """Replace the results table (and each of ``blocks``: name -> markdown) between the
-    README's markers; True if the text changed."""
-    text = Path(readme).read_text()
-    new = replace_readme_block(text, "results", readme_table(table))
-    for name, body in (blocks or {}).items():
-        new = replace_readme_block(new, name, body)
-    if new != text:
-        Path(readme).write_text(new)
-    return new != text
+# The documents whose blocks ``make results`` writes: the README, and the log of the cell
+# classifier's measured choices that the README's section on it links to.
+RESULT_DOCUMENTS = (Path("README.md"), Path("docs/cell-classifier-choices.md"))
+
+
+def update_documents(documents: tuple[Path, ...], table: pd.DataFrame,
+                     blocks: dict[str, str] | None = None) -> list[Path]:
+    """Replace the results table and each of ``blocks`` (name -> markdown) between their
+    markers, in whichever of ``documents`` holds them; the documents that changed.
+
+    Raises ValueError for a block whose markers are in none of the documents, or in more
+    than one."""
+    texts = {Path(d): Path(d).read_text() for d in documents}
+    new = dict(texts)
+    for name, body in {"results": readme_table(table), **(blocks or {})}.items():
+        start, _ = readme_block_markers(name)
+        holders = [d for d, text in new.items() if start in text]
+        if len(holders) != 1:
+            where = ", ".join(map(str, holders)) or "none of " + ", ".join(map(str, texts))
+            raise ValueError(f"block {name!r}: its markers must be in one document, found in "
+                             f"{where}")
+        new[holders[0]] = replace_readme_block(new[holders[0]], name, body)
+    changed = [d for d in texts if new[d] != texts[d]]
+    for document in changed:
+        document.write_text(new[document])
+    return changed
 
 
 def cells_markdown(cross_source_csv: Path) -> str:
@@ -887,8 +902,13 @@ CELL_VARIANTS = (
     CellVariant("cells-floor-seed1", "reports/ablation/cells_floor-seed1.csv", "no blur",
                 "blur 1 px, floor 10", "benchmarks/cells_choices.py floor --seed 1",
                 ("validation accuracy",)),
+    # measured before the black-margin fill (commit ed558ed), with the floor at 10
+    CellVariant("cells-floor-seeds-before-fill", "reports/ablation/cells_floor-seeds-before-fill.csv",
+                "no blur", "blur 1 px, floor 10",
+                "benchmarks/cells_choices.py floor --over-seeds at commit ed558ed",
+                over_seeds=True),
     CellVariant("cells-floor-seeds", "reports/ablation/cells_floor-seeds.csv", "no blur",
-                "blur 1 px, floor 10", "benchmarks/cells_choices.py floor --over-seeds",
+                "blur 1 px, floor 14", "benchmarks/cells_choices.py floor --over-seeds",
                 over_seeds=True),
     CellVariant("cells-randomise", "reports/ablation/cells_randomise.csv", "as prepared",
                 "detail drawn from 10..22", "benchmarks/cells_choices.py randomise",
@@ -1455,11 +1475,12 @@ def readme_results_table(metrics_dir: Path, models: list[str] | None = None) -> 
 
 def main() -> int:
     """``python -m leuko.report``: refresh the README's results table, the cell classifier's
-    leave-one-source-out table and the stage times from the run's files."""
+    leave-one-source-out table, the stage times and every other block of
+    :data:`RESULT_DOCUMENTS` from the run's files."""
     models = listed_models()
     cell_models = [m for m in models if m.startswith("cells-")]
-    changed = update_readme(Path("README.md"), readme_results_table(Path("reports/metrics"),
-                                                                    models), {
+    changed = update_documents(RESULT_DOCUMENTS, readme_results_table(Path("reports/metrics"),
+                                                                      models), {
         "cells": cells_markdown(Path("reports/cells/cross_source.csv")),
         "cells-data": cells_data_markdown(Path("build/manifests/cells.csv")),
         "cells-ensemble": cells_ensemble_markdown(
@@ -1486,7 +1507,8 @@ def main() -> int:
                                                 v.script) if v.over_seeds else
            cell_variant_markdown(Path(v.csv), v.baseline, v.alternative, v.script,
                                  extra=v.extra) for v in CELL_VARIANTS}})
-    print("README.md results " + ("updated" if changed else "already current"))
+    print(", ".join(map(str, changed)) + " updated" if changed
+          else "results already current in " + ", ".join(map(str, RESULT_DOCUMENTS)))
     return 0
 
 
