@@ -45,6 +45,10 @@ Choices (``CHOICES``; the names and the CSV of each: ``leuko.report.CELL_VARIANT
   better to PBC's monocytes (README *Black margins*): was the accident a remedy? Adopted after
   it was measured over seeds, so the study now uses it and the choice has nothing left to
   compare (the script says so and stops).
+- ``stain``: the stain, colour and scale jitter in training at twice the study's strength
+  (``cells.train.stain_jitter: 2``: stain density factors 1 +- 0.6, hue +- 0.06, zoom up to
+  1.3x in or out, ``leuko.stain.jitter_ranges``) against 1. Without the jitter both single-source models
+  collapse on the other source (README block ``cells-jitter``): does more of it carry further?
 
 The cell models (``cells.trainings``, or ``--trainings``) are trained again exactly as the
 train-cells stage trains them (``multisource.train_cell_model``: the study's cache
@@ -66,6 +70,7 @@ difference over source cells and seeds, the two ensembles). The variant's runs a
 ``cells-<choice>-seeds``.
 
     .venv/bin/python benchmarks/cells_choices.py floor --over-seeds   # ~70 min on 2 cores
+    .venv/bin/python benchmarks/cells_choices.py stain --over-seeds   # ~55 min on 2 cores
     .venv/bin/python benchmarks/cells_choices.py contrast --over-seeds \
         --trainings blood-cell-images,pbc    # the two held-out directions only: ~35 min
 """
@@ -88,7 +93,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # README blocks cells-<choice> (leuko.report.CELL_VARIANTS)
 CHOICES = ("bn", "size", "blur", "sharpness", "jitter", "floor", "randomise", "sharpen",
-           "contrast")
+           "contrast", "stain")
 ALTERNATIVE_SIZE = 96
 ALTERNATIVE_BLUR = 1.0
 # Chosen from the README's cell-detail blocks before cells.preprocess.fill_dark_margin (commit
@@ -99,6 +104,7 @@ ALTERNATIVE_MAX_DETAIL = 12.0  # between the two sources' median detail then
 ALTERNATIVE_FLOOR = 14.0  # about blood-cell-images' median detail now (TRAIN 14.3)
 ALTERNATIVE_CEILING = 22.0  # about PBC's median detail
 ALTERNATIVE_MIN_DETAIL = 18.0  # below PBC's median detail of every class but platelets
+ALTERNATIVE_STAIN_JITTER = 2.0  # twice the study's strength (leuko.stain.jitter_ranges)
 ALTERNATIVE_LOW_CONTRAST = 0.4  # factors 0.6..1: what the black corners did (README *Black margins*)
 
 
@@ -119,6 +125,9 @@ def variant_of(choice: str, config):
                                              detail_ceiling=ALTERNATIVE_CEILING))
     if choice == "jitter":
         return replace(config, train=replace(config.train, stain_jitter=0.0))
+    if choice == "stain":
+        return replace(config, train=replace(config.train,
+                                             stain_jitter=ALTERNATIVE_STAIN_JITTER))
     if choice == "contrast":
         return replace(config, train=replace(config.train, low_contrast=ALTERNATIVE_LOW_CONTRAST))
     if choice == "sharpen":
