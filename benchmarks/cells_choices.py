@@ -18,7 +18,8 @@ Choices (``CHOICES``; the names and the CSV of each: ``leuko.report.CELL_VARIANT
   size from the same rows and framing) against the study's 64 px.
 - ``blur``: sharpness jitter (``cells.train.blur_sigma``: each training cell blurred by a random
   share of a Gaussian of 1 px at 64 px) against none. At 64 px PBC's prepared cells carry more
-  fine detail (``cells.detail``) than blood-cell-images' (the README's ``cell-detail`` block).
+  fine detail (``cells.detail``) than blood-cell-images' (the ``cell-detail`` block of
+  docs/cell-classifier-choices.md).
 - ``sharpness``: sharpness normalisation (``cells.preprocess.max_detail``: every prepared cell,
   in training, evaluation and ``leuko classify``, blurred down to at most that much detail,
   ``cells.cap_detail``) against none; the cache is prepared again from the same rows.
@@ -42,13 +43,14 @@ Choices (``CHOICES``; the names and the CSV of each: ``leuko.report.CELL_VARIANT
   training cell's lightness spread multiplied by a factor drawn from [0.6, 1],
   ``multisource.contrast_jitter``) against none. Before blood-cell-images' black corners were
   filled, they shrank its cells' lightness spread by about that much, and its model carried
-  better to PBC's monocytes (README *Black margins*): was the accident a remedy? Adopted after
+  better to PBC's monocytes (*Black margins* in docs/cell-classifier-choices.md): was the accident a remedy? Adopted after
   it was measured over seeds, so the study now uses it and the choice has nothing left to
   compare (the script says so and stops).
 - ``stain``: the stain, colour and scale jitter in training at twice the study's strength
   (``cells.train.stain_jitter: 2``: stain density factors 1 +- 0.6, hue +- 0.06, zoom up to
-  1.3x in or out, ``leuko.stain.jitter_ranges``) against 1. Without the jitter both single-source models
-  collapse on the other source (README block ``cells-jitter``): does more of it carry further?
+  1.3x in or out, ``leuko.stain.jitter_ranges``) against 1. Without the jitter both
+  single-source models collapse on the other source (block ``cells-jitter``): does more of it
+  carry further?
 
 The cell models (``cells.trainings``, or ``--trainings``) are trained again exactly as the
 train-cells stage trains them (``multisource.train_cell_model``: the study's cache
@@ -91,12 +93,12 @@ from cell_variants import difference_columns, write_table
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# README blocks cells-<choice> (leuko.report.CELL_VARIANTS)
+# blocks cells-<choice> of docs/cell-classifier-choices.md (leuko.report.CELL_VARIANTS)
 CHOICES = ("bn", "size", "blur", "sharpness", "jitter", "floor", "randomise", "sharpen",
            "contrast", "stain")
 ALTERNATIVE_SIZE = 96
 ALTERNATIVE_BLUR = 1.0
-# Chosen from the README's cell-detail blocks before cells.preprocess.fill_dark_margin (commit
+# Chosen from the cell-detail blocks before cells.preprocess.fill_dark_margin (commit
 # e151193), when blood-cell-images' TRAIN, VAL and TEST cells, washed out by their black
 # corners, measured ~10 and PBC's ~22; every choice below was measured on those cells, bar
 # the floor over seeds, measured again after the fill with the floor at 14 (it was 10).
@@ -105,7 +107,7 @@ ALTERNATIVE_FLOOR = 14.0  # about blood-cell-images' median detail now (TRAIN 14
 ALTERNATIVE_CEILING = 22.0  # about PBC's median detail
 ALTERNATIVE_MIN_DETAIL = 18.0  # below PBC's median detail of every class but platelets
 ALTERNATIVE_STAIN_JITTER = 2.0  # twice the study's strength (leuko.stain.jitter_ranges)
-ALTERNATIVE_LOW_CONTRAST = 0.4  # factors 0.6..1: what the black corners did (README *Black margins*)
+ALTERNATIVE_LOW_CONTRAST = 0.4  # factors 0.6..1: what the black corners did (*Black margins*)
 
 
 def variant_of(choice: str, config):

@@ -371,9 +371,10 @@ def contrast_jitter(images, seed, low: float):
     multiplied by a factor ``f ~ U[1 - low, 1]`` (seeded by ``seed``, a shape-[2] int tensor):
     every channel moved by ``(f - 1) (Y - mean Y)``, ``Y`` the pixel's grey level, so the
     lightness spread shrinks and the chroma (each channel minus the grey) is kept. What
-    blood-cell-images' black corners did to its cells by accident (README *Black margins*: the
-    Reinhard statistics, inflated by the black, shrank their lightness spread by a factor of
-    about 0.65 to 1), as a training jitter. Clipped to 0..255."""
+    blood-cell-images' black corners did to its cells by accident (*Black margins* in
+    docs/cell-classifier-choices.md: the Reinhard statistics, inflated by the black, shrank
+    their lightness spread by a factor of about 0.65 to 1), as a training jitter. Clipped to
+    0..255."""
     import tensorflow as tf
 
     images = tf.cast(images, tf.float32)

@@ -868,7 +868,7 @@ def training_overhead(train_dir: Path = Path("reports/train"),
 @dataclass(frozen=True)
 class CellVariant:
     """One comparison of the cell models against a variant of them (a ``benchmarks/`` script
-    writes ``csv``; its columns end in ``baseline`` / ``alternative``): the README block and
+    writes ``csv``; its columns end in ``baseline`` / ``alternative``): the results block and
     the script that fills it, and the per-model columns to show beside the scores."""
 
     block: str
@@ -896,6 +896,8 @@ CELL_VARIANTS = (
     CellVariant("cells-jitter", "reports/ablation/cells_jitter.csv", "stain jitter 1",
                 "no stain jitter", "benchmarks/cells_choices.py jitter",
                 ("validation accuracy",)),
+    # cells-floor, cells-floor-seed1: one seed each, before the black-margin fill, the floor
+    # at 10 (cells_choices.py now uses 14: a rerun is a new measurement; relabel it)
     CellVariant("cells-floor", "reports/ablation/cells_floor.csv", "no blur",
                 "blur 1 px, floor 10", "benchmarks/cells_choices.py floor",
                 ("validation accuracy",)),
@@ -931,7 +933,7 @@ CELL_VARIANTS = (
 
 
 def cell_variant(block: str) -> CellVariant:
-    """The entry of :data:`CELL_VARIANTS` for README block ``block``."""
+    """The entry of :data:`CELL_VARIANTS` for results block ``block``."""
     for variant in CELL_VARIANTS:
         if variant.block == block:
             return variant
