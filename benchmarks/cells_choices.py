@@ -50,7 +50,7 @@ Choices (``CHOICES``; the names and the CSV of each: ``leuko.report.CELL_VARIANT
   (``cells.train.stain_jitter: 2``: stain density factors 1 +- 0.6, hue +- 0.06, zoom up to
   1.3x in or out, ``leuko.stain.jitter_ranges``) against 1. Without the jitter both
   single-source models collapse on the other source (block ``cells-jitter``): does more of it
-  carry further?
+  carry further? ``stain-1.5``: the same at 1.5, between the study's and twice it.
 
 The cell models (``cells.trainings``, or ``--trainings``) are trained again exactly as the
 train-cells stage trains them (``multisource.train_cell_model``: the study's cache
@@ -95,7 +95,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # blocks cells-<choice> of docs/cell-classifier-choices.md (leuko.report.CELL_VARIANTS)
 CHOICES = ("bn", "size", "blur", "sharpness", "jitter", "floor", "randomise", "sharpen",
-           "contrast", "stain")
+           "contrast", "stain", "stain-1.5")
 ALTERNATIVE_SIZE = 96
 ALTERNATIVE_BLUR = 1.0
 # Chosen from the cell-detail blocks before cells.preprocess.fill_dark_margin (commit
@@ -127,9 +127,9 @@ def variant_of(choice: str, config):
                                              detail_ceiling=ALTERNATIVE_CEILING))
     if choice == "jitter":
         return replace(config, train=replace(config.train, stain_jitter=0.0))
-    if choice == "stain":
-        return replace(config, train=replace(config.train,
-                                             stain_jitter=ALTERNATIVE_STAIN_JITTER))
+    if choice in ("stain", "stain-1.5"):
+        strength = ALTERNATIVE_STAIN_JITTER if choice == "stain" else 1.5
+        return replace(config, train=replace(config.train, stain_jitter=strength))
     if choice == "contrast":
         return replace(config, train=replace(config.train, low_contrast=ALTERNATIVE_LOW_CONTRAST))
     if choice == "sharpen":
