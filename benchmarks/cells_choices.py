@@ -106,7 +106,8 @@ ALTERNATIVE_MAX_DETAIL = 12.0  # between the two sources' median detail then
 ALTERNATIVE_FLOOR = 14.0  # about blood-cell-images' median detail now (TRAIN 14.3)
 ALTERNATIVE_CEILING = 22.0  # about PBC's median detail
 ALTERNATIVE_MIN_DETAIL = 18.0  # below PBC's median detail of every class but platelets
-ALTERNATIVE_STAIN_JITTER = 2.0  # twice the study's strength (leuko.stain.jitter_ranges)
+# stain jitter strengths against the study's 1 (leuko.stain.jitter_ranges), by choice
+ALTERNATIVE_STAIN_JITTER = {"stain": 2.0, "stain-1.5": 1.5}
 ALTERNATIVE_LOW_CONTRAST = 0.4  # factors 0.6..1: what the black corners did (*Black margins*)
 
 
@@ -127,9 +128,9 @@ def variant_of(choice: str, config):
                                              detail_ceiling=ALTERNATIVE_CEILING))
     if choice == "jitter":
         return replace(config, train=replace(config.train, stain_jitter=0.0))
-    if choice in ("stain", "stain-1.5"):
-        strength = ALTERNATIVE_STAIN_JITTER if choice == "stain" else 1.5
-        return replace(config, train=replace(config.train, stain_jitter=strength))
+    if choice in ALTERNATIVE_STAIN_JITTER:
+        return replace(config, train=replace(config.train,
+                                             stain_jitter=ALTERNATIVE_STAIN_JITTER[choice]))
     if choice == "contrast":
         return replace(config, train=replace(config.train, low_contrast=ALTERNATIVE_LOW_CONTRAST))
     if choice == "sharpen":
