@@ -1,5 +1,5 @@
 """What ``benchmarks/adabn.py`` and ``benchmarks/cells_choices.py`` share: two variants of the cell
-models compared on one test part, written in the columns ``report.cell_variant_markdown``
+models compared on one test part, written in the columns ``results_docs.cell_variant_markdown``
 reads (``accuracy <variant>``, ..., ``accuracy difference``, ``difference low`` / ``high``)."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def score_study_models(block: str, probabilities, n_boot: int) -> list[dict]:
     from leuko.evaluation import source_cells
     from leuko.machine import machine_line
     from leuko.params import read_block
-    from leuko.report import cell_variant
+    from leuko.results_docs import cell_variant
 
     variant = cell_variant(block)
     names = {False: variant.baseline, True: variant.alternative}

@@ -10,7 +10,7 @@ better to another lab?
     .venv/bin/python benchmarks/cells_choices.py randomise   # ~15 min on 2 cores
     .venv/bin/python benchmarks/cells_choices.py sharpen     # ~15 min on 2 cores
 
-Choices (``CHOICES``; the names and the CSV of each: ``leuko.report.CELL_VARIANTS``):
+Choices (``CHOICES``; the names and the CSV of each: ``leuko.results_docs.CELL_VARIANTS``):
 
 - ``bn``: the base's BatchNorm in inference mode while fine-tuning (ImageNet statistics kept,
   ``cells.train.bn_inference: true``) against adapting to the training cells (``false``).
@@ -66,7 +66,7 @@ comparison.
 ``--over-seeds`` (training choices only) measures the choice as the study measures its own
 settings: the variant's main run and a repeat at each of ``cells.repeats.seeds``, and each
 training's ensemble of them (``leuko.ensemble``), against the study's runs and ensembles at the
-same seeds (``report.cells_choice_seeds_table``: one run's mean ± sd of each side, the paired
+same seeds (``results_docs.cells_choice_seeds_table``: one run's mean ± sd of each side, the paired
 difference over source cells and seeds, the two ensembles). The variant's runs are kept in
 ``build/choices/<choice>/``, so a rerun resumes; writes the CSV of README block
 ``cells-<choice>-seeds``.
@@ -93,7 +93,7 @@ from cell_variants import difference_columns, write_table
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# blocks cells-<choice> of docs/cell-classifier-choices.md (leuko.report.CELL_VARIANTS)
+# blocks cells-<choice> of docs/cell-classifier-choices.md (leuko.results_docs.CELL_VARIANTS)
 CHOICES = ("bn", "size", "blur", "sharpness", "jitter", "floor", "randomise", "sharpen",
            "contrast", "stain", "stain-1.5")
 ALTERNATIVE_SIZE = 96
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     from leuko.evaluation import source_cells
     from leuko.machine import machine_line
     from leuko.params import read_block
-    from leuko.report import cell_variant, cells_choice_seeds_table
+    from leuko.results_docs import cell_variant, cells_choice_seeds_table
 
     # its README block: cells-<choice>, or cells-<choice>-seeds for --over-seeds
     choice = cell_variant(f"cells-{args.choice}" + ("-seeds" if args.over_seeds else ""))

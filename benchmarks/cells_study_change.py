@@ -9,9 +9,9 @@
 their repeats and ensembles: metrics and predictions) and the cells manifest into
 ``build/choices/before-NAME/``, laid out as the study's own folders
 (``study.Paths(root)``), with the commit it was taken at. ``compare NAME`` sets the study's
-models now beside them (``report.cells_choice_seeds_table``: one run's mean ± sd of each
+models now beside them (``results_docs.cells_choice_seeds_table``: one run's mean ± sd of each
 side, the paired difference over source cells and seeds, the two ensembles) and writes the
-CSV of the README block ``cells-NAME`` (``leuko.report.CELL_VARIANTS``), which
+CSV of the README block ``cells-NAME`` (``leuko.results_docs.CELL_VARIANTS``), which
 ``make results`` copies into the README.
 
 Unlike ``benchmarks/cells_choices.py``, which trains a variant beside the study, this measures
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     from leuko import study
     from leuko.machine import machine_line
     from leuko.params import read_block
-    from leuko.report import cell_variant, cells_choice_seeds_table
+    from leuko.results_docs import cell_variant, cells_choice_seeds_table
 
     root = ROOT / "build" / "choices" / f"before-{args.name}"
     if args.action == "snapshot":

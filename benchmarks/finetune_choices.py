@@ -36,14 +36,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from leuko.report import FINETUNE_CHOICES
+from leuko.results_docs import FINETUNE_CHOICES
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET, NETWORK, REGIME = "blood-cell-images", "mobilenet_v2", "imagenet-finetune"
 SPLITS = ("test", "test_simple")
 
 
-#: the choices and their two values: leuko.report.FINETUNE_CHOICES, which also labels them
+#: the choices and their two values: leuko.results_docs.FINETUNE_CHOICES, which also labels them
 CHOICES = {choice.name: choice for choice in FINETUNE_CHOICES}
 
 

@@ -40,6 +40,35 @@ def test_wbc_models_are_networks_x_regimes_plus_the_pooled_ones_and_the_repeats(
         study.wbc_models({"regimes": ["x"]})
 
 
+def test_the_head_only_regimes_at_the_thesis_input_size_are_models_named_by_their_size():
+    wbc = {"networks": ["a", "b"], "regimes": ["imagenet", "scratch"],
+           "thesis_input": {"image_size": 224, "networks": ["a"],
+                            "regimes": ["imagenet", "imagenet-long"],
+                            "pooled_regimes": ["imagenet"]}}
+    sized = [m for m in study.wbc_models(wbc) if m.regime.endswith("px")]
+    assert [m.model_id for m in sized] == ["blood-cell-images-a-imagenet-224px",
+                                           "blood-cell-images-a-imagenet-long-224px",
+                                           "blood-cell-images-pooled-a-imagenet-224px"]
+    assert study.regime_and_size("imagenet-long-224px") == ("imagenet-long", 224)
+    assert study.regime_and_size("imagenet-finetune") == ("imagenet-finetune", None)
+    assert study.sized_regime("imagenet", None) == "imagenet"
+    run = study.WbcRun.from_params("blood-cell-images", "mobilenet_v2", "imagenet-224px",
+                                   {"seed": 0}, {**SMALL_WBC, "image_size": 96})
+    assert (run.base_regime, run.own_size, run.settings.image_size) == ("imagenet", 224, 224)
+    assert run.training == study.RegimeSettings.from_params("imagenet")
+    assert run.model_id == "blood-cell-images-mobilenet_v2-imagenet-224px"
+    assert study.Paths().features("d", "n", 224).name == "d-n-224px.npz"
+    assert study.Paths().features("d", "n").name == "d-n.npz"
+    with pytest.raises(ValueError, match="regime must be one of"):
+        study.WbcRun.from_params("blood-cell-images", "mobilenet_v2", "nope-224px",
+                                 {"seed": 0}, SMALL_WBC)
+
+
+SMALL_WBC = {"image_size": 96, "train_per_class": 5, "val_per_class": 2, "feature_batch": 8,
+             "precision": "float32", "strategy": "auto", "eager": False, "bottleneck": "avg",
+             "weights": "imagenet"}
+
+
 def test_a_network_trained_in_one_stage_has_its_models_in_its_own_folder():
     wbc = {"networks": ["a", "b"], "regimes": ["x"], "pooled_regimes": ["x"],
            "stages": {"per_model": ["a"], "per_network": ["b"]}}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from leuko import presets, report
+from leuko import presets, report, results_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = str(Path(sys.executable).parent / "dvc")
@@ -87,7 +87,7 @@ def test_every_preset_sets_the_same_files_so_any_switch_is_complete():
     """A file set by one preset and not another would keep the last preset's values."""
     folder = ROOT / "params" / "presets"
     files = {name: presets.preset_files(name, folder) for name in presets.available(folder)}
-    assert {"default", "full", "smoke"} <= set(files)
+    assert {"default", "spread", "full", "smoke"} <= set(files)
     assert len({tuple(f) for f in files.values()}) == 1, files
 
 
@@ -123,6 +123,52 @@ def test_smoke_preset_has_the_full_structure_and_default_comes_back_byte_identic
     assert after == before
 
 
+def test_spread_preset_is_the_default_plus_seeds_ensembles_and_stain_jitter(tmp_path):
+    """The default study is one draw of every model; ``spread`` adds only stages of its own
+    (repeats, ensembles, fine-tuning with stain jitter) and changes no other value, so
+    switching to it reruns none of the default's trainings."""
+    import yaml
+
+    folder = ROOT / "params" / "presets"
+    default = {f: yaml.safe_load((folder / "default" / f).read_text())
+               for f in presets.preset_files("default", folder)}
+    spread = {f: yaml.safe_load((folder / "spread" / f).read_text())
+              for f in presets.preset_files("spread", folder)}
+    for name in ("wbc", "cells", "leukemia"):
+        assert default[Path(f"{name}.yaml")][name]["repeats"]["seeds"] == []
+        assert spread[Path(f"{name}.yaml")][name]["repeats"]["seeds"] == [1, 2]
+    assert default[Path("cells.yaml")]["cells"]["ensembles"] == []
+    wbc_d, wbc_s = default[Path("wbc.yaml")]["wbc"], spread[Path("wbc.yaml")]["wbc"]
+    assert "imagenet-finetune-stain" not in wbc_d["regimes"]
+    assert wbc_s["regimes"] == [*wbc_d["regimes"][:3], "imagenet-finetune-stain",
+                                *wbc_d["regimes"][3:]]
+    spread_keys = {("wbc", "regimes"), ("wbc", "repeats"), ("cells", "repeats"),
+                   ("cells", "ensembles"), ("leukemia", "repeats")}
+    for relative, values in default.items():
+        for block, settings in values.items():
+            for key, value in settings.items():
+                if (block, key) not in spread_keys:
+                    assert spread[relative][block][key] == value, (relative, key)
+
+    work = tmp_path / "repo"
+    work.mkdir()
+    shutil.copy(ROOT / "dvc.yaml", work / "dvc.yaml")
+    shutil.copytree(ROOT / "params", work / "params")
+    subprocess.run([DVC, "init", "--no-scm", "-q"], cwd=work, check=True)
+
+    def stages() -> set[str]:
+        return set(subprocess.run([DVC, "stage", "list", "--name-only"], cwd=work, check=True,
+                                  capture_output=True, text=True).stdout.split())
+
+    presets.apply_preset("default", work / "params", work / "params" / "presets")
+    lean = stages()
+    presets.apply_preset("spread", work / "params", work / "params" / "presets")
+    assert lean < stages()
+    own = {s for s in stages() - lean if not any(k in s for k in ("repeat", "ensemble"))}
+    assert own == {
+        "train@blood-cell-images-mobilenet_v2-imagenet-finetune-stain"}
+
+
 def test_unknown_preset_names_the_choices():
     with pytest.raises(ValueError, match="preset must be one of"):
         presets.preset_files("gpu", ROOT / "params" / "presets")
@@ -134,11 +180,11 @@ def test_readme_results_match_the_metrics_files():
         pytest.skip("no metrics committed yet")
     readme = (ROOT / "README.md").read_text()
     listed = report.listed_models(ROOT / "params")
-    assert report.readme_table(report.readme_results_table(metrics, listed)) in readme, \
-        "run `make results` after `make study`"
-    cells = report.cells_markdown(ROOT / "reports" / "cells" / "cross_source.csv")
+    table = results_docs.readme_results_table(metrics, listed)
+    assert results_docs.readme_table(table) in readme, "run `make results` after `make study`"
+    cells = results_docs.cells_markdown(ROOT / "reports" / "cells" / "cross_source.csv")
     assert cells in readme, "run `make results` after `make study`"
-    assert report.times_markdown(ROOT / "reports" / "times") in readme, "run `make results`"
+    assert results_docs.times_markdown(ROOT / "reports" / "times") in readme, "run `make results`"
 
 
 def test_dvc_plots_show_curves_and_a_confusion_matrix_per_evaluated_split():

@@ -1,15 +1,16 @@
-"""Tests of leuko.report's tables that are not covered by the pipeline test: values against
-hand-computed ones."""
+"""Tests of leuko.report's tables and of leuko.results_docs's README / docs blocks that are
+not covered by the pipeline test: values against hand-computed ones."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from leuko import report
+from leuko import report, results_docs
 
 
 def _result(model: str, **accuracies: float) -> dict:
@@ -191,7 +192,9 @@ def test_paired_comparisons_three_runs_against_one(tmp_path):
         assert r.share_a_better == pytest.approx(1 - 0.4 ** 5 - (1 - 0.4 ** 5) / 27, abs=0.005)
     # the other comparisons keep their one run each: the repeats join only their own kind
     others = report.paired_comparisons(table, predictions, manifests, splits=("test",),
-                                       comparisons=report.COMPARISONS[2:3], n_boot=50)
+                                       comparisons=tuple(c for c in report.COMPARISONS
+                                                   if c.name == "100 epochs vs long training"),
+                                       n_boot=50)
     assert (others["runs_a"].tolist(), others["runs_b"].tolist()) == ([3], [1])
 
 
@@ -207,7 +210,7 @@ def test_paired_comparisons_needs_the_manifest_groups(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# exact intervals in the results table, labels
+# exact intervals in the results table
 # --------------------------------------------------------------------------------------------
 def _metrics_file(model: str, dataset: str, correct: int, n: int, groups) -> dict:
     from leuko.metrics import add_exact_interval, classification_metrics, metric_intervals
@@ -231,7 +234,7 @@ def test_results_table_uses_exact_interval_only_for_distinct_cells():
     # the bootstrap of a perfect score is the degenerate [100, 100]; the exact one is not
     assert report.accuracy_ci(next(table.iloc[:1].itertuples())) == "100.0 % [86.8, 100.0] exact"
     assert report.accuracy_ci(next(table.iloc[1:].itertuples())) == "100.0 % [100.0, 100.0]"
-    readme = report.readme_table(table.assign(split="test"))
+    readme = results_docs.readme_table(table.assign(split="test"))
     assert "| `all-idb2-cnn-scratch` | 100.0 % [86.8, 100.0] exact (1 run) |" in readme
     assert "Clopper-Pearson" in readme
     assert "exact" in report.summary_markdown(table)
@@ -256,21 +259,22 @@ def test_readme_says_which_interval_and_on_which_machines():
     assert table["n_cells"].tolist() == [25, 71]
     note = report.intervals_note(table)
     assert "all-idb2 TEST (26 images of 25 cells)" in note and "wbc TEST (71 cells)" in note
-    machines = report.machines_note(table)
+    machines = results_docs.machines_note(table)
     epyc = "AMD EPYC; 2 logical cores (2 usable); AVX2; TensorFlow 2.21.0"
     assert f"trained on {epyc} (1 model); Intel Xeon" in machines
     assert f"evaluated on {epyc} (2 models)" in machines
     assert "seen on 2 machines" in machines
     exact_column = report.styled_results(table).data["accuracy [exact 95 % CI]"]
     assert exact_column.tolist() == ["– (26 images of 25 cells)", "100.0 % [94.9, 100.0]"]
-    readme = report.readme_table(table)
+    readme = results_docs.readme_table(table)
     assert note in readme and machines in readme
     assert "| `all-idb2-cnn-scratch` | 96.2 % [" in readme  # bootstrap: 26 images of 25 cells
     assert "| `wbc-net-imagenet` | 100.0 % [94.9, 100.0] exact (1 run) |" in readme  # 0.025 ** (1/71)
     # files without a machine record say so rather than count as a machine
     c = _metrics_file("x-net-scratch", "x", 3, 4, None)
-    assert report.machines_note(report.results_table([c])).startswith("Machines: not recorded")
-    b_only = report.machines_note(report.results_table([b, c]))
+    assert results_docs.machines_note(report.results_table([c])).startswith(
+        "Machines: not recorded")
+    b_only = results_docs.machines_note(report.results_table([b, c]))
     assert "evaluated on AMD EPYC" in b_only and "; 1 model without a record" in b_only
 
 
@@ -284,22 +288,8 @@ def test_split_figures_text_gives_exact_and_bootstrap_intervals():
     assert "exact" not in report.split_figures_text(copies)
 
 
-def test_model_labels_are_short_two_line_names():
-    table = pd.DataFrame({"model": ["blood-cell-images-pooled-mobilenet_v2-imagenet-finetune-stain"],
-                          "dataset": ["blood-cell-images-pooled"], "network": ["mobilenet_v2"],
-                          "regime": ["imagenet-finetune-stain"]})
-    label = report.model_labels(table)[table["model"][0]]
-    assert label == "mobilenet_v2 · pooled split\nimagenet-finetune-stain"
-    assert max(len(line) for line in label.splitlines()) <= 28
-    assert report.model_label("all-idb2", "leukemia_cnn", "scratch") == \
-        "leukemia_cnn · all-idb2\nscratch"
-    two_runs = pd.DataFrame({"model": ["d-n-r", "d-n-r-seed1"], "dataset": "d", "network": "n",
-                             "regime": "r"})
-    assert list(report.model_labels(two_runs).values()) == ["n · d\nr · run 1", "n · d\nr · run 2"]
-
-
 def test_training_overhead_is_stage_time_minus_training_and_the_first_epochs_extra(tmp_path):
-    from leuko.report import training_overhead
+    from leuko.results_docs import training_overhead
 
     (tmp_path / "train").mkdir()
     (tmp_path / "times").mkdir()
@@ -317,48 +307,50 @@ def test_training_overhead_is_stage_time_minus_training_and_the_first_epochs_ext
 
 
 def test_study_parts_sort_every_kind_of_stage():
-    from leuko.report import study_part
+    from leuko.results_docs import study_part
 
-    assert study_part("train@blood-cell-images-mobilenet_v2-imagenet-seed1") == \
-        "repeats (other training seeds)"
-    assert study_part("evaluate-leukemia@leukemia_cnn-seed2") == "repeats (other training seeds)"
+    repeats = "repeats (other training seeds; the spread preset)"
+    assert study_part("train@blood-cell-images-mobilenet_v2-imagenet-seed1") == repeats
+    assert study_part("evaluate-leukemia@leukemia_cnn-seed2") == repeats
     assert study_part("train@blood-cell-images-mobilenet_v2-imagenet-finetune-stain") == \
-        "thesis: fine-tuning with stain jitter"
+        "thesis: fine-tuning with stain jitter (the spread preset)"
     for stage in ("prepare-leukemia", "train-leukemia@a", "export@leukemia"):
         assert study_part(stage) == "leukemia study"
-    assert study_part("train-cells@pbc-seed1") == "repeats (other training seeds)"
-    for stage in ("cells", "train-cells@both", "evaluate-cells", "export@wbc", "detect",
-                  "ensemble-cells@both", "evaluate-cells@both-ensemble"):
+    assert study_part("train-cells@pbc-seed1") == repeats
+    for stage in ("ensemble-cells@both", "evaluate-cells@both-ensemble"):
+        assert study_part(stage) == "cell ensembles (the spread preset)"
+    for stage in ("cells", "train-cells@both", "evaluate-cells", "export@wbc", "detect"):
         assert study_part(stage) == "cell classifier for other labs, smear detection"
+    for stage in ("features@blood-cell-images-mobilenet_v2-224px",
+                  "train@blood-cell-images-pooled-mobilenet_v2-imagenet-224px"):
+        assert study_part(stage) == "thesis: the head-only regimes at the thesis's input size"
     for stage in ("prepare-wbc", "features@blood-cell-images-mobilenet_v2", "evaluate-wbc",
-                  "train@blood-cell-images-mobilenet_v2-imagenet-finetune"):
-        assert study_part(stage) == "thesis: the regimes, the pooled split, evaluation"
+                  "train@blood-cell-images-mobilenet_v2-imagenet-finetune", "compare"):
+        assert study_part(stage) == "thesis: the regimes, the pooled split, evaluation, report"
 
 
-def test_budget_block_sums_each_part_and_what_is_left_without_it(tmp_path):
-    from leuko.report import budget_markdown
+def test_budget_block_sums_each_part_and_shows_the_wall_time_beside_its_target(tmp_path):
+    from leuko.results_docs import budget_markdown
 
-    times = {"prepare-wbc": 600.0, "train@d-n-imagenet-seed1": 300.0, "train-leukemia@a": 120.0,
-             "train-cells@both": 180.0}
-    for stage, seconds in times.items():
+    times = {"prepare-wbc": (600.0, "10:00", "10:10"), "train-leukemia@a": (120.0, "10:10", "10:12"),
+             "train-cells@both": (180.0, "10:12", "10:25")}
+    for stage, (seconds, start, end) in times.items():
         (tmp_path / f"{stage}.json").write_text(json.dumps({
-            "stage": stage, "seconds": seconds, "started": "2026-11-30T10:00:00+00:00",
-            "ended": "2026-11-30T10:10:00+00:00",
+            "stage": stage, "seconds": seconds, "started": f"2026-11-30T{start}:00+00:00",
+            "ended": f"2026-11-30T{end}:00+00:00",
             "machine": {"cpu": "AMD EPYC", "cores": 2, "usable_cores": 2, "avx2": True,
                         "avx512": False, "avx512_bf16": False, "amx": False,
                         "vector": "AVX2", "tensorflow": "2.21.0"}}))
     text = budget_markdown(tmp_path)
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]]
             for line in text.splitlines() if line.startswith("| ") and "minutes" not in line}
-    assert rows == {"repeats (other training seeds)": ["1", "5", "25 %"],
-                    "leukemia study": ["1", "2", "10 %"],
-                    "cell classifier for other labs, smear detection": ["1", "3", "15 %"],
-                    "thesis: the regimes, the pooled split, evaluation": ["1", "10", "50 %"]}
-    assert "In all 20.0 min of stage time" in text
-    # 20 - 5 (repeats) = 15, - 2 (leukemia) = 13, - 3 (cells) = 10
-    assert "without the repeats (other training seeds): 15.0" in text
-    assert "without the leukemia study as well: 13.0" in text
-    assert "smear detection as well: 10.0" in text
+    assert rows == {"leukemia study": ["1", "2", "13 %"],
+                    "cell classifier for other labs, smear detection": ["1", "3", "20 %"],
+                    "thesis: the regimes, the pooled split, evaluation, report": ["1", "10",
+                                                                                  "67 %"]}
+    assert "In all 15.0 min of stage time" in text
+    # 10:00 to 10:25, on an AVX2-only machine: its target is 35 minutes
+    assert "last stage end: 25.0 min, against a target of 35 min" in text
     assert "AMD EPYC" in text
     assert "No stage times" in budget_markdown(tmp_path / "none")
 
@@ -466,7 +458,7 @@ def test_readme_table_shows_mean_and_sd_per_kind_and_intervals_for_one_run():
     for result in results:  # a TEST_SIMPLE as well
         result["splits"]["test_simple"] = result["splits"]["test"]
     table = report.results_table(results)
-    readme = report.readme_table(table)
+    readme = results_docs.readme_table(table)
     lines = [line for line in readme.splitlines() if line.startswith("| `")]
     assert len(lines) == 2  # one row per kind, not per run
     imagenet, scratch = lines
@@ -477,7 +469,7 @@ def test_readme_table_shows_mean_and_sd_per_kind_and_intervals_for_one_run():
     assert scratch.startswith("| `wbc-net-scratch` | 90.0 % [")
     assert scratch.count("exact (1 run)") == 2  # every image its own cell
     assert report.SPREAD_NOTE in readme and "sample standard deviation" in readme
-    assert report.intervals_note(table) in readme and report.machines_note(table) in readme
+    assert report.intervals_note(table) in readme and results_docs.machines_note(table) in readme
     # the summary picks the best kind by its mean, not by its luckiest seed: imagenet's runs
     # 50, 60, 70 % (mean 60) against scratch's one run of 65 %
     summary = report.summary_markdown(report.results_table(
@@ -509,8 +501,8 @@ def test_finetune_choice_block_shows_mean_sd_over_seeds_and_the_paired_differenc
                            "share_alternative_better": [0.5, 0.9]})
     runs.to_csv(tmp_path / "finetune_bn.csv", index=False)
     paired.to_csv(tmp_path / "finetune_bn_paired.csv", index=False)
-    bn = next(c for c in report.FINETUNE_CHOICES if c.name == "bn")
-    text = report.finetune_choice_markdown(bn, tmp_path)
+    bn = next(c for c in results_docs.FINETUNE_CHOICES if c.name == "bn")
+    text = results_docs.finetune_choice_markdown(bn, tmp_path)
     # adapting: TEST 70 and 80 -> 75.0 ± 7.1; TEST_SIMPLE 80 and 90 -> 85.0 ± 7.1
     assert "| adapting (`false`, the default) | 2 | 75.0 ± 7.1 | 85.0 ± 7.1 | 91.0 ± 1.4 | 300 |" in text
     assert "| inference mode (`bn_inference: true`) | 2 | 75.0 ± 0.0 | 90.0 ± 7.1 |" in text
@@ -522,12 +514,12 @@ def test_finetune_choice_block_shows_mean_sd_over_seeds_and_the_paired_differenc
         {"warmup_learning_rate": {False: 0.001, True: 0.0001}}).to_csv(
         tmp_path / "finetune_warmup.csv", index=False)
     paired.to_csv(tmp_path / "finetune_warmup_paired.csv", index=False)
-    warmup = next(c for c in report.FINETUNE_CHOICES if c.name == "warmup")
-    text = report.finetune_choice_markdown(warmup, tmp_path)
+    warmup = next(c for c in results_docs.FINETUNE_CHOICES if c.name == "warmup")
+    text = results_docs.finetune_choice_markdown(warmup, tmp_path)
     assert "| 1e-3 (`warmup_learning_rate: 0.001`) | 2 | 75.0 ± 7.1 | 85.0 ± 7.1 |" in text
     assert "| 1e-4 (`0.0001`, the fine-tuning rate; the default) | 2 | 75.0 ± 0.0 | 90.0 ± 7.1 |" in text
     assert "1e-4 minus 1e-3" in text
-    assert "Not run yet" in report.finetune_choice_markdown(warmup, tmp_path / "none")
+    assert "Not run yet" in results_docs.finetune_choice_markdown(warmup, tmp_path / "none")
 
 
 def test_seed_runs_label_each_run_by_its_kind_in_short():
@@ -557,14 +549,14 @@ def test_network_costs_block_shows_measured_times_cpu_and_expected_gpu_hours(tmp
         "cpu_h network in full preset": [1010.0, 720.0], "thesis": [True, False],
         "machine": ["AMD EPYC; AVX2"] * 2})
     costs.add_gpu_estimate(table).to_csv(tmp_path / "costs.csv", index=False)
-    text = report.network_costs_markdown(tmp_path / "costs.csv")
+    text = results_docs.network_costs_markdown(tmp_path / "costs.csv")
     assert "| vgg16        |  224 |              300 |                 900 |" in text
     # vgg16 is the only thesis network: its expected GPU hours are the thesis's own times
     assert "| 0.17 / 2.2 " in text
     assert "1,730 CPU hours on this machine, 2 % of it head-only work" in text
     assert "transfer 9 min 59 s, scratch 2 h 14 min" in text
     assert "Machine: AMD EPYC; AVX2" in text
-    assert "Not run yet" in report.network_costs_markdown(tmp_path / "none.csv")
+    assert "Not run yet" in results_docs.network_costs_markdown(tmp_path / "none.csv")
 
 
 def test_cell_variant_block_shows_both_scores_and_the_paired_difference(tmp_path):
@@ -574,14 +566,15 @@ def test_cell_variant_block_shows_both_scores_and_the_paired_difference(tmp_path
         "macro F1 as trained": 0.232, "macro F1 adapted": 0.585, "accuracy difference": 0.381,
         "difference low": 0.25, "difference high": 0.5, "machine": "AMD EPYC; AVX2"}]
     ).to_csv(tmp_path / "adabn.csv", index=False)
-    text = report.cell_variant_markdown(tmp_path / "adabn.csv", "as trained", "adapted",
-                                        "benchmarks/adabn.py")
+    text = results_docs.cell_variant_markdown(tmp_path / "adabn.csv", "as trained", "adapted",
+                                              "benchmarks/adabn.py")
     cells = [c.strip() for c in text.splitlines()[2].strip("|").split("|")]
     assert cells == ["pbc", "blood-cell-images/test", "yes", "71 / 2487", "14.3 → 52.4",
                      "23.2 → 58.5", "+38.1 [+25.0, +50.0]"]
     assert "Machine: AMD EPYC; AVX2." in text
     assert "Adapted minus as trained" in text
-    assert "Not run yet" in report.cell_variant_markdown(tmp_path / "none.csv", "a", "b", "x.py")
+    assert "Not run yet" in results_docs.cell_variant_markdown(tmp_path / "none.csv", "a", "b",
+                                                               "x.py")
 
 
 def test_cell_variant_block_shows_extra_columns_before_and_after(tmp_path):
@@ -593,9 +586,9 @@ def test_cell_variant_block_shows_extra_columns_before_and_after(tmp_path):
         "train seconds adapting": 328.4, "train seconds inference mode": 170.2,
         "accuracy difference": -0.1, "difference low": -0.15, "difference high": -0.05,
         "machine": "AMD EPYC; AVX2"}]).to_csv(tmp_path / "bn.csv", index=False)
-    text = report.cell_variant_markdown(tmp_path / "bn.csv", "adapting", "inference mode",
-                                        "benchmarks/cells_choices.py bn",
-                                        extra=("validation accuracy", "train seconds"))
+    text = results_docs.cell_variant_markdown(tmp_path / "bn.csv", "adapting", "inference mode",
+                                              "benchmarks/cells_choices.py bn",
+                                              extra=("validation accuracy", "train seconds"))
     header = [c.strip() for c in text.splitlines()[0].strip("|").split("|")]
     cells = [c.strip() for c in text.splitlines()[2].strip("|").split("|")]
     assert header[-2:] == ["validation accuracy %", "train seconds"]
@@ -621,8 +614,8 @@ def test_smoke_run_block_says_how_far_the_run_got_and_where_its_time_went(tmp_pa
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     (tmp_path / "wbc.yaml").write_text(
         "wbc:\n  networks: [vgg16, densenet121, resnet50, mobilenet_v2]\n")
-    text = report.smoke_run_markdown(tmp_path / "stages.csv", tmp_path / "summary.json",
-                                     tmp_path / "wbc.yaml")
+    text = results_docs.smoke_run_markdown(tmp_path / "stages.csv", tmp_path / "summary.json",
+                                           tmp_path / "wbc.yaml")
     assert "did not finish in 30.0 min" in text
     assert "`make study` 29.0 min (stopped at the time limit)" in text
     assert "6 of 90 stages finished; no plumbing-run report" in text
@@ -633,13 +626,14 @@ def test_smoke_run_block_says_how_far_the_run_got_and_where_its_time_went(tmp_pa
     assert "| densenet121 | 1 | 2.0 | 120 | 120 |" in text
     assert "| resnet50 | 1 | 2.5 | 150 | 150 |" in text
     assert "mobilenet_v2" not in text  # no stage of it ran
-    assert "Not run yet" in report.smoke_run_markdown(tmp_path / "no.csv", tmp_path / "no.json")
+    assert "Not run yet" in results_docs.smoke_run_markdown(tmp_path / "no.csv",
+                                                            tmp_path / "no.json")
     # a finished run: every stage ran, and the time outside the timed stages is named
     summary.update(finished=True, stages_planned=8, targets=[
         {"target": "study", "seconds": 600.0, "exit_code": 0, "timed_out": False}])
     (tmp_path / "summary.json").write_text(json.dumps(summary))
-    text = report.smoke_run_markdown(tmp_path / "stages.csv", tmp_path / "summary.json",
-                                     tmp_path / "wbc.yaml")
+    text = results_docs.smoke_run_markdown(tmp_path / "stages.csv", tmp_path / "summary.json",
+                                           tmp_path / "wbc.yaml")
     assert "all 8 stages ran (6 timed: compare and report are not)" in text
     # 30 + 60 + 90 + 120 + 12 + 150 s = 7.7 min of the study's 10.0
     assert "add up to 7.7 of `make study`'s 10.0 min" in text
@@ -651,14 +645,14 @@ def test_smoke_eager_block_compares_graph_and_eager_per_network(tmp_path):
                   "build_s": [1.0, 1.0, 2.0, 2.0], "fit_s": [2.0, 9.0, 3.0, 60.0],
                   "predict_s": [1.0, 2.0, 1.0, 14.0], "machine": ["AMD EPYC; AVX2"] * 4}
                  ).to_csv(tmp_path / "eager.csv", index=False)
-    text = report.smoke_eager_markdown(tmp_path / "eager.csv")
+    text = results_docs.smoke_eager_markdown(tmp_path / "eager.csv")
     lines = text.splitlines()
     # the order of the run; graph / eager totals: vgg16 12 / 4 = 3.0x, densenet121 76 / 6
     assert lines[2].split("|")[1].strip() == "vgg16"
     assert "| 9.0 / 2.0 " in lines[2] and "| 3.0x " in lines[2]
     assert "| 60.0 / 3.0 " in lines[3] and "| 12.7x " in lines[3]
     assert "machine: AMD EPYC; AVX2" in text
-    assert "Not run yet" in report.smoke_eager_markdown(tmp_path / "none.csv")
+    assert "Not run yet" in results_docs.smoke_eager_markdown(tmp_path / "none.csv")
 
 
 def test_train_step_block_compares_each_variant_with_the_studys_batch(tmp_path):
@@ -667,11 +661,11 @@ def test_train_step_block_compares_each_variant_with_the_studys_batch(tmp_path):
                   "steps": [32, 8, 32], "images_per_s": [50.0, 40.0, 10.0],
                   "first_step_s": [5.0, 6.0, 48.0], "machine": ["AMD EPYC; AVX2"] * 3}
                  ).to_csv(tmp_path / "step.csv", index=False)
-    text = report.train_step_markdown(tmp_path / "step.csv")
+    text = results_docs.train_step_markdown(tmp_path / "step.csv")
     lines = text.splitlines()
     assert "| 1.00x " in lines[2] and "| 0.80x " in lines[3] and "| 0.20x " in lines[4]
     assert "XLA" in lines[4] and "mobilenet_v2 at 96 px" in text and "AMD EPYC; AVX2" in text
-    assert "Not run yet" in report.train_step_markdown(tmp_path / "none.csv")
+    assert "Not run yet" in results_docs.train_step_markdown(tmp_path / "none.csv")
 
 
 def test_cell_detail_block_gives_each_source_and_splits_median_detail(tmp_path):
@@ -694,7 +688,7 @@ def test_cell_detail_block_gives_each_source_and_splits_median_detail(tmp_path):
     write_manifest(rows, paths.manifest(multisource.CACHE_NAME))
     save_features(multisource.cache_path(paths), images=images, found=np.ones(4, bool),
                   paths=rows["path"].to_numpy(dtype=str))
-    text = report.cell_detail_markdown(paths)
+    text = results_docs.cell_detail_markdown(paths)
     cells = {tuple(c.strip() for c in line.split("|")[1:3]): [float(c) for c in
                                                              line.split("|")[3:5]]
              for line in text.splitlines()[2:] if line.startswith("| ")}
@@ -702,13 +696,13 @@ def test_cell_detail_block_gives_each_source_and_splits_median_detail(tmp_path):
     assert cells == {("blood-cell-images", "train"): [2, 0.0], ("pbc", "train"): [2, expected]}
     assert expected > 100
     assert "At 16 px" in text
-    assert "No cell cache" in report.cell_detail_markdown(Paths(tmp_path / "none"))
-    by_class = report.cell_detail_markdown(paths, by="label").splitlines()
+    assert "No cell cache" in results_docs.cell_detail_markdown(Paths(tmp_path / "none"))
+    by_class = results_docs.cell_detail_markdown(paths, by="label").splitlines()
     assert [c.strip() for c in by_class[0].split("|")[1:4]] == [
         "class", "median detail, blood-cell-images", "median detail, pbc"]
     assert [float(c) for c in by_class[2].split("|")[2:4]] == [0.0, expected]
     with pytest.raises(ValueError, match="by"):
-        report.cell_detail_markdown(paths, by="lab")
+        results_docs.cell_detail_markdown(paths, by="lab")
 
 
 def test_the_report_lists_only_the_models_its_parameters_train(tmp_path):
@@ -780,13 +774,24 @@ def test_cells_seed_spread_per_training_and_part_in_the_tables_order(tmp_path):
     # 0.4, 0.2, 0.6: mean 0.4, sd 0.2
     assert view["accuracy %: mean ± sd [min, max]"].tolist() == [
         "70.0", "80.0 ± 10.0 [70.0, 90.0]", "40.0 ± 20.0 [20.0, 60.0]"]
-    metrics = tmp_path / "metrics"
-    metrics.mkdir()
-    for result in results:
-        (metrics / f"{result['model']}.json").write_text(json.dumps(result))
-    text = report.cells_seeds_markdown(metrics, [r["model"] for r in results])
-    assert "| pbc " in text and "40.0 ± 20.0 [20.0, 60.0]" in text and "Test CPU" in text
-    assert "Not run yet" in report.cells_seeds_markdown(metrics, ["cells-both-seed1"])
+    record = _spread_record(tmp_path, {"cells_seed_summary": view})
+    text = results_docs.cells_seeds_markdown(record)
+    assert "| pbc " in text and "40.0 ± 20.0 [20.0, 60.0]" in text
+    assert "commit abc1234" in text and "Test CPU" in text
+    assert "Not recorded" in results_docs.cells_seeds_markdown(tmp_path / "nothing")
+
+
+def _spread_record(folder, tables: dict) -> Path:
+    """A spread record (``benchmarks/spread_record.py``) holding ``tables`` (name -> frame)."""
+    record = folder / "spread"
+    record.mkdir()
+    for name, table in tables.items():
+        table.to_csv(record / f"{name}.csv", index=False)
+    (record / "record.json").write_text(json.dumps({
+        "preset": "spread", "commit": "abc1234", "first_start": "2026-12-01T07:00:09+00:00",
+        "last_end": "2026-12-01T22:51:23+00:00", "stages": 54, "repeat_stages": 24,
+        "stage_minutes": 117.5, "machines": ["Test CPU; 2 cores; AVX2; TensorFlow 2.21.0"]}))
+    return record
 
 
 def test_the_report_lists_the_cell_models_repeats_and_ensembles(tmp_path):
@@ -794,9 +799,13 @@ def test_the_report_lists_the_cell_models_repeats_and_ensembles(tmp_path):
 
     params = tmp_path / "params"
     params.mkdir()
-    default = Path(__file__).resolve().parents[1] / "params" / "presets" / "default"
+    presets = Path(__file__).resolve().parents[1] / "params" / "presets"
     for name in ("wbc", "leukemia", "cells"):
-        (params / f"{name}.yaml").write_text((default / f"{name}.yaml").read_text())
+        (params / f"{name}.yaml").write_text((presets / "default" / f"{name}.yaml").read_text())
+    assert [m for m in report.listed_models(params) if m.startswith("cells-")] == [
+        "cells-blood-cell-images", "cells-pbc", "cells-both"]  # the default: one draw each
+    for name in ("wbc", "leukemia", "cells"):
+        (params / f"{name}.yaml").write_text((presets / "spread" / f"{name}.yaml").read_text())
     cells = [m for m in report.listed_models(params) if m.startswith("cells-")]
     assert cells == ["cells-blood-cell-images", "cells-blood-cell-images-seed1",
                      "cells-blood-cell-images-seed2", "cells-pbc", "cells-pbc-seed1",
@@ -835,13 +844,10 @@ def test_cells_ensemble_table_against_its_runs_by_hand(tmp_path):
     view = report.cells_ensemble_view(table)
     assert view.iloc[0]["accuracy % one run: mean ± sd"] == "50.0 ± 25.0"
     assert view.iloc[0]["ensemble minus one run, points [95 % CI]"].startswith("+25.0 [")
-    models = [r["model"] for r in results]
-    text = report.cells_ensemble_markdown(metrics, predictions, manifests, models)
-    assert "| pbc " in text and "Test CPU" in text
-    assert "Not run yet" in report.cells_ensemble_markdown(metrics, predictions, manifests,
-                                                           [*models, "cells-both-ensemble"])
-    assert "No ensemble" in report.cells_ensemble_markdown(metrics, predictions, manifests,
-                                                           models[:3])
+    record = _spread_record(tmp_path, {"cells_ensembles": table})
+    text = results_docs.cells_ensemble_markdown(record)
+    assert "| pbc " in text and "50.0 ± 25.0" in text and "| yes " not in text
+    assert "Test CPU" in text and "2026-12-01T07:00" in text
 
 
 def test_a_choice_over_seeds_against_the_study_by_hand(tmp_path):
@@ -869,8 +875,8 @@ def test_a_choice_over_seeds_against_the_study_by_hand(tmp_path):
                           "predicted": ["A"] * n + ["B"] * (4 - n)}).to_csv(
                 roots[side].predictions(result["model"]), index=False)
     ids = ["cells-pbc", "cells-pbc-seed1", "cells-pbc-seed2", "cells-pbc-ensemble"]
-    table = report.cells_choice_seeds_table(ids, roots["baseline"], roots["variant"],
-                                            n_boot=200)
+    table = results_docs.cells_choice_seeds_table(ids, roots["baseline"], roots["variant"],
+                                                  n_boot=200)
     row = table.iloc[0]
     assert (row["trained on"], row["tested on"], row["runs"], row["seeds"]) == (
         "pbc", "pbc/test", 3, "0 1 2")
@@ -882,27 +888,27 @@ def test_a_choice_over_seeds_against_the_study_by_hand(tmp_path):
     assert row["difference low"] <= 0.25 <= row["difference high"]
     csv = tmp_path / "choice.csv"
     table.assign(machine="Test CPU").to_csv(csv, index=False)
-    text = report.cell_variant_seeds_markdown(csv, "before", "after", "script.py")
+    text = results_docs.cell_variant_seeds_markdown(csv, "before", "after", "script.py")
     assert "50.0 ± 25.0 → 75.0 ± 25.0" in text and "75.0 → 100.0" in text
     assert "+25.0 [" in text and "training seeds 0 1 2" in text and "Test CPU" in text
     assert "commit" not in text
     table.assign(machine="Test CPU", **{"snapshot commit": "abc1234"}).to_csv(csv, index=False)
-    text = report.cell_variant_seeds_markdown(csv, "before", "after", "script.py")
+    text = results_docs.cell_variant_seeds_markdown(csv, "before", "after", "script.py")
     assert "before: the study at commit abc1234, before the change" in text
-    assert "Not run yet" in report.cell_variant_seeds_markdown(tmp_path / "no.csv", "b", "a",
-                                                               "script.py")
+    assert "Not run yet" in results_docs.cell_variant_seeds_markdown(tmp_path / "no.csv", "b", "a",
+                                                                     "script.py")
     roots["variant"].metrics("cells-pbc-seed2").unlink()
     with pytest.raises(FileNotFoundError, match="cells-pbc-seed2"):
-        report.cells_choice_seeds_table(ids, roots["baseline"], roots["variant"])
+        results_docs.cells_choice_seeds_table(ids, roots["baseline"], roots["variant"])
 
 
 def test_export_choice_block_names_the_model_and_every_candidates_score(tmp_path):
     meta = tmp_path / "wbc.json"
-    assert "Not run yet" in report.export_choice_markdown(meta)
+    assert "Not run yet" in results_docs.export_choice_markdown(meta)
     meta.write_text(json.dumps({"model_id": "cells-both", "data_version": {"md5": "0123456789"},
                                 "choice": {"rule_used": "val_macro_f1_shifted", "scores": {
                                     "cells-both-ensemble": 0.842, "cells-both": 0.848}}}))
-    assert report.export_choice_markdown(meta) == (
+    assert results_docs.export_choice_markdown(meta) == (
         "The study's export chose **cells-both** by `val_macro_f1_shifted`: cells-both 84.8 %, "
         "cells-both-ensemble 84.2 % (validation scores of every candidate; data version "
         "01234567).")
@@ -921,7 +927,7 @@ def test_cells_data_table_counts_images_and_distinct_source_cells_per_class_and_
     ]
     manifest = pd.DataFrame(rows, columns=["source", "split", "label", "group"]).assign(
         path=[f"img{i}.jpg" for i in range(len(rows))])
-    table = report.cells_data_table(manifest).set_index("class")
+    table = results_docs.cells_data_table(manifest).set_index("class")
     # the differential's classes first, in the study's order, then the other cell types
     assert list(table.index) == ["basophil", "monocyte", "neutrophil", "platelet"]
     assert list(table.columns) == ["blood-cell-images train", "blood-cell-images test_simple",
@@ -934,7 +940,7 @@ def test_cells_data_table_counts_images_and_distinct_source_cells_per_class_and_
 
 def test_results_blocks_are_written_into_whichever_document_holds_their_markers(tmp_path):
     def block(name, body):
-        start, end = report.readme_block_markers(name)
+        start, end = results_docs.readme_block_markers(name)
         return f"{start}\n{body}\n{end}"
 
     readme, log = tmp_path / "README.md", tmp_path / "log.md"
@@ -942,18 +948,18 @@ def test_results_blocks_are_written_into_whichever_document_holds_their_markers(
     log.write_text(f"# Log\n\n{block('cells-tta', 'old')}\n")
     table = report.results_table([_metrics_file("wbc-net-imagenet", "wbc", 71, 71,
                                                 list(range(71)))])
-    changed = report.update_documents((readme, log), table, {"cells": "new cells",
-                                                             "cells-tta": "new tta"})
+    changed = results_docs.update_documents((readme, log), table, {"cells": "new cells",
+                                                                   "cells-tta": "new tta"})
     assert changed == [readme, log]
     assert block("cells", "new cells") in readme.read_text()
     assert readme.read_text().endswith("\nend\n")
-    assert report.readme_table(table) in readme.read_text()
+    assert results_docs.readme_table(table) in readme.read_text()
     assert log.read_text() == f"# Log\n\n{block('cells-tta', 'new tta')}\n"
     # written again: nothing changes
-    assert report.update_documents((readme, log), table, {"cells": "new cells",
-                                                          "cells-tta": "new tta"}) == []
+    assert results_docs.update_documents((readme, log), table, {"cells": "new cells",
+                                                                "cells-tta": "new tta"}) == []
     with pytest.raises(ValueError, match="block 'cells-size'.*none of"):
-        report.update_documents((readme, log), table, {"cells-size": "x"})
+        results_docs.update_documents((readme, log), table, {"cells-size": "x"})
     log.write_text(block("cells", "a copy"))
     with pytest.raises(ValueError, match="block 'cells'.*in one document"):
-        report.update_documents((readme, log), table, {"cells": "x"})
+        results_docs.update_documents((readme, log), table, {"cells": "x"})

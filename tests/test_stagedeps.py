@@ -59,6 +59,11 @@ def test_an_edit_of_the_cli_reruns_no_stage():
     assert stagedeps.reruns(DVC_YAML)["lib/leuko/cli.py"] == []
 
 
+def test_an_edit_of_the_results_docs_writers_reruns_no_stage():
+    # `make results`' README / docs blocks: no stage imports them, not even through report.py
+    assert stagedeps.reruns(DVC_YAML)["lib/leuko/results_docs.py"] == []
+
+
 @pytest.mark.parametrize("module", ["report.py", "render.py"])
 def test_an_edit_of_the_report_reruns_nothing_heavy_of_the_wbc_study(module):
     stages = stagedeps.reruns(DVC_YAML)[f"lib/leuko/{module}"]

@@ -32,6 +32,7 @@ from leuko.study import (
     predict,
     read_json,
     read_manifest,
+    regime_and_size,
     resolve_image_size,
     wbc_models,
     write_json,
@@ -214,7 +215,8 @@ def evaluate_model(dataset: str, network: str, regime: str, image_size: int | st
     decode = decode or load_resized
     the_id = model_id(dataset, network, regime, repeat_seed)
     classes = list(classes or WBC_CLASSES)
-    size = resolve_image_size(network, image_size)
+    own_size = regime_and_size(regime)[1]  # a regime at an input size of its own
+    size = resolve_image_size(network, image_size if own_size is None else own_size)
     model = model if model is not None else load_model(paths.model(the_id))
     manifest = read_manifest(paths.manifest(dataset))
     result = {"model": the_id, "dataset": dataset, "network": network, "regime": regime,

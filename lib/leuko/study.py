@@ -7,6 +7,7 @@ read under ``reports/``. A model is identified by ``<dataset>-<network>-<regime>
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +55,11 @@ class Paths:
     def bad_images(self, dataset: str) -> Path:
         return self.root / "reports" / "data" / f"bad-images-{dataset}.csv"
 
-    def features(self, dataset: str, network: str) -> Path:
-        return self.root / "build" / "features" / f"{dataset}-{network}.npz"
+    def features(self, dataset: str, network: str, own_size: int | None = None) -> Path:
+        """The cached bottleneck features; ``own_size``: those of a regime run at an input
+        size of its own (``sized_regime``), ``<dataset>-<network>-<size>px.npz``."""
+        suffix = "" if own_size is None else f"-{int(own_size)}px"
+        return self.root / "build" / "features" / f"{dataset}-{network}{suffix}.npz"
 
     def model(self, model_id: str) -> Path:
         return self.root / "build" / "models" / self.group / f"{model_id}.keras"
@@ -117,6 +121,23 @@ def repeat_id(base: str, training_seed: int | None = None) -> str:
     another training seed, the data fixed, adds ``-seed<n>`` (``report.SEED_SUFFIX`` reads
     it back); ``None``: the main run."""
     return base if training_seed is None else f"{base}-seed{training_seed}"
+
+
+#: A regime run at an input size of its own: ``<regime>-<size>px`` (``wbc.thesis_input``).
+SIZED_REGIME = re.compile(r"(?P<regime>.+)-(?P<size>\d+)px")
+
+
+def sized_regime(regime: str, own_size: int | None) -> str:
+    """The name of ``regime`` run at ``own_size`` px instead of ``wbc.image_size``
+    (``imagenet-224px``); ``regime`` itself for None."""
+    return regime if own_size is None else f"{regime}-{int(own_size)}px"
+
+
+def regime_and_size(name: str) -> tuple[str, int | None]:
+    """``(regime, own size)`` of a regime name (``sized_regime`` read back); the size is None
+    for a regime at the study's ``wbc.image_size``."""
+    match = SIZED_REGIME.fullmatch(name)
+    return (name, None) if match is None else (match["regime"], int(match["size"]))
 
 
 def model_id(dataset: str, network: str, regime: str, training_seed: int | None = None) -> str:
@@ -335,7 +356,7 @@ class WbcSettings:
         return uses_imagenet(self.weights)
 
     #: Keys of ``wbc`` that list the pipeline's models (dvc.yaml's matrix reads them).
-    PIPELINE_KEYS = ("networks", "regimes", "pooled_regimes", "repeats", "stages")
+    PIPELINE_KEYS = ("networks", "regimes", "pooled_regimes", "repeats", "stages", "thesis_input")
 
     @classmethod
     def from_params(cls, wbc: dict | None = None, data: dict | None = None) -> WbcSettings:
@@ -391,7 +412,8 @@ def stage_groups(wbc: dict) -> dict[str, str]:
 def wbc_models(wbc: dict) -> list[ModelKey]:
     """Every model of the 4-class study, from the ``params/wbc.yaml`` block ``wbc``:
     ``networks x regimes`` on the official split, ``networks x pooled_regimes`` on the pooled
-    split, and the repeats ``networks x repeats.regimes x repeats.seeds`` on the official split
+    split, ``thesis_input``'s networks x its regimes at its input size (``sized_regime``), and
+    the repeats ``networks x repeats.regimes x repeats.seeds`` on the official split
     (duplicates dropped, order kept); each in the folder of its stage (``stage_groups``)."""
     missing = [k for k in ("networks", "regimes") if k not in wbc]
     if missing:
@@ -401,6 +423,10 @@ def wbc_models(wbc: dict) -> list[ModelKey]:
     models = [ModelKey(WBC_DATASET, n, r) for n in networks for r in wbc["regimes"]]
     models += [ModelKey(WBC_POOLED_DATASET, n, r) for n in networks
                for r in wbc.get("pooled_regimes") or []]
+    sized = wbc.get("thesis_input") or {}
+    for dataset, key in ((WBC_DATASET, "regimes"), (WBC_POOLED_DATASET, "pooled_regimes")):
+        models += [ModelKey(dataset, n, sized_regime(r, sized["image_size"]))
+                   for n in sized.get("networks") or [] for r in sized.get(key) or []]
     repeats = wbc.get("repeats") or {}
     models += [ModelKey(WBC_DATASET, n, r, int(s)) for n in networks
                for r in repeats.get("regimes") or [] for s in repeats.get("seeds") or []]
@@ -465,7 +491,9 @@ class WbcRun:
     ``repeat_seed``: None for the study's main run, whose training seed is ``data.seed``; an
     int for a repeat (``wbc.repeats``), the same model trained again with that training seed
     (weights, batch order, augmentation, dropout) on the same data (the rows and features that
-    ``data.seed`` chose), named ``<main id>-seed<n>``."""
+    ``data.seed`` chose), named ``<main id>-seed<n>``. ``regime`` may name an input size of
+    its own (``imagenet-224px``: ``sized_regime``); ``settings.image_size`` is then that size.
+    """
 
     dataset: str
     network: str
@@ -479,12 +507,28 @@ class WbcRun:
                     wbc: dict | None = None, training: dict | None = None,
                     repeat_seed: int | None = None) -> WbcRun:
         """The blocks as papermill passes them; a block that is None is read from params/."""
+        from dataclasses import replace
+
         from leuko.train import check_regime
 
-        check_regime(regime)
-        return cls(dataset, network, regime, WbcSettings.from_params(wbc, data),
-                   RegimeSettings.from_params(regime, training),
+        base, own_size = regime_and_size(regime)
+        check_regime(base)
+        settings = WbcSettings.from_params(wbc, data)
+        if own_size is not None:
+            settings = replace(settings, image_size=own_size)
+        return cls(dataset, network, regime, settings,
+                   RegimeSettings.from_params(base, training),
                    None if repeat_seed is None else int(repeat_seed))
+
+    @property
+    def base_regime(self) -> str:
+        """The regime without its own input size (``imagenet`` for ``imagenet-224px``)."""
+        return regime_and_size(self.regime)[0]
+
+    @property
+    def own_size(self) -> int | None:
+        """The regime's own input size (``sized_regime``); None: ``wbc.image_size``."""
+        return regime_and_size(self.regime)[1]
 
     @property
     def training_seed(self) -> int:
@@ -521,15 +565,22 @@ def build_frozen_base(network: str, settings: WbcSettings):
 
 
 def compute_bottleneck_features(dataset: str, network: str, settings: WbcSettings,
-                                paths: Paths = Paths(), base=None) -> dict[str, np.ndarray]:
+                                paths: Paths = Paths(), base=None,
+                                own_size: int | None = None) -> dict[str, np.ndarray]:
     """Bottleneck features (``settings.bottleneck``: ``networks.BOTTLENECKS``) of the frozen
     base for the train and validation rows; the base starts from ``settings.weights``. Both
     are saved with the features, and training checks them (``check_cached_features``).
     ``base``: the network's frozen base already built (``build_frozen_base``; ``train_network``
-    shares one); None: built here."""
+    shares one); None: built here. ``own_size``: the features of the regimes run at that input
+    size instead of ``settings.image_size`` (``sized_regime``), saved apart
+    (``Paths.features``)."""
+    from dataclasses import replace
+
     from leuko import accel, networks, train
     from leuko.inputs import load_resized
 
+    if own_size is not None:
+        settings = replace(settings, image_size=int(own_size))
     base = base if base is not None else build_frozen_base(network, settings)
     train.set_determinism(settings.seed)
     size = resolve_image_size(network, settings.image_size)
@@ -548,7 +599,7 @@ def compute_bottleneck_features(dataset: str, network: str, settings: WbcSetting
                                                                  settings.feature_batch)
         arrays[f"{split}_paths"] = frame["path"].to_numpy(dtype=str)
         arrays[f"{split}_labels"] = frame["label"].to_numpy(dtype=str)
-    save_features(paths.features(dataset, network), **arrays)
+    save_features(paths.features(dataset, network, own_size), **arrays)
     return arrays
 
 
@@ -582,7 +633,7 @@ def train_wbc(run: WbcRun, paths: Paths = Paths(), frozen_base=None):
     # the data (rows, cached features) come from data.seed; the training's randomness from
     # the run's training seed (the same for the main run)
     settings, training, seed = run.settings, run.training, run.training_seed
-    if frozen_base is not None and run.regime not in train.FROZEN_REGIMES:
+    if frozen_base is not None and run.base_regime not in train.FROZEN_REGIMES:
         raise ValueError(f"{run.model_id}: a shared frozen base is for the frozen regimes "
                          f"{train.FROZEN_REGIMES}; {run.regime!r} trains its base")
     train.set_determinism(seed)
@@ -597,11 +648,10 @@ def train_wbc(run: WbcRun, paths: Paths = Paths(), frozen_base=None):
     histories = []
     with (accel.distribution_strategy(settings.strategy).scope(),
           accel.eager_execution(settings.eager)):
-        frozen = run.regime in train.FROZEN_REGIMES
-        if run.regime in train.PRETRAINED_REGIMES:
-            cached = check_cached_features(
-                load_features(paths.features(run.dataset, run.network)), settings,
-                paths.features(run.dataset, run.network))
+        frozen = run.base_regime in train.FROZEN_REGIMES
+        if run.base_regime in train.PRETRAINED_REGIMES:
+            features = paths.features(run.dataset, run.network, run.own_size)
+            cached = check_cached_features(load_features(features), settings, features)
             y_train = one_hot_labels(cached["train_labels"], classes)
             y_val = one_hot_labels(cached["val_labels"], classes)
             head = networks.build_head(cached["train_features"].shape[1], n,
@@ -633,7 +683,7 @@ def train_wbc(run: WbcRun, paths: Paths = Paths(), frozen_base=None):
                                               base_bn_inference=training.bn_inference)
         else:
             if training.bn_inference:
-                raise ValueError(f"params/regimes/{run.regime}.yaml: bn_inference is for "
+                raise ValueError(f"params/regimes/{run.base_regime}.yaml: bn_inference is for "
                                  "fine-tuning a pretrained base; a network trained from "
                                  "scratch must learn its BatchNorm statistics (set it false)")
             model = networks.build_classifier(run.network, n, size, pretrained=False,
@@ -696,12 +746,17 @@ def train_network(network: str, data: dict | None = None, wbc: dict | None = Non
     base = build_frozen_base(network, settings)
     for dataset in (WBC_DATASET, WBC_POOLED_DATASET):
         compute_bottleneck_features(dataset, network, settings, paths, base=base)
+    # the regimes at an input size of their own (wbc.thesis_input) read features at that size
+    for own_size in sorted({regime_and_size(key.regime)[1] for key in keys} - {None}):
+        for dataset in (WBC_DATASET, WBC_POOLED_DATASET):
+            compute_bottleneck_features(dataset, network, settings, paths, own_size=own_size)
     results = []
     for key in progress_bar(keys, desc=f"{network}: models", unit="model"):
         run = WbcRun.from_params(key.dataset, network, key.regime, data, wbc,
                                  None if trainings is None else trainings[key.regime],
                                  key.repeat_seed)
-        shared = base if run.regime in train.FROZEN_REGIMES else None
+        frozen = run.base_regime in train.FROZEN_REGIMES and run.own_size is None
+        shared = base if frozen else None
         results.append(train_wbc(run, key.paths(paths.root), frozen_base=shared))
         if on_trained is not None:
             on_trained(key, results[-1])
