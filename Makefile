@@ -17,7 +17,7 @@ export PYTHONHASHSEED := 0
 # TensorFlow's log level is not set here: leuko.tf_startup sets it (3 where there is no GPU, so
 # no "failed call to cuInit" in a stage's notebook; 2 with a GPU) unless the user did.
 
-.PHONY: env lock data browser study test lint bench lab results strip preset-default preset-full preset-smoke clean-env
+.PHONY: env lock data browser study test lint bench lab results strip preset-default preset-spread preset-full preset-smoke clean-env
 
 env: $(STAMP)
 
@@ -39,9 +39,15 @@ lock:
 
 data: $(DATA_STAMP)
 
-$(DATA_STAMP): data.dvc | $(STAMP)
-	$(BIN)/python -m leuko.data_pull
+# data/ is DVC's: the pull refuses while data/ holds files no pull put there (your own images
+# belong outside it), naming them; `make data FORCE=1` pulls anyway (DVC deletes them), and
+# pulls even when the stamp says the data are current.
+$(DATA_STAMP): data.dvc $(if $(FORCE),data-force) | $(STAMP)
+	$(BIN)/python -m leuko.data_pull $(if $(FORCE),--force)
 	@touch $@
+
+.PHONY: data-force
+data-force:
 
 study: env data
 	$(BIN)/dvc repro
@@ -65,20 +71,26 @@ browser:
 lint: env
 	$(BIN)/ruff check lib tests notebooks benchmarks
 
+# BENCH_ARGS: options of benchmarks/run.py, e.g. `make bench BENCH_ARGS=--quick` (every
+# section on a few images and steps: a check that it runs, in about a minute)
 bench: env data
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
+# Jupyter refuses to start as root without --allow-root (a container, the lab's machines).
+# LAB_ARGS: more options of `jupyter lab`, e.g. `make lab LAB_ARGS="--port=8899 --no-browser"`
+ALLOW_ROOT = $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root)
 lab: env data
-	$(BIN)/jupyter lab --notebook-dir=. --MappingKernelManager.default_kernel_name=$(KERNEL)
+	$(BIN)/jupyter lab --notebook-dir=. --MappingKernelManager.default_kernel_name=$(KERNEL) \
+	  $(ALLOW_ROOT) $(LAB_ARGS)
 
 results: env
-	$(BIN)/python -m leuko.report
+	$(BIN)/python -m leuko.results_docs
 
 # Notebooks are committed without outputs.
 strip: env
 	$(BIN)/jupyter nbconvert --clear-output --inplace --log-level=WARN notebooks/*.ipynb
 
-preset-default preset-full preset-smoke: env
+preset-default preset-spread preset-full preset-smoke: env
 	$(BIN)/python -m leuko.presets $(subst preset-,,$@)
 
 clean-env:

@@ -2,13 +2,19 @@
 process, on this machine.
 
     make bench                                    # = .venv/bin/python benchmarks/run.py
+    make bench BENCH_ARGS=--quick                 # every section, tiny: does it all run?
     .venv/bin/python benchmarks/run.py --per-class 25 --epochs 1       # a quick look
     .venv/bin/python benchmarks/run.py --sections precision,accuracy
 
 Speed on small shared machines swings by up to 2x between epochs, so compared variants are
 interleaved (A B B A ... after one warm-up run of each, which also builds the graphs) and
 every figure is a median. Only the ratios mean something; absolute times depend on the load.
-Sections (``--sections``, comma-separated; default all):
+Every section must print at least one ratio; the run exits 1 naming a section that did not.
+``--quick`` runs every section, the optional ones too, on a few small images and steps, with
+the custom CNN where a full run trains MobileNetV2 (``--network``; the transfer section keeps
+MobileNetV2's ImageNet base): a check in about a minute on 2 cores that the benchmark runs,
+whose figures mean nothing.
+Sections (``--sections``, comma-separated; default all but the optional ones):
 
 pipeline   one epoch of MobileNetV2 (random init, whole network trained): the study's input
            pipeline (``load_resized`` once, then ``make_epochs_dataset`` with augmentation)
@@ -29,8 +35,8 @@ tracing    (not in the default run) the first epoch of a new MobileNetV2 (its gr
            (``train.build_training_state``, as ``train.fit`` does) against Keras 3's default
            (built while the training step is traced, which TensorFlow then traces again)
 dvc        ``dvc status`` and, when the pipeline is up to date, real no-op ``dvc repro`` runs
-           with ruamel.yaml's C parser and with its pure-Python one (median of 3 each); parsing
-           ``dvc.lock`` alone with each
+           with ruamel.yaml's C parser and with its pure-Python one (median of
+           ``--dvc-repros``, 3, each; none with ``--quick``); parsing ``dvc.lock`` alone with each
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -55,6 +62,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("pipeline", "transfer", "precision", "classify", "dvc")  # the default run
 OPTIONAL = ("accuracy", "tracing")  # minutes of training, or of graph tracing
+#: The settings of a full run, and of ``--quick`` (each overridden by its option if given).
+#: ``--quick`` trains the custom CNN where a full run trains MobileNetV2 (``--network``): the
+#: same code, without tracing MobileNetV2's graph a dozen times (20-40 s each on 2 cores).
+DEFAULTS = {"network": "mobilenet_v2", "per_class": 100, "size": 96, "cnn_size": 128,
+            "batch": 16, "epochs": 2, "precision_steps": 8, "accuracy_epochs": 4,
+            "accuracy_networks": "mobilenet_v2,leukemia_cnn", "dvc_repros": 3}
+QUICK = {"network": "leukemia_cnn", "per_class": 8, "size": 32, "cnn_size": 32, "batch": 4,
+         "epochs": 1, "precision_steps": 2, "accuracy_epochs": 1,
+         "accuracy_networks": "leukemia_cnn", "dvc_repros": 0}
+#: What counts as a section's ratio in the table's result column ("1.26x slower", "+6.7 %").
+RATIO = re.compile(r"\d(\.\d+)?x\b|\d %")
 WBC_TRAIN = ROOT / "data" / "blood-cell-images" / "images" / "TRAIN"
 WBC_TEST = ROOT / "data" / "blood-cell-images" / "images" / "TEST"
 ALL_IDB2 = ROOT / "data" / "all-idb2"
@@ -219,11 +237,14 @@ def synthetic_batches(batch: int, size: int, n_classes: int, seed: int):
 def new_model(network: str, n_classes: int, size: int, seed: int, learning_rate: float = 1e-3,
               pretrained: bool = False, precision: str = "float32", channel_mean=None,
               head=None, steps_per_execution: int = 1):
-    """A compiled classifier as the study builds it (same seed -> same initial weights)."""
+    """A compiled classifier as the study builds it (same seed -> same initial weights); a
+    network that centres its input (the custom CNN) on ``channel_mean``, by default 0.5."""
     import keras
 
     from leuko import accel, networks, train
 
+    if channel_mean is None and networks.get_network(network).preprocessing == "unit_centred":
+        channel_mean = (0.5, 0.5, 0.5)
     accel.set_precision(precision)
     try:
         keras.utils.set_random_seed(seed)
@@ -269,7 +290,8 @@ def ms(seconds: float) -> str:
 @dataclass
 class Context:
     """What the sections share: the settings, the chosen images (decoded once per size) and
-    the float32 MobileNetV2, whose graph is built once (the slowest part of a run here)."""
+    the float32 model of ``--network`` (MobileNetV2), whose graph is built once (the slowest
+    part of a run here)."""
 
     args: argparse.Namespace
     paths: list[Path]
@@ -284,10 +306,16 @@ class Context:
             self.images[size] = load_resized(self.paths, size, progress=False)
         return self.images[size]
 
+    @property
+    def network(self) -> str:
+        """The name the rows give the network of ``--network``."""
+        return "MobileNetV2" if self.args.network == "mobilenet_v2" else self.args.network
+
     def mobilenet(self):
-        """The float32 MobileNetV2 (random init, whole network trained) of the study's size."""
+        """The float32 model of ``--network`` (MobileNetV2, random init, whole network
+        trained) of the study's size."""
         if "mobilenet_v2" not in self.models:
-            self.models["mobilenet_v2"] = new_model("mobilenet_v2", len(set(self.labels)),
+            self.models["mobilenet_v2"] = new_model(self.args.network, len(set(self.labels)),
                                                     self.args.size, self.args.seed)
         return self.models["mobilenet_v2"]
 
@@ -360,7 +388,7 @@ def bench_pipeline(ctx: Context) -> list[Row]:
     od, sd = data_only["ours"].epoch, data_only["seeds"].epoch
     say(f"  batches alone (no model), one epoch: ours {od:.2f} s, seeds {sd:.2f} s")
     return [
-        Row(f"epoch, MobileNetV2 {args.size}px, {len(x)} images", f"{o.epoch:.1f} s",
+        Row(f"epoch, {ctx.network} {args.size}px, {len(x)} images", f"{o.epoch:.1f} s",
             f"ImageDataGenerator {s.epoch:.1f} s", f"{ratio:.2f}x faster", ">= 3x",
             ratio >= 3),
         Row("  one-off decode+resize (load_resized)", f"{decode_s:.1f} s", "",
@@ -377,8 +405,6 @@ def bench_pipeline(ctx: Context) -> list[Row]:
 
 def bench_transfer(ctx: Context) -> list[Row]:
     """The head on cached bottleneck features vs recomputing the frozen base every epoch."""
-    import yaml
-
     from leuko import networks, study, train
     from leuko.inputs import make_epochs_dataset, steps_per_epoch
 
@@ -424,7 +450,8 @@ def bench_transfer(ctx: Context) -> list[Row]:
         f"included); s/epoch cached " + " ".join(f"{t.seconds:.3f}" for t in c.runs)
         + f" ({per_call} epochs per fit), recomputed "
         + " ".join(f"{t.seconds:.1f}" for t in r.runs))
-    epochs = int(yaml.safe_load((ROOT / "params/regimes/imagenet.yaml").read_text())["epochs"])
+    # the transfer regime's epochs, read as the study reads them (its ``training`` block)
+    epochs = study.RegimeSettings.from_params("imagenet").epochs
     ratio = r.epoch / c.epoch
     # a whole run: graph building (the warm-up call minus its epochs) + its epochs; the
     # cached regime also pays the one forward pass for the features
@@ -459,7 +486,7 @@ def bench_tracing(ctx: Context) -> list[Row]:
 
     def first_epoch(prebuilt: bool) -> Timing:
         keras.backend.clear_session()
-        model = new_model("mobilenet_v2", len(classes), args.size, args.seed)
+        model = new_model(args.network, len(classes), args.size, args.seed)
         start = time.perf_counter()
         if prebuilt:
             train.build_training_state(model, val_data)
@@ -470,9 +497,9 @@ def bench_tracing(ctx: Context) -> list[Row]:
                 "while tracing": partial(first_epoch, False)}
     series = interleaved(variants, args.epochs, warmup={k: lambda: None for k in variants})
     first, default = series["built first"].epoch, series["while tracing"].epoch
-    say(f"tracing: mobilenet_v2 {args.size}px first epoch ({n_train} images): state built "
+    say(f"tracing: {args.network} {args.size}px first epoch ({n_train} images): state built "
         f"first {first:.1f} s, while tracing {default:.1f} s")
-    return [Row(f"first epoch mobilenet_v2 {args.size}px, state built first", f"{first:.1f} s",
+    return [Row(f"first epoch {args.network} {args.size}px, state built first", f"{first:.1f} s",
                 f"while tracing {default:.1f} s", f"{default / first:.2f}x faster",
                 "> 1x", default > first)]
 
@@ -481,12 +508,12 @@ def bench_precision(ctx: Context) -> list[Row]:
     """Training step time, float32 vs mixed_bfloat16, on synthetic in-memory batches."""
     args = ctx.args
     rows = []
-    for network, size in (("mobilenet_v2", args.size), ("leukemia_cnn", args.cnn_size)):
-        mean = (0.5, 0.5, 0.5) if network == "leukemia_cnn" else None
-        models = {p: new_model(network, 4, size, args.seed, precision=p, channel_mean=mean)
-                  for p in ("float32", "mixed_bfloat16")
-                  if not (network == "mobilenet_v2" and p == "float32")}
-        if network == "mobilenet_v2":
+    pairs = dict.fromkeys([(args.network, args.size), ("leukemia_cnn", args.cnn_size)])
+    for network, size in pairs:
+        shared = network == args.network and size == args.size  # ctx's model: built already
+        models = {p: new_model(network, 4, size, args.seed, precision=p)
+                  for p in ("float32", "mixed_bfloat16") if not (shared and p == "float32")}
+        if shared:
             models = {"float32": ctx.mobilenet(), **models}
         data = synthetic_batches(args.batch, size, 4, args.seed)
         series = interleaved(
@@ -515,9 +542,10 @@ def bench_precision_accuracy(ctx: Context) -> list[Row]:
     # the default head and rate 1e-3, so that a few epochs already learn something (with the
     # recipe's l1_l2 head and 1e-4, 4 epochs stay at the majority class under both policies)
     files = sorted(ALL_IDB2.glob("*.tif"))
-    if files:
+    if files:  # all 260 images; at most 8 per class of --per-class (--quick: 64)
         order = np.random.default_rng(args.seed).permutation(len(files))
-        cut = int(0.75 * len(files))
+        order = order[:min(len(files), 8 * args.per_class)]
+        cut = int(0.75 * len(order))
         label = [f.stem.rsplit("_", 1)[-1] for f in files]
         tasks.append(("leukemia_cnn", args.cnn_size, [files[i] for i in order[:cut]],
                       [label[i] for i in order[:cut]], [files[i] for i in order[cut:]],
@@ -600,12 +628,14 @@ def bench_classify(ctx: Context) -> list[Row]:
         rate = len(paths) / item.epoch
         say(f"classify: {name}: " + " ".join(f"{r.seconds:.1f}" for r in item.runs)
             + f" s for {len(paths)} cells -> {rate:.0f} cells/s")
+    model_rate = len(paths) / series["predict"].epoch
     if "classify_cells" in series:
         rate = len(paths) / series["classify_cells"].epoch
-        rows.append(Row(f"classifier, MobileNetV2 {args.size}px, files in",
-                        f"{rate:.0f} cells/s", "leuko.classify.classify_cells", "",
+        rows.append(Row(f"classifier, {ctx.network} {args.size}px, files in",
+                        f"{rate:.0f} cells/s", "leuko.classify.classify_cells",
+                        f"{rate / model_rate:.2f}x the model's own rate",
                         ">= 100 cells/s", rate >= 100))
-    rate = len(paths) / series["predict"].epoch
+    rate = model_rate
     rows.append(Row("  model only (study.predict, decoded images)", f"{rate:.0f} cells/s",
                     "", "", ">= 100 cells/s", rate >= 100))
     return rows
@@ -637,10 +667,10 @@ PURE_YAML_DVC = ("import sys, ruamel.yaml.main as m; m.CParser = m.CEmitter = No
 """``dvc`` with ruamel.yaml's C parser switched off: what DVC costs without ruamel.yaml.clib."""
 
 
-def bench_dvc() -> list[Row]:
-    """``dvc status``; then, only when the pipeline is up to date, no-op ``dvc repro`` runs
-    with ruamel.yaml's C parser and with its pure-Python one, interleaved (median of 3 each);
-    and the lock file's parse alone with each parser."""
+def bench_dvc(repros: int = 3) -> list[Row]:
+    """``dvc status``; then, only when the pipeline is up to date and ``repros`` > 0, no-op
+    ``dvc repro`` runs with ruamel.yaml's C parser and with its pure-Python one, interleaved
+    (median of ``repros`` each); and the lock file's parse alone with each parser."""
     dvc = str(Path(sys.executable).parent / "dvc")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
@@ -655,9 +685,9 @@ def bench_dvc() -> list[Row]:
     status_s, status = timed("status")
     out = (status.stdout + status.stderr).strip()
     errors = [line for line in out.splitlines() if line.startswith("ERROR")]
-    if status.returncode == 0 and not errors and "up to date" in out:
+    if status.returncode == 0 and not errors and "up to date" in out and repros > 0:
         runs: dict[bool, list] = {False: [], True: []}
-        for _ in range(3):
+        for _ in range(repros):
             for pure in (False, True):
                 runs[pure].append(timed("repro", pure=pure))
         noop = all(done.returncode == 0 and ("up to date" in done.stdout + done.stderr
@@ -667,12 +697,14 @@ def bench_dvc() -> list[Row]:
         say(f"dvc: status {status_s:.1f} s (up to date); repro "
             f"{', '.join(f'{s:.1f}' for s, _ in runs[False])} s, with pure-Python YAML "
             f"{', '.join(f'{s:.1f}' for s, _ in runs[True])} s")
-        return [Row("no-op dvc repro (median of 3)", f"{repro_s:.1f} s",
+        return [Row(f"no-op dvc repro (median of {repros})", f"{repro_s:.1f} s",
                     f"pure-Python YAML {pure_s:.1f} s",
                     f"{pure_s / repro_s:.2f}x faster" if noop else "NOT a no-op", "<= 3 s",
                     noop and repro_s <= 3),
                 Row("  dvc status", f"{status_s:.1f} s", "", ""), *parse]
-    if errors:
+    if status.returncode == 0 and not errors and "up to date" in out:
+        why = "pipeline up to date; --dvc-repros 0"
+    elif errors:
         busy = "is busy" in errors[0]
         why = ("another dvc process holds the lock (a pipeline is running)" if busy
                else f"dvc status failed: {errors[0][:80]}")
@@ -680,7 +712,8 @@ def bench_dvc() -> list[Row]:
         changed = sum(1 for line in status.stdout.splitlines()
                       if line and not line[0].isspace() and line.rstrip().endswith(":"))
         why = f"pipeline not up to date ({changed} stage(s) changed)"
-    say(f"dvc: status {status_s:.1f} s; {why}: no repro run (it would not be a no-op)")
+    say(f"dvc: status {status_s:.1f} s; {why}: no repro run"
+        + ("" if repros == 0 else " (it would not be a no-op)"))
     return [Row("dvc status (no-op repro not run)", f"{status_s:.1f} s", "",
                 f"{why}; no repro", "repro <= 3 s"), *parse]
 
@@ -691,27 +724,52 @@ def bench_dvc() -> list[Row]:
 def parse(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", default=",".join(SECTIONS),
+    parser.add_argument("--quick", action="store_true",
+                        help="every section, the optional ones too, on a few small images and "
+                             "steps with the custom CNN (about a minute): a check that it all "
+                             "runs; the figures mean nothing. Settings: " + ", ".join(
+                                 f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
+    parser.add_argument("--sections", default=None,
                         help=f"comma-separated, of {', '.join(SECTIONS + OPTIONAL)} "
-                             f"(default: {','.join(SECTIONS)})")
-    parser.add_argument("--per-class", type=int, default=100,
-                        help="training images per class from blood-cell-images TRAIN (4 classes)")
-    parser.add_argument("--size", type=int, default=96, help="MobileNetV2 input size (px)")
-    parser.add_argument("--cnn-size", type=int, default=128, help="leukemia_cnn input size")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=2,
-                        help="measured epochs per variant, after one warm-up epoch each")
-    parser.add_argument("--precision-steps", type=int, default=8,
-                        help="training steps per timed run in the precision section")
+                             f"(default: {','.join(SECTIONS)}; with --quick all)")
+    parser.add_argument("--per-class", type=int, default=None,
+                        help="training images per class from blood-cell-images TRAIN (4 "
+                             f"classes; default {DEFAULTS['per_class']})")
+    parser.add_argument("--size", type=int, default=None,
+                        help=f"MobileNetV2 input size (px; default {DEFAULTS['size']})")
+    parser.add_argument("--cnn-size", type=int, default=None,
+                        help=f"leukemia_cnn input size (default {DEFAULTS['cnn_size']})")
+    parser.add_argument("--batch", type=int, default=None,
+                        help=f"default {DEFAULTS['batch']}")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="measured epochs per variant, after one warm-up epoch each "
+                             f"(default {DEFAULTS['epochs']})")
+    parser.add_argument("--precision-steps", type=int, default=None,
+                        help="training steps per timed run in the precision section "
+                             f"(default {DEFAULTS['precision_steps']})")
     parser.add_argument("--precision-accuracy", action="store_true",
                         help="add the section 'accuracy': a few epochs of training under "
                              "each precision (minutes)")
-    parser.add_argument("--accuracy-epochs", type=int, default=4)
-    parser.add_argument("--accuracy-networks", default="mobilenet_v2,leukemia_cnn",
-                        help="networks of --precision-accuracy (comma-separated)")
+    parser.add_argument("--accuracy-epochs", type=int, default=None,
+                        help=f"default {DEFAULTS['accuracy_epochs']}")
+    parser.add_argument("--accuracy-networks", default=None,
+                        help="networks of --precision-accuracy (comma-separated; default "
+                             f"{DEFAULTS['accuracy_networks']})")
+    parser.add_argument("--network", default=None,
+                        help="the network of the sections pipeline, precision, classify and "
+                             f"tracing (default {DEFAULTS['network']}; the transfer section "
+                             "always uses MobileNetV2's ImageNet base)")
+    parser.add_argument("--dvc-repros", type=int, default=None,
+                        help="no-op `dvc repro` runs per YAML parser in the dvc section, when "
+                             f"the pipeline is up to date (default {DEFAULTS['dvc_repros']}; "
+                             "0: `dvc status` only)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    for key, value in (QUICK if args.quick else DEFAULTS).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    sections = args.sections or ",".join(SECTIONS + OPTIONAL if args.quick else SECTIONS)
+    args.sections = [s.strip() for s in sections.split(",") if s.strip()]
     args.accuracy_networks = [n.strip() for n in args.accuracy_networks.split(",")]
     if args.precision_accuracy and "accuracy" not in args.sections:
         args.sections.append("accuracy")
@@ -719,6 +777,23 @@ def parse(argv=None) -> argparse.Namespace:
     if unknown:
         parser.error(f"sections must be among {SECTIONS + OPTIONAL}, got {unknown}")
     return args
+
+
+def run_section(section: str, ctx: Context) -> list[Row]:
+    """One section's rows."""
+    if section == "pipeline":
+        return bench_pipeline(ctx)
+    if section == "transfer":
+        return bench_transfer(ctx)
+    if section == "precision":
+        return bench_precision(ctx)
+    if section == "accuracy":
+        return bench_precision_accuracy(ctx)
+    if section == "classify":
+        return bench_classify(ctx)
+    if section == "tracing":
+        return bench_tracing(ctx)
+    return bench_dvc(ctx.args.dvc_repros)
 
 
 def main(argv=None) -> int:
@@ -731,33 +806,30 @@ def main(argv=None) -> int:
 
     for line in machine_lines():
         say(line)
-    say(f"settings  {' '.join(sys.argv[1:]) or '(defaults)'}; seed {args.seed}; "
-        f"batch {args.batch}; medians of {args.epochs} interleaved runs after a warm-up")
+    say(f"settings  {' '.join(sys.argv[1:] if argv is None else argv) or '(defaults)'}; "
+        f"seed {args.seed}; batch {args.batch}; {args.per_class} images per class at "
+        f"{args.size} px; medians of {args.epochs} interleaved runs after a warm-up")
+    if args.quick:
+        say("quick     a check that every section runs: its figures mean nothing")
     train.set_determinism(args.seed)
     rows: list[Row] = []
     if not WBC_TRAIN.is_dir():
         raise SystemExit(f"{WBC_TRAIN} missing: run `make data` first")
     ctx = Context(args, *pick_images(WBC_TRAIN, args.per_class, args.seed))
+    without_ratio = []
     for section in args.sections:
         start = time.perf_counter()
-        if section == "pipeline":
-            rows += bench_pipeline(ctx)
-        elif section == "transfer":
-            rows += bench_transfer(ctx)
-        elif section == "precision":
-            rows += bench_precision(ctx)
-        elif section == "accuracy":
-            rows += bench_precision_accuracy(ctx)
-        elif section == "classify":
-            rows += bench_classify(ctx)
-        elif section == "tracing":
-            rows += bench_tracing(ctx)
-        elif section == "dvc":
-            rows += bench_dvc()
+        found = run_section(section, ctx)
+        if not any(RATIO.search(row.result) for row in found):
+            without_ratio.append(section)
+        rows += found
         say(f"[{section}: {time.perf_counter() - start:.0f} s]")
     say("")
     say(table(rows))
     say(f"\ntotal {time.perf_counter() - begin:.0f} s")
+    if without_ratio:
+        say(f"error: section(s) without a ratio in the table: {', '.join(without_ratio)}")
+        return 1
     return 0
 
 

@@ -696,7 +696,7 @@ def test_cell_detail_block_gives_each_source_and_splits_median_detail(tmp_path):
     assert cells == {("blood-cell-images", "train"): [2, 0.0], ("pbc", "train"): [2, expected]}
     assert expected > 100
     assert "At 16 px" in text
-    assert "No cell cache" in results_docs.cell_detail_markdown(Paths(tmp_path / "none"))
+    assert results_docs.cell_detail_markdown(Paths(tmp_path / "none")) is None  # kept as is
     by_class = results_docs.cell_detail_markdown(paths, by="label").splitlines()
     assert [c.strip() for c in by_class[0].split("|")[1:4]] == [
         "class", "median detail, blood-cell-images", "median detail, pbc"]
@@ -904,7 +904,7 @@ def test_a_choice_over_seeds_against_the_study_by_hand(tmp_path):
 
 def test_export_choice_block_names_the_model_and_every_candidates_score(tmp_path):
     meta = tmp_path / "wbc.json"
-    assert "Not run yet" in results_docs.export_choice_markdown(meta)
+    assert results_docs.export_choice_markdown(meta) is None  # a fresh clone: block kept
     meta.write_text(json.dumps({"model_id": "cells-both", "data_version": {"md5": "0123456789"},
                                 "choice": {"rule_used": "val_macro_f1_shifted", "scores": {
                                     "cells-both-ensemble": 0.842, "cells-both": 0.848}}}))
@@ -955,9 +955,11 @@ def test_results_blocks_are_written_into_whichever_document_holds_their_markers(
     assert readme.read_text().endswith("\nend\n")
     assert results_docs.readme_table(table) in readme.read_text()
     assert log.read_text() == f"# Log\n\n{block('cells-tta', 'new tta')}\n"
-    # written again: nothing changes
+    # written again: nothing changes; a block whose source a fresh clone lacks (None) is kept
     assert results_docs.update_documents((readme, log), table, {"cells": "new cells",
                                                                 "cells-tta": "new tta"}) == []
+    assert results_docs.update_documents((readme, log), table, {"cells": None}) == []
+    assert block("cells", "new cells") in readme.read_text()
     with pytest.raises(ValueError, match="block 'cells-size'.*none of"):
         results_docs.update_documents((readme, log), table, {"cells-size": "x"})
     log.write_text(block("cells", "a copy"))

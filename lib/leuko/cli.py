@@ -4,12 +4,20 @@
     Classify cell images (or, with ``--smear``, whole smears) in files and folders (recursive;
     JPEG, PNG, BMP, TIFF), write one CSV row per cell with the predicted class and the
     probability of every class, and print the differential count (cells and % per class).
+    Without ``--model``: ``$LEUKO_MODEL``, else ``build/export/wbc.keras`` under the current
+    folder, else under the checkout the package is installed from (so it runs from any folder).
 ``leuko export --task {wbc,leukemia} [--rule val_macro_f1|val_macro_f1_shifted|saved_val_accuracy]``
     Choose the study's model for a task and export it with its metadata to build/export/.
 ``leuko score CSV [--labels LABELS.csv] [--skip-unknown] [--json]``
     Score classify's per-cell CSV against your labels (a CSV of path,label or each image's
     folder name): accuracy and macro F1 with 95 % intervals, per class, the cells kept by the
     abstention rule, the differential against the true one, the confusion matrix.
+``leuko adapt PATH... -o OUT.keras [--model M] [--labels LABELS.csv] [--seed N] [--json]``
+    Adapt the model to your lab: retrain its last layer on cells you labelled (folder names
+    or a CSV of path,label, as ``leuko score`` reads them), mixed with the study's training
+    cells when its cell cache is there; recalibrate its temperature and abstention threshold;
+    print the accuracy and macro F1 to expect before and after (cross-validated over your
+    cells) and write OUT.keras with its metadata JSON, for ``leuko classify --model``.
 
 Exit codes (every subcommand):
     0  everything worked;
@@ -29,6 +37,55 @@ from pathlib import Path
 
 EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED = 0, 1, 2
 DEFAULT_MODEL = Path("build/export/wbc.keras")
+#: An exported model to use when ``--model`` is not given (before the folders below).
+MODEL_ENV = "LEUKO_MODEL"
+
+
+def package_checkout() -> Path | None:
+    """The study's checkout this package is installed from (``make env`` installs it editable
+    from ``lib/``): the folder above ``lib/leuko`` when it holds ``dvc.yaml``, else None."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "dvc.yaml").is_file() else None
+
+
+def model_candidates(cwd: Path | None = None, checkout: Path | None = None,
+                     environ=None) -> list[tuple[Path, str]]:
+    """Where ``leuko classify`` looks for a model when ``--model`` is not given, in order:
+    ``$LEUKO_MODEL``, ``build/export/wbc.keras`` under the current folder, and under the
+    checkout the package is installed from; each with the reason it is looked at."""
+    environ = os.environ if environ is None else environ
+    cwd = Path.cwd() if cwd is None else cwd
+    checkout = package_checkout() if checkout is None else checkout
+    found: list[tuple[Path, str]] = []
+    if environ.get(MODEL_ENV):
+        found.append((Path(environ[MODEL_ENV]).expanduser(), f"${MODEL_ENV}"))
+    found.append((cwd / DEFAULT_MODEL, "the current folder"))
+    if checkout is not None and (checkout / DEFAULT_MODEL).resolve() != (
+            cwd / DEFAULT_MODEL).resolve():
+        found.append((checkout / DEFAULT_MODEL, "the checkout leuko is installed from"))
+    return found
+
+
+def find_model(cwd: Path | None = None, checkout: Path | None = None,
+               environ=None) -> Path:
+    """The model ``leuko classify`` uses without ``--model``: the first of
+    :func:`model_candidates` that exists, except that a set ``$LEUKO_MODEL`` is used (or
+    refused) alone. Raises FileNotFoundError saying every place it looked."""
+    candidates = model_candidates(cwd, checkout, environ)
+    if candidates[0][1] == f"${MODEL_ENV}":
+        path = candidates[0][0]
+        if path.is_file():
+            return path
+        raise FileNotFoundError(f"model not found: {path} (named by ${MODEL_ENV}); set it "
+                                "to an exported .keras file, or pass --model PATH")
+    for path, _ in candidates:
+        if path.is_file():
+            return path
+    looked = "; ".join(f"{path} ({why})" for path, why in candidates)
+    raise FileNotFoundError(
+        f"no model given and none found. Looked in: {looked}; ${MODEL_ENV} is not set. Export "
+        "the study's model (`make study`, or `leuko export --task wbc` in the checkout), then "
+        f"pass --model PATH or set {MODEL_ENV}=PATH.")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,9 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("paths", nargs="+", metavar="PATH",
                    help="image files and/or folders (searched recursively for .jpg .jpeg "
                         ".png .bmp .tif .tiff)")
-    c.add_argument("--model", type=Path, default=DEFAULT_MODEL,
-                   help=f"exported model; its metadata JSON must lie beside it "
-                        f"(default: {DEFAULT_MODEL})")
+    c.add_argument("--model", type=Path, default=None,
+                   help=f"exported model; its metadata JSON must lie beside it (default: "
+                        f"${MODEL_ENV} if set, else {DEFAULT_MODEL} under the current folder, "
+                        f"else under the checkout leuko is installed from)")
     c.add_argument("--output", "-o", type=Path, default=Path("leuko-classify.csv"),
                    help="CSV to write, one row per cell (default: leuko-classify.csv); with "
                         "--smear also <stem>-smears.csv and the folder <stem>-annotated/")
@@ -114,6 +172,36 @@ def build_parser() -> argparse.ArgumentParser:
     scoring.add_argument("--n-boot", type=_positive_int, default=2000,
                          help="bootstrap resamples of the intervals (default: 2000)")
     scoring.add_argument("--json", action="store_true", help="print the score as JSON")
+
+    a = sub.add_parser(
+        "adapt", help="adapt the model to your lab from cells you labelled",
+        description="Retrain the model's last layer on cells your lab labelled (any number "
+                    "per class; a class without cells keeps the model's behaviour), "
+                    "recalibrate its confidence, report the accuracy and macro F1 to expect "
+                    "before and after (stratified cross-validation over your cells), and "
+                    "write the adapted model for `leuko classify --model`.",
+        epilog="Exit codes: 0 all good, 1 usage error (e.g. a label that names no class), "
+               "2 some files could not be read (listed with reasons; the others were used).")
+    a.add_argument("paths", nargs="+", metavar="PATH",
+                   help="labelled cell images: folders named after their class "
+                        "(neutrophil/, lymphocytes/, ...), or any files with --labels")
+    a.add_argument("--output", "-o", type=Path, required=True,
+                   help="the adapted model to write (.keras; its .json beside it)")
+    a.add_argument("--model", type=Path, default=None,
+                   help="the model to adapt (default: as `leuko classify` finds it)")
+    a.add_argument("--labels", type=Path, default=None,
+                   help="CSV with columns path,label (default: each image's folder name)")
+    a.add_argument("--seed", type=int, default=0,
+                   help="seed of the source-cell sample and the cross-validation folds")
+    a.add_argument("--source-per-class", type=int, default=50,
+                   help="training cells per class mixed in from the study's cell cache "
+                        "(default: 50; 0: the lab's cells only)")
+    a.add_argument("--n-boot", type=_positive_int, default=2000,
+                   help="bootstrap resamples of the intervals (default: 2000)")
+    a.add_argument("--json", action="store_true", help="print a JSON summary")
+    a.add_argument("--no-progress", action="store_true", help="no progress bar")
+    a.add_argument("--workers", type=_positive_int, default=2,
+                   help="threads decoding images (default: 2)")
 
     e = sub.add_parser("export", help="choose and export the study's model for a task",
                        description="Choose the study's model for a task by a validation "
@@ -151,6 +239,8 @@ def cmd_classify(args) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     try:
+        if args.model is None:
+            args.model = find_model()
         classifier = classify.load_classifier(args.model)
     except (FileNotFoundError, ValueError, OSError) as error:
         print(f"leuko classify: error: {error}", file=sys.stderr)
@@ -218,7 +308,13 @@ def cmd_export(args) -> int:
         metadata = export.export_task(args.task, rule=args.rule, model_ids=args.models,
                                       out_dir=args.out_dir)
     except (ValueError, FileNotFoundError) as error:
-        print(f"leuko export: error: {error}", file=sys.stderr)
+        where = ""
+        checkout = package_checkout()
+        if not Path("dvc.yaml").is_file():
+            where = (" (leuko export reads the study's files under the current folder, which "
+                     "is not a checkout of the study" + (f"; run it in {checkout}" if checkout
+                                                        else "") + ")")
+        print(f"leuko export: error: {error}{where}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
         print(json.dumps(metadata, indent=2))
@@ -252,10 +348,42 @@ def cmd_score(args) -> int:
     return EXIT_OK
 
 
+def cmd_adapt(args) -> int:
+    """``leuko adapt``: the model's last layer retrained on the lab's labelled cells."""
+    from leuko import adapt
+
+    try:
+        if args.model is None:
+            args.model = find_model()
+        result = adapt.adapt(args.paths, args.model, args.output, labels_csv=args.labels,
+                             seed=args.seed, source_per_class=args.source_per_class,
+                             n_boot=args.n_boot, workers=args.workers,
+                             progress=not args.no_progress)
+    except (FileNotFoundError, ValueError, OSError) as error:
+        print(f"leuko adapt: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(adapt.format_adapted(result))
+        if result.unlabelled:
+            print(f"{len(result.unlabelled)} image(s) without a label in {args.labels}: not "
+                  "used (first: " + ", ".join(result.unlabelled[:3]) + ")")
+        if result.ignored_files:
+            print(f"Ignored {result.ignored_files} file(s) in the folders without an image "
+                  "suffix.")
+    if result.failures:
+        print(file=sys.stderr)
+        _print_failures(result.failures, sys.stderr)
+        print(f"(also listed in {result.failed_output}; exit code 2)", file=sys.stderr)
+    return result.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``leuko`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    commands = {"classify": cmd_classify, "score": cmd_score, "export": cmd_export}
+    commands = {"classify": cmd_classify, "score": cmd_score, "export": cmd_export,
+                "adapt": cmd_adapt}
     return commands[args.command](args)
 
 

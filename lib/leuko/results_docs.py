@@ -138,8 +138,9 @@ RESULT_DOCUMENTS = (Path("README.md"), Path("docs/cell-classifier-choices.md"),
 
 def update_documents(documents: tuple[Path, ...], table: pd.DataFrame,
                      blocks: dict[str, str] | None = None) -> list[Path]:
-    """Replace the results table and each of ``blocks`` (name -> markdown) between their
-    markers, in whichever of ``documents`` holds them; the documents that changed.
+    """Replace the results table and each of ``blocks`` (name -> markdown, or None to leave
+    the block as it is) between their markers, in whichever of ``documents`` holds them; the
+    documents that changed.
 
     Raises ValueError for a block whose markers are in none of the documents, or in more
     than one."""
@@ -147,6 +148,8 @@ def update_documents(documents: tuple[Path, ...], table: pd.DataFrame,
     new = dict(texts)
     for name, body in {"results": readme_table(table), **(blocks or {})}.items():
         start, _ = readme_block_markers(name)
+        if body is None:  # its source is a build output this checkout lacks: left as written
+            continue
         holders = [d for d, text in new.items() if start in text]
         if len(holders) != 1:
             where = ", ".join(map(str, holders)) or "none of " + ", ".join(map(str, texts))
@@ -188,10 +191,10 @@ def cells_data_table(manifest: pd.DataFrame) -> pd.DataFrame:
     return view
 
 
-def cells_data_markdown(manifest_csv: Path) -> str:
+def cells_data_markdown(manifest_csv: Path) -> str | None:
     """:func:`cells_data_table` of the study's cell manifest as markdown."""
     if not Path(manifest_csv).is_file():
-        return f"*Not run yet: {manifest_csv} is missing (`dvc repro cells`).*"
+        return None  # a build output a fresh clone lacks: the block keeps the last run's
     table = cells_data_table(pd.read_csv(manifest_csv, keep_default_na=False))
     return (table.to_markdown(index=False, disable_numparse=True)
             + "\n\nImages (distinct source cells): blood-cell-images' images are shifted, rotated "
@@ -296,7 +299,7 @@ def study_part(stage: str) -> str:
     return next(part for part, test in STUDY_PARTS if test(stage))
 
 
-def cell_detail_markdown(cache_paths=None, by: str = "split") -> str:
+def cell_detail_markdown(cache_paths=None, by: str = "split") -> str | None:
     """The median fine detail (``cells.detail``) of the prepared cells of the study's cache
     (``build/cells``): how sharp each lab's cells reach the network. ``by="split"``: per source
     and split; ``by="label"``: per class (rows) and source (columns), training cells only."""
@@ -304,7 +307,7 @@ def cell_detail_markdown(cache_paths=None, by: str = "split") -> str:
         raise ValueError(f"by must be 'split' or 'label', got {by!r}")
     paths = cache_paths or multisource.DEFAULT_PATHS
     if not multisource.cache_path(paths).is_file():
-        return f"*No cell cache at {multisource.cache_path(paths)} (`dvc repro cells`).*"
+        return None  # a build output a fresh clone lacks: the block keeps the last run's
     cache = multisource.load_cell_cache(paths)
     rows = cache.rows.assign(detail=[detail(cache.images[i]) for i in cache.rows["index"]])
     if by == "split":
@@ -624,11 +627,11 @@ def cells_ensemble_markdown(record: Path = SPREAD_RECORD) -> str:
             + "\n\n" + CELLS_ENSEMBLE_NOTE + " " + spread_run_line(record))
 
 
-def export_choice_markdown(export_json: Path) -> str:
+def export_choice_markdown(export_json: Path) -> str | None:
     """Which model the study exported for a task (``build/export/<task>.json``): the rule and
     every candidate's validation score, best first."""
     if not Path(export_json).is_file():
-        return f"*Not run yet: {export_json} is missing (`dvc repro export@wbc`).*"
+        return None  # a build output a fresh clone lacks: the block keeps the last run's
     meta = json.loads(Path(export_json).read_text())
     choice = meta["choice"]
     scores = sorted(choice["scores"].items(), key=lambda item: -item[1])

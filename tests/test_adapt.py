@@ -1,0 +1,268 @@
+"""`leuko adapt`: the last layer retrained on a lab's labelled cells (real PBC cells)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import DATA, WBC_CLASSES, require
+from leuko import adapt, classify, cli
+
+SIZE = 32
+
+
+def _pbc_cells(folder: Path, per_class: int, skip: int = 0, classes=WBC_CLASSES,
+               names=None) -> list[Path]:
+    """``per_class`` PBC cells of each class (after the first ``skip``) copied into
+    ``folder/<name>/`` (``names``: the folder name of each class; default lower case)."""
+    pbc = require(DATA / "pbc")
+    copied = []
+    for c in classes:
+        target = folder / (names or {}).get(c, c.lower())
+        target.mkdir(parents=True, exist_ok=True)
+        for f in sorted((pbc / c.lower()).iterdir())[skip:skip + per_class]:
+            shutil.copyfile(f, target / f.name)
+            copied.append(target / f.name)
+    return copied
+
+
+def _nested_model(folder: Path, name: str = "base") -> Path:
+    """A tiny classifier built as the study's are (Input -> Preprocess -> base model -> head
+    model ending in a softmax Dense), on cells prepared as the study prepares them, with 8
+    views; its last layer deliberately wrong (every cell called a neutrophil)."""
+    import keras
+
+    from leuko.cells import CellPreprocess
+    from leuko.networks import Preprocess
+    from leuko.study import save_model
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input((SIZE, SIZE, 3))
+    conv = keras.layers.Conv2D(16, 3, activation="relu", name="conv")(image)
+    pooled = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling2D()(conv),
+                                         keras.layers.GlobalAveragePooling2D()(image),
+                                         keras.layers.GlobalMaxPooling2D()(conv)])
+    base = keras.Model(image, pooled, name="base")
+    features = keras.Input((35,))
+    dense = keras.layers.Dense(4, activation="softmax", name="head_softmax")
+    head = keras.Model(features, dense(features), name="head")
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    model = keras.Model(inputs, head(base(Preprocess("unit", name="preprocess")(inputs))))
+    kernel, _ = dense.get_weights()
+    dense.set_weights([0.1 * kernel, np.array([0, 0, 0, 3.0], np.float32)])
+    path = save_model(model, folder / f"{name}.keras")
+    classify.metadata_path(path).write_text(json.dumps({
+        "model_id": "tiny-nested", "classes": WBC_CLASSES, "input_size": [SIZE, SIZE],
+        "views": 8, "cell_preprocess": CellPreprocess().to_dict(), "temperature": 1.0,
+        "abstain": {"val_coverage": 0.9, "threshold": 0.0}, "test": {"accuracy": 0.5}}))
+    return path
+
+
+def _accuracy(model: Path, cells: Path, out: Path) -> tuple[float, pd.DataFrame]:
+    classify.run([cells], model, out, progress=False)
+    table = pd.read_csv(out)
+    truth = table["path"].map(lambda p: Path(p).parent.name.upper())
+    return float((table["predicted"] == truth).mean()), table
+
+
+# --- labels -----------------------------------------------------------------------------------
+
+
+def test_labels_from_folders_aliases_and_a_csv(tmp_path):
+    for folder, n in (("Neutrophils", 2), ("LY", 1), ("segmented_neutrophil", 1)):
+        (tmp_path / "lab" / folder).mkdir(parents=True)
+        for i in range(n):
+            (tmp_path / "lab" / folder / f"{folder}{i}.jpg").write_bytes(b"x")
+    (tmp_path / "lab" / "notes.txt").write_text("not an image")
+    cells = adapt.lab_cells([tmp_path / "lab"], WBC_CLASSES)
+    assert sorted(cells.labels) == ["LYMPHOCYTE", "NEUTROPHIL", "NEUTROPHIL", "NEUTROPHIL"]
+    assert cells.ignored_files == 1 and not cells.unlabelled
+
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"path": ["LY0.jpg", str(tmp_path / "lab" / "Neutrophils" / "Neutrophils0.jpg")],
+                  "label": ["eos", "monocytes"]}).to_csv(labels, index=False)
+    cells = adapt.lab_cells([tmp_path / "lab"], WBC_CLASSES, labels)
+    assert dict(zip(map(lambda p: Path(p).name, cells.paths), cells.labels, strict=True)) == {
+        "LY0.jpg": "EOSINOPHIL", "Neutrophils0.jpg": "MONOCYTE"}
+    assert len(cells.unlabelled) == 2  # counted, not silently dropped
+
+
+def test_a_label_of_no_class_is_named(tmp_path):
+    for folder in ("neutrophil", "smudge"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "a.png").write_bytes(b"x")
+    with pytest.raises(adapt.AdaptError, match=r"'smudge' \(1 cells\)"):
+        adapt.lab_cells([tmp_path], WBC_CLASSES)
+    assert cli.main(["adapt", str(tmp_path), "-o", str(tmp_path / "x.keras"), "--model",
+                     str(tmp_path / "missing.keras")]) == cli.EXIT_USAGE
+
+
+def test_lab_set_hash_follows_contents_and_labels(tmp_path):
+    a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    a.write_bytes(b"one")
+    b.write_bytes(b"two")
+    h = adapt.lab_set_hash([a, b], ["NEUTROPHIL", "MONOCYTE"])
+    assert h == adapt.lab_set_hash([b, a], ["MONOCYTE", "NEUTROPHIL"])
+    assert h != adapt.lab_set_hash([a, b], ["MONOCYTE", "NEUTROPHIL"])
+
+
+# --- the fit ----------------------------------------------------------------------------------
+
+
+def test_fit_head_learns_and_keeps_the_classes_it_is_not_given():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 5)) * 3
+    y = np.repeat(np.arange(3), 20)  # classes 0..2 only
+    x = centres[y] + rng.normal(size=(60, 5))
+    kernel0, bias0 = rng.normal(size=(5, 4)), np.array([0, 0, 0, 5.0])
+    kernel, bias = adapt.fit_head(x, y, np.full(60, 1 / 60), kernel0, bias0, [0, 1, 2],
+                                  l2=1e-4, keep_absent=0.0)
+    assert np.array_equal(kernel[:, 3], kernel0[:, 3]) and bias[3] == bias0[3]
+    before = adapt.softmax_probs(x, kernel0, bias0)
+    after = adapt.softmax_probs(x, kernel, bias)
+    assert (after.argmax(axis=1) == y).mean() > 0.9 > (before.argmax(axis=1) == y).mean()
+    # by default each cell's probability of the class left out stays near the base's
+    kept = adapt.softmax_probs(x, *adapt.fit_head(x, y, np.full(60, 1 / 60), kernel0, bias0,
+                                                  [0, 1, 2], l2=1e-4))
+    assert np.abs(kept[:, 3] - before[:, 3]).mean() < 0.1 < np.abs(after[:, 3]
+                                                                   - before[:, 3]).mean()
+    assert (kept[:, :3].argmax(axis=1) == y).mean() > 0.9  # the others still learnt
+    assert adapt.n_folds([0] * 7 + [1] * 3) == 3 and adapt.n_folds([0, 1, 1]) == 2
+
+
+def test_source_cells_from_the_study_cache_class_balanced(tmp_path):
+    from leuko.study import Paths, save_features, write_manifest
+
+    classifier = classify.Classifier(model=None, classes=WBC_CLASSES, image_size=(8, 8),
+                                     metadata={"sources": ["pbc"]})
+    missing = adapt.source_sample(classifier, [tmp_path], 5, seed=0)
+    assert not missing.used and "cell cache is missing" in missing.note
+    rows = pd.DataFrame({"path": [f"c{i:03d}.jpg" for i in range(60)],
+                         "label": ["NEUTROPHIL"] * 30 + ["EOSINOPHIL"] * 20 + ["PLATELET"] * 10,
+                         "split": ["train", "val"] * 30,
+                         "source": ["pbc"] * 50 + ["blood-cell-images"] * 10,
+                         "cell_found": True, "tight": False, "index": np.arange(60)})
+    write_manifest(rows, Paths(root=tmp_path).manifest("cells"))
+    images = np.arange(60, dtype=np.uint8)[:, None, None, None] * np.ones((1, 8, 8, 3), np.uint8)
+    save_features(tmp_path / "build" / "cells" / "cells.npz", images=images,
+                  found=np.ones(60, bool), paths=rows["path"].to_numpy(dtype=str))
+    sample = adapt.source_sample(classifier, [tmp_path], 5, seed=0)
+    assert sample.used and sample.per_class == {"EOSINOPHIL": 5, "NEUTROPHIL": 5}
+    picked = sample.images[:, 0, 0, 0]
+    assert all(rows["split"][picked] == "train")  # image i is row i here
+    assert list(sample.labels) == [0] * 5 + [3] * 5
+    small = classify.Classifier(model=None, classes=WBC_CLASSES, image_size=(16, 16))
+    assert "not used" in adapt.source_sample(small, [tmp_path], 5, seed=0).note
+
+
+# --- the whole run, on real cells -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def adapted(tmp_path_factory):
+    """A wrong tiny model adapted (through the CLI) to 10 PBC cells of each class but
+    monocytes (its base first adapted to 20 cells of each class), plus a file that is no image; and held-out PBC cells of every class."""
+    root = tmp_path_factory.mktemp("adapt")
+    lab = root / "lab"
+    _pbc_cells(lab, 10, classes=["EOSINOPHIL", "LYMPHOCYTE", "NEUTROPHIL"],
+               names={"LYMPHOCYTE": "ly"})  # an alias as a folder name
+    (lab / "neutrophil" / "broken.jpg").write_bytes(b"not a jpeg")
+    # a good base for monocytes: first adapt on all four classes, then break the others
+    _pbc_cells(root / "all", 20, skip=40)
+    base = _nested_model(root)
+    assert cli.main(["adapt", str(root / "all"), "-o", str(root / "good.keras"), "--model",
+                     str(base), "--no-progress", "--n-boot", "200", "--json"]) == 0
+    good = json.loads((root / "good.json").read_text())
+    held_out = root / "held-out"
+    _pbc_cells(held_out, 10, skip=20)
+    return {"root": root, "lab": lab, "base": base, "good": good, "held_out": held_out,
+            "code": cli.main(["adapt", str(lab), "-o", str(root / "lab.keras"), "--model",
+                              str(root / "good.keras"), "--no-progress", "--n-boot", "200",
+                              "--seed", "3"])}
+
+
+def test_adaptation_raises_the_cross_validated_score(adapted):
+    scores = adapted["good"]["scores"]
+    for metric in ("accuracy", "macro_f1"):
+        before, after = scores["before"][metric], scores["after"][metric]
+        assert after["value"] > before["value"] + 0.15
+        assert after["low"] <= after["value"] <= after["high"]
+    assert scores["before"]["accuracy"]["value"] == pytest.approx(0.25)  # all "neutrophil"
+    assert scores["cross_validation"]["folds"] == 5
+
+
+def test_the_metadata_records_base_lab_cells_and_calibration(adapted):
+    root = adapted["root"]
+    meta = json.loads((root / "lab.json").read_text())
+    good = adapted["good"]
+    assert meta["adapted_from"]["model"] == str(root / "good.keras")
+    assert meta["adapted_from"]["model_id"] == good["model_id"] == "tiny-nested-adapted"
+    assert meta["cells_per_class"] == {"EOSINOPHIL": 10, "LYMPHOCYTE": 10, "MONOCYTE": 0,
+                                       "NEUTROPHIL": 10}
+    cells = adapt.lab_cells([adapted["lab"]], WBC_CLASSES)
+    readable = [(p, c) for p, c in zip(cells.paths, cells.labels, strict=True)
+                if not p.endswith("broken.jpg")]
+    assert meta["lab_set"]["sha256"] == adapt.lab_set_hash(*zip(*readable, strict=True))
+    assert meta["lab_set"]["cells"] == 30
+    assert set(meta["scores"]) == {"before", "after", "cross_validation"}
+    assert meta["scores"]["cross_validation"]["folds"] == 5
+    # recalibrated on the lab's (out-of-fold) cells: the base had T = 1, threshold 0
+    assert good["temperature"] != 1.0 and good["abstain"]["threshold"] > 0
+    assert good["abstain"]["val_coverage"] == 0.9
+    assert meta["temperature"] == pytest.approx(
+        classify.load_classifier(root / "lab.keras").temperature)
+    assert meta["adaptation"]["source_cells"] is False  # no cell cache of 32 px cells
+    assert meta["adaptation"]["classes_kept_from_base"] == ["MONOCYTE"]
+    assert meta["classes"] == WBC_CLASSES and meta["views"] == 8
+    assert "test" not in meta and good["adapted_from"]["test"] == {"accuracy": 0.5}
+
+
+def test_an_unreadable_file_is_reported_as_classify_reports_it(adapted):
+    assert adapted["code"] == cli.EXIT_SOME_FAILED
+    meta = json.loads((adapted["root"] / "lab.json").read_text())
+    assert [Path(f["path"]).name for f in meta["failed"]] == ["broken.jpg"]
+    failed = pd.read_csv(adapted["root"] / "lab-failed.csv")
+    assert list(failed["path"].map(lambda p: Path(p).name)) == ["broken.jpg"]
+
+
+def test_classify_reads_the_adapted_model_and_it_does_better_on_held_out_cells(adapted):
+    root = adapted["root"]
+    before, _ = _accuracy(adapted["base"], adapted["held_out"], root / "before.csv")
+    after, table = _accuracy(root / "lab.keras", adapted["held_out"], root / "after.csv")
+    assert after > before + 0.15
+    assert cli.main(["classify", str(adapted["held_out"]), "--model", str(root / "lab.keras"),
+                     "-o", str(root / "cli.csv"), "--no-progress"]) == 0
+    # monocytes had no lab cells: still predicted, about as probable as the base made them
+    _, base = _accuracy(root / "good.keras", adapted["held_out"], root / "good.csv")
+    monocyte = table["path"].str.contains("/monocyte/")
+    assert (table.loc[monocyte, "predicted"] == "MONOCYTE").sum() >= 1
+    assert (table.loc[monocyte, "p_MONOCYTE"].mean()
+            > 0.5 * base.loc[monocyte, "p_MONOCYTE"].mean())
+
+
+def test_a_class_without_lab_cells_keeps_its_weights(adapted):
+    from leuko.study import load_model
+
+    root = adapted["root"]
+    good = adapt.split_head(load_model(root / "good.keras")).weights
+    lab = adapt.split_head(load_model(root / "lab.keras")).weights
+    m = WBC_CLASSES.index("MONOCYTE")
+    assert np.array_equal(good[0][:, m], lab[0][:, m]) and good[1][m] == lab[1][m]
+    assert not np.array_equal(good[0], lab[0])
+
+
+def test_an_averaged_ensemble_is_refused():
+    import keras
+
+    inputs = keras.Input((4,))
+    a = keras.layers.Dense(2, activation="softmax")(inputs)
+    b = keras.layers.Dense(2, activation="softmax")(inputs)
+    model = keras.Model(inputs, keras.layers.Average(name="mean")([a, b]))
+    with pytest.raises(adapt.AdaptError, match="ensemble"):
+        adapt.split_head(model)
+
