@@ -10,7 +10,7 @@ model as trained, and the same model after its BatchNorm layers' moving mean and
 were replaced by the average over the part's own images (``adapt_batch_norm``: batches of
 128 in training mode, a cumulative average; labels are not used). Both are scored as the
 evaluate-cells stage scores (``crosssource.score_part``, the model's own temperature).
-Written: ``reports/ablation/adabn.csv``; ``make results`` puts it in the README.
+Written: ``reports/ablation/adabn.csv``; ``make results`` puts it in docs/experiments/cells.md.
 """
 
 from __future__ import annotations

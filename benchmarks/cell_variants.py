@@ -35,7 +35,7 @@ def score_study_models(block: str, probabilities, n_boot: int) -> list[dict]:
     """Each cell model of the last ``dvc repro`` (``cells.trainings``) on each test part of
     ``multisource.TEST_PARTS``, two ways: ``probabilities(model_id, images, alternative)``
     gives the model's uncalibrated class probabilities as the study has them
-    (``alternative`` False) and as the variant of README block ``block`` has them (True);
+    (``alternative`` False) and as the variant of the docs block ``block`` has them (True);
     both are temperature-scaled with the model's own temperature and scored as the
     evaluate-cells stage scores (``crosssource.score_part``). One row per model and part,
     with the paired accuracy difference; the CSV of ``block`` is written."""

@@ -15,7 +15,7 @@ reinhard        cell crop + Reinhard normalisation on the background (the study'
 Everything else is the study's (``params/cells.yaml``), with fewer epochs and cells per class
 (``--epochs``, ``--per-class``), and one seed: read differences of a few points as noise.
 Writes ``reports/ablation/cells.csv`` (with the machine) and prints it; ``make results`` puts
-it in the README. Uses the PBC split and the blood-cell-images manifest of the last
+it in docs/experiments/cells.md. Uses the PBC split and the blood-cell-images manifest of the last
 ``dvc repro`` (``build/manifests``).
 """
 

@@ -19,7 +19,7 @@ Choices (``CHOICES``; the names and the CSV of each: ``leuko.results_docs.CELL_V
 - ``blur``: sharpness jitter (``cells.train.blur_sigma``: each training cell blurred by a random
   share of a Gaussian of 1 px at 64 px) against none. At 64 px PBC's prepared cells carry more
   fine detail (``cells.detail``) than blood-cell-images' (the ``cell-detail`` block of
-  docs/cell-classifier-choices.md).
+  docs/experiments/cells.md).
 - ``sharpness``: sharpness normalisation (``cells.preprocess.max_detail``: every prepared cell,
   in training, evaluation and ``leuko classify``, blurred down to at most that much detail,
   ``cells.cap_detail``) against none; the cache is prepared again from the same rows.
@@ -43,9 +43,9 @@ Choices (``CHOICES``; the names and the CSV of each: ``leuko.results_docs.CELL_V
   training cell's lightness spread multiplied by a factor drawn from [0.6, 1],
   ``multisource.contrast_jitter``) against none. Before blood-cell-images' black corners were
   filled, they shrank its cells' lightness spread by about that much, and its model carried
-  better to PBC's monocytes (*Black margins* in docs/cell-classifier-choices.md): was the accident a remedy? Adopted after
-  it was measured over seeds, so the study now uses it and the choice has nothing left to
-  compare (the script says so and stops).
+  better to PBC's monocytes (*Black margins* in docs/experiments/cells.md): was the accident a
+  remedy? Adopted after it was measured over seeds, so the study now uses it and the choice
+  has nothing left to compare (the script says so and stops).
 - ``stain``: the stain, colour and scale jitter in training at twice the study's strength
   (``cells.train.stain_jitter: 2``: stain density factors 1 +- 0.6, hue +- 0.06, zoom up to
   1.3x in or out, ``leuko.stain.jitter_ranges``) against 1. Without the jitter both
@@ -59,16 +59,16 @@ and scored as evaluate-cells scores them (``crosssource.evaluate_cell_models``).
 compared with the study's own model of the last ``dvc repro`` on every test part: accuracy
 and macro F1 of both, and the paired bootstrap of the accuracy difference over source cells.
 One training seed. Written: ``reports/ablation/<choice's csv>``; ``make results`` puts it in
-the README. ``--seed n`` trains both sides again at another seed (the baseline too, with the
-study's settings) and writes ``<choice's csv stem>-seed<n>.csv``: a second draw of the same
-comparison.
+docs/experiments/cells.md. ``--seed n`` trains both sides again at another seed (the baseline
+too, with the study's settings) and writes ``<choice's csv stem>-seed<n>.csv``: a second
+draw of the same comparison.
 
 ``--over-seeds`` (training choices only) measures the choice as the study measures its own
 settings: the variant's main run and a repeat at each of ``cells.repeats.seeds``, and each
 training's ensemble of them (``leuko.ensemble``), against the study's runs and ensembles at the
 same seeds (``results_docs.cells_choice_seeds_table``: one run's mean ± sd of each side, the paired
 difference over source cells and seeds, the two ensembles). The variant's runs are kept in
-``build/choices/<choice>/``, so a rerun resumes; writes the CSV of README block
+``build/choices/<choice>/``, so a rerun resumes; writes the CSV of the block
 ``cells-<choice>-seeds``.
 
     .venv/bin/python benchmarks/cells_choices.py floor --over-seeds   # ~70 min on 2 cores
@@ -93,7 +93,7 @@ from cell_variants import difference_columns, write_table
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# blocks cells-<choice> of docs/cell-classifier-choices.md (leuko.results_docs.CELL_VARIANTS)
+# blocks cells-<choice> of docs/experiments/cells.md (leuko.results_docs.CELL_VARIANTS)
 CHOICES = ("bn", "size", "blur", "sharpness", "jitter", "floor", "randomise", "sharpen",
            "contrast", "stain", "stain-1.5")
 ALTERNATIVE_SIZE = 96
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the variant at every seed the study trains (main run and "
                              "cells.repeats.seeds) and its ensembles, against the study's runs "
                              "and ensembles; runs kept in build/choices/<choice>/; writes the "
-                             "CSV of README block cells-<choice>-seeds")
+                             "CSV of the block cells-<choice>-seeds")
     args = parser.parse_args(argv)
 
     os.chdir(ROOT)
@@ -199,13 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     from leuko.params import read_block
     from leuko.results_docs import cell_variant, cells_choice_seeds_table
 
-    # its README block: cells-<choice>, or cells-<choice>-seeds for --over-seeds
+    # its block in docs/experiments/cells.md: cells-<choice>, or cells-<choice>-seeds for
+    # --over-seeds
     choice = cell_variant(f"cells-{args.choice}" + ("-seeds" if args.over_seeds else ""))
     config = multisource.CellStudy.from_params()
     variant = variant_of(args.choice, config)
     if variant == config:
         raise SystemExit(f"{args.choice}: the study already uses this choice's setting (adopted "
-                         f"after its README block {choice.block} was measured), so both sides "
+                         f"after its block {choice.block} was measured), so both sides "
                          "would be the same; compare it with the setting before by hand")
     trainings = tuple(args.trainings.split(",")) if args.trainings else config.trainings
     seed = int(read_block("data")["seed"])

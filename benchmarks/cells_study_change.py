@@ -11,8 +11,8 @@ their repeats and ensembles: metrics and predictions) and the cells manifest int
 (``study.Paths(root)``), with the commit it was taken at. ``compare NAME`` sets the study's
 models now beside them (``results_docs.cells_choice_seeds_table``: one run's mean ± sd of each
 side, the paired difference over source cells and seeds, the two ensembles) and writes the
-CSV of the README block ``cells-NAME`` (``leuko.results_docs.CELL_VARIANTS``), which
-``make results`` copies into the README.
+CSV of the block ``cells-NAME`` (``leuko.results_docs.CELL_VARIANTS``), which
+``make results`` copies into docs/experiments/cells.md.
 
 Unlike ``benchmarks/cells_choices.py``, which trains a variant beside the study, this measures
 a change by the study's own runs (the whole ``dvc repro`` is the variant): the way to compare a
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("snapshot", "compare"))
     parser.add_argument("name", help="the change: snapshot in build/choices/before-NAME/, "
-                                     "README block cells-NAME")
+                                     "block cells-NAME of docs/experiments/cells.md")
     parser.add_argument("--n-boot", type=int, default=2000)
     args = parser.parse_args(argv)
 
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         written = snapshot(root)
         print(f"{len(written)} files of the study's cell models copied to {root}")
         return 0
-    choice = cell_variant(f"cells-{args.name}")  # fails early on a name with no README block
+    choice = cell_variant(f"cells-{args.name}")  # fails early on a name with no block
     if not (root / "COMMIT").is_file():
         raise SystemExit(f"no snapshot {root}: take one before the change "
                          f"(cells_study_change.py snapshot {args.name})")

@@ -11,7 +11,7 @@ probabilities for the cells as prepared, against their mean over the 8 views
 (``leuko.cells.mean_over_views``, as the study predicts with ``cells.train.views: 8``), both
 temperature-scaled with the model's own temperature and scored as the evaluate-cells stage
 scores (``crosssource.score_part``).
-Written: ``reports/ablation/cells_tta.csv``; ``make results`` puts it in the README.
+Written: ``reports/ablation/cells_tta.csv``; ``make results`` puts it in docs/experiments/cells.md.
 """
 
 from __future__ import annotations

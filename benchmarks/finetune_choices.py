@@ -21,7 +21,8 @@ image, in a scratch folder (the study's models are not touched). Written:
 macro F1, the saved weights' validation accuracy, training seconds, machine; the setting's
 column is named by its key) and ``reports/ablation/finetune_<choice>_paired.csv``
 (alternative - baseline, the paired bootstrap over source cells and seeds,
-``metrics.paired_bootstrap_difference_seeds``); ``make results`` puts both in the README.
+``metrics.paired_bootstrap_difference_seeds``); ``make results`` puts both in
+docs/experiments/thesis.md.
 """
 
 from __future__ import annotations

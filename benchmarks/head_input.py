@@ -10,7 +10,8 @@ class) and a class-balanced sample of TEST, unpooled; ``avg`` is its spatial mea
 regime's head (``params/regimes/imagenet.yaml``) with the same seed; printed: validation,
 TEST-sample and TEST_SIMPLE accuracy, features per image, head parameters, seconds per epoch,
 and the machine, and written to ``reports/ablation/head_input.csv``, which ``make results``
-puts in the README. Uses the manifest of the last ``dvc repro`` (``build/manifests``).
+puts in docs/experiments/thesis.md. Uses the manifest of the last ``dvc repro``
+(``build/manifests``).
 """
 
 from __future__ import annotations

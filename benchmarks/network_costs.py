@@ -20,7 +20,7 @@ of them), the pooled split's regimes and the repeats. Written:
 regime and for the network's whole share of the full preset, and the expected hours on one
 GPU, ``costs.add_gpu_estimate``: calibrated on the thesis's own times, 9 min 59 s for
 transfer and 2 h 14 min from scratch per network on average, an order of magnitude, not a
-schedule); ``make results`` puts it in the README.
+schedule); ``make results`` puts it in docs/experiments/thesis.md.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ machine). Written: ``reports/ablation/smoke_run.csv`` (one row per stage that fi
 ``reports/ablation/smoke_run.json`` (the wall time of each make target, the stages the smoke
 preset plans and how many finished, whether the report was written and titled as a plumbing
 run, the commit, the machine, and the last lines of the log when a target failed);
-``make results`` puts them in the README. Run it on an otherwise idle machine.
+``make results`` puts them in docs/experiments/thesis.md. Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations

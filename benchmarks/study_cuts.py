@@ -9,7 +9,8 @@ with the study's parameters (``params/``) except the value cut, in ``build/cuts/
 the blood-cell-images manifest of the last ``dvc repro``, and appends one row per regime to
 ``reports/ablation/study_cuts.csv`` (accuracy on both test splits, training seconds, the
 machine and its load: seconds measured on a busy machine are not the cut's saving).
-``make results`` puts the table, beside the default run's own figures, in the README.
+``make results`` puts the table, beside the default run's own figures, in
+docs/experiments/thesis.md.
 One seed: a difference of a few points is within what another seed or CPU moves.
 """
 

@@ -11,7 +11,7 @@ compiled, timed apart: Keras 3's own first step, which the study's ``train.fit``
 in-memory batch (the input
 pipeline is not what is measured: ``make bench``'s pipeline section does that). The time of
 a step does not depend on the pixels. Written: ``reports/ablation/train_step.csv``;
-``make results`` puts it in the README.
+``make results`` puts it in docs/experiments/thesis.md.
 """
 
 from __future__ import annotations

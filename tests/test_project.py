@@ -1,5 +1,6 @@
 """Project hygiene that users rely on: stripped notebooks with a parameters cell and the
-`leuko` kernel, presets that switch the study, and a README whose results match the metrics."""
+`leuko` kernel, presets that switch the study, and a docs/results.md whose results match the
+metrics."""
 
 from __future__ import annotations
 
@@ -174,17 +175,18 @@ def test_unknown_preset_names_the_choices():
         presets.preset_files("gpu", ROOT / "params" / "presets")
 
 
-def test_readme_results_match_the_metrics_files():
+def test_documented_results_match_the_metrics_files():
     metrics = ROOT / "reports" / "metrics"
     if not any(metrics.glob("*.json")):
         pytest.skip("no metrics committed yet")
-    readme = (ROOT / "README.md").read_text()
+    results = (ROOT / "docs" / "results.md").read_text()
     listed = report.listed_models(ROOT / "params")
     table = results_docs.readme_results_table(metrics, listed)
-    assert results_docs.readme_table(table) in readme, "run `make results` after `make study`"
+    assert results_docs.readme_table(table) in results, "run `make results` after `make study`"
     cells = results_docs.cells_markdown(ROOT / "reports" / "cells" / "cross_source.csv")
-    assert cells in readme, "run `make results` after `make study`"
-    assert results_docs.times_markdown(ROOT / "reports" / "times") in readme, "run `make results`"
+    assert cells in results, "run `make results` after `make study`"
+    assert results_docs.times_markdown(ROOT / "reports" / "times") in results, \
+        "run `make results`"
 
 
 def test_dvc_plots_show_curves_and_a_confusion_matrix_per_evaluated_split():

@@ -1,6 +1,7 @@
-"""The experiment queue, as the README documents it for scaling a parameter sweep over cores
-or machines: two experiments queued with ``dvc exp run --queue -S``, run by ``dvc queue start``,
-and both results collected from ``dvc exp show --json``.
+"""The experiment queue, as docs/experiments/thesis.md (*More cores, more GPUs, more machines*)
+documents it for scaling a parameter sweep over cores or machines: two experiments queued with
+``dvc exp run --queue -S``, run by ``dvc queue start``, and both results collected from
+``dvc exp show --json``.
 
 Queueing runs in-process through ``dvc.cli.main`` (the shell command's code path, without
 a new interpreter per command) and results are read with ``dvc.api.exp_show`` (the rows of

@@ -64,6 +64,8 @@ COMMAND_TESTS: dict[str, tuple[str, ...]] = {
                        "test_leuko_classify_finds_the_model_or_says_where_it_looked"),
     "leuko score": ("test_leuko_classify_and_score_from_a_folder_outside_the_checkout",),
     "leuko export": ("test_leuko_export_from_a_folder_outside_the_checkout",),
+    "leuko adapt": ("test_adapt.py::test_adaptation_raises_the_cross_validated_score",
+                    "test_adapt.py::test_classify_reads_the_adapted_model_and_it_does_better_on_held_out_cells"),
 }
 
 

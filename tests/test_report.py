@@ -1,4 +1,4 @@
-"""Tests of leuko.report's tables and of leuko.results_docs's README / docs blocks that are
+"""Tests of leuko.report's tables and of leuko.results_docs's docs/ blocks that are
 not covered by the pipeline test: values against hand-computed ones."""
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""``python -m leuko.results_docs`` (``make results``): the blocks of the README and of
-``docs/cell-classifier-choices.md`` (:data:`RESULT_DOCUMENTS`) that are written from the run's
-files, between their markers: the results table, the cell classifier's tables, the stage
-times, and each measured choice's table (the benchmarks' CSVs, :data:`CELL_VARIANTS`,
-:data:`FINETUNE_CHOICES`).
+"""``python -m leuko.results_docs`` (``make results``): the blocks of ``docs/results.md``, of the
+logs of measured choices in ``docs/experiments/`` and of ``docs/spread.md``
+(:data:`RESULT_DOCUMENTS`) that are written from the run's files, between their markers: the
+results table, the cell classifier's tables, the stage times, and each measured choice's table
+(the benchmarks' CSVs, :data:`CELL_VARIANTS`, :data:`FINETUNE_CHOICES`).
 
 No pipeline stage imports this module, so an edit of it reruns nothing; it builds on
 ``leuko.report``, which the compare stage uses (and which never imports this module)."""
@@ -76,9 +76,9 @@ README_END = "<!-- results:end -->"
 
 
 def readme_table(table: pd.DataFrame) -> str:
-    """The README's results table: one row per kind of model (:func:`kind_id`), TEST and
-    TEST_SIMPLE side by side. A kind with several runs (training seeds) shows mean ± sd over
-    its runs and their number, one with one run its accuracy with the 95 % interval."""
+    """The results table (``docs/results.md``): one row per kind of model (:func:`kind_id`),
+    TEST and TEST_SIMPLE side by side. A kind with several runs (training seeds) shows mean ±
+    sd over its runs and their number, one with one run its accuracy with the 95 % interval."""
     summary = seed_summary(table).set_index(["kind", "split"])
     lines = ["| model | TEST accuracy [95 % CI] or mean ± sd | TEST macro F1 | TEST_SIMPLE / "
              "held-out accuracy [95 % CI] or mean ± sd | training time (s) |",
@@ -113,7 +113,8 @@ def readme_table(table: pd.DataFrame) -> str:
 
 
 def readme_block_markers(name: str) -> tuple[str, str]:
-    """The README's markers around the block ``name`` that ``make results`` writes."""
+    """The markers around the block ``name`` that ``make results`` writes (in whichever of
+    :data:`RESULT_DOCUMENTS` holds it)."""
     if name == "results":
         return README_START, README_END
     return (f"<!-- {name}:start (written by `make results`; do not edit by hand) -->",
@@ -130,10 +131,12 @@ def replace_readme_block(text: str, name: str, body: str) -> str:
     return f"{head}{start}\n{body}\n{end}{tail}"
 
 
-# The documents whose blocks ``make results`` writes: the README, and the log of the cell
-# classifier's measured choices that the README's section on it links to.
-RESULT_DOCUMENTS = (Path("README.md"), Path("docs/cell-classifier-choices.md"),
-                    Path("docs/spread.md"))
+# The documents whose blocks ``make results`` writes: the results (``docs/results.md``), the
+# logs of measured choices (``docs/experiments/``, one per study), the spread over seeds, and
+# the README (which holds none now: a block's copy left there fails as one in two documents).
+RESULT_DOCUMENTS = (Path("README.md"), Path("docs/results.md"),
+                    Path("docs/experiments/thesis.md"), Path("docs/experiments/leukemia.md"),
+                    Path("docs/experiments/cells.md"), Path("docs/spread.md"))
 
 
 def update_documents(documents: tuple[Path, ...], table: pd.DataFrame,
@@ -573,8 +576,8 @@ def cells_choice_seeds_table(model_ids: list[str], baseline: Paths, variant: Pat
 
 def cell_variant_seeds_markdown(variant_csv: Path, before: str, after: str,
                                 script: str) -> str:
-    """:func:`cells_choice_seeds_table` (its CSV, written by ``script``) for the README:
-    ``before`` names the baseline, ``after`` the variant."""
+    """:func:`cells_choice_seeds_table` (its CSV, written by ``script``) for its block in
+    ``docs/experiments/cells.md``: ``before`` names the baseline, ``after`` the variant."""
     if not Path(variant_csv).is_file():
         return f"*Not run yet: `.venv/bin/python {script}` writes {variant_csv}.*"
     table = pd.read_csv(variant_csv, dtype={"seeds": str})
@@ -665,7 +668,7 @@ def head_input_markdown(head_input_csv: Path) -> str:
 class FinetuneChoice:
     """One choice of ``benchmarks/finetune_choices.py``: the regime key it varies, its two
     values (the baseline, the study's value when the comparison was first run, runs first),
-    what the README calls each, and the table's first column."""
+    what ``docs/experiments/thesis.md`` calls each, and the table's first column."""
     name: str  # the script's argument: reports/ablation/finetune_<name>.csv
     key: str  # a field of study.RegimeTraining
     baseline: object
@@ -901,9 +904,9 @@ def readme_results_table(metrics_dir: Path, models: list[str] | None = None) -> 
 
 
 def main() -> int:
-    """``python -m leuko.results_docs`` (``make results``): refresh the README's results
-    table, the cell classifier's leave-one-source-out table, the stage times and every other
-    block of :data:`RESULT_DOCUMENTS` from the run's files."""
+    """``python -m leuko.results_docs`` (``make results``): refresh the results table of
+    ``docs/results.md``, the cell classifier's leave-one-source-out table, the stage times and
+    every other block of :data:`RESULT_DOCUMENTS` from the run's files."""
     models = listed_models()
     changed = update_documents(RESULT_DOCUMENTS, readme_results_table(Path("reports/metrics"),
                                                                       models), {
