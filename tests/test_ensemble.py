@@ -90,5 +90,7 @@ def test_ensembles_need_repeats_and_their_trainings():
     with pytest.raises(ValueError, match="repeats"):
         replace(study, repeat_seeds=(), ensembles=("both",))
     with pytest.raises(ValueError, match="among"):
-        replace(study, trainings=("pbc",), ensembles=("both",))
-    assert study.model_ids()[-1] == "cells-both-ensemble"
+        replace(study, repeat_seeds=(1, 2), trainings=("pbc",), ensembles=("both",))
+    assert study.model_ids()[-1] == "cells-both"  # the default: one draw, no ensemble
+    spread = replace(study, repeat_seeds=(1, 2), ensembles=("both",))
+    assert spread.model_ids()[-1] == "cells-both-ensemble"

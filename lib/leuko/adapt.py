@@ -509,7 +509,7 @@ def adapt(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
                          "features before it; `leuko adapt` cannot retrain this model")
 
     if source_roots is None:
-        from leuko.cli import package_checkout
+        from leuko.locate import package_checkout
 
         source_roots = [Path.cwd()] + ([package_checkout()] if package_checkout() else [])
     source = source_sample(classifier, source_roots, source_per_class, seed)

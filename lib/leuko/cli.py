@@ -35,17 +35,12 @@ import os
 import sys
 from pathlib import Path
 
+from leuko.locate import package_checkout
+
 EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED = 0, 1, 2
 DEFAULT_MODEL = Path("build/export/wbc.keras")
 #: An exported model to use when ``--model`` is not given (before the folders below).
 MODEL_ENV = "LEUKO_MODEL"
-
-
-def package_checkout() -> Path | None:
-    """The study's checkout this package is installed from (``make env`` installs it editable
-    from ``lib/``): the folder above ``lib/leuko`` when it holds ``dvc.yaml``, else None."""
-    root = Path(__file__).resolve().parents[2]
-    return root if (root / "dvc.yaml").is_file() else None
 
 
 def model_candidates(cwd: Path | None = None, checkout: Path | None = None,
