@@ -781,19 +781,11 @@ def parse(argv=None) -> argparse.Namespace:
 
 def run_section(section: str, ctx: Context) -> list[Row]:
     """One section's rows."""
-    if section == "pipeline":
-        return bench_pipeline(ctx)
-    if section == "transfer":
-        return bench_transfer(ctx)
-    if section == "precision":
-        return bench_precision(ctx)
-    if section == "accuracy":
-        return bench_precision_accuracy(ctx)
-    if section == "classify":
-        return bench_classify(ctx)
-    if section == "tracing":
-        return bench_tracing(ctx)
-    return bench_dvc(ctx.args.dvc_repros)
+    benches = {"pipeline": bench_pipeline, "transfer": bench_transfer,
+               "precision": bench_precision, "accuracy": bench_precision_accuracy,
+               "classify": bench_classify, "tracing": bench_tracing,
+               "dvc": lambda ctx: bench_dvc(ctx.args.dvc_repros)}
+    return benches[section](ctx)
 
 
 def main(argv=None) -> int:

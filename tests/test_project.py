@@ -56,17 +56,28 @@ def test_every_parameter_a_stage_passes_is_declared_by_its_notebook():
     assert checked >= 15
 
 
-def test_full_preset_lists_all_thesis_trainings_and_default_restores(tmp_path):
+def _pipeline_copy(tmp_path: Path) -> Path:
+    """dvc.yaml and params/ in a DVC repository of their own (a preset switched there leaves
+    the checkout's params/ as they are)."""
     work = tmp_path / "repo"
     work.mkdir()
     shutil.copy(ROOT / "dvc.yaml", work / "dvc.yaml")
     shutil.copytree(ROOT / "params", work / "params")
     subprocess.run([DVC, "init", "--no-scm", "-q"], cwd=work, check=True)
+    return work
+
+
+def _stage_names(work: Path) -> list[str]:
+    """The stages ``dvc.yaml`` expands to with the parameters of ``work/params``."""
+    return subprocess.run([DVC, "stage", "list", "--name-only"], cwd=work, check=True,
+                          capture_output=True, text=True).stdout.split()
+
+
+def test_full_preset_lists_all_thesis_trainings_and_default_restores(tmp_path):
+    work = _pipeline_copy(tmp_path)
 
     def train_stages() -> list[str]:
-        out = subprocess.run([DVC, "stage", "list", "--name-only"], cwd=work, check=True,
-                             capture_output=True, text=True).stdout.split()
-        return [s for s in out if s.startswith(("train@", "train-pooled@"))]
+        return [s for s in _stage_names(work) if s.startswith(("train@", "train-pooled@"))]
 
     default = train_stages()
     presets.apply_preset("full", work / "params", work / "params" / "presets")
@@ -151,15 +162,10 @@ def test_spread_preset_is_the_default_plus_seeds_ensembles_and_stain_jitter(tmp_
                 if (block, key) not in spread_keys:
                     assert spread[relative][block][key] == value, (relative, key)
 
-    work = tmp_path / "repo"
-    work.mkdir()
-    shutil.copy(ROOT / "dvc.yaml", work / "dvc.yaml")
-    shutil.copytree(ROOT / "params", work / "params")
-    subprocess.run([DVC, "init", "--no-scm", "-q"], cwd=work, check=True)
+    work = _pipeline_copy(tmp_path)
 
     def stages() -> set[str]:
-        return set(subprocess.run([DVC, "stage", "list", "--name-only"], cwd=work, check=True,
-                                  capture_output=True, text=True).stdout.split())
+        return set(_stage_names(work))
 
     presets.apply_preset("default", work / "params", work / "params" / "presets")
     lean = stages()

@@ -47,11 +47,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
+import tensorflow as tf
+from scipy.optimize import minimize
+from scipy.special import softmax
+from sklearn.model_selection import StratifiedKFold
 
-from leuko.classify import Classifier, load_classifier, metadata_path
-from leuko.images import BadImage
+from leuko.atomic import write_csv_atomic, write_json_atomic
+from leuko.calibration import abstention_threshold, fit_temperature, temperature_scale
+from leuko.cells import dihedral_views
+from leuko.classify import Classifier, _decode_all, iter_image_files, load_classifier, metadata_path
+from leuko.images import BadImage, bad_images_frame, file_sha256, load_rgb
+from leuko.locate import package_checkout
+from leuko.metrics import accuracy_metric, bootstrap_ci, macro_f1_metric
+from leuko.multisource import CACHE_NAME, cache_path, load_cell_cache
+from leuko.progress import progress_bar
+from leuko.score import labels_for, normalise_label
+from leuko.study import Paths, save_model
 
 #: Training-split cells per class taken from the study's cell cache to mix in.
 SOURCE_PER_CLASS = 50
@@ -88,8 +102,6 @@ def lab_cells(inputs: Sequence[str | Path], classes: Sequence[str],
     is labelled with: from ``labels_csv`` or else the image's folder name, as ``leuko score``
     reads labels. AdaptError naming every label that names none of ``classes``, or when no
     file has a label."""
-    from leuko.classify import iter_image_files
-    from leuko.score import labels_for, normalise_label
 
     skipped: Counter = Counter()
     files = [str(p) for p in iter_image_files(inputs, skipped)]
@@ -115,7 +127,6 @@ def lab_cells(inputs: Sequence[str | Path], classes: Sequence[str],
 def lab_set_hash(paths: Sequence[str], labels: Sequence[str]) -> str:
     """sha256 over the sorted ``<file sha256> <label>`` lines: the same cells with the same
     labels give the same hash, whatever their names or order."""
-    from leuko.images import file_sha256
 
     lines = sorted(f"{file_sha256(p)} {label}" for p, label in zip(paths, labels, strict=True))
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
@@ -125,9 +136,6 @@ def prepare_lab(paths: Sequence[str], classifier: Classifier, workers: int = 2,
                 progress: bool = True) -> tuple[np.ndarray, list[int], list[BadImage]]:
     """The lab's images prepared as ``leuko classify`` prepares them, the indices of ``paths``
     they belong to, and the files that could not be read (with their reasons)."""
-    from leuko.classify import _decode_all
-    from leuko.images import load_rgb
-    from leuko.progress import progress_bar
 
     images, kept, failures = [], [], []
     bar = progress_bar(total=len(paths), enabled=progress, desc="read lab cells")
@@ -175,7 +183,6 @@ def split_head(model) -> Head:
     """The model's penultimate-feature sub-model and its last (softmax Dense) layer, looking
     through nested functional models (``Input -> Preprocess -> base -> head``). AdaptError for
     any other output (an averaged ensemble, a non-softmax output)."""
-    import keras
 
     def split(inner):
         if len(inner.outputs) != 1:
@@ -202,10 +209,7 @@ def features(head: Head, images: np.ndarray, views: int, batch_size: int = 64,
              progress: bool = True) -> np.ndarray:
     """Penultimate features of each of ``views`` symmetries of each image: ``(views, N, D)``
     (view 0 is the image as it is; :func:`leuko.cells.dihedral_views`)."""
-    import tensorflow as tf
 
-    from leuko.cells import dihedral_views
-    from leuko.progress import progress_bar
 
     model = head.features
     call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
@@ -231,11 +235,7 @@ def softmax_probs(feats: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np
     feats = np.asarray(feats, np.float64)
     if feats.ndim == 2:
         feats = feats[None]
-    logits = feats @ kernel + bias
-    logits -= logits.max(axis=-1, keepdims=True)
-    p = np.exp(logits)
-    p /= p.sum(axis=-1, keepdims=True)
-    return p.mean(axis=0)
+    return softmax(feats @ kernel + bias, axis=-1).mean(axis=0)
 
 
 def fit_head(x: np.ndarray, y: np.ndarray, weight: np.ndarray, kernel0: np.ndarray,
@@ -249,7 +249,6 @@ def fit_head(x: np.ndarray, y: np.ndarray, weight: np.ndarray, kernel0: np.ndarr
     log-sum-exp of the free classes' logits (LSE0 the base's): it keeps each cell's
     probability of the other classes near the base model's, so that fitting the free classes
     on cells of theirs alone does not teach them to claim every cell."""
-    from scipy.optimize import minimize
 
     x = np.asarray(x, np.float64)
     y = np.asarray(y, int)
@@ -322,9 +321,6 @@ def source_sample(classifier: Classifier, roots: Sequence[str | Path], per_class
     that holds the study's cell cache (``build/cells/cells.npz``, built by the ``cells``
     stage). Not used, with the reason, when there is none or its cells are not the model's
     input size."""
-    from leuko.multisource import CACHE_NAME, cache_path, load_cell_cache
-    from leuko.score import normalise_label
-    from leuko.study import Paths
 
     if per_class < 1:
         return SourceCells(None, None, False, "source cells not asked for (--source-per-class 0)")
@@ -408,9 +404,7 @@ def cross_validate(lab_x: np.ndarray, lab_y: np.ndarray, kernel0, bias0, source_
                    seed: int = 0, progress: bool = True) -> tuple[np.ndarray, int]:
     """Out-of-fold probabilities of the adapted layer for every lab cell (stratified k-fold,
     the layer refitted per fold on the other folds' cells and the source cells), and k."""
-    from sklearn.model_selection import StratifiedKFold
 
-    from leuko.progress import progress_bar
 
     k = n_folds(lab_y.tolist())
     out = np.zeros((len(lab_y), kernel0.shape[1]))
@@ -428,7 +422,6 @@ def cross_validate(lab_x: np.ndarray, lab_y: np.ndarray, kernel0, bias0, source_
 
 
 def _scores(y: np.ndarray, probs: np.ndarray, n_classes: int, n_boot: int, seed: int) -> dict:
-    from leuko.metrics import accuracy_metric, bootstrap_ci, macro_f1_metric
 
     pred = probs.argmax(axis=1)
     present = sorted(set(y.tolist()))
@@ -478,10 +471,6 @@ def adapt(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
     ``output`` (``.keras``) with its metadata JSON beside it (see the module doc).
     ``source_roots``: checkouts whose ``build/cells/`` cache to mix in (default: the current
     folder, then the checkout leuko is installed from)."""
-    from leuko.atomic import write_json_atomic
-    from leuko.calibration import abstention_threshold, fit_temperature, temperature_scale
-    from leuko.images import file_sha256
-    from leuko.study import save_model
 
     start = time.perf_counter()
     output = Path(output)
@@ -509,7 +498,6 @@ def adapt(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
                          "features before it; `leuko adapt` cannot retrain this model")
 
     if source_roots is None:
-        from leuko.locate import package_checkout
 
         source_roots = [Path.cwd()] + ([package_checkout()] if package_checkout() else [])
     source = source_sample(classifier, source_roots, source_per_class, seed)
@@ -583,8 +571,6 @@ def adapt(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
     write_json_atomic(metadata_path(output), metadata)
     failed_csv = output.with_name(f"{output.stem}-failed.csv")  # as `leuko classify` lists them
     if failures:
-        from leuko.atomic import write_csv_atomic
-        from leuko.images import bad_images_frame
 
         write_csv_atomic(failed_csv, bad_images_frame(failures))
     else:

@@ -216,10 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_failures(failures, stream) -> None:
-    print(f"{len(failures)} file(s) could not be read and were skipped:", file=stream)
+def _print_failures(failures, failed_output) -> None:
+    """The files that could not be read, on stderr, and where they are listed."""
+    if not failures:
+        return
+    print(file=sys.stderr)
+    print(f"{len(failures)} file(s) could not be read and were skipped:", file=sys.stderr)
     for failure in failures:
-        print(f"  {failure.path}: {failure.reason}", file=stream)
+        print(f"  {failure.path}: {failure.reason}", file=sys.stderr)
+    print(f"(also listed in {failed_output}; exit code 2)", file=sys.stderr)
 
 
 def cmd_classify(args) -> int:
@@ -288,10 +293,7 @@ def cmd_classify(args) -> int:
     if summary.ignored_files:
         print(f"Ignored {summary.ignored_files} file(s) in the folders without an image "
               "suffix.")
-    if summary.failures:
-        print(file=sys.stderr)
-        _print_failures(summary.failures, sys.stderr)
-        print(f"(also listed in {summary.failed_output}; exit code 2)", file=sys.stderr)
+    _print_failures(summary.failures, summary.failed_output)
     return summary.exit_code
 
 
@@ -367,10 +369,7 @@ def cmd_adapt(args) -> int:
         if result.ignored_files:
             print(f"Ignored {result.ignored_files} file(s) in the folders without an image "
                   "suffix.")
-    if result.failures:
-        print(file=sys.stderr)
-        _print_failures(result.failures, sys.stderr)
-        print(f"(also listed in {result.failed_output}; exit code 2)", file=sys.stderr)
+    _print_failures(result.failures, result.failed_output)
     return result.exit_code
 
 
