@@ -73,6 +73,8 @@ QUICK = {"network": "leukemia_cnn", "per_class": 8, "size": 32, "cnn_size": 32, 
          "accuracy_networks": "leukemia_cnn", "dvc_repros": 0}
 #: What counts as a section's ratio in the table's result column ("1.26x slower", "+6.7 %").
 RATIO = re.compile(r"\d(\.\d+)?x\b|\d %")
+#: A full run's figures, committed: ``leuko.results_docs`` renders them (block ``bench``).
+RECORD = Path("reports/ablation/bench.json")
 WBC_TRAIN = ROOT / "data" / "blood-cell-images" / "images" / "TRAIN"
 WBC_TEST = ROOT / "data" / "blood-cell-images" / "images" / "TEST"
 ALL_IDB2 = ROOT / "data" / "all-idb2"
@@ -273,14 +275,10 @@ class Row:
 
 
 def table(rows: list[Row]) -> str:
-    header = ("measurement", "ours", "compared with", "result", "target", "met")
-    cells = [header] + [(r.what, r.ours, r.other, r.result, r.target,
-                         "" if r.met is None else ("yes" if r.met else "NO")) for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    """The rows as the fixed-width table printed here and in the docs (block ``bench``)."""
+    from leuko.results_docs import bench_table
+
+    return bench_table([vars(row) for row in rows])
 
 
 def ms(seconds: float) -> str:
@@ -764,6 +762,10 @@ def parse(argv=None) -> argparse.Namespace:
                              f"the pipeline is up to date (default {DEFAULTS['dvc_repros']}; "
                              "0: `dvc status` only)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--record", type=Path, default=RECORD,
+                        help="where a full run (default settings and sections, no --quick) "
+                             f"writes its machine, settings and table (default {RECORD}; "
+                             "`make results` renders it in docs/experiments/thesis.md)")
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else DEFAULTS).items():
         if getattr(args, key) is None:
@@ -777,6 +779,24 @@ def parse(argv=None) -> argparse.Namespace:
     if unknown:
         parser.error(f"sections must be among {SECTIONS + OPTIONAL}, got {unknown}")
     return args
+
+
+def is_full_run(args: argparse.Namespace, argv) -> bool:
+    """Whether this run's figures are the benchmark's record: default settings and sections,
+    no ``--quick`` (only ``--record`` and ``--seed`` may be given)."""
+    given = [a for a in (sys.argv[1:] if argv is None else argv) if a.startswith("--")]
+    return (not args.quick and list(args.sections) == list(SECTIONS)
+            and all(a.split("=")[0] in ("--record", "--seed") for a in given))
+
+
+def write_record(path: Path, header: list[str], rows: list[Row], total_s: float) -> None:
+    """The run's machine, settings, table rows, total time, commit and date as JSON."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=ROOT).stdout.strip()
+    record = {"date": time.strftime("%Y-%m-%d"), "commit": commit, "total_s": round(total_s),
+              "header": header, "rows": [vars(row) for row in rows]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
 
 
 def run_section(section: str, ctx: Context) -> list[Row]:
@@ -796,11 +816,12 @@ def main(argv=None) -> int:
     begin = time.perf_counter()
     from leuko import train
 
-    for line in machine_lines():
-        say(line)
-    say(f"settings  {' '.join(sys.argv[1:] if argv is None else argv) or '(defaults)'}; "
+    header = machine_lines() + [
+        f"settings  {' '.join(sys.argv[1:] if argv is None else argv) or '(defaults)'}; "
         f"seed {args.seed}; batch {args.batch}; {args.per_class} images per class at "
-        f"{args.size} px; medians of {args.epochs} interleaved runs after a warm-up")
+        f"{args.size} px; medians of {args.epochs} interleaved runs after a warm-up"]
+    for line in header:
+        say(line)
     if args.quick:
         say("quick     a check that every section runs: its figures mean nothing")
     train.set_determinism(args.seed)
@@ -818,7 +839,11 @@ def main(argv=None) -> int:
         say(f"[{section}: {time.perf_counter() - start:.0f} s]")
     say("")
     say(table(rows))
-    say(f"\ntotal {time.perf_counter() - begin:.0f} s")
+    total = time.perf_counter() - begin
+    say(f"\ntotal {total:.0f} s")
+    if is_full_run(args, argv):
+        write_record(args.record, header, rows, total)
+        say(f"recorded in {args.record}")
     if without_ratio:
         say(f"error: section(s) without a ratio in the table: {', '.join(without_ratio)}")
         return 1

@@ -339,3 +339,28 @@ def test_seed_spread_one_dot_per_run_and_the_mean_per_kind():
     assert f1.axes[0].get_xlabel() == "macro F1 (%)"
     empty = plot_seed_spread(_spread_runs().iloc[:0])
     assert len(_dots(empty)) == 0 and "no run" in _texts(empty.axes[0])
+
+
+def test_a_one_row_log_scale_panel_keeps_title_legend_and_tick_labels_apart():
+    """The report's training-time figure (one network, six regimes, log axis): the title,
+    the legend and the x tick labels are drawn without overlapping one another."""
+    from leuko.figures import plot_interval_panels
+
+    regimes = [f"regime {i}" for i in range(6)]
+    frame = pd.DataFrame({"network": "MobileNetV2", "regime": regimes, "panel": "time",
+                          "seconds": [40.0, 95.0, 200.0, 225.0, 33.0, 60.0]})
+    fig = plot_interval_panels(frame, "network", "regime", "panel", "seconds", "seconds",
+                               "seconds", log=True, title="training time per network and regime")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    title = fig._suptitle.get_window_extent(renderer)
+    legend = fig.legends[0].get_window_extent(renderer)
+    assert not title.overlaps(legend)
+    assert fig.get_window_extent(renderer).contains(legend.x1 - 1, legend.y1 - 1)
+    labels = [t.get_window_extent(renderer) for t in fig.axes[0].get_xticklabels()
+              if t.get_visible() and t.get_text()]
+    assert len(labels) >= 2
+    assert not any(a.overlaps(b) for i, a in enumerate(labels) for b in labels[i + 1:])

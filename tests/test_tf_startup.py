@@ -15,6 +15,8 @@ def test_only_the_start_up_noise_is_dropped(capfd):
     with tf_startup.stderr_without():
         os.write(2, b"I0000 cudart_stub.cc:31] Could not find cuda drivers on your machine\n")
         os.write(2, b"E0000 cuda_platform.cc:52] failed call to cuInit: UNKNOWN ERROR (303)\n")
+        os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on. You may see slightly "
+                    b"different numerical results\n")
         os.write(2, b"a real problem: the model file is truncated\n")
     err = capfd.readouterr().err
     assert err == "a real problem: the model file is truncated\n"
@@ -39,4 +41,27 @@ def test_the_command_line_starts_tensorflow_without_cuda_lines():
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "3.0"
     assert "cuda" not in done.stderr.lower() and "absl" not in done.stderr
+    assert "oneDNN" not in done.stderr  # printed twice on an AVX-512 CPU otherwise
     assert "still shown" in done.stderr
+
+
+@pytest.mark.skipif(tf_startup.has_nvidia_gpu(), reason="a machine with a GPU")
+def test_a_stage_notebook_that_starts_tensorflow_renders_without_a_stderr_box(tmp_path):
+    """A notebook run as the stages run theirs (the ``leuko`` kernel, papermill's engine) that
+    imports the package, then TensorFlow, and computes: its rendered report holds the result
+    and no stderr output (the red box a supervisor would see above the summary)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from leuko.render import render_html
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "from leuko import study\nimport tensorflow as tf\n"
+        "print(float(tf.reduce_sum(tf.ones(3))))")])
+    NotebookClient(nb, kernel_name="leuko", timeout=300).execute()
+    outputs = nb.cells[0].outputs
+    assert [o.get("name") for o in outputs] == ["stdout"], outputs
+    nbformat.write(nb, tmp_path / "stage.ipynb")
+    page = render_html(tmp_path / "stage.ipynb", tmp_path / "stage.html").read_text()
+    assert "3.0" in page
+    assert 'data-mime-type="application/vnd.jupyter.stderr"' not in page

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from leuko.atomic import atomic_write
 
@@ -550,7 +550,10 @@ def plot_interval_panels(frame: pd.DataFrame, row: str, hue: str, panel: str, va
     panels = list(pd.unique(frame[panel]))
     if not rows:
         raise ValueError("plot_interval_panels: the frame has no rows")
-    fig = _new_figure((1.2 + 3.3 * len(panels), 1.2 + 0.32 * len(rows) * max(1, len(levels)) ** 0.5))
+    n_entries = len(levels) + len(reference or {})  # the legend's lines, beside the panels
+    fig = _new_figure((1.2 + 3.3 * len(panels),
+                       max(1.2 + 0.32 * len(rows) * max(1, len(levels)) ** 0.5,
+                           0.9 + 0.22 * n_entries + (0.3 if title else 0.0))))
     axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True, squeeze=False)).ravel()
     step = 0.8 / max(1, len(levels))
     styles = ["--", ":", "-.", (0, (5, 1))]
@@ -568,8 +571,11 @@ def plot_interval_panels(frame: pd.DataFrame, row: str, hue: str, panel: str, va
         for i, (label, ref) in enumerate((reference or {}).items()):
             ax.axvline(float(ref), color="dimgrey", linestyle=styles[i % len(styles)],
                        linewidth=1.0, label=f"{label}: {ref:g}")
-        if log:
+        if log:  # labels at 1, 2 and 5 of each decade, as plain numbers; no minor labels
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_yticks(range(len(rows)), [str(r) for r in rows], fontsize=8)
         ax.set_ylim(len(rows) - 0.5, -0.5)  # first row on top
         for boundary in np.arange(0.5, len(rows) - 1, 1.0):
@@ -585,8 +591,8 @@ def plot_interval_panels(frame: pd.DataFrame, row: str, hue: str, panel: str, va
     fig.legend(handles, labels, loc="outside right upper", fontsize=8,
                title=legend_title or None)
     fig.supxlabel(xlabel or value.replace("_", " "), fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
+    if title:  # left-aligned: the legend takes the figure's upper right corner
+        fig.suptitle(title, fontsize=10, x=0.02, ha="left")
     return fig
 
 

@@ -15,9 +15,6 @@ from leuko.crops import centre_crop
 from leuko.images import load_rgb, resize
 from leuko.progress import progress_bar
 
-resize_square = resize
-"""The old name of :func:`leuko.images.resize` (size x size)."""
-
 
 def load_resized(paths: Sequence[str | Path], size: int, crop: int | float | None = None,
                  progress: bool = True, workers: int | None = None) -> np.ndarray:

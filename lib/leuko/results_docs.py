@@ -860,6 +860,31 @@ def train_step_markdown(step_csv: Path) -> str:
             f"{first['machine']}.")
 
 
+def bench_table(rows: list[dict]) -> str:
+    """The benchmark's rows (``what``, ``ours``, ``other``, ``result``, ``target``, ``met``)
+    as the fixed-width table ``benchmarks/run.py`` prints."""
+    header = ("measurement", "ours", "compared with", "result", "target", "met")
+    cells = [header] + [(r["what"], r["ours"], r["other"], r["result"], r["target"],
+                         "" if r["met"] is None else ("yes" if r["met"] else "NO"))
+                        for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def bench_markdown(record_json: Path) -> str:
+    """The benchmark's recorded full run (``make bench`` writes it): its machine, settings and
+    table of ratios, as the run printed them, with its commit and date."""
+    if not Path(record_json).is_file():
+        return f"*Not run yet: `make bench` writes {record_json}.*"
+    record = json.loads(Path(record_json).read_text())
+    return (f"`make bench` at commit {record['commit']}, {record['date']}, {record['total_s']} s "
+            "in all:\n\n```\n" + "\n".join(record["header"]) + "\n\n" + bench_table(record["rows"])
+            + "\n```")
+
+
 def _duration(hours: float) -> str:
     """``"2 h 14 min"`` or ``"9 min 59 s"``."""
     seconds = round(hours * 3600)
@@ -921,6 +946,7 @@ def main() -> int:
         "budget": budget_markdown(Path("reports/times")),
         "cell-detail": cell_detail_markdown(),
         "cell-detail-classes": cell_detail_markdown(by="label"),
+        "bench": bench_markdown(Path("reports/ablation/bench.json")),
         "train-step": train_step_markdown(Path("reports/ablation/train_step.csv")),
         "ablation": ablation_markdown(Path("reports/ablation/cells.csv")),
         "overhead": overhead_markdown(),

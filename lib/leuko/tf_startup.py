@@ -2,7 +2,8 @@
 
 On a machine without a GPU, importing TensorFlow prints "Could not find cuda drivers" (before
 TensorFlow reads ``TF_CPP_MIN_LOG_LEVEL``, so no setting hides it) and its first operation
-"failed call to cuInit". :func:`quiet_tensorflow_start_up`, called by a command line before
+"failed call to cuInit" (and on an AVX-512 CPU, twice, "oneDNN custom operations are
+on"). :func:`quiet_tensorflow_start_up`, called by a command line before
 anything imports TensorFlow:
 
 * hides absent GPUs only when none exist (``CUDA_VISIBLE_DEVICES=""``) and then raises the
@@ -29,8 +30,11 @@ from pathlib import Path
 START_UP_NOISE = re.compile(
     r"cudart_stub\.cc|cuda_platform\.cc|cuda_dnn\.cc|cuda_fft\.cc|cuda_blas\.cc|cuInit|"
     r"cuda drivers|All log messages before absl::InitializeLog|cpu_feature_guard\.cc|"
-    r"To enable the following instructions|computation_placer\.cc|Unable to register cu")
-"""Lines TensorFlow writes while starting on a machine without a GPU."""
+    r"To enable the following instructions|computation_placer\.cc|Unable to register cu|"
+    r"oneDNN custom operations are on")
+"""Lines TensorFlow writes while starting on a machine without a GPU; and, on a CPU where
+oneDNN's custom operations run (AVX-512), twice the note that they are on (their round-off
+is why a result is reproduced per machine: docs/results.md, *Across machines*)."""
 
 
 def has_nvidia_gpu(dev: Path = Path("/dev")) -> bool:
