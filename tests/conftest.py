@@ -26,6 +26,15 @@ def require(path: Path) -> Path:
     return path
 
 
+def built(path: Path, stage: str = "") -> Path:
+    """Skip the test when a file the study builds is absent (``dvc repro`` writes it; a fresh
+    clone has none)."""
+    if not path.exists():
+        command = f"dvc repro {stage}".strip()
+        pytest.skip(f"{path} missing: run the study first ({command})")
+    return path
+
+
 @pytest.fixture(scope="session")
 def wbc_root() -> Path:
     return require(DATA / "blood-cell-images")

@@ -11,7 +11,12 @@ import pandas as pd
 import pytest
 
 from conftest import DATA, WBC_CLASSES, require
-from leuko import adapt, classify, cli
+from leuko import adapt, classify, cli, novelty
+from leuko.images import file_sha256
+from leuko.params import read_block
+from leuko.study import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SIZE = 32
 
@@ -220,6 +225,9 @@ def test_the_metadata_records_base_lab_cells_and_calibration(adapted):
     assert meta["adaptation"]["classes_kept_from_base"] == ["MONOCYTE"]
     assert meta["classes"] == WBC_CLASSES and meta["views"] == 8
     assert "test" not in meta and good["adapted_from"]["test"] == {"accuracy": 0.5}
+    # the base had no novelty file: neither has the adapted model, and its record says so
+    assert meta["novelty"]["file"] is None and "good-novelty.npz" in meta["novelty"]["note"]
+    assert not novelty.novelty_path(root / "lab.keras").exists()
 
 
 def test_an_unreadable_file_is_reported_as_classify_reports_it(adapted):
@@ -263,6 +271,68 @@ def test_an_averaged_ensemble_is_refused():
     a = keras.layers.Dense(2, activation="softmax")(inputs)
     b = keras.layers.Dense(2, activation="softmax")(inputs)
     model = keras.Model(inputs, keras.layers.Average(name="mean")([a, b]))
-    with pytest.raises(adapt.AdaptError, match="ensemble"):
+    with pytest.raises(novelty.HeadError, match="ensemble"):
         adapt.split_head(model)
+
+
+def test_the_novelty_file_is_refitted_with_the_lab_cells(adapted, tmp_path):
+    """With a novelty file beside the base model, `leuko adapt` writes one for the adapted
+    model: the base's fit with the lab's cells as classes of their own, so the lab's cells lie
+    nearer than the base's fit puts them."""
+    root = adapted["root"]
+    base = root / "good.keras"
+    classifier = classify.load_classifier(base)
+    settings = novelty.NoveltySettings.from_params(read_block("export",
+                                                              path=ROOT / "params/export.yaml"))
+    sources = _pbc_cells(tmp_path / "sources", 12, skip=100)
+    images, _, _ = adapt.prepare_lab([str(p) for p in sources], classifier, progress=False)
+    head = novelty.split_head(load_model(base))
+    feats = novelty.mean_features(head, images, classifier.views, progress=False)
+    labels = [p.parent.name.upper() for p in sources]
+    novelty.fit(feats[::2], labels[::2], feats[1::2], settings, file_sha256(base),
+                {"sources": ["pbc"]}).save(novelty.novelty_path(base))
+    try:
+        out = tmp_path / "mine.keras"
+        assert cli.main(["adapt", str(adapted["lab"]), "-o", str(out), "--model", str(base),
+                         "--no-progress", "--n-boot", "50"]) == cli.EXIT_SOME_FAILED
+    finally:
+        novelty.novelty_path(base).unlink()
+    refit = novelty.Novelty.load(novelty.novelty_path(out), out)  # belongs to the new model
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["novelty"]["file"] == str(novelty.novelty_path(out))
+    lab = f"lab {meta['lab_set']['sha256'][:12]}"
+    assert {g for g in refit.groups if g.startswith(lab)} == {
+        f"{lab}/{c}" for c in ("EOSINOPHIL", "LYMPHOCYTE", "NEUTROPHIL")}
+    assert refit.info["lab_cells"] == {lab: 30} and refit.settings == settings
+    lab_images, _, _ = adapt.prepare_lab(adapt.lab_cells([adapted["lab"]], WBC_CLASSES).paths,
+                                         classifier, progress=False)
+    lab_feats = novelty.mean_features(head, lab_images, classifier.views, progress=False)
+    base_fit = novelty.fit(feats[::2], labels[::2], feats[1::2], settings, "", {})
+    assert np.median(refit.distance(lab_feats)) < np.median(base_fit.distance(lab_feats))
+
+
+@pytest.mark.slow
+def test_the_shipped_model_adapted_to_a_lab_no_longer_warns_on_its_cells(tmp_path, capsys):
+    """The exported model warns on bionet's cells; adapted to a few labelled cells per class
+    of bionet (every other of each class's first 16), it no longer warns on its other cells."""
+    model = ROOT / "build/export/wbc.keras"
+    if not novelty.novelty_path(model).is_file():
+        pytest.skip(f"{novelty.novelty_path(model)} missing: run `dvc repro novelty`")
+    bionet = require(DATA / "bionet")
+    lab, held_out = tmp_path / "lab", tmp_path / "held-out"
+    for folder in sorted(p for p in bionet.iterdir() if p.is_dir()):
+        for i, f in enumerate(sorted(folder.iterdir())):
+            target = (lab if i < 16 and i % 2 == 0 else held_out) / folder.name
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, target / f.name)
+    assert cli.main(["classify", str(held_out), "--model", str(model), "-o",
+                     str(tmp_path / "before.csv"), "--no-progress"]) == 0
+    assert "leuko adapt" in capsys.readouterr().out
+    assert cli.main(["adapt", str(lab), "-o", str(tmp_path / "mine.keras"), "--model",
+                     str(model), "--no-progress", "--n-boot", "50"]) == 0
+    capsys.readouterr()
+    assert cli.main(["classify", str(held_out), "--model", str(tmp_path / "mine.keras"), "-o",
+                     str(tmp_path / "after.csv"), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "Warning:" not in printed and "not available" not in printed
 

@@ -102,10 +102,15 @@ def test_classify_folder_with_bad_files(tmp_path, tiny, test_simple, capsys):
     assert n_good == 71
     assert len(table) == n_good
     assert list(table.columns) == ["path", "predicted", "confidence", "uncertain",
-                                   "cell_found", *[f"p_{c}" for c in CLASSES]]
+                                   "cell_found", "distance", "far",
+                                   *[f"p_{c}" for c in CLASSES]]
     # a model without an abstention threshold calls nothing uncertain and finds no cells
     assert not table["uncertain"].astype(bool).any()
     assert set(table["cell_found"].astype(str)) == {""}
+    # no novelty file beside the model: no distance, and the command says so, once
+    assert set(table["distance"].astype(str)) == set(table["far"].astype(str)) == {""}
+    assert captured.out.count("Distance to the training cells: not available") == 1
+    assert "tiny-novelty.npz" in captured.out
     probs = table[[f"p_{c}" for c in CLASSES]].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
     assert set(table["predicted"]) <= set(CLASSES)
@@ -139,6 +144,39 @@ def test_json_output_and_exit_code_0(tmp_path, tiny, test_simple, capsys):
     assert sum(r["cells"] for r in report["differential"]) == 4
     assert report["output"] == str(out)
     assert not out.with_name("r-failed.csv").exists()  # a stale list is removed
+
+
+def test_a_cell_whose_nucleus_was_not_found_is_uncertain(tmp_path, test_simple, capsys):
+    """A cell model classifies an image without a nucleus on the whole image; whatever its
+    probabilities, that cell is uncertain: left out of the count, and the CSV says so."""
+    from leuko.cells import CellPreprocess
+
+    model = save_tiny_model(tmp_path / "model")
+    meta = json.loads(model.with_suffix(".json").read_text())
+    model.with_suffix(".json").write_text(json.dumps(
+        {**meta, "cell_preprocess": CellPreprocess().to_dict()}))  # a cell model: finds nuclei
+    folder = tmp_path / "cells"
+    folder.mkdir()
+    cell = next(test_simple.glob("NEUTROPHIL/*.jpeg"))
+    shutil.copyfile(cell, folder / "a-cell.jpeg")
+    Image.open(cell).convert("L").convert("RGB").save(folder / "b-grayscale.png")
+    Image.new("RGB", (120, 90), (200, 200, 200)).save(folder / "c-blank.png")
+    out = tmp_path / "cells.csv"
+    assert cli.main(["classify", str(folder), "--model", str(model), "-o", str(out),
+                     "--no-progress", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    table = read_csv(out).set_index(read_csv(out)["path"].map(lambda p: Path(p).name))
+    found = table["cell_found"].astype(str).str.lower()
+    uncertain = table["uncertain"].astype(str).str.lower()
+    assert found.to_dict() == {"a-cell.jpeg": "true", "b-grayscale.png": "false",
+                               "c-blank.png": "false"}
+    assert (uncertain == "true").to_dict() == (found == "false").to_dict()  # threshold 0
+    assert report["cells_not_found"] == report["uncertain"] == 2
+    assert sum(r["cells"] for r in report["differential"]) == 1
+    assert cli.main(["classify", str(folder), "--model", str(model), "-o", str(out),
+                     "--no-progress"]) == 0
+    assert "Uncertain (left out of the count): 2 of 3 cells (no nucleus found)" in (
+        capsys.readouterr().out)
 
 
 def test_usage_errors_exit_1(tmp_path, tiny, capsys):

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from conftest import tiny_model
-from leuko import export
+from leuko import cli, export, export_stage
 from leuko.study import Paths, save_model, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CLASSES = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
 DATA_DVC = "outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n  size: 1\n  nfiles: 1\n" \
@@ -108,11 +112,12 @@ def test_choose_model_ties_and_bad_rule(tmp_path):
     def scorer(model_id, paths, shifted=False):
         return {"macro_f1": 0.5}
 
-    assert export.choose_model(["a", "b"], paths=paths, scorer=scorer)["model_id"] == "b"
+    assert export.choose_model(["a", "b"], "val_macro_f1", paths=paths,
+                               scorer=scorer)["model_id"] == "b"
     with pytest.raises(ValueError, match="choice rule must be one of"):
         export.choose_model(["a"], "test_accuracy", paths)
     with pytest.raises(ValueError, match="no candidate models"):
-        export.choose_model([], paths=paths)
+        export.choose_model([], "val_macro_f1", paths=paths)
 
 
 def test_a_rule_that_cannot_be_computed_stops_with_its_cause(tmp_path):
@@ -137,7 +142,8 @@ def test_export_task_writes_model_and_metadata(tmp_path, toy_task):
         "intervals": {"accuracy": {"value": 0.8, "low": 0.6, "high": 0.9}},
         "exact_interval": {"value": 0.8, "low": 0.44, "high": 0.97, "k": 8, "n": 10}}}})
     out = tmp_path / "build" / "export"
-    meta = export.export_task("toy", paths=paths, out_dir=out, dvc_file=tmp_path / "data.dvc")
+    meta = export.export_task("toy", "val_macro_f1", paths=paths, out_dir=out,
+                              dvc_file=tmp_path / "data.dvc")
     chosen = meta["model_id"]
     assert (out / "toy.keras").read_bytes() == paths.model(chosen).read_bytes()
     written = json.loads((out / "toy.json").read_text())
@@ -166,14 +172,39 @@ def test_export_task_writes_model_and_metadata(tmp_path, toy_task):
 
 def test_export_task_without_models_is_a_clear_error(tmp_path, toy_task):
     with pytest.raises(ValueError, match="no trained model for task 'toy'"):
-        export.export_task("toy", paths=Paths(tmp_path), out_dir=tmp_path / "out")
+        export.export_task("toy", "val_macro_f1", paths=Paths(tmp_path),
+                           out_dir=tmp_path / "out")
     with pytest.raises(ValueError, match="task must be one of"):
-        export.export_task("nope", paths=Paths(tmp_path))
+        export.export_task("nope", "val_macro_f1", paths=Paths(tmp_path))
 
 
 def test_cli_export_usage_error_exit_code(tmp_path, monkeypatch, capsys):
-    from leuko import cli
-
     monkeypatch.chdir(tmp_path)
     assert cli.main(["export", "--task", "wbc"]) == cli.EXIT_USAGE
     assert "no trained model for task 'wbc'" in capsys.readouterr().err
+
+
+def test_the_rule_has_one_place_params_export_yaml(tmp_path, monkeypatch, capsys):
+    """No function of the library has a default rule; the stage is given it; `leuko export`
+    without --rule uses params/export.yaml's, found from the checkout."""
+    study_rule = yaml.safe_load((ROOT / "params/export.yaml").read_text())["export"]["rule"]
+    for function in (export.choose_model, export.export_task):
+        assert inspect.signature(function).parameters["rule"].default is inspect.Parameter.empty
+    assert not hasattr(export, "DEFAULT_RULE")
+    with pytest.raises(SystemExit):
+        export_stage.main(["--task", "wbc"])
+    assert "--rule" in capsys.readouterr().err
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["export"]["do"]["cmd"]
+    assert "--rule ${export.rule}" in stage
+    asked = {}
+
+    def export_task(task, rule, **kwargs):
+        asked["rule"] = rule
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(export, "export_task", export_task)
+    monkeypatch.chdir(tmp_path)  # from any folder: the checkout's params
+    assert cli.main(["export", "--task", "wbc"]) == cli.EXIT_USAGE
+    assert asked["rule"] == study_rule == cli.default_rule()
+    assert cli.main(["export", "--task", "wbc", "--rule", "val_macro_f1"]) == cli.EXIT_USAGE
+    assert asked["rule"] == "val_macro_f1"

@@ -404,7 +404,7 @@ def test_cells_pipeline_on_real_images_to_classify(tmp_path, pbc_split, capsys):
     (tmp_path / "data.dvc").write_text((Path(__file__).parents[1] / "data.dvc").read_text())
     assert set(export.candidates("wbc", paths)) == {"cells-both", "cells-both-seed1",
                                                      "cells-both-ensemble"}
-    meta = export.export_task("wbc", paths=paths, out_dir=tmp_path / "export",
+    meta = export.export_task("wbc", "val_macro_f1", paths=paths, out_dir=tmp_path / "export",
                               dvc_file=tmp_path / "data.dvc", model_ids=["cells-both-ensemble"])
     assert meta["model_id"] == "cells-both-ensemble"
     assert meta["sources"] == ["blood-cell-images", "pbc"]

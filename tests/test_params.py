@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
-from leuko import params, study
+from leuko import cli, params, smear, study
+from leuko.detect import DetectConfig
 from leuko.multisource import CellStudy
+from leuko.novelty import NoveltySettings
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET_DIRS = [ROOT / "params", *sorted((ROOT / "params" / "presets").iterdir())]
@@ -38,6 +41,25 @@ def test_the_study_blocks_of_every_preset_build(folder):
     if (folder / "cells.yaml").is_file():
         cells = CellStudy.from_params(_block(folder / "cells.yaml", "cells"))
         assert cells.train.epochs >= 1
+    if (folder / "detect.yaml").is_file():
+        detection = smear.DetectionStudy.from_params(_block(folder / "detect.yaml", "detect"))
+        assert detection.detector.cell_size > 0
+    if (folder / "export.yaml").is_file():
+        assert 0 < NoveltySettings.from_params(_block(folder / "export.yaml", "export")).quantile
+
+
+def test_the_commands_run_without_a_parameters_file_read_the_studys(tmp_path, monkeypatch):
+    """`leuko export`'s rule and `leuko classify --smear`'s detector are params/'s values,
+    read from the checkout leuko is installed from, whatever the current folder."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.default_rule() == _block(ROOT / "params" / "export.yaml", "export")["rule"]
+    assert cli.build_parser().parse_args(["export", "--task", "wbc"]).rule is None
+    detector = DetectConfig.from_params(_block(ROOT / "params" / "detect.yaml", "detect"))
+    assert cli.detect_config() == detector
+    assert cli.detect_config(380.0) == dataclasses.replace(detector, cell_size=380.0)
+    assert cli.build_parser().parse_args(["classify", "x", "--smear"]).cell_size is None
+    with pytest.raises(FileNotFoundError, match="no such parameters file"):
+        cli.study_params("detect", checkout=tmp_path)  # a checkout without params/
 
 
 def test_a_run_reads_its_files_from_the_project_root(monkeypatch):

@@ -965,3 +965,25 @@ def test_results_blocks_are_written_into_whichever_document_holds_their_markers(
     log.write_text(block("cells", "a copy"))
     with pytest.raises(ValueError, match="block 'cells'.*in one document"):
         results_docs.update_documents((readme, log), table, {"cells": "x"})
+
+
+def test_cell_groups_add_an_unseen_labs_cells_after_the_sources(tmp_path):
+    """The sources' source-cell ids as manifest_groups gives them; an unseen lab's from its
+    own manifest, shifted past them, so no id is shared between two manifests."""
+    pd.DataFrame({"path": ["s/a.jpg", "s/b.jpg", "s/c.jpg"], "group": ["g1", "g1", "g2"],
+                  "sha256": ["x", "y", "z"]}).to_csv(tmp_path / "cells.csv", index=False)
+    pd.DataFrame({"path": ["lab/1.jpg", "lab/2.jpg"], "group": ["h1", "h2"],
+                  "sha256": ["h1", "h2"]}).to_csv(tmp_path / "lab.csv", index=False)
+    sources = report.cell_groups(tmp_path, ["pbc/test"])
+    assert sources.equals(report.manifest_groups(tmp_path, "cells"))
+    groups = report.cell_groups(tmp_path, ["pbc/test", "lab/unseen"])
+    assert groups["s/a.jpg"] == groups["s/b.jpg"] != groups["s/c.jpg"]
+    assert groups["lab/1.jpg"] != groups["lab/2.jpg"]
+    assert not set(groups[["lab/1.jpg", "lab/2.jpg"]]) & set(sources)
+
+
+def test_the_new_lab_section_says_what_has_not_run(tmp_path):
+    items, tables = report.new_lab_section_items({}, tmp_path / "absent")
+    text = " ".join(i.data for i in items if hasattr(i, "data"))
+    assert "dvc repro evaluate-cells" in text and "dvc repro adapt-cells" in text
+    assert tables == {}

@@ -133,3 +133,48 @@ def test_the_predicted_differential_counts_what_classify_counts(tmp_path):
     assert differential["true cells"].sum() == 2 and differential["predicted cells"].sum() == 2
     assert differential.loc["NEUTROPHIL", "true %"] == pytest.approx(50)
     assert differential.loc["NEUTROPHIL", "predicted %"] == pytest.approx(100)
+
+
+def test_score_labels_by_hand_the_one_scoring_of_a_labelled_set():
+    """Classes A, B, C; C never true: 5 cells of 4 source cells, 3 right, one uncertain.
+    A: precision 1, recall 2/3, F1 0.8; B: precision 1/2, recall 1/2, F1 0.5; C counts only
+    as a wrong prediction."""
+    y_true, y_pred = [0, 0, 0, 1, 1], [0, 0, 1, 1, 2]
+    kept = [True, True, False, True, True]
+    result = score.score_labels(y_true, y_pred, ["A", "B", "C"], kept=kept,
+                                groups=["g1", "g1", "g2", "g3", "g4"], n_boot=300, seed=0)
+    assert result["accuracy"] == pytest.approx(3 / 5)
+    assert result["macro_f1"] == pytest.approx((0.8 + 0.5) / 2)  # over the classes present
+    assert result["classes_present"] == ["A", "B"]
+    assert set(result["intervals"]) == {"accuracy", "macro_f1", "recall_A", "recall_B"}
+    assert result["intervals"]["recall_A"]["value"] == pytest.approx(2 / 3)
+    assert result["intervals"]["macro_f1"]["value"] == result["macro_f1"]
+    for interval in result["intervals"].values():
+        assert 0 <= interval["low"] <= interval["value"] <= interval["high"] <= 1
+    assert result["n_cells"] == 4 and "exact_interval" not in result  # g1 holds two images
+    # B's images are two cells, 1 of 2 right: Clopper-Pearson; A's share cell g1: none
+    assert result["per_class"]["B"]["recall_exact"]["low"] == pytest.approx(0.0126, abs=1e-4)
+    assert result["per_class"]["B"]["recall_exact"]["high"] == pytest.approx(0.9874, abs=1e-4)
+    assert "recall_exact" not in result["per_class"]["A"]
+    # kept: A A B B true, A A B C predicted -> accuracy 3/4; F1 A 1, B 2/3
+    assert result["abstain"] == pytest.approx({"coverage": 0.8, "uncertain": 1,
+                                               "accuracy_kept": 0.75,
+                                               "macro_f1_kept": (1 + 2 / 3) / 2})
+    alone = score.score_labels(y_true, y_pred, ["A", "B", "C"], n_boot=300, seed=0)
+    assert alone["n_cells"] == 5 and alone["abstain"]["coverage"] == 1.0
+    assert (alone["exact_interval"]["k"], alone["exact_interval"]["n"]) == (3, 5)
+    nothing_kept = score.score_labels(y_true, y_pred, ["A", "B", "C"], kept=[False] * 5,
+                                      n_boot=50)
+    assert nothing_kept["abstain"]["accuracy_kept"] is None
+
+
+def test_leuko_score_figures_are_score_labels_with_each_image_its_own_cell(tmp_path):
+    predictions, classes = score.read_predictions(_predictions(tmp_path, ROWS))
+    result = score.score(predictions, classes, score.labels_for(predictions, None),
+                         list(DIFFERENTIAL_CLASSES), n_boot=200, skip_unknown=True)
+    index = {c: i for i, c in enumerate(classes)}
+    truth = [index[c] for c in ("NEUTROPHIL",) * 3 + ("LYMPHOCYTE",) * 2]
+    shared = score.score_labels(truth, predictions["predicted"][:5].map(index), classes,
+                                kept=[True, True, False, True, True], n_boot=200)
+    assert result.intervals == {k: shared["intervals"][k] for k in ("accuracy", "macro_f1")}
+    assert result.abstain == shared["abstain"]

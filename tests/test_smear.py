@@ -8,6 +8,7 @@ itself (the command against ``detect_cells``), or from the study's own recorded 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from leuko.images import load_rgb
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDED = ROOT / "reports/detection/metrics.json"
+#: The study's detector, read from the one place its values live.
+CONFIG = detect.DetectConfig.from_params(path=ROOT / "params" / "detect.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -74,19 +77,45 @@ def test_iou_and_greedy_matching():
 
 
 def test_config_validation():
-    assert detect.DetectConfig.from_dict({"cell_size": 100}).cell_size == 100
-    with pytest.raises(ValueError, match=r"unknown detect parameter\(s\) \['cellsize'\]"):
-        detect.DetectConfig.from_dict({"cellsize": 100})
+    block = {"detector": {**CONFIG.to_dict(), "cell_size": 100}}
+    assert detect.DetectConfig.from_params(block).cell_size == 100
+    with pytest.raises(ValueError, match=r"detect\.detector: unknown key\(s\) \['cellsize'\]"):
+        detect.DetectConfig.from_params({"detector": {**CONFIG.to_dict(), "cellsize": 100}})
+    without = {k: v for k, v in CONFIG.to_dict().items() if k != "crop_aspect"}
+    with pytest.raises(ValueError, match=r"missing key\(s\) \['crop_aspect'\]"):
+        detect.DetectConfig.from_params({"detector": without})
+    with pytest.raises(ValueError, match="no 'detector' sub-block"):
+        detect.DetectConfig.from_params({"cell_size": 100})
     with pytest.raises(ValueError, match="feature must be one of"):
-        detect.DetectConfig(feature="red")
+        dataclasses.replace(CONFIG, feature="red")
     with pytest.raises(ValueError, match="cell_size must be > 0"):
-        detect.DetectConfig(cell_size=0)
+        dataclasses.replace(CONFIG, cell_size=0)
     with pytest.raises(ValueError, match="min_area"):
-        detect.DetectConfig(min_area=2.0, max_area=1.0)
+        dataclasses.replace(CONFIG, min_area=2.0, max_area=1.0)
+
+
+def test_the_detector_has_no_value_outside_params():
+    """params/detect.yaml is the one place of the detector's values: the config has no
+    defaults, the notebook no detector parameter, and the stage passes the file whole."""
+    import yaml
+
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(detect.DetectConfig))
+    notebook = json.loads((ROOT / "notebooks/09-detect.ipynb").read_text())
+    cell = next(c for c in notebook["cells"] if "parameters" in c["metadata"].get("tags", []))
+    assigned = {line.split("=")[0].strip() for line in "".join(cell["source"]).splitlines()
+                if "=" in line and not line.startswith("#")}
+    assert assigned == {"detect", "out_dir"}
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["detect"]
+    assert "-f params/detect.yaml" in stage["cmd"] and " -p " in stage["cmd"]
+    assert not {f.name for f in dataclasses.fields(detect.DetectConfig)} & set(
+        stage["cmd"].split())
+    settings = smear.DetectionStudy.from_params(
+        yaml.safe_load((ROOT / "params/detect.yaml").read_text())["detect"])
+    assert settings.detector == CONFIG
 
 
 def test_crop_window_keeps_the_training_geometry():
-    config = detect.DetectConfig(cell_size=100, crop_height=2.0, crop_aspect=4 / 3)
+    config = dataclasses.replace(CONFIG, cell_size=100, crop_height=2.0, crop_aspect=4 / 3)
     # a nucleus near the top-left corner: the window shifts inside, never shrinks
     box = detect.cell_crop_box((0, 0, 30, 30), (600, 800), config)
     assert box == (0, 0, 267, 200)
@@ -100,7 +129,7 @@ def test_crop_window_keeps_the_training_geometry():
 
 # --------------------------------------------------------------------------- detection
 def test_lobes_of_one_nucleus_make_one_cell_and_platelets_none():
-    found = detect.detect_cells(synthetic_smear())
+    found = detect.detect_cells(synthetic_smear(), CONFIG)
     assert len(found) == 1
     x0, y0, x1, y1 = found[0].nucleus_box
     assert x0 <= 146 and y0 <= 101 and x1 >= 256 and y1 >= 189  # all three lobes
@@ -108,22 +137,22 @@ def test_lobes_of_one_nucleus_make_one_cell_and_platelets_none():
 
 
 def test_no_white_cell_no_detection(truth):
-    assert detect.detect_cells(synthetic_smear(lobes=False)) == []
+    assert detect.detect_cells(synthetic_smear(lobes=False), CONFIG) == []
     # the widest strip of a real smear beside its annotated white cells
     record = truth[truth["boxes"].map(len) == 1].iloc[0]
     rgb = load_rgb(record["path"])
     x0, _, x1, _ = record["boxes"][0]
     strip = rgb[:, :x0] if x0 >= rgb.shape[1] - x1 else rgb[:, x1:]
     assert strip.shape[1] > 100
-    assert detect.detect_cells(strip) == []  # red cells and background only
+    assert detect.detect_cells(strip, CONFIG) == []  # red cells and background only
 
 
 def test_cell_size_scales_the_search(truth):
     rgb = load_rgb(truth[truth["boxes"].map(len) == 1].iloc[0]["path"])
     big = np.asarray(Image.fromarray(rgb).resize((2 * rgb.shape[1], 2 * rgb.shape[0]),
                                                  Image.BILINEAR))
-    small = detect.detect_cells(rgb)
-    large = detect.detect_cells(big, detect.DetectConfig(cell_size=2 * 190))
+    small = detect.detect_cells(rgb, CONFIG)
+    large = detect.detect_cells(big, dataclasses.replace(CONFIG, cell_size=2 * CONFIG.cell_size))
     assert len(small) == len(large) >= 1
     for a, b in zip(small, large, strict=True):
         assert smear.iou(tuple(2 * v for v in a.box), b.box) > 0.9
@@ -148,7 +177,7 @@ def test_detection_on_real_bccd_smears(truth):
     from scipy.stats import binom
 
     sample = truth[truth["split"] == "test"].head(20)
-    per_smear = smear.evaluate_detection(sample)
+    per_smear = smear.evaluate_detection(sample, CONFIG)
     summary = smear.detection_summary(per_smear)
     assert summary["true_cells"] == sum(map(len, sample["boxes"]))
     assert summary["tp"] + summary["fp"] == summary["found"]
@@ -174,7 +203,7 @@ def test_detection_on_real_bccd_smears(truth):
 
     recorded = json.loads(RECORDED.read_text())
     same = {k: v for k, v in recorded["config"].items() if not k.startswith("crop_")}
-    assert same == {k: v for k, v in detect.DetectConfig().to_dict().items()
+    assert same == {k: v for k, v in CONFIG.to_dict().items()
                     if not k.startswith("crop_")}, "metrics.json is from another detector"
     test = recorded["detection"]["test"]
     # fewer hits than the recorded rates allow, at 1 in 1000: the detector got worse
@@ -196,7 +225,7 @@ def test_reviewed_counts():
 
 def test_detection_study_writes_its_reports(tmp_path, bccd, tiny):
     result = smear.detection_study(bccd, ROOT / "data/blood-cell-images/labels.csv",
-                                   detect.DetectConfig(), tmp_path, model=tiny, limit=8,
+                                   CONFIG, tmp_path, model=tiny, limit=8,
                                    example_smears=["BloodImage_00001", "nope"],
                                    unannotated_cells=["BloodImage_00003"])
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -217,19 +246,29 @@ def test_detection_study_writes_its_reports(tmp_path, bccd, tiny):
 def test_detection_study_without_a_model_says_so_and_a_missing_model_is_an_error(tmp_path, bccd):
     labels = ROOT / "data/blood-cell-images/labels.csv"
     with pytest.raises(FileNotFoundError, match="nope.keras is missing"):
-        smear.detection_study(bccd, labels, detect.DetectConfig(), tmp_path,
+        smear.detection_study(bccd, labels, CONFIG, tmp_path,
                               model=tmp_path / "nope.keras", limit=2)
     assert not (tmp_path / "metrics.json").exists()
-    result = smear.detection_study(bccd, labels, detect.DetectConfig(), tmp_path, model=None,
-                                   limit=2)
+    result = smear.detection_study(bccd, labels, CONFIG, tmp_path, model=None, limit=2)
     assert result["metrics"]["classification"]["model"] is None
     assert "not classified" in result["metrics"]["classification"]["note"]
 
 
-def test_config_is_built_from_a_namespace_by_field_name():
-    config = detect.DetectConfig.from_namespace({"cell_size": 120, "box_scale": 1.1,
-                                                 "model": "x.keras", "limit": 0})
-    assert config == detect.DetectConfig(cell_size=120, box_scale=1.1)
+def test_the_stage_settings_read_the_smear_lists_and_the_detector():
+    block = yaml_block()
+    settings = smear.DetectionStudy.from_params({**block, "example_smears": "a,b",
+                                                 "wrong_annotations": ""})
+    assert settings.example_smears == ("a", "b") and settings.wrong_annotations == ()
+    assert settings.detector == CONFIG and settings.limit == block["limit"]
+    with pytest.raises(ValueError, match=r"missing key\(s\) \['iou_threshold'\]"):
+        smear.DetectionStudy.from_params({k: v for k, v in block.items()
+                                          if k != "iou_threshold"})
+
+
+def yaml_block() -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / "params/detect.yaml").read_text())["detect"]
 
 
 # --------------------------------------------------------------------------- the command
@@ -250,7 +289,8 @@ def test_classify_smears_writes_annotated_images(tmp_path, bccd, tiny, capsys):
     assert list(cells.columns[:8]) == ["path", "cell", "xmin", "ymin", "xmax", "ymax",
                                        "predicted", "confidence"]
     # the command finds what the library finds, smear by smear, inside each smear
-    expected = {name: len(detect.detect_cells(load_rgb(folder / name))) for name in names}
+    expected = {name: len(detect.detect_cells(load_rgb(folder / name), CONFIG))
+                for name in names}
     per_smear = cells.groupby(cells["path"].map(lambda p: Path(p).name)).size()
     assert per_smear.to_dict() == {k: v for k, v in expected.items() if v}
     assert ((cells["xmin"] >= 0) & (cells["ymin"] >= 0) & (cells["xmax"] <= 640)
@@ -280,7 +320,7 @@ def test_annotated_images_inside_the_input_folder_are_not_classified(tmp_path, b
                          str(folder / "results.csv"), "--json", "--no-progress"])
         report = json.loads(capsys.readouterr().out)
         assert code == 0 and report["files"] == 1
-        assert report["cells"] == len(detect.detect_cells(load_rgb(folder / "a.jpg")))
+        assert report["cells"] == len(detect.detect_cells(load_rgb(folder / "a.jpg"), CONFIG))
     assert (folder / "results-annotated" / "a.png").is_file()
 
 

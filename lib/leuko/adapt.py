@@ -24,7 +24,7 @@ and keeping everything before it as trained:
 4. What it is worth is measured by stratified k-fold cross-validation over the lab's cells
    (k = min(5, the smallest class count), at least 2; the layer refitted per fold): accuracy
    and macro F1 of the base model and of the adapted one on the held-out folds, with 95 %
-   bootstrap intervals (:func:`leuko.metrics.bootstrap_ci`).
+   bootstrap intervals (:func:`leuko.score.score_labels`, as ``leuko score``).
 5. The temperature and the abstention threshold are refitted on the adapted layer's
    out-of-fold probabilities of the lab's cells (:mod:`leuko.calibration`), so they are
    judged on cells the layer did not see; the layer itself is then fitted on all the lab's
@@ -47,24 +47,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 from scipy.optimize import minimize
 from scipy.special import softmax
 from sklearn.model_selection import StratifiedKFold
+from threadpoolctl import threadpool_limits
 
 from leuko.atomic import write_csv_atomic, write_json_atomic
 from leuko.calibration import abstention_threshold, fit_temperature, temperature_scale
-from leuko.cells import dihedral_views
 from leuko.classify import Classifier, _decode_all, iter_image_files, load_classifier, metadata_path
 from leuko.images import BadImage, bad_images_frame, file_sha256, load_rgb
 from leuko.locate import package_checkout
-from leuko.metrics import accuracy_metric, bootstrap_ci, macro_f1_metric
 from leuko.multisource import CACHE_NAME, cache_path, load_cell_cache
+from leuko.novelty import HeadError, Novelty, features, novelty_path, split_head
 from leuko.progress import progress_bar
-from leuko.score import labels_for, normalise_label
+from leuko.score import labels_for, normalise_label, score_labels
 from leuko.study import Paths, save_model
 
 #: Training-split cells per class taken from the study's cell cache to mix in.
@@ -159,76 +157,6 @@ def prepare_lab(paths: Sequence[str], classifier: Classifier, workers: int = 2,
 # --------------------------------------------------------------------------------------------
 # the last layer
 # --------------------------------------------------------------------------------------------
-@dataclass
-class Head:
-    """A model split at its last layer: ``features`` (a Keras model, image -> penultimate
-    features) and ``dense`` (the softmax Dense layer of the model, whose weights adapt
-    sets)."""
-
-    features: object
-    dense: object
-
-    @property
-    def weights(self) -> tuple[np.ndarray, np.ndarray]:
-        kernel, bias = self.dense.get_weights()
-        return kernel.astype(np.float64), bias.astype(np.float64)
-
-
-def _producer(tensor):
-    operation, node_index, _ = tensor._keras_history
-    return operation, operation._inbound_nodes[node_index]
-
-
-def split_head(model) -> Head:
-    """The model's penultimate-feature sub-model and its last (softmax Dense) layer, looking
-    through nested functional models (``Input -> Preprocess -> base -> head``). AdaptError for
-    any other output (an averaged ensemble, a non-softmax output)."""
-
-    def split(inner):
-        if len(inner.outputs) != 1:
-            raise AdaptError(f"{inner.name} has {len(inner.outputs)} outputs; expected one")
-        layer, node = _producer(inner.outputs[0])
-        below = node.input_tensors
-        if isinstance(layer, keras.layers.Dense):
-            if getattr(layer.activation, "__name__", "") != "softmax":
-                raise AdaptError(f"the last layer {layer.name} is not a softmax Dense")
-            return keras.Model(inner.inputs, below[0]), layer
-        if isinstance(layer, keras.Model) and len(below) == 1:
-            features, dense = split(layer)
-            return keras.Model(inner.inputs, features(below[0])), dense
-        raise AdaptError(
-            f"the model's output comes from {type(layer).__name__} {layer.name!r}, not a "
-            "softmax Dense layer: `leuko adapt` retrains a single last layer (for an "
-            "averaged ensemble, adapt one of its members)")
-
-    features, dense = split(model)
-    return Head(features, dense)
-
-
-def features(head: Head, images: np.ndarray, views: int, batch_size: int = 64,
-             progress: bool = True) -> np.ndarray:
-    """Penultimate features of each of ``views`` symmetries of each image: ``(views, N, D)``
-    (view 0 is the image as it is; :func:`leuko.cells.dihedral_views`)."""
-
-
-    model = head.features
-    call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    dim = int(model.output_shape[-1])
-    out = np.zeros((views, len(images), dim), np.float32)
-    bar = progress_bar(total=views * len(images), enabled=progress, desc="features")
-    try:
-        for v, view in enumerate(dihedral_views(images, views) if len(images) else []):
-            for start in range(0, len(view), batch_size):
-                chunk = view[start:start + batch_size]
-                batch = np.zeros((batch_size, *chunk.shape[1:]), np.float32)
-                batch[:len(chunk)] = chunk
-                out[v, start:start + len(chunk)] = np.asarray(call(batch))[:len(chunk)]
-                bar.update(len(chunk))
-    finally:
-        bar.close()
-    return out
-
-
 def softmax_probs(feats: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """Class probabilities from features ``(views, N, D)`` (or ``(N, D)``), averaged over the
     views as :func:`leuko.cells.mean_over_views` does."""
@@ -294,8 +222,10 @@ def fit_head(x: np.ndarray, y: np.ndarray, weight: np.ndarray, kernel0: np.ndarr
         diff = theta - theta0
         return value + 0.5 * l2 * diff @ diff, grad.ravel() + l2 * diff
 
-    result = minimize(loss, theta0, jac=True, method="L-BFGS-B",
-                      options={"maxiter": int(max_iter)})
+    # small products: one BLAS thread is ~50x faster than two on a busy 2-core machine
+    with threadpool_limits(1, user_api="blas"):
+        result = minimize(loss, theta0, jac=True, method="L-BFGS-B",
+                          options={"maxiter": int(max_iter)})
     return unpack(result.x)
 
 
@@ -373,7 +303,7 @@ def source_sample(classifier: Classifier, roots: Sequence[str | Path], per_class
 # --------------------------------------------------------------------------------------------
 # fitting, cross-validation, the whole run
 # --------------------------------------------------------------------------------------------
-def _training_set(lab_x: np.ndarray, lab_y: np.ndarray, source_x, source_y,
+def training_set(lab_x: np.ndarray, lab_y: np.ndarray, source_x, source_y,
                   source_weight: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows (every view of every lab cell; the source cells), labels and weights: the lab's
     classes weigh the same in total (sum 1); the source cells' classes likewise (sum
@@ -414,23 +344,20 @@ def cross_validate(lab_x: np.ndarray, lab_y: np.ndarray, kernel0, bias0, source_
         splits = list(folds.split(np.zeros(len(lab_y)), lab_y))
     for train, test in progress_bar(splits, enabled=progress, desc="cross-validate",
                                     unit="fold"):
-        x, y, w = _training_set(lab_x[:, train], lab_y[train], source_x, source_y,
+        x, y, w = training_set(lab_x[:, train], lab_y[train], source_x, source_y,
                                 source_weight)
         kernel, bias = fit_head(x, y, w, kernel0, bias0, np.unique(lab_y[train]), l2)
         out[test] = softmax_probs(lab_x[:, test], kernel, bias)
     return out, k
 
 
-def _scores(y: np.ndarray, probs: np.ndarray, n_classes: int, n_boot: int, seed: int) -> dict:
-
-    pred = probs.argmax(axis=1)
-    present = sorted(set(y.tolist()))
-    result = {}
-    for name, metric in (("accuracy", accuracy_metric()),
-                         ("macro_f1", macro_f1_metric(n_classes, over=present))):
-        value, low, high = bootstrap_ci(y, pred, metric, n_boot=n_boot, seed=seed)
-        result[name] = {"value": value, "low": low, "high": high}
-    return result
+def _scores(y: np.ndarray, probs: np.ndarray, classes: list[str], n_boot: int,
+            seed: int) -> dict:
+    """Accuracy and macro F1 (over the classes present) with 95 % bootstrap intervals, as
+    ``leuko score`` computes them (:func:`leuko.score.score_labels`)."""
+    intervals = score_labels(y, probs.argmax(axis=1), classes, n_boot=n_boot,
+                             seed=seed)["intervals"]
+    return {name: intervals[name] for name in ("accuracy", "macro_f1")}
 
 
 @dataclass
@@ -478,7 +405,10 @@ def adapt(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
         raise AdaptError(f"the output must be a .keras file, got {output}")
     classifier = load_classifier(model)
     classes = classifier.classes
-    head = split_head(classifier.model)
+    try:
+        head = split_head(classifier.model)
+    except HeadError as error:
+        raise AdaptError(f"`leuko adapt` retrains a single last layer: {error}") from error
     kernel0, bias0 = head.weights
     cells = lab_cells(inputs, classes, labels_csv)
     images, kept, failures = prepare_lab(cells.paths, classifier, workers, progress)
@@ -509,8 +439,8 @@ def adapt(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
     before = softmax_probs(lab_x, kernel0, bias0)
     after, k = cross_validate(lab_x, lab_y, kernel0, bias0, source_x, source_y, 1.0, l2, seed,
                               progress)
-    scores = {"before": _scores(lab_y, before, len(classes), n_boot, seed),
-              "after": _scores(lab_y, after, len(classes), n_boot, seed),
+    scores = {"before": _scores(lab_y, before, classes, n_boot, seed),
+              "after": _scores(lab_y, after, classes, n_boot, seed),
               "cross_validation": {"folds": k, "stratified": True, "seed": int(seed),
                                    "cells": int(len(lab_y)), "n_boot": int(n_boot)}}
 
@@ -520,7 +450,7 @@ def adapt(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
     threshold = abstention_threshold(temperature_scale(after, temperature).max(axis=1),
                                      coverage)
 
-    x, y, w = _training_set(lab_x, lab_y, source_x, source_y, 1.0)
+    x, y, w = training_set(lab_x, lab_y, source_x, source_y, 1.0)
     present = sorted(set(lab_y.tolist()))
     kernel, bias = fit_head(x, y, w, kernel0, bias0, present, l2)
     dtype = head.dense.get_weights()[0].dtype
@@ -528,6 +458,8 @@ def adapt(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
     output.parent.mkdir(parents=True, exist_ok=True)
     save_model(classifier.model, output)
 
+    lab_hash = lab_set_hash(paths, names)
+    novelty = adapted_novelty(model, output, lab_x.mean(axis=0), names, f"lab {lab_hash[:12]}")
     base_meta = classifier.metadata
     metadata = copy.deepcopy(base_meta)
     base_test = metadata.pop("test", None)
@@ -543,7 +475,7 @@ def adapt(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
                          "sha256": file_sha256(model),
                          "temperature": base_meta.get("temperature", 1.0),
                          "abstain": base_abstain or None, "test": base_test},
-        "lab_set": {"sha256": lab_set_hash(paths, names), "cells": len(paths),
+        "lab_set": {"sha256": lab_hash, "cells": len(paths),
                     "inputs": [str(p) for p in inputs],
                     "labels": str(labels_csv) if labels_csv else "folder names"},
         "cells_per_class": {c: int(counts.get(c, 0)) for c in classes},
@@ -564,6 +496,7 @@ def adapt(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
             "classes_kept_from_base": [c for c in classes if c not in counts],
             "seed": int(seed),
         },
+        "novelty": novelty,
         "failed": [{"path": str(f.path), "reason": f.reason} for f in failures],
         "file_bytes": output.stat().st_size,
         "sha256": file_sha256(output),
@@ -577,6 +510,29 @@ def adapt(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
         failed_csv.unlink(missing_ok=True)
     return Adapted(str(output), metadata, failures, cells.unlabelled, cells.ignored_files,
                    time.perf_counter() - start, str(failed_csv) if failures else None)
+
+
+def adapted_novelty(model: str | Path, output: Path, lab_features: np.ndarray,
+                    labels: Sequence[str], lab: str) -> dict:
+    """The adapted model's novelty file (``leuko.novelty``): the base model's refitted with the
+    lab's labelled cells (view-averaged penultimate features) as classes of their own, so that
+    ``leuko classify`` with the adapted model does not call the lab's cells far, written
+    beside ``output``. When the base model has none, none is written (a stale one beside
+    ``output`` is removed) and the record says so."""
+    base_file = novelty_path(model)
+    target = novelty_path(output)
+    if not base_file.is_file():
+        target.unlink(missing_ok=True)
+        return {"file": None,
+                "note": f"no {base_file} beside the base model: the adapted model has no "
+                        "distance to its training cells either"}
+    refit = Novelty.load(base_file, model).with_lab_cells(lab_features, labels, lab,
+                                                          file_sha256(output))
+    refit.save(target)
+    return {"file": str(target), "base_file": str(base_file), "lab_cells": len(labels),
+            "thresholds": dict(zip(refit.groups, refit.thresholds.tolist(), strict=True)),
+            "note": "the base model's distance refitted with the lab's labelled cells as "
+                    "classes of their own"}
 
 
 def format_adapted(result: Adapted) -> str:
@@ -607,5 +563,9 @@ def format_adapted(result: Adapted) -> str:
                   f"abstention threshold {m['abstain']['threshold']:.3f} "
                   f"({100 * m['abstain']['val_coverage']:.0f} % coverage)",
               f"Wrote {result.output} and {metadata_path(result.output)}"]
+    novelty = m["novelty"]
+    lines.append(f"Distance to the training cells: {novelty['file']} (refitted with your "
+                 "cells)" if novelty["file"] else f"Distance to the training cells: "
+                 f"{novelty['note']}")
     return "\n".join(lines)
 

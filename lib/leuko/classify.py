@@ -16,7 +16,14 @@ The engine behind ``leuko classify`` (see :mod:`leuko.cli`):
   tally.
 
 Single cells: each image is one cell, centre-cropped when the model's metadata says so, and
-resized (bilinear, aspect not kept) to the model's input size, as in training.
+resized (bilinear, aspect not kept) to the model's input size, as in training. A cell model
+looks for the cell's nucleus first; an image in which none was found is classified on the
+whole image and called *uncertain*, whatever its probabilities.
+
+How far each cell lies from the cells the model was trained on (:mod:`leuko.novelty`) comes
+with its class when the model's novelty file lies beside it (``<model stem>-novelty.npz``):
+the same pass through the model gives the penultimate features and the probabilities. Without
+the file the distance is not available, and the run says so (``RunSummary.novelty_note``).
 Smears (``smear=True``): :func:`leuko.detect.detect_cells` finds the white cells, each is cropped
 (:func:`leuko.detect.cell_crop_box`), classified, and an annotated PNG of the smear is written.
 """
@@ -35,8 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
+from leuko.cells import mean_over_views
 from leuko.images import SUPPORTED_SUFFIXES, BadImage, BadImageError, load_rgb, resize
+from leuko.novelty import Novelty, features_and_output, novelty_path
 
 __all__ = [
     "Classifier",
@@ -79,7 +89,10 @@ class Classifier:
     views: int = 1  # probabilities averaged over this many symmetries (cells.mean_over_views)
     abstain_threshold: float = 0.0  # calibrated confidence below which a cell is uncertain
     path: Path | None = None
+    novelty: Novelty | None = None  # the distance to the training cells (leuko.novelty)
+    novelty_note: str = ""  # why there is no distance, when ``novelty`` is None
     _predict: Callable | None = field(default=None, repr=False)
+    _scored: Callable | None = field(default=None, repr=False)
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
         """An RGB image as the model takes it, uint8: for a cell model the cell found, framed
@@ -118,14 +131,14 @@ class Classifier:
         batch = np.zeros((batch_size, *images.shape[1:]), dtype=np.float32)
         batch[:n] = images
         if self._predict is None:
-            import tensorflow as tf
-
             model = self.model
             self._predict = tf.function(lambda x: model(x, training=False),
                                         reduce_retracing=True)
-        from leuko.cells import mean_over_views
-
         probs = mean_over_views(lambda b: np.asarray(self._predict(b)), batch, self.views)[:n]
+        return self._calibrated(probs)
+
+    def _calibrated(self, probs: np.ndarray) -> np.ndarray:
+        """View-averaged probabilities temperature-scaled, checked against the classes."""
         if self.temperature != 1.0:
             from leuko.calibration import temperature_scale
 
@@ -136,9 +149,40 @@ class Classifier:
                 f"{len(self.classes)} classes ({self.classes})")
         return probs
 
+    def predict_scored(self, images: np.ndarray, batch_size: int
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`predict_batch`'s probabilities and each image's distance to the training
+        cells (:meth:`leuko.novelty.Novelty.distance` of its penultimate features averaged over
+        the same views), both from one pass; the distances are None without a novelty file."""
+        if self.novelty is None:
+            return self.predict_batch(images, batch_size), None
+        n = len(images)
+        if n == 0:
+            return np.zeros((0, len(self.classes)), np.float32), np.zeros(0)
+        if n > batch_size:
+            raise ValueError(f"{n} images exceed the batch size {batch_size}")
+        batch = np.zeros((batch_size, *images.shape[1:]), dtype=np.float32)
+        batch[:n] = images
+        if self._scored is None:
+            both = features_and_output(self.model)
+            self._scored = tf.function(lambda x: both(x, training=False),
+                                       reduce_retracing=True)
+        feats = []
 
-def load_classifier(model_path: str | Path) -> Classifier:
-    """Load an exported model (``safe_mode``) and its metadata JSON beside it.
+        def probabilities(view):
+            features, probs = self._scored(view)
+            feats.append(np.asarray(features))
+            return np.asarray(probs)
+
+        probs = mean_over_views(probabilities, batch, self.views)[:n]
+        return self._calibrated(probs), self.novelty.distance(np.mean(feats, axis=0)[:n])
+
+
+def load_classifier(model_path: str | Path, novelty: bool = True) -> Classifier:
+    """Load an exported model (``safe_mode``) and its metadata JSON beside it, and with
+    ``novelty`` its novelty file (:func:`leuko.novelty.novelty_path`) when there is one
+    (else ``novelty_note`` says it is missing; one that belongs to another model is a
+    :class:`leuko.novelty.NoveltyError`).
 
     Raises FileNotFoundError (model) or :class:`ModelMetadataError` (metadata) with a message
     that says how to get them (``leuko export``).
@@ -164,12 +208,21 @@ def load_classifier(model_path: str | Path) -> Classifier:
     size = (int(size), int(size)) if isinstance(size, int | float) else (int(size[0]),
                                                                           int(size[1]))
     abstain = metadata.get("abstain") or {}
+    fitted, note = None, "not asked for"
+    if novelty:
+        novelty_file = novelty_path(model_path)
+        if novelty_file.is_file():
+            fitted, note = Novelty.load(novelty_file, model_path), ""
+        else:
+            note = (f"no {novelty_file} beside the model (`dvc repro novelty` writes the "
+                    "study's, `leuko adapt` an adapted model's)")
     return Classifier(model=model, classes=[str(c) for c in metadata["classes"]],
                       image_size=size, crop=metadata.get("crop"), metadata=metadata,
                       path=model_path, cell_preprocess=metadata.get("cell_preprocess"),
                       temperature=float(metadata.get("temperature", 1.0)),
                       views=int(metadata.get("views", 1)),
-                      abstain_threshold=float(abstain.get("threshold", 0.0)))
+                      abstain_threshold=float(abstain.get("threshold", 0.0)),
+                      novelty=fitted, novelty_note=note)
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,6 +237,7 @@ class Prediction:
     cell: int | None = None
     box: tuple[int, int, int, int] | None = None
     cell_found: bool | None = None
+    distance: float | None = None  # to the training cells (None: no novelty file)
 
 
 def _is_image_name(name: str) -> bool:
@@ -301,13 +355,15 @@ def classify_cells(paths: Iterable[Path], classifier: Classifier, batch_size: in
 
     def flush():
         images = [item[0] for _, item in pending if not isinstance(item, BadImage)]
-        probs = classifier.predict_batch(np.stack(images), batch_size) if images else None
+        probs, distances = (classifier.predict_scored(np.stack(images), batch_size) if images
+                            else (None, None))
         k = 0
         for path, item in pending:
             if isinstance(item, BadImage):
                 yield item
             else:
-                yield Prediction(str(path), probs[k], cell_found=item[1])
+                yield Prediction(str(path), probs[k], cell_found=item[1],
+                                 distance=None if distances is None else float(distances[k]))
                 k += 1
         pending.clear()
 
@@ -330,17 +386,19 @@ class SmearResult:
     image: np.ndarray
     detections: list
     probabilities: list = field(default_factory=list)
+    distances: list = field(default_factory=list)  # None each without a novelty file
 
 
-def classify_smears(paths: Iterable[Path], classifier: Classifier, config=None,
+def classify_smears(paths: Iterable[Path], classifier: Classifier, config,
                     batch_size: int = 64, workers: int = 2, prefetch: int = 2
                     ) -> Iterator[SmearResult | BadImage]:
     """Each smear with its detected cells classified (or a failure), in the order of
-    ``paths``. Cells of several smears share a batch; a smear is yielded as soon as all of
-    its cells are classified, so only smears with cells in the current batch are held."""
-    from leuko.detect import DetectConfig, cell_crops, detect_cells
+    ``paths``; ``config``: the detector's :class:`leuko.detect.DetectConfig` (the study's:
+    ``DetectConfig.from_params``). Cells of several smears share a batch; a smear is yielded
+    as soon as all of its cells are classified, so only smears with cells in the current
+    batch are held."""
+    from leuko.detect import cell_crops, detect_cells
 
-    config = config or DetectConfig()
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
 
@@ -356,9 +414,11 @@ def classify_smears(paths: Iterable[Path], classifier: Classifier, config=None,
 
     def predict(n):
         batch, rest = crops[:n], crops[n:]
-        probs = classifier.predict_batch(np.stack([c for _, c in batch]), batch_size)
-        for (result, _), p in zip(batch, probs, strict=True):
+        probs, distances = classifier.predict_scored(np.stack([c for _, c in batch]),
+                                                     batch_size)
+        for k, ((result, _), p) in enumerate(zip(batch, probs, strict=True)):
             result.probabilities.append(p)
+            result.distances.append(None if distances is None else float(distances[k]))
         crops[:] = rest
 
     def ready():
@@ -434,8 +494,13 @@ class RunSummary:
     smear_output: str | None = None
     annotated_dir: str | None = None
     seconds: float = 0.0
-    uncertain: int = 0  # cells below the model's abstention threshold: not counted
+    uncertain: int = 0  # cells below the model's abstention threshold, or no nucleus found
     cells_not_found: int = 0  # images in which no nucleus was found (whole image used)
+    far: int = 0  # cells farther from the training cells than their class's threshold
+    novelty_file: str | None = None  # the model's novelty file (None: distances unavailable)
+    novelty_note: str = ""  # why the distances are not available
+    folder_share: float | None = None
+    unlike_sources: bool = False  # more than folder_share of the cells are far: warn
 
     @property
     def exit_code(self) -> int:
@@ -456,6 +521,13 @@ class RunSummary:
             "cells": self.cells, "differential": self.differential(),
             "other_cells": self.other_cells(), "uncertain": self.uncertain,
             "cells_not_found": self.cells_not_found,
+            "novelty": {"available": self.novelty_file is not None,
+                        "file": self.novelty_file, "note": self.novelty_note,
+                        "far_cells": self.far,
+                        "far_share": round(self.far / self.cells, 4) if (
+                            self.novelty_file and self.cells) else None,
+                        "folder_share": self.folder_share,
+                        "warning": self.unlike_sources},
             "failed": [{"path": str(f.path), "reason": f.reason} for f in self.failures],
             "ignored_non_image_files": self.ignored_files,
             "smears_without_cells": self.smears_without_cells,
@@ -478,20 +550,38 @@ def _unique_png(folder: Path, stem: str, used: set[str]) -> Path:
 def run(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
         batch_size: int = 64, smear: bool = False, detect_config=None, progress: bool = True,
         workers: int = 2, classifier: Classifier | None = None) -> RunSummary:
-    """Classify every image under ``inputs`` and write the CSV(s); see :mod:`leuko.cli`."""
+    """Classify every image under ``inputs`` and write the CSV(s); see :mod:`leuko.cli`.
+    ``detect_config``: the detector's settings, needed with ``smear``. Each row carries the
+    cell's distance to the training cells and whether it is far (empty without the model's
+    novelty file); the summary says whether the run's share of far cells exceeds the novelty
+    file's ``folder_share`` (``unlike_sources``)."""
     import time
 
     from leuko.atomic import atomic_write, write_csv_atomic
     from leuko.images import bad_images_frame
     from leuko.progress import progress_bar
 
+    if smear and detect_config is None:
+        raise ValueError("classifying smears needs the detector's settings "
+                         "(leuko.detect.DetectConfig.from_params())")
     start = time.perf_counter()
     classifier = classifier or load_classifier(model)
     classes = classifier.classes
+    novelty = classifier.novelty
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     summary = RunSummary(model=str(model), classes=classes, mode="smear" if smear else "cells",
-                         output=str(output))
+                         output=str(output), novelty_note=classifier.novelty_note)
+    if novelty is not None:
+        summary.novelty_file = str(novelty_path(classifier.path or model))
+        summary.folder_share = novelty.settings.folder_share
+
+    def far_cells(distance: float | None) -> tuple[str, str, bool]:
+        """The CSV's distance and far columns of a cell, and whether it is far."""
+        if distance is None:
+            return "", "", False
+        far = bool(novelty.is_far(np.array([distance]))[0])
+        return f"{distance:.4f}", str(far).lower(), far
     annotated_dir = output.with_name(f"{output.stem}-annotated")
     exclude = [annotated_dir] if smear else []
     total = count_image_files(inputs, exclude)
@@ -511,7 +601,7 @@ def run(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
                 summary.annotated_dir = str(annotated_dir)
                 used: set[str] = set()
                 writer.writerow(["path", "cell", "xmin", "ymin", "xmax", "ymax", "predicted",
-                                 "confidence", "uncertain", *prob_columns])
+                                 "confidence", "uncertain", "distance", "far", *prob_columns])
                 for item in classify_smears(files, classifier, detect_config, batch_size,
                                             workers):
                     summary.files += 1
@@ -520,17 +610,20 @@ def run(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
                         summary.failures.append(item)
                         continue
                     summary.classified_files += 1
-                    names, counts = [], Counter()
-                    for i, (det, p) in enumerate(zip(item.detections, item.probabilities,
-                                                     strict=True)):
+                    names, counts, far_here = [], Counter(), 0
+                    for i, (det, p, d) in enumerate(zip(item.detections, item.probabilities,
+                                                        item.distances, strict=True)):
                         k = int(np.argmax(p))
                         doubt = classifier.is_uncertain(p)
                         names.append("uncertain" if doubt else classes[k])
                         counts[names[-1]] += 1
                         summary.uncertain += doubt
+                        distance, far_text, far = far_cells(d)
+                        far_here += far
                         writer.writerow([item.path, i + 1, *det.box, classes[k],
-                                         f"{p[k]:.5f}", str(doubt).lower(),
-                                         *(f"{v:.5f}" for v in p)])
+                                         f"{p[k]:.5f}", str(doubt).lower(), distance,
+                                         far_text, *(f"{v:.5f}" for v in p)])
+                    summary.far += far_here
                     summary.counts.update({c: n for c, n in counts.items()
                                            if c != "uncertain"})
                     summary.cells += len(names)
@@ -549,10 +642,11 @@ def run(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
                     smear_rows.append({"path": item.path, "cells": len(names),
                                        **{c: counts[c] for c in classes},
                                        "uncertain": counts["uncertain"],
+                                       "far": far_here if novelty is not None else "",
                                        "annotated": str(png)})
             else:
                 writer.writerow(["path", "predicted", "confidence", "uncertain", "cell_found",
-                                 *prob_columns])
+                                 "distance", "far", *prob_columns])
                 for item in classify_cells(files, classifier, batch_size, workers):
                     summary.files += 1
                     bar.update(1)
@@ -561,7 +655,8 @@ def run(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
                         continue
                     p = item.probabilities
                     k = int(np.argmax(p))
-                    doubt = classifier.is_uncertain(p)
+                    # no nucleus found: the whole image was classified, so no class is trusted
+                    doubt = classifier.is_uncertain(p) or item.cell_found is False
                     if doubt:
                         summary.uncertain += 1
                     else:
@@ -569,9 +664,12 @@ def run(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
                     summary.cells_not_found += item.cell_found is False
                     summary.cells += 1
                     summary.classified_files += 1
+                    distance, far_text, far = far_cells(item.distance)
+                    summary.far += far
                     found = "" if item.cell_found is None else str(item.cell_found).lower()
                     writer.writerow([item.path, classes[k], f"{p[k]:.5f}",
-                                     str(doubt).lower(), found, *(f"{v:.5f}" for v in p)])
+                                     str(doubt).lower(), found, distance, far_text,
+                                     *(f"{v:.5f}" for v in p)])
     finally:
         bar.close()
     summary.ignored_files = skipped["not an image"]
@@ -579,8 +677,8 @@ def run(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
         import pandas as pd
 
         smear_csv = output.with_name(f"{output.stem}-smears.csv")
-        frame = pd.DataFrame(smear_rows,
-                             columns=["path", "cells", *classes, "uncertain", "annotated"])
+        frame = pd.DataFrame(smear_rows, columns=["path", "cells", *classes, "uncertain",
+                                                  "far", "annotated"])
         write_csv_atomic(smear_csv, frame)
         summary.smear_output = str(smear_csv)
     failed_csv = output.with_name(f"{output.stem}-failed.csv")
@@ -590,5 +688,7 @@ def run(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
         summary.failed_output = str(failed_csv)
     else:
         failed_csv.unlink(missing_ok=True)  # a stale list from an earlier run would mislead
+    if novelty is not None:
+        summary.unlike_sources = novelty.flags(summary.far, summary.cells)
     summary.seconds = time.perf_counter() - start
     return summary

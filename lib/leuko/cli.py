@@ -6,8 +6,15 @@
     probability of every class, and print the differential count (cells and % per class).
     Without ``--model``: ``$LEUKO_MODEL``, else ``build/export/wbc.keras`` under the current
     folder, else under the checkout the package is installed from (so it runs from any folder).
+    Each row also carries the cell's distance to the model's training cells and whether it is
+    far (``leuko.novelty``, from ``<model stem>-novelty.npz`` beside the model); when more
+    than that file's ``folder_share`` of the cells are far, one warning suggests ``leuko
+    adapt``; without the file, one line says the distance is not available. A cell whose
+    nucleus was not found is uncertain. With ``--smear`` the detector is
+    ``params/detect.yaml``'s.
 ``leuko export --task {wbc,leukemia} [--rule val_macro_f1|val_macro_f1_shifted|saved_val_accuracy]``
-    Choose the study's model for a task and export it with its metadata to build/export/.
+    Choose the study's model for a task and export it with its metadata to build/export/
+    (without ``--rule``: the study's, ``params/export.yaml``'s ``export.rule``).
 ``leuko score CSV [--labels LABELS.csv] [--skip-unknown] [--json]``
     Score classify's per-cell CSV against your labels (a CSV of path,label or each image's
     folder name): accuracy and macro F1 with 95 % intervals, per class, the cells kept by the
@@ -15,7 +22,8 @@
 ``leuko adapt PATH... -o OUT.keras [--model M] [--labels LABELS.csv] [--seed N] [--json]``
     Adapt the model to your lab: retrain its last layer on cells you labelled (folder names
     or a CSV of path,label, as ``leuko score`` reads them), mixed with the study's training
-    cells when its cell cache is there; recalibrate its temperature and abstention threshold;
+    cells when its cell cache is there; recalibrate its temperature and abstention threshold
+    (and refit the base model's novelty file with your cells: ``OUT-novelty.npz``);
     print the accuracy and macro F1 to expect before and after (cross-validated over your
     cells) and write OUT.keras with its metadata JSON, for ``leuko classify --model``.
 
@@ -30,12 +38,15 @@ Exit codes (every subcommand):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
 
+from leuko.detect import DetectConfig
 from leuko.locate import package_checkout
+from leuko.params import PARAMS_DIR, read_block
 
 EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED = 0, 1, 2
 DEFAULT_MODEL = Path("build/export/wbc.keras")
@@ -81,6 +92,34 @@ def find_model(cwd: Path | None = None, checkout: Path | None = None,
         f"no model given and none found. Looked in: {looked}; ${MODEL_ENV} is not set. Export "
         "the study's model (`make study`, or `leuko export --task wbc` in the checkout), then "
         f"pass --model PATH or set {MODEL_ENV}=PATH.")
+
+
+def study_params(name: str, checkout: Path | None = None) -> dict:
+    """Block ``name`` of ``params/<name>.yaml`` in the study's checkout (default: the one
+    leuko is installed from): the one place the study's values live, read by the commands
+    that run without a parameters file (``leuko export``'s rule, ``leuko classify
+    --smear``'s detector), so they cannot drift from the study's. FileNotFoundError when
+    there is no checkout."""
+    checkout = package_checkout() if checkout is None else checkout
+    if checkout is None:
+        raise FileNotFoundError(
+            f"{PARAMS_DIR / f'{name}.yaml'} of the study is needed and leuko is not installed "
+            "from a checkout of it (no dvc.yaml above lib/leuko): install it from the "
+            "checkout (make env)")
+    return read_block(name, path=checkout / PARAMS_DIR / f"{name}.yaml")
+
+
+def default_rule(checkout: Path | None = None) -> str:
+    """``leuko export``'s rule without ``--rule``: the study's, ``export.rule``."""
+    return str(study_params("export", checkout)["rule"])
+
+
+def detect_config(cell_size: float | None = None, checkout: Path | None = None
+                  ) -> DetectConfig:
+    """``leuko classify --smear``'s detector: the study's (``params/detect.yaml``), with
+    ``--cell-size`` when given."""
+    config = DetectConfig.from_params(study_params("detect", checkout))
+    return dataclasses.replace(config, cell_size=cell_size) if cell_size else config
 
 
 class _Parser(argparse.ArgumentParser):
@@ -143,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "write an annotated PNG per smear")
     c.add_argument("--cell-size", type=_positive_float, default=None,
                    help="with --smear: a white cell's width in pixels in your smears "
-                        "(default 190, right for BCCD's 640x480 smears)")
+                        "(default: params/detect.yaml's cell_size, right for BCCD's 640x480 "
+                        "smears)")
     c.add_argument("--json", action="store_true",
                    help="print a JSON summary on stdout instead of the table")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -204,11 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--task", required=True,
                    help="wbc (the two-source cell classifier: 5 white cells + 3 other cell "
                         "types), wbc4 (the thesis's 4-class models) or leukemia (ALL vs HEM)")
-    e.add_argument("--rule", default="val_macro_f1_shifted",
-                   help="val_macro_f1_shifted (default, the study's rule: validation macro F1 "
-                        "averaged over simulated other-lab stains), val_macro_f1 (as imaged) "
-                        "or saved_val_accuracy (the saved weights' validation accuracy, from "
-                        "the training summary)")
+    e.add_argument("--rule", default=None,
+                   help="val_macro_f1_shifted (validation macro F1 averaged over simulated "
+                        "other-lab stains), val_macro_f1 (as imaged) or saved_val_accuracy "
+                        "(the saved weights' validation accuracy, from the training summary); "
+                        "default: the study's, export.rule of params/export.yaml")
     e.add_argument("--models", nargs="*", default=None, metavar="MODEL_ID",
                    help="candidate model ids (default: every trained model of the task)")
     e.add_argument("--out-dir", type=Path, default=Path("build/export"))
@@ -227,6 +267,22 @@ def _print_failures(failures, failed_output) -> None:
     print(f"(also listed in {failed_output}; exit code 2)", file=sys.stderr)
 
 
+def novelty_lines(summary, sources) -> list[str]:
+    """What ``leuko classify`` says once about the distance to the training cells: the
+    warning when more than the novelty file's ``folder_share`` of the cells are far, or that
+    the distance is not available; nothing when the cells are like the training sources."""
+    if summary.novelty_file is None:
+        return [f"Distance to the training cells: not available ({summary.novelty_note})."]
+    if not summary.unlike_sources:
+        return []
+    return [f"Warning: {summary.far} of {summary.cells} cells "
+            f"({100 * summary.far / summary.cells:.0f} %) lie far from the cells the model "
+            f"was trained on ({', '.join(sources) or 'its training sources'}); more than "
+            f"{100 * summary.folder_share:.0f} % far means these cells are unlike them, and "
+            "the classes and confidences above may not hold. Label some of your cells and "
+            "adapt the model to them: `leuko adapt` (column far of the CSV names the cells)."]
+
+
 def cmd_classify(args) -> int:
     """``leuko classify``: run, write the CSVs, print the differential count."""
     from leuko import classify
@@ -242,21 +298,19 @@ def cmd_classify(args) -> int:
         if args.model is None:
             args.model = find_model()
         classifier = classify.load_classifier(args.model)
+        smear_config = detect_config(args.cell_size) if args.smear else None
     except (FileNotFoundError, ValueError, OSError) as error:
         print(f"leuko classify: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    detect_config = None
-    if args.smear:
-        from leuko.detect import DetectConfig
-
-        detect_config = DetectConfig(**({"cell_size": args.cell_size} if args.cell_size
-                                        else {}))
     summary = classify.run(args.paths, args.model, args.output, batch_size=args.batch_size,
-                           smear=args.smear, detect_config=detect_config,
+                           smear=args.smear, detect_config=smear_config,
                            progress=not args.no_progress, workers=args.workers,
                            classifier=classifier)
+    said = novelty_lines(summary, classifier.metadata.get("sources") or [])
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
+        for line in said:
+            print(line, file=sys.stderr)
         return summary.exit_code
     unit = "smear" if args.smear else "image"
     rate = ""
@@ -279,12 +333,17 @@ def cmd_classify(args) -> int:
     if others:
         print("Other cells (not in the differential): "
               + ", ".join(f"{c} {n}" for c, n in others.items()))
-    if classifier.abstain_threshold > 0:
+    if classifier.abstain_threshold > 0 or summary.uncertain:
+        why = [f"calibrated confidence < {classifier.abstain_threshold:.2f}"] * (
+            classifier.abstain_threshold > 0) + ["no nucleus found"] * (
+            summary.cells_not_found > 0)
         print(f"Uncertain (left out of the count): {summary.uncertain} of {summary.cells} "
-              f"cells (calibrated confidence < {classifier.abstain_threshold:.2f})")
+              f"cells ({' or '.join(why)})")
     if summary.cells_not_found:
         print(f"No nucleus found in {summary.cells_not_found} image(s): classified on the "
-              "whole image (column cell_found = false)")
+              "whole image and counted as uncertain (column cell_found = false)")
+    for line in said:
+        print(line)
     print()
     print(f"Per-cell results: {summary.output}")
     if summary.smear_output:
@@ -302,7 +361,8 @@ def cmd_export(args) -> int:
     from leuko import export
 
     try:
-        metadata = export.export_task(args.task, rule=args.rule, model_ids=args.models,
+        rule = args.rule or default_rule()
+        metadata = export.export_task(args.task, rule=rule, model_ids=args.models,
                                       out_dir=args.out_dir)
     except (ValueError, FileNotFoundError) as error:
         where = ""

@@ -1,6 +1,8 @@
 """Leave one source out: the cell classifiers of :mod:`leuko.multisource` scored on every
-source's held-out test part, with intervals, calibration, abstention and the simulated
-stain-shift score beside the real cross-source one (stage evaluate-cells, notebook 12).
+source's held-out test part and on a lab unlike both sources that no model trains on
+(``leuko.unseen``: ``data/bionet``, part ``bionet/unseen``), with intervals, calibration,
+abstention and the simulated stain-shift score beside the real cross-source one (stage
+evaluate-cells, notebook 12).
 
 Kept apart from training so that an edit of the metrics reruns evaluation, not training.
 """
@@ -36,48 +38,29 @@ def present_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
 
 def score_part(probs: np.ndarray, rows: pd.DataFrame, classes: list[str], threshold: float,
                n_boot: int, seed: int) -> tuple[dict, pd.DataFrame]:
-    """Figures of one model on one held-out part (calibrated ``probs``): accuracy and macro F1
-    (over the classes present) with 95 % cluster-bootstrap intervals over source cells /
-    images, per-class recall, confusion matrix, the exact interval of the accuracy where
-    every image is its own cell, calibration (ECE, reliability) and accuracy at the
-    abstention threshold with its coverage. Rows whose class the model does not know are
-    left out and counted (``n_unknown_class``)."""
+    """Figures of one model on one held-out part (calibrated ``probs``), scored as ``leuko
+    score`` scores a lab's cells (:func:`leuko.score.score_labels`) but over source cells:
+    accuracy, macro F1 (over the classes present) and each present class's recall with 95 %
+    cluster-bootstrap intervals over source cells / images, the confusion matrix, the exact
+    intervals of the accuracy and of a class's recall where every image is its own cell, and
+    accuracy at the abstention threshold with its coverage; with calibration (ECE). Rows
+    whose class the model does not know are left out and counted (``n_unknown_class``)."""
     from leuko.evaluation import source_cells
-    from leuko.metrics import (
-        accuracy_metric,
-        add_exact_interval,
-        bootstrap_ci,
-        classification_metrics,
-        macro_f1_metric,
-    )
+    from leuko.score import score_labels
 
     known = rows["label"].isin(classes).to_numpy()
     rows, probs = rows[known].reset_index(drop=True), probs[known]
     lookup = {c: i for i, c in enumerate(classes)}
     y_true = rows["label"].map(lookup).to_numpy(dtype=int)
     y_pred = probs.argmax(axis=1)
-    groups = source_cells(rows)  # one id per source cell: group, content hash, near-duplicates
-    metrics = add_exact_interval(classification_metrics(y_true, y_pred, classes), groups=groups)
-    present = sorted(set(y_true.tolist()))  # a class the part does not hold says nothing
-    intervals = {}
-    for name, metric in (("accuracy", accuracy_metric()),
-                         ("macro_f1", macro_f1_metric(len(classes), over=present))):
-        value, low, high = bootstrap_ci(y_true, y_pred, metric, n_boot=n_boot, seed=seed,
-                                        groups=groups)
-        intervals[name] = {"value": value, "low": low, "high": high}
-    metrics["intervals"] = intervals
-    metrics["macro_f1"] = intervals["macro_f1"]["value"]  # over the classes present
     confidence = probs.max(axis=1)
-    correct = y_pred == y_true
     kept = confidence >= threshold
+    groups = source_cells(rows)  # one id per source cell: group, content hash, near-duplicates
+    metrics = score_labels(y_true, y_pred, classes, kept=kept, groups=groups, n_boot=n_boot,
+                           seed=seed)
     metrics["n_unknown_class"] = int((~known).sum())
-    metrics["n_cells"] = int(len(np.unique(groups)))
-    metrics["ece"] = expected_calibration_error(confidence, correct)
-    metrics["abstain"] = {"threshold": threshold, "coverage": float(kept.mean()),
-                          "uncertain": int((~kept).sum()),
-                          "accuracy_kept": float(correct[kept].mean()) if kept.any() else None,
-                          "macro_f1_kept": present_macro_f1(y_true[kept], y_pred[kept],
-                                                            len(classes)) if kept.any() else None}
+    metrics["ece"] = expected_calibration_error(confidence, y_pred == y_true)
+    metrics["abstain"] = {"threshold": threshold, **metrics["abstain"]}
     frame = pd.DataFrame({"path": rows["path"], "source": rows["source"], "split": rows["split"],
                           "actual": rows["label"],
                           "predicted": [classes[i] for i in y_pred],
@@ -96,6 +79,30 @@ def model_views(summary: dict) -> int:
     return int(summary.get("views", 1))
 
 
+def held_out_parts(cache: CellCache, unseen: dict[str, CellCache] | None = None
+                   ) -> list[tuple[str, pd.DataFrame, np.ndarray]]:
+    """``(part, rows, images)`` of every part a model is scored on: each source's test part
+    (``TEST_PARTS``, part ``<source>/<split>``), then each lab of ``unseen`` (its name -> its
+    cache, :func:`leuko.unseen.load_unseen_cache`; part ``<name>/unseen``)."""
+    from leuko.unseen import UNSEEN_SPLIT
+
+    parts = [(f"{source}/{split}", *cache.part(source, split)) for source, split in TEST_PARTS]
+    for name, lab in (unseen or {}).items():
+        rows, images = lab.part(name, UNSEEN_SPLIT)
+        if rows.empty:
+            raise ValueError(f"the cache of {name} holds no row of source {name!r} and split "
+                             f"{UNSEEN_SPLIT!r}: rerun stage cells-unseen")
+        parts.append((f"{name}/{UNSEEN_SPLIT}", rows, images))
+    return parts
+
+
+def part_rank(part: str) -> tuple[int, str]:
+    """Sort key of a scored part: the sources' test parts in ``TEST_PARTS``' order, then the
+    unseen labs by name."""
+    order = [f"{source}/{split}" for source, split in TEST_PARTS]
+    return (order.index(part), "") if part in order else (len(order), part)
+
+
 def shift_sample(rows: pd.DataFrame, per_class: int, seed: int) -> np.ndarray:
     """Positions in ``rows`` (a model's validation cells) of the class-balanced sample scored
     under simulated stains."""
@@ -104,22 +111,22 @@ def shift_sample(rows: pd.DataFrame, per_class: int, seed: int) -> np.ndarray:
 
 
 def model_probabilities(model, cache: CellCache, summary: dict, shift_per_class: int,
-                        seed: int) -> dict[str, np.ndarray]:
+                        seed: int, unseen: dict[str, CellCache] | None = None
+                        ) -> dict[str, np.ndarray]:
     """A model's uncalibrated class probabilities, averaged over the views its summary
-    records: on every held-out part (key ``<source>/<split>``) and on the stain-shift sample
-    of its validation cells under each simulated stain of ``leuko.stain.STAIN_SHIFTS`` (key
-    ``shift/<kind>``); with the paths of the rows of each (``paths/<key>``)."""
+    records: on every held-out part (:func:`held_out_parts`, key ``<source>/<split>``) and on
+    the stain-shift sample of its validation cells under each simulated stain of
+    ``leuko.stain.STAIN_SHIFTS`` (key ``shift/<kind>``); with the paths of the rows of each
+    (``paths/<key>``)."""
     from leuko.cells import mean_over_views
     from leuko.stain import STAIN_SHIFTS, stain_shift
     from leuko.study import predict
 
     views = model_views(summary)  # as the model was calibrated and is exported
     probabilities = {}
-    for source, split in TEST_PARTS:
-        rows, images = cache.part(source, split)
-        probabilities[f"{source}/{split}"] = mean_over_views(partial(predict, model), images,
-                                                             views)
-        probabilities[f"paths/{source}/{split}"] = rows["path"].to_numpy(dtype=str)
+    for part, rows, images in held_out_parts(cache, unseen):
+        probabilities[part] = mean_over_views(partial(predict, model), images, views)
+        probabilities[f"paths/{part}"] = rows["path"].to_numpy(dtype=str)
     rows, images = cache.part(summary["sources"], "val")
     sample = shift_sample(rows, shift_per_class, seed)
     for kind in STAIN_SHIFTS:
@@ -190,10 +197,12 @@ def stain_shift_score(probabilities: dict[str, np.ndarray], rows: pd.DataFrame,
 
 
 def evaluate_cell_models(model_ids, cache: CellCache, n_boot: int, seed: int,
-                         shift_per_class: int = 50, paths: Paths = DEFAULT_PATHS) -> dict:
+                         shift_per_class: int = 50, paths: Paths = DEFAULT_PATHS,
+                         unseen: dict[str, CellCache] | None = None) -> dict:
     """Score every model (a run ``cells-<training>``, a repeat ``-seed<n>``, an ensemble
-    ``-ensemble``) on every held-out part (``TEST_PARTS``) and on simulated stain shifts of its
-    own validation cells, predicting over the views its summary records; write per model
+    ``-ensemble``) on every held-out part (``TEST_PARTS``, then each lab of ``unseen``, which
+    no model trains on) and on simulated stain shifts of its own validation cells, predicting
+    over the views its summary records; write per model
     ``reports/metrics/<id>.json``, ``reports/predictions/<id>.csv`` and its uncalibrated
     probabilities ``build/probabilities/<id>.npz``; return {model id: metrics}. A run is
     predicted by its network; an ensemble from its runs' saved probabilities
@@ -209,7 +218,7 @@ def evaluate_cell_models(model_ids, cache: CellCache, n_boot: int, seed: int,
             probabilities = ensemble_probabilities(summary["members"], paths)
         else:
             probabilities = model_probabilities(load_model(paths.model(the_id)), cache, summary,
-                                                shift_per_class, seed)
+                                                shift_per_class, seed, unseen)
         save_probabilities(paths.probabilities(the_id), probabilities)
         temperature = float(summary["temperature"])
         threshold = float(summary["abstain"]["threshold"])
@@ -218,15 +227,14 @@ def evaluate_cell_models(model_ids, cache: CellCache, n_boot: int, seed: int,
                   "training_seed": int(summary["seed"]),
                   "sources": summary["sources"], "classes": classes, "splits": {}}
         frames = []
-        for source, split in TEST_PARTS:
-            part = f"{source}/{split}"
-            rows, _ = cache.part(source, split)
-            if not np.array_equal(probabilities[f"paths/{part}"], rows["path"].to_numpy(dtype=str)):
+        for part, rows, _ in held_out_parts(cache, unseen):
+            if part not in probabilities or not np.array_equal(
+                    probabilities[f"paths/{part}"], rows["path"].to_numpy(dtype=str)):
                 raise ValueError(f"{the_id}'s probabilities of {part} are not of the cache's "
                                  "rows (build/cells changed since its runs were evaluated)")
             probs = temperature_scale(probabilities[part], temperature)
             metrics, frame = score_part(probs, rows, classes, threshold, n_boot, seed)
-            metrics["held_out_source"] = source not in summary["sources"]
+            metrics["held_out_source"] = part.split("/")[0] not in summary["sources"]
             metrics["cells_not_found"] = int((~rows["cell_found"]).sum())
             metrics["coverage_curve"] = coverage_curve(
                 frame["confidence"].to_numpy(), (frame["actual"] == frame["predicted"]).to_numpy()
@@ -277,16 +285,47 @@ def cross_source_table(results: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+RECALL_COLUMNS = ["model", "tested on", "class", "images", "recall", "recall low",
+                  "recall high", "exact low", "exact high"]
+
+
 def recall_table(results: dict) -> pd.DataFrame:
-    """Per-class recall of each model on each held-out part (rows: model / part, columns:
-    classes)."""
+    """Per-class recall of each model on each held-out part, one row per (model, part, class
+    the part holds): its images, the recall, its 95 % cluster-bootstrap interval over source
+    cells and, where each of the class's images is its own cell, its exact (Clopper-Pearson)
+    interval (NaN otherwise, and in a metrics file written before the intervals were)."""
     rows = []
     for the_id, result in results.items():
         for part, m in result["splits"].items():
-            rows.append({"model": the_id, "tested on": part,
-                         **{c: v["recall"] for c, v in m["per_class"].items()
-                            if v["support"] > 0}})
-    return pd.DataFrame(rows).set_index(["model", "tested on"])
+            for name, v in m["per_class"].items():
+                if v["support"] > 0:
+                    ci = m["intervals"].get(f"recall_{name}", {})
+                    exact = v.get("recall_exact", {})
+                    rows.append({"model": the_id, "tested on": part, "class": name,
+                                 "images": v["support"], "recall": v["recall"],
+                                 "recall low": ci.get("low", np.nan),
+                                 "recall high": ci.get("high", np.nan),
+                                 "exact low": exact.get("low", np.nan),
+                                 "exact high": exact.get("high", np.nan)})
+    return pd.DataFrame(rows, columns=RECALL_COLUMNS)
+
+
+def recall_view(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`recall_table` for reading: one row per model and part, one column per class,
+    ``recall % [95 % CI] (images)``, the interval exact where each image of the class is its
+    own cell, else the cluster bootstrap's (TEST's copies); – where the part holds no cell of
+    the class."""
+    exact = table["exact low"].notna()
+    low = table["exact low"].where(exact, table["recall low"])
+    high = table["exact high"].where(exact, table["recall high"])
+    text = [f"{100 * r:.0f} [{100 * lo:.0f}, {100 * hi:.0f}] ({n})" for r, lo, hi, n in zip(
+        table["recall"], low, high, table["images"], strict=True)]
+    classes = list(dict.fromkeys(table["class"]))
+    order = list(dict.fromkeys(zip(table["model"], table["tested on"], strict=True)))
+    return (table.assign(text=text).pivot(index=["model", "tested on"], columns="class",
+                                          values="text")
+            .reindex(index=pd.MultiIndex.from_tuples(order, names=["model", "tested on"]),
+                     columns=classes).fillna("–"))
 
 
 def cross_source_view(table: pd.DataFrame) -> pd.DataFrame:
@@ -314,13 +353,35 @@ def cross_source_view(table: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+def is_unseen_part(part: str) -> bool:
+    """Whether a scored part is a lab no model trains on (``<name>/unseen``)."""
+    from leuko.unseen import UNSEEN_SPLIT
+
+    return part.endswith(f"/{UNSEEN_SPLIT}")
+
+
+def unseen_lab_views(results: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The parts of the labs unlike both sources (:func:`is_unseen_part`) for reading: the
+    cross-source view of their rows and their per-class recall with intervals (both empty
+    when no model was scored on such a lab)."""
+    table = cross_source_table(results)
+    recall = recall_table(results)
+    if table.empty:
+        return table, recall
+    table = table[table["tested on"].map(is_unseen_part)]
+    recall = recall[recall["tested on"].map(is_unseen_part)]
+    return (cross_source_view(table.reset_index(drop=True)),
+            recall_view(recall) if len(recall) else recall)
+
+
 def write_cross_source_tables(results: dict, folder: Path = Path("reports/cells")) -> list[Path]:
-    """``cross_source.csv`` (one row per model and test part) and ``recall.csv`` in ``folder``."""
+    """``cross_source.csv`` (one row per model and test part) and ``recall.csv`` (one row per
+    model, test part and class) in ``folder``."""
     from leuko.atomic import write_csv_atomic
 
     folder = Path(folder)
     return [write_csv_atomic(folder / "cross_source.csv", cross_source_table(results)),
-            write_csv_atomic(folder / "recall.csv", recall_table(results).reset_index())]
+            write_csv_atomic(folder / "recall.csv", recall_table(results))]
 
 
 def _short(the_id: str, part: str) -> str:

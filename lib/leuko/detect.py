@@ -47,13 +47,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage as ndi
 
 from leuko.crops import crop_box, square_box
+from leuko.params import read_block, typed
 
 __all__ = [
     "CLASS_COLOURS",
@@ -84,22 +86,24 @@ Box = tuple[int, int, int, int]
 class DetectConfig:
     """Parameters of :func:`detect_cells`; sizes are fractions of ``cell_size`` (see module doc).
 
-    The defaults were chosen on BCCD's VOC ``trainval`` smears (292) and hold on its ``test``
-    smears; see ``reports/detection/metrics.json``.
+    No field has a default: the values live in one place, ``params/detect.yaml``'s
+    ``detect.detector`` block (chosen on BCCD's VOC ``trainval`` smears, checked on its
+    ``test`` smears: ``reports/detection/metrics.json``), read by :meth:`from_params` in the
+    detect stage and by ``leuko classify --smear`` alike.
     """
 
-    cell_size: float = 190.0  # px: a white cell's width in the input (BCCD 640x480: 190)
-    feature: str = "blue_green"  # "blue_green" (B - G) or "hematoxylin" (HED density x 100)
-    smooth: float = 1.0  # Gaussian sigma of the stain map, px at the working scale
-    threshold_floor: float = 20.0  # the threshold is max(Otsu, floor), in the map's units
-    open_radius: float = 0.01  # opening radius (specks), fraction of cell_size
-    merge_radius: float = 0.03  # dilation radius that merges lobes of one nucleus
-    min_area: float = 0.1  # nucleus area limits, fractions of cell_size**2
-    max_area: float = 1.5
-    box_scale: float = 1.3  # cell box / nucleus box (each side, about the centre)
-    box_shape: str = "rect"  # "rect": the nucleus box scaled; "square": crops.square_box
-    crop_height: float = 2.53  # classifier window height / cell_size (BCCD: 480 / 190)
-    crop_aspect: float = 4 / 3  # classifier window width / height (blood-cell-images: 4:3)
+    cell_size: float  # px: a white cell's width in the input (BCCD 640x480: 190)
+    feature: str  # "blue_green" (B - G) or "hematoxylin" (HED density x 100)
+    smooth: float  # Gaussian sigma of the stain map, px at the working scale
+    threshold_floor: float  # the threshold is max(Otsu, floor), in the map's units
+    open_radius: float  # opening radius (specks), fraction of cell_size
+    merge_radius: float  # dilation radius that merges lobes of one nucleus
+    min_area: float  # nucleus area limits, fractions of cell_size**2
+    max_area: float
+    box_scale: float  # cell box / nucleus box (each side, about the centre)
+    box_shape: str  # "rect": the nucleus box scaled; "square": crops.square_box
+    crop_height: float  # classifier window height / cell_size (BCCD: 480 / 190)
+    crop_aspect: float  # classifier window width / height (blood-cell-images: 4:3)
 
     def __post_init__(self):
         if self.box_shape not in ("rect", "square"):
@@ -119,21 +123,16 @@ class DetectConfig:
                              f"({self.max_area})")
 
     @classmethod
-    def from_dict(cls, values: dict | None) -> DetectConfig:
-        """A config from a dict such as ``params/detect.yaml``'s, naming unknown keys."""
-        values = dict(values or {})
-        unknown = sorted(set(values) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown detect parameter(s) {unknown}; known: "
-                             f"{sorted(f.name for f in fields(cls))}")
-        return cls(**values)
-
-    @classmethod
-    def from_namespace(cls, namespace: dict) -> DetectConfig:
-        """A config from those names of ``namespace`` that are its fields (e.g. a notebook's
-        ``globals()`` after papermill's parameters), the others at their defaults: a new field
-        needs no edit where the config is built."""
-        return cls(**{f.name: namespace[f.name] for f in fields(cls) if f.name in namespace})
+    def from_params(cls, detect: dict | None = None, path: Path | None = None) -> DetectConfig:
+        """From the ``detect`` block of ``params/detect.yaml`` (papermill ``-f`` passes it
+        whole; None reads ``path``, default ``params/detect.yaml`` under the current folder):
+        its ``detector`` sub-block, every field named, a missing or unknown key an error
+        naming the file."""
+        block = read_block("detect", detect, path)
+        if "detector" not in block:
+            raise ValueError(f"{path or 'params/detect.yaml'}: the detect block has no "
+                             f"'detector' sub-block (found {sorted(block)})")
+        return typed(cls, block["detector"], f"{path or 'params/detect.yaml'}: detect.detector")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -180,7 +179,7 @@ def nuclear_stain(rgb: np.ndarray, feature: str = "blue_green") -> np.ndarray:
     raise ValueError(f"detect feature must be one of {FEATURES}, got {feature!r}")
 
 
-def detect_cells(rgb: np.ndarray, config: DetectConfig = DetectConfig()) -> list[Detection]:
+def detect_cells(rgb: np.ndarray, config: DetectConfig) -> list[Detection]:
     """White cells on a uint8 RGB smear, sorted top to bottom, left to right."""
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -239,7 +238,7 @@ def _cell_box(nucleus: tuple[float, float, float, float], config: DetectConfig,
 
 
 def cell_crop_box(detection: Detection | Box, image_shape: tuple[int, int],
-                  config: DetectConfig = DetectConfig()) -> Box:
+                  config: DetectConfig) -> Box:
     """The classifier's window around a cell: ``crop_height * cell_size`` high, ``crop_aspect``
     wide, centred on the nucleus and shifted to lie inside the smear (clipped only when the
     smear is smaller than the window)."""
@@ -254,7 +253,7 @@ def cell_crop_box(detection: Detection | Box, image_shape: tuple[int, int],
 
 
 def cell_crops(rgb: np.ndarray, detections: Sequence[Detection],
-               config: DetectConfig = DetectConfig()) -> list[np.ndarray]:
+               config: DetectConfig) -> list[np.ndarray]:
     """The classifier's crop of every detection (uint8 arrays, views of ``rgb``)."""
     return [crop_box(rgb, cell_crop_box(d, rgb.shape[:2], config)) for d in detections]
 

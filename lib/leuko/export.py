@@ -24,9 +24,11 @@ The choice rule
 Task ``wbc`` (the classifier ``leuko classify`` uses by default) takes the cell models trained
 on both sources (``leuko.multisource``); their validation scores are the evaluate-cells
 stage's, on validation cells prepared as in training. ``wbc4`` takes the thesis study's
-4-class models, ``leukemia`` the leukemia study's.
+4-class models, ``leukemia`` the leukemia study's. The rule is always named: the study's is
+``params/export.yaml``'s ``export.rule``, which the export stage passes and ``leuko export``
+reads when ``--rule`` is not given; no function here has a default one.
 
-``val_macro_f1_shifted`` (the study's default, ``params/export.yaml``): the mean macro F1 of
+``val_macro_f1_shifted``: the mean macro F1 of
 each candidate on a class-balanced sample of the validation rows (``SHIFTED_PER_CLASS`` per
 class) as imaged and as each simulated other lab of ``leuko.stain.STAIN_SHIFTS`` would show
 them: the exported model is judged on cells from labs it has never seen, so it is chosen for
@@ -64,7 +66,6 @@ __all__ = ["RULES", "TASKS", "candidates", "choose_model", "data_version", "expo
 RULES = ("val_macro_f1", "val_macro_f1_shifted", "saved_val_accuracy")
 SCORED_RULES = ("val_macro_f1", "val_macro_f1_shifted")  # computed here from validation images
 SHIFTED_PER_CLASS = 50
-DEFAULT_RULE = "val_macro_f1_shifted"  # the study's rule (params/export.yaml) and the CLI's
 DEFAULT_PATHS = Paths()
 
 TASKS: dict[str, dict] = {
@@ -186,9 +187,10 @@ def _cell_model_validation(model_id: str, paths: Paths, shifted: bool) -> dict:
             "from": str(metrics_file)}
 
 
-def choose_model(model_ids: list[str], rule: str = "val_macro_f1", paths: Paths = DEFAULT_PATHS,
+def choose_model(model_ids: list[str], rule: str, paths: Paths = DEFAULT_PATHS,
                  scorer=val_macro_f1) -> dict:
-    """Pick one of ``model_ids`` by ``rule`` (see the module doc); return the choice record:
+    """Pick one of ``model_ids`` by ``rule`` (see the module doc; no default here: the study's
+    rule is ``params/export.yaml``'s ``export.rule``); return the choice record:
     ``model_id, rule, rule_used, score, scores, note``."""
     _check_rule(rule)
     if not model_ids:
@@ -317,10 +319,11 @@ def export_model(task: str, choice: dict, paths: Paths = DEFAULT_PATHS,
     return metadata
 
 
-def export_task(task: str, rule: str = "val_macro_f1", model_ids: list[str] | None = None,
+def export_task(task: str, rule: str, model_ids: list[str] | None = None,
                 paths: Paths = DEFAULT_PATHS, out_dir: str | Path = Path("build/export"),
                 dvc_file: str | Path = Path("data.dvc")) -> dict:
-    """Choose the task's model by ``rule`` among ``model_ids`` (default: all its trained
+    """Choose the task's model by ``rule`` (one of :data:`RULES`; the study's is
+    ``params/export.yaml``'s ``export.rule``) among ``model_ids`` (default: all its trained
     models) and export it; returns the metadata written."""
     _check_task(task)
     _check_rule(rule)

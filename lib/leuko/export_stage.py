@@ -22,7 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m leuko.export_stage",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--task", required=True, choices=sorted(export.TASKS))
-    parser.add_argument("--rule", default="val_macro_f1", choices=export.RULES)
+    parser.add_argument("--rule", required=True, choices=export.RULES,
+                        help="the choice rule: params/export.yaml's export.rule, passed by "
+                             "dvc.yaml")
     parser.add_argument("--out-dir", type=Path, default=Path("build/export"))
     args = parser.parse_args(argv)
     metadata = export.export_task(args.task, rule=args.rule, out_dir=args.out_dir)

@@ -504,10 +504,10 @@ def cells_seed_runs(results: list[dict]) -> pd.DataFrame:
     ``figures.plot_seed_spread``: ``label`` (``<training> -> <part>``), ``kind``,
     ``training``, ``split`` (the part), ``model``, ``training_seed``, ``accuracy`` and
     ``macro_f1``; in the cross-source table's order (``multisource.TRAININGS``, then
-    ``TEST_PARTS``), then by seed."""
-    from leuko.multisource import TEST_PARTS, TRAININGS
+    ``crosssource.part_rank``: the test parts, then the unseen labs), then by seed."""
+    from leuko.crosssource import part_rank
+    from leuko.multisource import TRAININGS
 
-    parts = [f"{source}/{split}" for source, split in TEST_PARTS]
     rows = sorted(({"label": f"{r['trained_on']} -> {part}", "kind": kind_id(r["model"]),
                     "training": r["trained_on"], "split": part, "model": r["model"],
                     "training_seed": training_seed(r), "accuracy": m["accuracy"],
@@ -515,7 +515,7 @@ def cells_seed_runs(results: list[dict]) -> pd.DataFrame:
                    for r in cell_results(results, ensembles=False)
                    for part, m in r["splits"].items()),
                   key=lambda row: (list(TRAININGS).index(row["training"]),
-                                   parts.index(row["split"]), row["training_seed"]))
+                                   part_rank(row["split"]), row["training_seed"]))
     return pd.DataFrame(rows, columns=["label", "kind", "training", "split", "model",
                                        "training_seed", "accuracy", "macro_f1"])
 
@@ -569,17 +569,17 @@ def cells_ensemble_table(results: list[dict], predictions_dir: Path, manifests_d
     source cells and the members' seeds (``metrics.paired_bootstrap_difference_seeds``, on
     the predictions in ``predictions_dir``, source cells from ``manifests_dir/cells.csv``);
     the ensemble's coverage, accuracy kept and ECE."""
+    from leuko.crosssource import part_rank
     from leuko.metrics import paired_bootstrap_difference_seeds
-    from leuko.multisource import TEST_PARTS, TRAININGS
+    from leuko.multisource import TRAININGS
 
     cells = cell_results(results)
     by_id = {r["model"]: r for r in cells}
     ensembles = sorted((r for r in cells if "members" in r),
                        key=lambda r: list(TRAININGS).index(r["trained_on"]))
-    parts = [f"{source}/{split}" for source, split in TEST_PARTS]
     if not ensembles:
         return pd.DataFrame()
-    groups = manifest_groups(manifests_dir, "cells")
+    groups = cell_groups(manifests_dir, {p for r in ensembles for p in r["splits"]})
     rows = []
     for ensemble in ensembles:
         missing = [m for m in ensemble["members"] if m not in by_id]
@@ -590,7 +590,7 @@ def cells_ensemble_table(results: list[dict], predictions_dir: Path, manifests_d
         ids = [ensemble["model"], *ensemble["members"]]
         saved = {m: pd.read_csv(Path(predictions_dir) / f"{m}.csv", keep_default_na=False)
                  for m in ids}
-        for part in sorted(ensemble["splits"], key=parts.index):
+        for part in sorted(ensemble["splits"], key=part_rank):
             m = ensemble["splits"][part]
             frames, paths = cell_part_predictions(saved, part, ensemble["model"])
             actual = frames[ensemble["model"]]["actual"].to_numpy()
@@ -649,6 +649,63 @@ CELLS_ENSEMBLE_NOTE = ("One run: mean ± sample sd (n − 1) over the runs an en
                        "one run, resamples source cells and the runs' seeds (the ensemble is "
                        "itself one draw of its runs' seeds: its own spread is not measured).")
 """The line under the ensembles' table."""
+
+
+def new_lab_section_items(cell_results: dict, adaptation_dir: Path = Path("reports/adaptation")
+                          ) -> tuple[list, dict[str, pd.DataFrame]]:
+    """The report's section on a lab unlike both sources, in reading order (Markdown, tables,
+    figures), and its tables by name (for ``reports/tables``): each cell model on the unseen
+    lab (``crosssource.unseen_lab_views``), then, when stage adapt-cells has run, the
+    adaptation curves against the issue's targets and the shipped model's JPEG stability
+    (``leuko.adaptation``'s tables in ``adaptation_dir``)."""
+    from IPython.display import Markdown
+
+    from leuko import adaptation
+    from leuko.crosssource import unseen_lab_views
+
+    items: list = [Markdown(
+        "### A lab unlike both sources\n\n"
+        "Every model on a third lab's cells that no model is trained on (`data/bionet`): "
+        "accuracy and macro F1 over the classes it holds, and each class's recall with its "
+        "95 % interval (exact: each field is its own cell).")]
+    tables: dict[str, pd.DataFrame] = {}
+    lab_table, lab_recall = unseen_lab_views(cell_results)
+    if lab_table.empty:
+        items.append(Markdown("*Not scored: no cell model was evaluated on an unseen lab "
+                              "(`dvc repro evaluate-cells`).*"))
+    else:
+        tables["unseen_lab"] = lab_table
+        items += [lab_table.style.hide(axis="index"), lab_recall]
+    saved = adaptation.read_tables(Path(adaptation_dir))
+    items.append(Markdown(
+        "### Winning a lab back with a few labelled cells\n\n"
+        "`leuko adapt`'s last-layer refit with k labelled cells per class, over seeded draws "
+        "(stage `adapt-cells`, whose notebook says how cells are drawn): the shipped model "
+        "adapted to the third lab and scored on its other cells, and each single-source model "
+        "adapted to the other source. Pooled over the draws, 95 % intervals over the scored "
+        "cells with every draw's predictions; the crosses are issue 35's targets."))
+    if "curves" not in saved:
+        items.append(Markdown(f"*Not run: no curves in `{adaptation_dir}` "
+                              "(`dvc repro adapt-cells`).*"))
+        return items, tables
+    curves, targets = saved["curves"], saved.get("targets", pd.DataFrame())
+    pairs = (list(targets[["k", "target macro F1"]].drop_duplicates().itertuples(
+        index=False, name=None)) if len(targets) else [])
+    tables["adaptation_curves"] = curves
+    items += [adaptation.plot_adaptation_curves(curves, pairs),
+              adaptation.curves_view(curves).style.hide(axis="index")]
+    if len(targets):
+        tables["adaptation_targets"] = targets
+        items.append(targets.style.hide(axis="index").format(precision=3))
+    if "jpeg_stability" in saved:
+        jpeg = saved["jpeg_stability"]
+        tables["jpeg_stability"] = jpeg
+        items += [Markdown(
+            "**JPEG stability of the shipped model.** The share of cells whose class changes "
+            "when the image file is re-encoded as JPEG and classified as `leuko classify` "
+            "does: a sample of each source's test part and every cell of the third lab."),
+            adaptation.jpeg_view(jpeg).style.hide(axis="index")]
+    return items, tables
 
 
 def stage_links_markdown(notebooks_dir: Path = Path("reports/notebooks")) -> str:
@@ -763,6 +820,19 @@ def manifest_groups(manifests_dir: Path, dataset: str) -> pd.Series:
 
     manifest = pd.read_csv(path, keep_default_na=False, dtype={"group": str})
     return pd.Series(source_cells(manifest), index=manifest["path"], name="group")
+
+
+def cell_groups(manifests_dir: Path, parts) -> pd.Series:
+    """Source-cell ids (one per path) of the cell models' scored ``parts``: the sources' from
+    ``cells.csv`` (:func:`manifest_groups`), then an unseen lab's (``<name>/unseen``) from
+    ``<name>.csv``, shifted past the ids before it so that no two manifests share one."""
+    from leuko.crosssource import is_unseen_part
+
+    groups = manifest_groups(manifests_dir, "cells")
+    for name in sorted({p.split("/")[0] for p in parts if is_unseen_part(p)}):
+        lab = manifest_groups(manifests_dir, name)
+        groups = pd.concat([groups, lab + (int(groups.max()) + 1 if len(groups) else 0)])
+    return groups
 
 
 def paired_frame(predictions_dir: Path, runs_a: list[str], runs_b: list[str], split: str,

@@ -19,14 +19,15 @@ import yaml
 
 from leuko import multisource
 from leuko.cells import detail
-from leuko.crosssource import cross_source_view
+from leuko.crosssource import cross_source_view, part_rank
 from leuko.metrics import paired_bootstrap_difference_seeds
-from leuko.multisource import TEST_PARTS, TRAININGS
+from leuko.multisource import TRAININGS
 from leuko.report import (
     CELLS_ENSEMBLE_NOTE,
     CELLS_SPREAD_NOTE,
     SPREAD_NOTE,
     accuracy_ci,
+    cell_groups,
     cell_part_predictions,
     cells_ensemble_view,
     comparisons_view,
@@ -34,7 +35,6 @@ from leuko.report import (
     kind_id,
     listed_models,
     load_results,
-    manifest_groups,
     mean_sd,
     results_table,
     seed_summary,
@@ -171,6 +171,68 @@ def cells_markdown(cross_source_csv: Path) -> str:
         return f"*Not run yet: {cross_source_csv} is missing (`dvc repro evaluate-cells`).*"
     view = cross_source_view(pd.read_csv(cross_source_csv))
     return view.to_markdown(index=False)
+
+
+def unseen_lab_markdown(recall_csv: Path) -> str:
+    """Per-class recall of every cell model on the labs unlike both sources (``bionet``),
+    with intervals (exact where each image is its own cell), from ``reports/cells/recall.csv``."""
+    from leuko.crosssource import is_unseen_part, recall_view
+
+    if not Path(recall_csv).is_file():
+        return f"*Not run yet: {recall_csv} is missing (`dvc repro evaluate-cells`).*"
+    table = pd.read_csv(recall_csv)
+    table = table[table["tested on"].map(is_unseen_part)]
+    if table.empty:
+        return f"*No lab unlike both sources was scored ({recall_csv}).*"
+    return recall_view(table.reset_index(drop=True)).reset_index().to_markdown(index=False)
+
+
+def novelty_markdown(separation_csv: Path) -> str:
+    """How well the distance from the training sources (stage ``novelty``) tells each cell
+    model's unseen parts from its own test parts: per part the share of cells beyond their
+    class's threshold, whether the part as a folder is flagged, and the per-cell AUROC of the
+    distance (unseen cells against the model's own test cells)."""
+    if not Path(separation_csv).is_file():
+        return f"*Not run yet: {separation_csv} is missing (`dvc repro novelty`).*"
+    table = pd.read_csv(separation_csv)
+    table = table[table["class"] == "(all)"]
+    view = pd.DataFrame({
+        "model": table["model"], "tested on": table["part"], "source": table["kind"],
+        "cells": table["cells"],
+        "far %": [f"{100 * v:.1f}" for v in table["far_share"]],
+        "folder flagged": ["yes" if v else "no" for v in table["flagged"]],
+        "AUROC vs own test cells": ["–" if pd.isna(v) else f"{v:.3f}"
+                                    for v in table["auroc"]]})
+    return view.to_markdown(index=False)
+
+
+def adaptation_markdown(folder: Path) -> str:
+    """The adaptation curves (stage ``adapt-cells``): macro F1 and accuracy after the last
+    layer is refitted on k cells per class, pooled over the draws, with intervals; then the
+    issue's targets against them."""
+    from leuko.adaptation import curves_view
+
+    curves, targets = Path(folder) / "curves.csv", Path(folder) / "targets.csv"
+    if not curves.is_file():
+        return f"*Not run yet: {curves} is missing (`dvc repro adapt-cells`).*"
+    text = curves_view(pd.read_csv(curves)).to_markdown(index=False)
+    if targets.is_file():
+        goal = pd.read_csv(targets)
+        text += "\n\nTargets: " + "; ".join(
+            f"{r['model']} on {r['tested on']}, k = {r['k']}: macro F1 {100 * r['macro F1']:.1f} % "
+            f"[{100 * r['low']:.1f}, {100 * r['high']:.1f}] against {100 * r['target macro F1']:.0f} % "
+            f"({'reached' if r['reached'] else 'not reached'})" for _, r in goal.iterrows()) + "."
+    return text
+
+
+def jpeg_markdown(stability_csv: Path) -> str:
+    """The share of cells whose class changes when their image is saved again as JPEG
+    (stage ``adapt-cells``, the shipped model)."""
+    from leuko.adaptation import jpeg_view
+
+    if not Path(stability_csv).is_file():
+        return f"*Not run yet: {stability_csv} is missing (`dvc repro adapt-cells`).*"
+    return jpeg_view(pd.read_csv(stability_csv)).to_markdown(index=False)
 
 
 CELL_SPLITS = ("train", "val", "test", "test_simple")
@@ -530,8 +592,6 @@ def cells_choice_seeds_table(model_ids: list[str], baseline: Paths, variant: Pat
              for side, paths in folders.items()}
     ensembles = sorted((r for r in sides["variant"].values() if "members" in r),
                        key=lambda r: list(TRAININGS).index(r["trained_on"]))
-    parts = [f"{source}/{split}" for source, split in TEST_PARTS]
-    groups = manifest_groups(baseline.manifest("cells").parent, "cells")
     rows = []
     for ensemble in ensembles:
         runs = list(ensemble["members"])
@@ -541,7 +601,8 @@ def cells_choice_seeds_table(model_ids: list[str], baseline: Paths, variant: Pat
             raise ValueError(f"{ensemble['model']} averages {missing}, not among model_ids")
         saved = {(side, m): pd.read_csv(folders[side].predictions(m), keep_default_na=False)
                  for side in sides for m in ids}
-        for part in sorted(ensemble["splits"], key=parts.index):
+        groups = cell_groups(baseline.manifest("cells").parent, ensemble["splits"])
+        for part in sorted(ensemble["splits"], key=part_rank):
             frames, paths = cell_part_predictions(saved, part, ("baseline", ensemble["model"]))
             actual = frames[("baseline", ensemble["model"])]["actual"].to_numpy()
             cells = groups.reindex(paths).to_numpy()
@@ -937,6 +998,10 @@ def main() -> int:
                                                                       models), {
         "cells": cells_markdown(Path("reports/cells/cross_source.csv")),
         "cells-data": cells_data_markdown(Path("build/manifests/cells.csv")),
+        "unseen-lab": unseen_lab_markdown(Path("reports/cells/recall.csv")),
+        "novelty": novelty_markdown(Path("reports/cells-novelty/separation.csv")),
+        "adaptation": adaptation_markdown(Path("reports/adaptation")),
+        "jpeg": jpeg_markdown(Path("reports/adaptation/jpeg_stability.csv")),
         "cells-ensemble": cells_ensemble_markdown(),
         "spread-seeds": seeds_markdown(),
         "spread-comparisons": comparisons_markdown(),

@@ -123,22 +123,72 @@ class Score:
                 "differential": self.differential.to_dict(orient="records")}
 
 
+def score_labels(y_true, y_pred, classes: list[str], kept=None, groups=None,
+                 n_boot: int = 2000, seed: int = 0) -> dict:
+    """The figures of one labelled set (class indices of ``classes``), the one scoring that
+    ``leuko score`` and the study's held-out parts (``crosssource.score_part``) share:
+    :func:`leuko.metrics.classification_metrics` with ``n_cells`` and, where every image is
+    its own cell, the exact interval of the accuracy (``metrics.add_exact_interval``);
+    ``intervals``: 95 % bootstrap intervals of the accuracy, of the macro F1 over the classes
+    the labels hold (``macro_f1``, also the point value under that key) and of each such
+    class's recall (``recall_<CLASS>``), resampling whole ``groups`` (source cells) or, without
+    them, images; where a present class's images are each their own cell, the exact
+    (Clopper-Pearson) interval of its recall (``per_class[<CLASS>]["recall_exact"]``: 5 of 5
+    right gives [0.48, 1], where the bootstrap gives [1, 1]); ``classes_present``; and
+    ``abstain``: coverage, accuracy and macro F1 of the images ``kept`` (not uncertain;
+    default all)."""
+    from leuko.metrics import (
+        accuracy_metric,
+        add_exact_interval,
+        bootstrap_ci,
+        class_recall_metric,
+        classification_metrics,
+        macro_f1_metric,
+        proportion_intervals,
+    )
+
+    y_true = np.asarray(y_true, dtype=int)
+    y_pred = np.asarray(y_pred, dtype=int)
+    kept = np.ones(len(y_true), bool) if kept is None else np.asarray(kept, dtype=bool)
+    present = sorted(set(y_true.tolist()))
+    metrics = add_exact_interval(classification_metrics(y_true, y_pred, classes),
+                                 groups=groups)
+    chosen = [("accuracy", accuracy_metric()),
+              ("macro_f1", macro_f1_metric(len(classes), over=present))]
+    chosen += [(f"recall_{classes[i]}", class_recall_metric(i, len(classes))) for i in present]
+    intervals = {}
+    for name, metric in chosen:
+        value, low, high = bootstrap_ci(y_true, y_pred, metric, n_boot=n_boot, seed=seed,
+                                        groups=groups)
+        intervals[name] = {"value": value, "low": low, "high": high}
+    metrics["intervals"] = intervals
+    metrics["macro_f1"] = intervals["macro_f1"]["value"]  # over the classes present
+    metrics["classes_present"] = [classes[i] for i in present]
+    cells = np.arange(len(y_true)) if groups is None else np.asarray(groups)
+    for i in present:  # a few cells all right: the bootstrap's [1, 1] says nothing
+        rows = y_true == i
+        if np.unique(cells[rows]).size == rows.sum():  # each image its own cell
+            exact = proportion_intervals(int((y_pred[rows] == i).sum()), int(rows.sum()))
+            metrics["per_class"][classes[i]]["recall_exact"] = {
+                **exact["clopper_pearson"], "method": "clopper-pearson"}
+    correct = y_true == y_pred
+    metrics["abstain"] = {
+        "coverage": float(kept.mean()), "uncertain": int((~kept).sum()),
+        "accuracy_kept": float(correct[kept].mean()) if kept.any() else None,
+        "macro_f1_kept": float(macro_f1_metric(len(classes), over=sorted(set(
+            y_true[kept].tolist())))(y_true[kept], y_pred[kept])) if kept.any() else None}
+    return metrics
+
+
 def score(predictions: pd.DataFrame, classes: list[str], label_text: pd.Series,
           differential_classes: list[str], n_boot: int = 2000, seed: int = 0,
           skip_unknown: bool = False) -> Score:
     """Score ``predictions`` (:func:`read_predictions`) against ``label_text``
-    (:func:`labels_for`): accuracy and macro F1 over the classes the labels hold, with 95 %
-    bootstrap intervals (each image its own cell); per class; the cells the abstention rule
-    kept; and the differential over ``differential_classes``: the true one (the labelled
-    white cells) against the one ``leuko classify`` gives (the cells it calls white and is
-    sure of, whatever their label)."""
-    from leuko.metrics import (
-        accuracy_metric,
-        bootstrap_ci,
-        classification_metrics,
-        macro_f1_metric,
-    )
-
+    (:func:`labels_for`) with :func:`score_labels`, each image its own cell: accuracy and
+    macro F1 over the classes the labels hold, with 95 % bootstrap intervals; per class; the
+    cells the abstention rule kept; and the differential over ``differential_classes``: the
+    true one (the labelled white cells) against the one ``leuko classify`` gives (the cells it
+    calls white and is sure of, whatever their label)."""
     unlabelled = predictions.loc[label_text == "", "path"].tolist()
     labelled = label_text != ""
     classes_of = label_text[labelled].map(lambda t: normalise_label(t, classes))
@@ -159,20 +209,9 @@ def score(predictions: pd.DataFrame, classes: list[str], label_text: pd.Series,
         raise ValueError(f"predicted classes not among the CSV's p_ columns: "
                          f"{sorted(set(rows['predicted'][y_pred.isna()]))}")
     y_pred = y_pred.to_numpy(dtype=int)
-    present = sorted(set(y_true.tolist()))
-    metrics = classification_metrics(y_true, y_pred, classes)
-    intervals = {}
-    for name, metric in (("accuracy", accuracy_metric()),
-                         ("macro_f1", macro_f1_metric(len(classes), over=present))):
-        value, low, high = bootstrap_ci(y_true, y_pred, metric, n_boot=n_boot, seed=seed)
-        intervals[name] = {"value": value, "low": low, "high": high}
     kept = ~rows["uncertain"].to_numpy(dtype=bool)
-    correct = y_true == y_pred
-    abstain = {"coverage": float(kept.mean()), "uncertain": int((~kept).sum()),
-               "accuracy_kept": float(correct[kept].mean()) if kept.any() else None,
-               "macro_f1_kept": float(macro_f1_metric(len(classes), over=sorted(set(
-                   y_true[kept].tolist())))(y_true[kept], y_pred[kept]))
-               if kept.any() else None}
+    metrics = score_labels(y_true, y_pred, classes, kept=kept, n_boot=n_boot, seed=seed)
+    intervals = {k: metrics["intervals"][k] for k in ("accuracy", "macro_f1")}
     white = np.isin(y_true, [index[c] for c in differential_classes])
     # as `leuko classify` counts: every kept cell it calls a white cell, whatever it truly is
     counted = kept & np.isin(y_pred, [index[c] for c in differential_classes])
@@ -187,8 +226,9 @@ def score(predictions: pd.DataFrame, classes: list[str], label_text: pd.Series,
     differential["difference, points"] = differential["predicted %"] - differential["true %"]
     return Score(rows=len(predictions), scored=len(keep), unlabelled=unlabelled,
                  unknown_labels={str(k): int(v) for k, v in unknown.items()}, classes=classes,
-                 metrics=metrics, intervals=intervals, present=[classes[i] for i in present],
-                 abstain=abstain, differential=differential)
+                 metrics=metrics, intervals=intervals,
+                 present=list(metrics["classes_present"]), abstain=metrics["abstain"],
+                 differential=differential)
 
 
 def format_score(result: Score) -> str:

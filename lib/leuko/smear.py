@@ -10,6 +10,7 @@ drawing live in :mod:`leuko.detect`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,10 @@ from leuko.detect import (
     detect_cells,
     montage,
 )
+from leuko.params import read_block, typed
 
 __all__ = [
+    "DetectionStudy",
     "annotated_smear",
     "bccd_ground_truth",
     "classify_detections",
@@ -37,10 +40,43 @@ __all__ = [
     "iou",
     "match_boxes",
     "reviewed",
+    "run_detection_study",
     "smear_classification_metrics",
 ]
 
-DEFAULT_CONFIG = DetectConfig()
+
+@dataclass(frozen=True)
+class DetectionStudy:
+    """The detect stage's settings, ``params/detect.yaml``'s ``detect`` block: BCCD and its
+    labels, the model that classifies the cells found (``""``: detection only), the matching
+    threshold, the smears drawn, the detector (:class:`leuko.detect.DetectConfig`, its
+    ``detector`` sub-block), BCCD's annotation errors found by eye, and ``limit`` (0: every
+    smear)."""
+
+    data_path: str
+    labels_csv: str
+    model: str
+    iou_threshold: float
+    batch_size: int
+    example_smears: tuple[str, ...]
+    detector: DetectConfig
+    unannotated_cells: tuple[str, ...]
+    wrong_annotations: tuple[str, ...]
+    limit: int
+
+    @classmethod
+    def from_params(cls, detect: dict | None = None) -> DetectionStudy:
+        """From the ``detect`` block (papermill ``-f params/detect.yaml``), or, when None,
+        read from ``params/detect.yaml``; the lists of smears are comma-separated there."""
+        block = read_block("detect", detect)
+
+        def names(key: str) -> tuple[str, ...]:
+            return tuple(s for s in str(block.get(key) or "").split(",") if s)
+
+        values = {**block, "detector": DetectConfig.from_params(block),
+                  **{key: names(key) for key in ("example_smears", "unannotated_cells",
+                                                 "wrong_annotations") if key in block}}
+        return typed(cls, values, "params/detect.yaml: detect")
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,7 +145,7 @@ def bccd_ground_truth(root: str | Path, labels_csv: str | Path | None = None,
     return frame
 
 
-def evaluate_detection(smears: pd.DataFrame, config: DetectConfig = DEFAULT_CONFIG,
+def evaluate_detection(smears: pd.DataFrame, config: DetectConfig,
                        threshold: float = 0.5, progress: bool = False,
                        keep_boxes: bool = True) -> pd.DataFrame:
     """Detect on every smear of ``smears`` (columns ``path``, ``boxes``) and count true
@@ -155,7 +191,7 @@ def detection_summary(per_smear: pd.DataFrame) -> dict:
 # --------------------------------------------------------------------------------------------
 # the detection study (notebooks/09-detect.ipynb)
 # --------------------------------------------------------------------------------------------
-def classify_detections(per_smear: pd.DataFrame, classifier, config: DetectConfig = DEFAULT_CONFIG,
+def classify_detections(per_smear: pd.DataFrame, classifier, config: DetectConfig,
                         batch_size: int = 64) -> pd.DataFrame:
     """Classify every detected cell and every annotated box of :func:`evaluate_detection`'s rows
     (kept boxes); adds ``predicted`` (one class per detection, ``;``-joined),
@@ -219,8 +255,7 @@ def smear_classification_metrics(per_smear: pd.DataFrame, classes: Sequence[str]
     return result
 
 
-def annotated_smear(record, config: DetectConfig = DEFAULT_CONFIG, classes: Sequence[str] = ()
-                    ) -> Image.Image:
+def annotated_smear(record, classes: Sequence[str] = ()) -> Image.Image:
     """One smear of :func:`evaluate_detection` (+ :func:`classify_detections`) drawn with its
     annotated boxes (dashed white) and detected cells (labelled with their class, if any)."""
     from leuko.images import load_rgb
@@ -303,7 +338,7 @@ def detection_study(data_path: str | Path, labels_csv: str | Path | None,
         from leuko.classify import load_classifier
 
 
-        classifier = load_classifier(model)
+        classifier = load_classifier(model, novelty=False)  # the classes only, not distances
         classes = classifier.classes
         per_smear = classify_detections(per_smear, classifier, config, batch_size)
         metrics["classification"] = {
@@ -336,8 +371,19 @@ def detection_study(data_path: str | Path, labels_csv: str | Path | None,
             ("example", examples, "White cells found on BCCD smears (white dashes: annotated)"),
             ("errors", list(per_smear[(per_smear["fp"] > 0) | (per_smear["fn"] > 0)]["smear"]
                             .head(12)), "Smears with a false or a missed cell")):
-        sheet = montage([annotated_smear(by_id.loc[i], config, classes) for i in ids], 3, title)
+        sheet = montage([annotated_smear(by_id.loc[i], classes) for i in ids], 3, title)
         with atomic_write(out_dir / f"{name}.png") as tmp:
             sheet.save(tmp, format="PNG")
         figures[name] = out_dir / f"{name}.png"
     return {"metrics": metrics, "per_smear": per_smear, "figures": figures}
+
+
+def run_detection_study(study: DetectionStudy, out_dir: str | Path,
+                        progress: bool = False) -> dict:
+    """:func:`detection_study` with the detect stage's settings (``params/detect.yaml``)."""
+    return detection_study(
+        study.data_path, study.labels_csv or None, study.detector, out_dir,
+        iou_threshold=study.iou_threshold, model=study.model or None,
+        example_smears=study.example_smears, batch_size=study.batch_size,
+        limit=study.limit or None, progress=progress,
+        unannotated_cells=study.unannotated_cells, wrong_annotations=study.wrong_annotations)
