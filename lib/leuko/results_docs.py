@@ -346,11 +346,14 @@ STUDY_PARTS = (
     ("thesis: fine-tuning with stain jitter (the spread preset)",
      lambda stage: "finetune-stain" in stage),
     ("cell ensembles (the spread preset)", lambda stage: "ensemble" in stage),
-    ("thesis: the head-only regimes at the thesis's input size",      lambda stage: re.search(r"\d+px$", stage) is not None),
+    ("thesis: the head-only regimes at the thesis's input size",
+     lambda stage: re.search(r"\d+px$", stage) is not None),
     ("leukemia study", lambda stage: "leukemia" in stage),
     ("cell classifier for other labs, smear detection",
      lambda stage: stage.split("@")[0] in ("cells", "train-cells", "evaluate-cells", "detect")
      or stage == "export@wbc"),
+    ("cell classifier: the third lab, the distance, adaptation curves",
+     lambda stage: stage in ("cells-unseen", "novelty", "adapt-cells")),
     ("thesis: the regimes, the pooled split, evaluation, report", lambda stage: True),
 )
 
