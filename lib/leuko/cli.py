@@ -150,21 +150,24 @@ def _positive_float(text: str) -> float:
     return value
 
 
+#: The exit codes of ``leuko`` and ``leuko classify`` (the module doc gives them in full).
+EXIT_CODES = ("Exit codes: 0 all good, 1 usage error, 2 some files could not be read (listed "
+              "with reasons; the others were classified).")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``leuko`` argument parser with its subcommands."""
     parser = _Parser(prog="leuko", description="The command line of the leukocyte study's "
                                                "classifier: classify new images, score them against "
                                                "your labels, export models.",
                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                     epilog="Exit codes: 0 all good, 1 usage error, 2 some files could not be "
-                            "read (listed with reasons; the others were classified).")
+                     epilog=EXIT_CODES)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     c = sub.add_parser("classify", help="classify cell images or whole smears",
                        description="Classify white-blood-cell images (or whole smears with "
                                    "--smear) and print the differential count.",
-                       epilog="Exit codes: 0 all good, 1 usage error, 2 some files could not "
-                              "be read (listed with reasons; the others were classified).")
+                       epilog=EXIT_CODES)
     c.add_argument("paths", nargs="+", metavar="PATH",
                    help="image files and/or folders (searched recursively for .jpg .jpeg "
                         ".png .bmp .tif .tiff)")
