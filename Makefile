@@ -14,7 +14,7 @@ DATA_STAMP  := .dvc/tmp/data-pulled
 
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PYTHONHASHSEED := 0
-# TensorFlow's log level is not set here: leuko.tf_startup sets it (3 where there is no GPU, so
+# TensorFlow's log level is not set here: leuko.core.tf_startup sets it (3 where there is no GPU, so
 # no "failed call to cuInit" in a stage's notebook; 2 with a GPU) unless the user did.
 
 .PHONY: env lock data browser study test lint bench lab results strip preset-default preset-spread preset-full preset-smoke clean-env
@@ -43,7 +43,7 @@ data: $(DATA_STAMP)
 # belong outside it), naming them; `make data FORCE=1` pulls anyway (DVC deletes them), and
 # pulls even when the stamp says the data are current.
 $(DATA_STAMP): data.dvc $(if $(FORCE),data-force) | $(STAMP)
-	$(BIN)/python -m leuko.data_pull $(if $(FORCE),--force)
+	$(BIN)/python -m leuko.pipeline.data_pull $(if $(FORCE),--force)
 	@touch $@
 
 .PHONY: data-force
@@ -84,14 +84,14 @@ lab: env data
 	  $(ALLOW_ROOT) $(LAB_ARGS)
 
 results: env
-	$(BIN)/python -m leuko.results_docs
+	$(BIN)/python -m leuko.reporting.results_docs
 
 # Notebooks are committed without outputs.
 strip: env
 	$(BIN)/jupyter nbconvert --clear-output --inplace --log-level=WARN notebooks/*.ipynb
 
 preset-default preset-spread preset-full preset-smoke: env
-	$(BIN)/python -m leuko.presets $(subst preset-,,$@)
+	$(BIN)/python -m leuko.pipeline.presets $(subst preset-,,$@)
 
 clean-env:
 	rm -rf $(VENV)

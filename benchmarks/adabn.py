@@ -62,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     os.chdir(ROOT)
-    from leuko import study
-
+    from leuko.thesis import study
     def probabilities(model_id: str, images, adapted: bool):
         model = study.load_model(study.Paths().model(model_id))  # fresh: adapting changes it
         if adapted:

@@ -14,7 +14,7 @@ def difference_columns(y_true: np.ndarray, predicted_after: np.ndarray,
                        predicted_before: np.ndarray, groups: np.ndarray, seed: int) -> dict:
     """Accuracy of ``after`` minus ``before`` on the same cells, with its 95 % interval from
     the paired bootstrap over source cells (``metrics.paired_bootstrap_difference``)."""
-    from leuko.metrics import paired_bootstrap_difference
+    from leuko.core.metrics import paired_bootstrap_difference
 
     result = paired_bootstrap_difference(y_true, predicted_after, predicted_before, groups,
                                          n_boot=2000, seed=seed)
@@ -39,13 +39,14 @@ def score_study_models(block: str, probabilities, n_boot: int) -> list[dict]:
     both are temperature-scaled with the model's own temperature and scored as the
     evaluate-cells stage scores (``crosssource.score_part``). One row per model and part,
     with the paired accuracy difference; the CSV of ``block`` is written."""
-    from leuko import multisource, study
-    from leuko.calibration import temperature_scale
-    from leuko.crosssource import score_part
-    from leuko.evaluation import source_cells
-    from leuko.machine import machine_line
-    from leuko.params import read_block
-    from leuko.results_docs import cell_variant
+    from leuko.cells import multisource
+    from leuko.cells.crosssource import score_part
+    from leuko.core.calibration import temperature_scale
+    from leuko.core.machine import machine_line
+    from leuko.core.params import read_block
+    from leuko.reporting.results_docs import cell_variant
+    from leuko.thesis import study
+    from leuko.thesis.evaluation import source_cells
 
     variant = cell_variant(block)
     names = {False: variant.baseline, True: variant.alternative}

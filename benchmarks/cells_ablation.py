@@ -5,7 +5,7 @@
 
 Leave one source out, both directions: a model trained on PBC alone is scored on
 blood-cell-images' TEST_SIMPLE (71 cells) and TEST, and a model trained on blood-cell-images
-alone on PBC's test part (its 4 shared classes), for each variant of ``leuko.cells``'
+alone on PBC's test part (its 4 shared classes), for each variant of ``leuko.cells.preprocess``'
 preprocessing:
 
 whole image     no cell search, no stain normalisation: the image squared and resized
@@ -49,10 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     os.chdir(ROOT)
-    from leuko import crosssource, multisource
-    from leuko.machine import machine_line
-    from leuko.splits import balanced_subsample
-    from leuko.study import Paths, read_manifest
+    from leuko.cells import crosssource, multisource
+    from leuko.core.machine import machine_line
+    from leuko.core.splits import balanced_subsample
+    from leuko.thesis.study import Paths, read_manifest
 
     study = multisource.CellStudy.from_params()
     bci = read_manifest(Path("build/manifests/blood-cell-images.csv"))
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         table.append(frame)
     out = pd.concat(table, ignore_index=True).assign(
         machine=machine_line(), epochs=args.epochs, per_class=args.per_class)
-    from leuko.atomic import write_csv_atomic
+    from leuko.core.atomic import write_csv_atomic
 
     write_csv_atomic(OUT, out)
     print(f"written: {OUT}")

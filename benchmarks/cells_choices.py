@@ -10,7 +10,7 @@ better to another lab?
     .venv/bin/python benchmarks/cells_choices.py randomise   # ~15 min on 2 cores
     .venv/bin/python benchmarks/cells_choices.py sharpen     # ~15 min on 2 cores
 
-Choices (``CHOICES``; the names and the CSV of each: ``leuko.results_docs.CELL_VARIANTS``):
+Choices (``CHOICES``; the names and the CSV of each: ``leuko.reporting.results_docs.CELL_VARIANTS``):
 
 - ``bn``: the base's BatchNorm in inference mode while fine-tuning (ImageNet statistics kept,
   ``cells.train.bn_inference: true``) against adapting to the training cells (``false``).
@@ -48,7 +48,7 @@ Choices (``CHOICES``; the names and the CSV of each: ``leuko.results_docs.CELL_V
   has nothing left to compare (the script says so and stops).
 - ``stain``: the stain, colour and scale jitter in training at twice the study's strength
   (``cells.train.stain_jitter: 2``: stain density factors 1 +- 0.6, hue +- 0.06, zoom up to
-  1.3x in or out, ``leuko.stain.jitter_ranges``) against 1. Without the jitter both
+  1.3x in or out, ``leuko.core.stain.jitter_ranges``) against 1. Without the jitter both
   single-source models collapse on the other source (block ``cells-jitter``): does more of it
   carry further? ``stain-1.5``: the same at 1.5, between the study's and twice it.
 
@@ -65,7 +65,7 @@ draw of the same comparison.
 
 ``--over-seeds`` (training choices only) measures the choice as the study measures its own
 settings: the variant's main run and a repeat at each of ``cells.repeats.seeds``, and each
-training's ensemble of them (``leuko.ensemble``), against the study's runs and ensembles at the
+training's ensemble of them (``leuko.cells.ensemble``), against the study's runs and ensembles at the
 same seeds (``results_docs.cells_choice_seeds_table``: one run's mean ± sd of each side, the paired
 difference over source cells and seeds, the two ensembles). The variant's runs are kept in
 ``build/choices/<choice>/``, so a rerun resumes; writes the CSV of the block
@@ -93,7 +93,7 @@ from cell_variants import difference_columns, write_table
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# blocks cells-<choice> of docs/experiments/cells.md (leuko.results_docs.CELL_VARIANTS)
+# blocks cells-<choice> of docs/experiments/cells.md (leuko.reporting.results_docs.CELL_VARIANTS)
 CHOICES = ("bn", "size", "blur", "sharpness", "jitter", "floor", "randomise", "sharpen",
            "contrast", "stain", "stain-1.5")
 ALTERNATIVE_SIZE = 96
@@ -106,7 +106,7 @@ ALTERNATIVE_MAX_DETAIL = 12.0  # between the two sources' median detail then
 ALTERNATIVE_FLOOR = 14.0  # about blood-cell-images' median detail now (TRAIN 14.3)
 ALTERNATIVE_CEILING = 22.0  # about PBC's median detail
 ALTERNATIVE_MIN_DETAIL = 18.0  # below PBC's median detail of every class but platelets
-# stain jitter strengths against the study's 1 (leuko.stain.jitter_ranges), by choice
+# stain jitter strengths against the study's 1 (leuko.core.stain.jitter_ranges), by choice
 ALTERNATIVE_STAIN_JITTER = {"stain": 2.0, "stain-1.5": 1.5}
 ALTERNATIVE_LOW_CONTRAST = 0.4  # factors 0.6..1: what the black corners did (*Black margins*)
 
@@ -148,8 +148,9 @@ def run_over_seeds(choice: str, variant, trainings: tuple[str, ...], cache, seed
     of ``cells.repeats.seeds``), its ensembles, all scored as evaluate-cells scores them, under
     ``root`` (kept: a rerun picks up where one stopped). The baseline is the study's own runs
     and ensembles at the same seeds, trained by ``dvc repro``."""
-    from leuko import crosssource, multisource, study
-    from leuko.ensemble import build_cell_ensemble
+    from leuko.cells import crosssource, multisource
+    from leuko.cells.ensemble import build_cell_ensemble
+    from leuko.thesis import study
 
     paths = study.Paths(root)
     for training in trainings:
@@ -193,11 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     os.chdir(ROOT)
-    from leuko import crosssource, multisource, study
-    from leuko.evaluation import source_cells
-    from leuko.machine import machine_line
-    from leuko.params import read_block
-    from leuko.results_docs import cell_variant, cells_choice_seeds_table
+    from leuko.cells import crosssource, multisource
+    from leuko.core.machine import machine_line
+    from leuko.core.params import read_block
+    from leuko.reporting.results_docs import cell_variant, cells_choice_seeds_table
+    from leuko.thesis import study
+    from leuko.thesis.evaluation import source_cells
 
     # its block in docs/experiments/cells.md: cells-<choice>, or cells-<choice>-seeds for
     # --over-seeds

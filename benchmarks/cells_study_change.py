@@ -11,7 +11,7 @@ their repeats and ensembles: metrics and predictions) and the cells manifest int
 (``study.Paths(root)``), with the commit it was taken at. ``compare NAME`` sets the study's
 models now beside them (``results_docs.cells_choice_seeds_table``: one run's mean ± sd of each
 side, the paired difference over source cells and seeds, the two ensembles) and writes the
-CSV of the block ``cells-NAME`` (``leuko.results_docs.CELL_VARIANTS``), which
+CSV of the block ``cells-NAME`` (``leuko.reporting.results_docs.CELL_VARIANTS``), which
 ``make results`` copies into docs/experiments/cells.md.
 
 Unlike ``benchmarks/cells_choices.py``, which trains a variant beside the study, this measures
@@ -35,8 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def cell_model_ids() -> list[str]:
     """Every run and ensemble of the study's cell models (``params/cells.yaml``)."""
-    from leuko import multisource
-
+    from leuko.cells import multisource
     config = multisource.CellStudy.from_params()
     ensembles = [multisource.ensemble_model_id(t) for t in config.ensembles]
     return [m for t in config.trainings for m in config.run_ids(t)] + ensembles
@@ -45,8 +44,7 @@ def cell_model_ids() -> list[str]:
 def snapshot(root: Path) -> list[Path]:
     """Copy the study's cell models' metrics and predictions and the cells manifest under
     ``root``; FileNotFoundError names what the study has not produced."""
-    from leuko import study
-
+    from leuko.thesis import study
     here, there = study.Paths(ROOT), study.Paths(root)
     files = [(here.manifest("cells"), there.manifest("cells"))]
     for the_id in cell_model_ids():
@@ -73,10 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     os.chdir(ROOT)  # the study's params and relative paths
-    from leuko import study
-    from leuko.machine import machine_line
-    from leuko.params import read_block
-    from leuko.results_docs import cell_variant, cells_choice_seeds_table
+    from leuko.core.machine import machine_line
+    from leuko.core.params import read_block
+    from leuko.reporting.results_docs import cell_variant, cells_choice_seeds_table
+    from leuko.thesis import study
 
     root = ROOT / "build" / "choices" / f"before-{args.name}"
     if args.action == "snapshot":

@@ -8,7 +8,7 @@ A white cell has no up or left (training already flips and turns it), so each sy
 another view of the same cell. For each cell model of the last ``dvc repro``
 (``build/models/cells-*.keras``) and each test part of ``multisource.TEST_PARTS``: the model's
 probabilities for the cells as prepared, against their mean over the 8 views
-(``leuko.cells.mean_over_views``, as the study predicts with ``cells.train.views: 8``), both
+(``leuko.cells.preprocess.mean_over_views``, as the study predicts with ``cells.train.views: 8``), both
 temperature-scaled with the model's own temperature and scored as the evaluate-cells stage
 scores (``crosssource.score_part``).
 Written: ``reports/ablation/cells_tta.csv``; ``make results`` puts it in docs/experiments/cells.md.
@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     os.chdir(ROOT)
-    from leuko import study
-    from leuko.cells import mean_over_views
+    from leuko.cells.preprocess import mean_over_views
+    from leuko.thesis import study
 
     models = {}
 

@@ -37,21 +37,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from leuko.results_docs import FINETUNE_CHOICES
+from leuko.reporting.results_docs import FINETUNE_CHOICES
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET, NETWORK, REGIME = "blood-cell-images", "mobilenet_v2", "imagenet-finetune"
 SPLITS = ("test", "test_simple")
 
 
-#: the choices and their two values: leuko.results_docs.FINETUNE_CHOICES, which also labels them
+#: the choices and their two values: leuko.reporting.results_docs.FINETUNE_CHOICES, which also labels them
 CHOICES = {choice.name: choice for choice in FINETUNE_CHOICES}
 
 
 def scratch_paths(folder: Path):
     """``study.Paths`` under ``folder`` that read the last run's manifests and features."""
-    from leuko import study
-
+    from leuko.thesis import study
     for part in ("manifests", "features"):
         (folder / "build").mkdir(parents=True, exist_ok=True)
         (folder / "build" / part).symlink_to(ROOT / "build" / part)
@@ -68,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     choice = CHOICES[args.choice]
 
     os.chdir(ROOT)
-    from leuko import evaluation, study
-    from leuko.machine import machine_line
-    from leuko.metrics import paired_bootstrap_difference_seeds
+    from leuko.core.machine import machine_line
+    from leuko.core.metrics import paired_bootstrap_difference_seeds
+    from leuko.thesis import evaluation, study
 
     base_run = study.WbcRun.from_params(DATASET, NETWORK, REGIME)
     if args.epochs is not None:

@@ -37,10 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     os.chdir(ROOT)
-    from leuko import networks, splits, study, train
-    from leuko.datasets import WBC_CLASSES
-    from leuko.inputs import load_resized
-    from leuko.machine import machine_line
+    from leuko.core import splits
+    from leuko.core.datasets import WBC_CLASSES
+    from leuko.core.inputs import load_resized
+    from leuko.core.machine import machine_line
+    from leuko.models import networks, train
+    from leuko.thesis import study
 
     settings = study.WbcSettings.from_params()
     regime = study.RegimeSettings.from_params("imagenet")

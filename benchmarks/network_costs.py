@@ -13,7 +13,7 @@ graph's tracing, also written): a forward pass (features, evaluation and validat
 training step of the whole network (fine-tuning, scratch), and a training step of the head
 alone on bottleneck features (the transfer regimes and the fine-tuning warm-up).
 
-The work these are multiplied by (``leuko.costs``) is the full preset's, on the last
+The work these are multiplied by (``leuko.thesis.costs``) is the full preset's, on the last
 ``dvc repro``'s manifests (``build/manifests``): images of each split, epochs per regime (all
 of them), the pooled split's regimes and the repeats. Written:
 ``reports/ablation/network_costs.csv`` (one row per network: the timings, the CPU hours per
@@ -61,8 +61,7 @@ def measure(network: str, images: np.ndarray, labels: np.ndarray, bottleneck: st
     training step, and the first (tracing) calls' seconds, for ``network`` at the images' size."""
     import keras
 
-    from leuko import networks
-
+    from leuko.models import networks
     keras.backend.clear_session()
     gc.collect()
     batch = len(images)
@@ -97,10 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     os.chdir(ROOT)
-    from leuko import costs, networks, study
-    from leuko.datasets import WBC_CLASSES
-    from leuko.inputs import load_resized
-    from leuko.machine import machine_line
+    from leuko.core.datasets import WBC_CLASSES
+    from leuko.core.inputs import load_resized
+    from leuko.core.machine import machine_line
+    from leuko.models import networks
+    from leuko.thesis import costs, study
 
     wbc, regimes = costs.preset_work(FULL)
     scratch = regimes["scratch"]

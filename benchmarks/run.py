@@ -29,7 +29,7 @@ accuracy   (not in the default run; ``--precision-accuracy``) a few epochs of re
            under each policy: validation accuracy and epoch time (MobileNetV2 fine-tuned on
            the WBC classes, the custom CNN from scratch on ALL-IDB2)
 classify   the classifier's throughput (cells per second) with a saved MobileNetV2 model:
-           ``leuko.classify.classify_cells`` from files, and ``study.predict`` on decoded images
+           ``leuko.tool.classify.classify_cells`` from files, and ``study.predict`` on decoded images
 tracing    (not in the default run) the first epoch of a new MobileNetV2 (its graphs traced),
            the optimizer's, loss's and metrics' variables built first
            (``train.build_training_state``, as ``train.fit`` does) against Keras 3's default
@@ -73,7 +73,7 @@ QUICK = {"network": "leukemia_cnn", "per_class": 8, "size": 32, "cnn_size": 32, 
          "accuracy_networks": "leukemia_cnn", "dvc_repros": 0}
 #: What counts as a section's ratio in the table's result column ("1.26x slower", "+6.7 %").
 RATIO = re.compile(r"\d(\.\d+)?x\b|\d %")
-#: A full run's figures, committed: ``leuko.results_docs`` renders them (block ``bench``).
+#: A full run's figures, committed: ``leuko.reporting.results_docs`` renders them (block ``bench``).
 RECORD = Path("reports/ablation/bench.json")
 WBC_TRAIN = ROOT / "data" / "blood-cell-images" / "images" / "TRAIN"
 WBC_TEST = ROOT / "data" / "blood-cell-images" / "images" / "TEST"
@@ -91,13 +91,12 @@ def say(*args) -> None:
 
 
 def machine_lines() -> list[str]:
-    """The machine (``leuko.machine.describe``, the one description the stage times use too),
+    """The machine (``leuko.core.machine.describe``, the one description the stage times use too),
     the software and the load."""
     import keras
     import tensorflow as tf
 
-    from leuko import machine
-
+    from leuko.core import machine
     info = machine.describe()
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     return [f"machine   {machine.machine_line(info)}; native bfloat16 (AVX512-BF16/AMX): "
@@ -243,8 +242,8 @@ def new_model(network: str, n_classes: int, size: int, seed: int, learning_rate:
     network that centres its input (the custom CNN) on ``channel_mean``, by default 0.5."""
     import keras
 
-    from leuko import accel, networks, train
-
+    from leuko.core import accel
+    from leuko.models import networks, train
     if channel_mean is None and networks.get_network(network).preprocessing == "unit_centred":
         channel_mean = (0.5, 0.5, 0.5)
     accel.set_precision(precision)
@@ -276,7 +275,7 @@ class Row:
 
 def table(rows: list[Row]) -> str:
     """The rows as the fixed-width table printed here and in the docs (block ``bench``)."""
-    from leuko.results_docs import bench_table
+    from leuko.reporting.results_docs import bench_table
 
     return bench_table([vars(row) for row in rows])
 
@@ -298,7 +297,7 @@ class Context:
     models: dict[str, object] = field(default_factory=dict)
 
     def decoded(self, size: int) -> np.ndarray:
-        from leuko.inputs import load_resized
+        from leuko.core.inputs import load_resized
 
         if size not in self.images:
             self.images[size] = load_resized(self.paths, size, progress=False)
@@ -325,7 +324,7 @@ def bench_pipeline(ctx: Context) -> list[Row]:
     """Our input pipeline vs the seeds' ImageDataGenerator vs synthetic tensors, one model."""
     import tensorflow as tf
 
-    from leuko.inputs import load_resized, make_epochs_dataset, steps_per_epoch
+    from leuko.core.inputs import load_resized, make_epochs_dataset, steps_per_epoch
 
     args = ctx.args
     y, classes = one_hot(ctx.labels)
@@ -403,8 +402,9 @@ def bench_pipeline(ctx: Context) -> list[Row]:
 
 def bench_transfer(ctx: Context) -> list[Row]:
     """The head on cached bottleneck features vs recomputing the frozen base every epoch."""
-    from leuko import networks, study, train
-    from leuko.inputs import make_epochs_dataset, steps_per_epoch
+    from leuko.core.inputs import make_epochs_dataset, steps_per_epoch
+    from leuko.models import networks, train
+    from leuko.thesis import study
 
     args = ctx.args
     y, classes = one_hot(ctx.labels)
@@ -469,8 +469,8 @@ def bench_tracing(ctx: Context) -> list[Row]:
     """A new model's first epoch, training state built before ``fit`` or while tracing."""
     import keras
 
-    from leuko import train
-    from leuko.inputs import make_dataset
+    from leuko.core.inputs import make_dataset
+    from leuko.models import train
 
     args = ctx.args
     images = ctx.decoded(args.size)
@@ -527,7 +527,7 @@ def bench_precision(ctx: Context) -> list[Row]:
 
 def bench_precision_accuracy(ctx: Context) -> list[Row]:
     """A few epochs of real training under each policy: validation accuracy and epoch time."""
-    from leuko.inputs import load_resized, make_dataset, make_epochs_dataset, steps_per_epoch
+    from leuko.core.inputs import load_resized, make_dataset, make_epochs_dataset, steps_per_epoch
 
     args = ctx.args
     rows = []
@@ -584,8 +584,7 @@ def bench_precision_accuracy(ctx: Context) -> list[Row]:
 
 def bench_classify(ctx: Context) -> list[Row]:
     """Cells per second of the classifier with a saved MobileNetV2 model."""
-    from leuko import study
-
+    from leuko.thesis import study
     args, paths = ctx.args, ctx.paths
     classes = sorted(set(ctx.labels))
     folder = Path(tempfile.mkdtemp(prefix="bench-model-"))
@@ -595,7 +594,7 @@ def bench_classify(ctx: Context) -> list[Row]:
         model_path.with_suffix(".json").write_text(json.dumps(
             {"classes": classes, "input_size": [args.size, args.size], "crop": None}))
         try:
-            from leuko import classify
+            from leuko.tool import classify
         except ImportError:
             classify = None
 
@@ -630,7 +629,7 @@ def bench_classify(ctx: Context) -> list[Row]:
     if "classify_cells" in series:
         rate = len(paths) / series["classify_cells"].epoch
         rows.append(Row(f"classifier, {ctx.network} {args.size}px, files in",
-                        f"{rate:.0f} cells/s", "leuko.classify.classify_cells",
+                        f"{rate:.0f} cells/s", "leuko.tool.classify.classify_cells",
                         f"{rate / model_rate:.2f}x the model's own rate",
                         ">= 100 cells/s", rate >= 100))
     rate = model_rate
@@ -814,8 +813,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(ROOT / "lib"))
     begin = time.perf_counter()
-    from leuko import train
-
+    from leuko.models import train
     header = machine_lines() + [
         f"settings  {' '.join(sys.argv[1:] if argv is None else argv) or '(defaults)'}; "
         f"seed {args.seed}; batch {args.batch}; {args.per_class} images per class at "

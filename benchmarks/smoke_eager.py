@@ -34,8 +34,8 @@ def timed_run(network: str, run_eagerly: bool) -> dict:
     """Build the smoke model, fit one epoch and predict; seconds of each part."""
     import keras
 
-    from leuko import networks, study
-
+    from leuko.models import networks
+    from leuko.thesis import study
     keras.utils.set_random_seed(0)
     size = study.resolve_image_size(network, "minimum")
     begin = time.perf_counter()
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                         default=["vgg16", "inception_v3", "densenet121", "resnet50"])
     args = parser.parse_args(argv)
     os.chdir(ROOT)
-    from leuko.machine import machine_line
+    from leuko.core.machine import machine_line
 
     rows = []
     for network in args.networks:

@@ -6,7 +6,7 @@ DVC, install and data pull included (issue 16's check), stage by stage.
 
 It clones the committed HEAD into a temporary folder with a link to ``../shared`` beside it
 (as CI does), runs ``make preset-smoke`` and then ``make study`` there under a time limit, and
-reads the clone's ``reports/times/`` (``leuko.stagetimes``: each stage's wall seconds and the
+reads the clone's ``reports/times/`` (``leuko.pipeline.stagetimes``: each stage's wall seconds and the
 machine). Written: ``reports/ablation/smoke_run.csv`` (one row per stage that finished) and
 ``reports/ablation/smoke_run.json`` (the wall time of each make target, the stages the smoke
 preset plans and how many finished, whether the report was written and titled as a plumbing
@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT / "lib"))
     import pandas as pd
 
-    from leuko.machine import machine_line
-    from leuko.stagetimes import stage_times_table
+    from leuko.core.machine import machine_line
+    from leuko.pipeline.stagetimes import stage_times_table
 
     shared = ROOT.parent / "shared"
     if not shared.is_dir():

@@ -50,7 +50,7 @@ def listed(folder: str, commit: str | None) -> list[str]:
 
 
 def provenance(commit: str | None) -> dict:
-    """The run's commit, span and machines, from its stage times (``leuko.stagetimes``)."""
+    """The run's commit, span and machines, from its stage times (``leuko.pipeline.stagetimes``)."""
     times = [json.loads(read_text(p, commit)) for p in listed("reports/times", commit)]
     if not times:
         raise SystemExit("no reports/times/*.json: run the spread preset first")

@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     os.chdir(ROOT)
-    from leuko import evaluation, study
-    from leuko.machine import describe, machine_line
+    from leuko.core.machine import describe, machine_line
+    from leuko.thesis import evaluation, study
 
     settings = study.WbcSettings.from_params()
     settings = replace(settings, image_size=args.image_size or settings.image_size,

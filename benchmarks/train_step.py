@@ -35,8 +35,7 @@ def measure(batch: int, xla: bool, images: int) -> dict:
     """Images per second of ``train_on_batch`` over about ``images`` images."""
     import keras
 
-    from leuko import networks
-
+    from leuko.models import networks
     keras.utils.set_random_seed(0)
     model = networks.build_classifier(NETWORK, CLASSES, SIZE, pretrained=False)
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy",
@@ -63,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=512, help="images timed per variant")
     args = parser.parse_args(argv)
     os.chdir(ROOT)
-    from leuko.machine import machine_line
+    from leuko.core.machine import machine_line
 
     rows = []
     for batch, xla in VARIANTS:

@@ -66,7 +66,7 @@ def tiny_model(n_classes: int = 4, size: int = 16, colour_weights=None):
     """Input(0..255) -> Preprocess('unit') -> mean colour -> Dense(softmax): tiny and fast."""
     import keras
 
-    from leuko.networks import Preprocess
+    from leuko.models.networks import Preprocess
 
     inputs = keras.Input((size, size, 3), name="image")
     x = Preprocess("unit", name="preprocess")(inputs)
@@ -83,7 +83,7 @@ def tiny_model(n_classes: int = 4, size: int = 16, colour_weights=None):
 def save_tiny_model(folder: Path, size: int = 16, crop=None) -> Path:
     """A tiny 4-class classifier (mean colour -> softmax) saved as ``.keras`` with the metadata
     ``leuko classify`` reads."""
-    from leuko.study import save_model
+    from leuko.thesis.study import save_model
 
     model = tiny_model(size=size, colour_weights=[[4, 0, 0, -4], [0, 4, 0, 0],
                                                   [0, 0, 4, 4]])

@@ -11,7 +11,7 @@ import textwrap
 import keras
 import pytest
 
-from leuko import accel
+from leuko.core import accel
 
 
 @pytest.fixture()
@@ -65,8 +65,7 @@ def test_set_precision_auto_resolves(restore_policy):
 
 
 def test_mixed_precision_classifier_keeps_float32_probabilities(restore_policy):
-    from leuko import networks
-
+    from leuko.models import networks
     accel.set_precision("mixed_bfloat16")
     model = networks.build_classifier("leukemia_cnn", 2, 32, pretrained=False,
                                       channel_mean=(0.5, 0.5, 0.5))
@@ -96,8 +95,7 @@ MIRRORED = textwrap.dedent("""
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
     import keras
-    from leuko import accel
-
+    from leuko.core import accel
     strategy = accel.distribution_strategy("mirrored")
     keras.utils.set_random_seed(0)
     with strategy.scope():

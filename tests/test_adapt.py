@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 
 from conftest import DATA, WBC_CLASSES, require
-from leuko import adapt, classify, cli, novelty
-from leuko.images import file_sha256
-from leuko.params import read_block
-from leuko.study import load_model
+from leuko.cells import novelty
+from leuko.core.images import file_sha256
+from leuko.core.params import read_block
+from leuko.thesis.study import load_model
+from leuko.tool import adapt, classify, cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,9 +43,9 @@ def _nested_model(folder: Path, name: str = "base") -> Path:
     views; its last layer deliberately wrong (every cell called a neutrophil)."""
     import keras
 
-    from leuko.cells import CellPreprocess
-    from leuko.networks import Preprocess
-    from leuko.study import save_model
+    from leuko.cells.preprocess import CellPreprocess
+    from leuko.models.networks import Preprocess
+    from leuko.thesis.study import save_model
 
     keras.utils.set_random_seed(0)
     image = keras.Input((SIZE, SIZE, 3))
@@ -141,7 +142,7 @@ def test_fit_head_learns_and_keeps_the_classes_it_is_not_given():
 
 
 def test_source_cells_from_the_study_cache_class_balanced(tmp_path):
-    from leuko.study import Paths, save_features, write_manifest
+    from leuko.thesis.study import Paths, save_features, write_manifest
 
     classifier = classify.Classifier(model=None, classes=WBC_CLASSES, image_size=(8, 8),
                                      metadata={"sources": ["pbc"]})
@@ -254,7 +255,7 @@ def test_classify_reads_the_adapted_model_and_it_does_better_on_held_out_cells(a
 
 
 def test_a_class_without_lab_cells_keeps_its_weights(adapted):
-    from leuko.study import load_model
+    from leuko.thesis.study import load_model
 
     root = adapted["root"]
     good = adapt.split_head(load_model(root / "good.keras")).weights

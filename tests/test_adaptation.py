@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 
 from conftest import DATA, WBC_CLASSES, built, require, tiny_model
-from leuko import adaptation, multisource, unseen
-from leuko.classify import load_classifier
-from leuko.images import load_rgb
-from leuko.study import Paths, save_model
+from leuko.cells import multisource, unseen
+from leuko.core.images import load_rgb
+from leuko.thesis.study import Paths, save_model
+from leuko.tool import adaptation
+from leuko.tool.classify import load_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Tests of leuko.atomic: complete writes or nothing, never a half file or a stray temp file."""
+"""Tests of leuko.core.atomic: complete writes or nothing, never a half file or a stray temp file."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leuko.atomic import atomic_write, write_csv_atomic, write_json_atomic, write_text_atomic
+from leuko.core.atomic import atomic_write, write_csv_atomic, write_json_atomic, write_text_atomic
 
 
 def listing(folder: Path) -> list[str]:

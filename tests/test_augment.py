@@ -1,9 +1,7 @@
-"""Tests of leuko.augment: the seeded, deterministic C-NMC 2019 augmentation recipe."""
+"""Tests of leuko.leukemia.augment: the seeded, deterministic C-NMC 2019 augmentation recipe."""
 
 from __future__ import annotations
 
-import sys
-import types
 from collections import Counter
 from pathlib import Path
 
@@ -13,7 +11,9 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from leuko.augment import (
+from leuko.core import images
+from leuko.leukemia import augment as augment_module
+from leuko.leukemia.augment import (
     OPTIONAL_TRANSFORMS,
     TRANSFORMS,
     AugmentConfig,
@@ -338,9 +338,8 @@ def test_materialise_refuses_test_split(tmp_path, synthetic_source, split):
 
 def test_materialise_default_loader_is_leuko_images(tmp_path, synthetic_source, monkeypatch):
     frame, load, calls = synthetic_source
-    fake = types.ModuleType("leuko.images")
-    fake.load_rgb = load  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "leuko.images", fake)
+    assert augment_module.load_rgb is images.load_rgb
+    monkeypatch.setattr(augment_module, "load_rgb", load)
     m = materialise(frame, tmp_path, 3, 0, AugmentConfig(), "train", progress=False)
     assert len(m) == 6 and sum(calls.values()) == len(frame)
 

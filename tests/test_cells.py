@@ -1,11 +1,11 @@
-"""leuko.cells: one cell at one scale and one stain, whatever the framing."""
+"""leuko.cells.preprocess: one cell at one scale and one stain, whatever the framing."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from leuko.cells import (
+from leuko.cells.preprocess import (
     TARGET_LAB_MEAN,
     CellPreprocess,
     background_lab_stats,
@@ -192,7 +192,7 @@ def test_real_rotated_copies_with_corners_filled_are_as_sharp_as_the_originals(w
     """blood-cell-images' TEST images are rotated copies of TEST_SIMPLE's cells with black
     corners: filled, their prepared cells carry the originals' fine detail; left in, the
     corners wash the stain normalisation out and the cells come out softer."""
-    from leuko.images import load_rgb
+    from leuko.core.images import load_rgb
 
     def images(split: str) -> list[np.ndarray]:
         files = sorted((wbc_root / "images" / split).glob("*/*.jpeg"))

@@ -1,4 +1,4 @@
-"""Tests of leuko.classify and the `leuko classify` command: real cell images, bad files,
+"""Tests of leuko.tool.classify and the `leuko classify` command: real cell images, bad files,
 exit codes, streaming, and (when the study has run) the real model."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from conftest import WBC_CLASSES, save_tiny_model
-from leuko import classify, cli
+from leuko.tool import classify, cli
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SIMPLE = ROOT / "data/blood-cell-images/images/TEST_SIMPLE"
@@ -149,7 +149,7 @@ def test_json_output_and_exit_code_0(tmp_path, tiny, test_simple, capsys):
 def test_a_cell_whose_nucleus_was_not_found_is_uncertain(tmp_path, test_simple, capsys):
     """A cell model classifies an image without a nucleus on the whole image; whatever its
     probabilities, that cell is uncertain: left out of the count, and the CSV says so."""
-    from leuko.cells import CellPreprocess
+    from leuko.cells.preprocess import CellPreprocess
 
     model = save_tiny_model(tmp_path / "model")
     meta = json.loads(model.with_suffix(".json").read_text())
@@ -198,7 +198,7 @@ def test_usage_errors_exit_1(tmp_path, tiny, capsys):
 
 def test_console_script_usage_error_exit_1():
     script = Path(sys.executable).with_name("leuko")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "leuko.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "leuko.tool.cli"]
     done = subprocess.run([*command, "classify", "--no-such-option", "x"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
@@ -255,7 +255,7 @@ def test_csv_rows_follow_input_order(tmp_path, tiny):
 
 
 def test_a_classifier_with_eight_views_averages_the_symmetries_of_each_cell(tiny):
-    from leuko.cells import dihedral_views
+    from leuko.cells.preprocess import dihedral_views
 
     classifier = classify.load_classifier(tiny)
     size = classifier.image_size[0]

@@ -1,11 +1,11 @@
-"""leuko.costs: a preset's work times measured per-image costs, against hand-computed hours."""
+"""leuko.thesis.costs: a preset's work times measured per-image costs, against hand-computed hours."""
 
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
-from leuko import costs
+from leuko.thesis import costs
 
 TIMING = {"forward_ms_per_image": 10.0, "train_ms_per_image": 100.0, "head_ms_per_image": 1.0}
 COUNTS = {"train": 100, "val": 10, "test": 20, "test_simple": 5}

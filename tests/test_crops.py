@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leuko import crops
+from leuko.core import crops
 
 
 def test_cnmc_crop_450_to_250():
@@ -16,7 +16,7 @@ def test_cnmc_crop_450_to_250():
 
 
 def test_fraction_crop_on_allidb_size(allidb_root):
-    from leuko.images import load_rgb
+    from leuko.core.images import load_rgb
 
     image = load_rgb(allidb_root / "Im001_1.tif")
     assert image.shape == (257, 257, 3)

@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 
 from conftest import built, tiny_model
-from leuko import crosssource, multisource, score, unseen
-from leuko.multisource import CellCache
-from leuko.study import Paths, save_model
+from leuko.cells import crosssource, multisource, unseen
+from leuko.cells.multisource import CellCache
+from leuko.core import score
+from leuko.thesis.study import Paths, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from leuko import datasets
-from leuko.datasets import DatasetError
+from leuko.core import datasets
+from leuko.core.datasets import DatasetError
 
 
 def test_blood_cell_images_counts_labels_and_groups(wbc_root, in_root):

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from leuko import ensemble, multisource
+from leuko.cells import ensemble, multisource
 
 
 def _tiny(seed: int):
@@ -21,7 +21,7 @@ def _tiny(seed: int):
 
 
 def test_average_models_outputs_the_mean_of_its_members_and_saves(tmp_path):
-    from leuko.study import load_model, save_model
+    from leuko.thesis.study import load_model, save_model
 
     members = [_tiny(0), _tiny(1), _tiny(2)]
     x = np.random.default_rng(0).uniform(0, 1, (5, 4, 4, 3)).astype("float32")

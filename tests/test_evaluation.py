@@ -1,4 +1,4 @@
-"""leuko.evaluation: the models of params/wbc.yaml, and the evaluate-wbc notebook scoring several
+"""leuko.thesis.evaluation: the models of params/wbc.yaml, and the evaluate-wbc notebook scoring several
 models in one process with the per-model files the compare stage and ``dvc plots`` read."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from conftest import DATA, require
-from leuko import evaluation, study
+from leuko.thesis import evaluation, study
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,8 +111,7 @@ def test_trained_models_finds_each_summary_in_its_stages_folder(tmp_path):
 
 
 def test_the_report_reads_a_groups_summaries_and_curves(tmp_path):
-    from leuko import report
-
+    from leuko.reporting import report
     flat, grouped = study.Paths(tmp_path), study.Paths(tmp_path, "vgg16")
     the_id = "blood-cell-images-vgg16-imagenet"
     for where, seconds in ((flat, 1.0), (grouped, 2.0)):  # a stale file at the top, the group's
@@ -222,12 +221,13 @@ def test_confusion_panels_are_network_rows_and_model_kind_columns():
 @pytest.mark.slow
 def test_evaluate_notebook_scores_several_models_in_one_run(tmp_path):
     """Two untrained models on a few real images: per-model metrics, predictions and
-    confusion files, the index, and the stage's time record (through leuko.stagetimes)."""
+    confusion files, the index, and the stage's time record (through leuko.pipeline.stagetimes)."""
     manifest = ROOT / "build" / "manifests" / "blood-cell-images.csv"
     if not manifest.is_file():
         pytest.skip("no manifest: dvc repro prepare-wbc")
-    from leuko import networks, study
-    from leuko.machine import describe
+    from leuko.core.machine import describe
+    from leuko.models import networks
+    from leuko.thesis import study
 
     work = tmp_path
     (work / "data").symlink_to(ROOT / "data")
@@ -256,7 +256,7 @@ def test_evaluate_notebook_scores_several_models_in_one_run(tmp_path):
                      "robustness_per_class": 2, "eval_per_class": 0}}))
     bin_dir = Path(sys.executable).parent
     done = subprocess.run(
-        [sys.executable, "-m", "leuko.stagetimes", "evaluate-wbc", "--",
+        [sys.executable, "-m", "leuko.pipeline.stagetimes", "evaluate-wbc", "--",
          str(bin_dir / "papermill"), "-k", "leuko", "--no-progress-bar",
          str(ROOT / "notebooks" / "04-evaluate.ipynb"), "evaluate-wbc.ipynb",
          "-f", str(params), "-p", "seed", "0"],
@@ -283,7 +283,7 @@ def test_evaluate_notebook_scores_several_models_in_one_run(tmp_path):
 
 
 def test_decoded_images_are_decoded_once_per_files_and_size_and_read_only():
-    from leuko.inputs import load_resized
+    from leuko.core.inputs import load_resized
 
     files = sorted((ROOT / "data" / "blood-cell-images" / "images" / "TEST_SIMPLE").rglob("*.jp*g"))[:3]
     assert len(files) == 3
@@ -299,8 +299,7 @@ def test_decoded_images_are_decoded_once_per_files_and_size_and_read_only():
 def _frozen_classifier(base, seed: int, size: int = 32):
     import keras
 
-    from leuko import networks
-
+    from leuko.models import networks
     keras.utils.set_random_seed(seed)
     head = networks.build_head(base.output_shape[-1], 4)
     return networks.build_classifier("mobilenet_v2", 4, size, pretrained=False, base=base,
@@ -313,8 +312,8 @@ def test_shared_frozen_base_predicts_as_the_whole_model_and_computes_features_on
     whose base trains, or whose base has other weights, is never served those features."""
     import keras
 
-    from leuko import networks, study
-
+    from leuko.models import networks
+    from leuko.thesis import study
     require(DATA / "pretrained")
     base = networks.build_base("mobilenet_v2", (32, 32, 3), pretrained=True)  # varied features
     base.trainable = False

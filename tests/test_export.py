@@ -1,4 +1,4 @@
-"""Tests of leuko.export: the choice rule, its fallback, and the exported model + metadata."""
+"""Tests of leuko.tool.export: the choice rule, its fallback, and the exported model + metadata."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import yaml
 from PIL import Image
 
 from conftest import tiny_model
-from leuko import cli, export, export_stage
-from leuko.study import Paths, save_model, write_json
+from leuko.thesis.study import Paths, save_model, write_json
+from leuko.tool import cli, export, export_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +95,7 @@ def test_choose_model_by_val_macro_f1_under_stain_shifts(tmp_path):
 
 
 def test_val_macro_f1_shifted_is_the_mean_over_the_stain_shifts(tmp_path):
-    from leuko.stain import STAIN_SHIFTS
+    from leuko.core.stain import STAIN_SHIFTS
 
     paths = make_study(tmp_path, {"a": 0.9})
     plain = export.val_macro_f1("a", paths)
@@ -134,7 +134,7 @@ def test_val_macro_f1_is_computed_on_the_val_rows(tmp_path):
 
 
 def test_export_task_writes_model_and_metadata(tmp_path, toy_task):
-    from leuko.classify import load_classifier
+    from leuko.tool.classify import load_classifier
 
     paths = make_study(tmp_path, {"toy-tiny-a": 0.9, "toy-tiny-b": 0.5})
     write_json(paths.metrics("toy-tiny-a"), {"splits": {"test": {

@@ -1,4 +1,4 @@
-"""Tests of leuko.figures: figures come back with the expected axes and labels, PNGs are written."""
+"""Tests of leuko.core.figures: figures come back with the expected axes and labels, PNGs are written."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from leuko.figures import (
+from leuko.core.figures import (
     image_gallery,
     plot_bar_with_ci,
     plot_confusion_matrix,
@@ -244,7 +244,7 @@ def _overlapping(texts) -> list[tuple[str, str]]:
 
 
 def test_curve_matrix_labels_rows_and_columns_once_with_one_legend():
-    from leuko.figures import plot_curve_matrix
+    from leuko.core.figures import plot_curve_matrix
 
     histories = {(n, r): _history() for n in NETS for r in REGIMES if (n, r) != ("MNv2", "scratch")}
     fig = plot_curve_matrix(histories, NETS, REGIMES)
@@ -261,7 +261,7 @@ def test_curve_matrix_labels_rows_and_columns_once_with_one_legend():
 
 
 def test_interval_panels_keep_the_given_order_and_one_legend():
-    from leuko.figures import plot_interval_panels
+    from leuko.core.figures import plot_interval_panels
 
     rows = [{"network": n, "regime": r, "split": s, "acc": 50.0, "lo": 40.0, "hi": 60.0}
             for n in NETS for r in REGIMES[:5] for s in ("TEST", "TEST_SIMPLE")]
@@ -280,7 +280,7 @@ def test_interval_panels_keep_the_given_order_and_one_legend():
 
 
 def test_confusion_grid_one_colour_bar_and_shapes_checked():
-    from leuko.figures import plot_confusion_grid
+    from leuko.core.figures import plot_confusion_grid
 
     matrices = {(n, r): np.eye(4) * 5 for n in NETS for r in REGIMES}
     fig = plot_confusion_grid(matrices, NETS, REGIMES, CLASSES, title="TEST")
@@ -314,7 +314,7 @@ def _spread_runs(split: str = "test") -> pd.DataFrame:
 def test_seed_spread_one_dot_per_run_and_the_mean_per_kind():
     from matplotlib.collections import LineCollection
 
-    from leuko.figures import plot_seed_spread
+    from leuko.core.figures import plot_seed_spread
 
     fig = plot_seed_spread(_spread_runs(), title="TEST: accuracy of every training run")
     assert isinstance(fig, Figure)
@@ -344,7 +344,7 @@ def test_seed_spread_one_dot_per_run_and_the_mean_per_kind():
 def test_a_one_row_log_scale_panel_keeps_title_legend_and_tick_labels_apart():
     """The report's training-time figure (one network, six regimes, log axis): the title,
     the legend and the x tick labels are drawn without overlapping one another."""
-    from leuko.figures import plot_interval_panels
+    from leuko.core.figures import plot_interval_panels
 
     regimes = [f"regime {i}" for i in range(6)]
     frame = pd.DataFrame({"network": "MobileNetV2", "regime": regimes, "panel": "time",

@@ -1,4 +1,4 @@
-"""Tests of leuko.images: every kind of bad or unusual file is built here and its outcome checked."""
+"""Tests of leuko.core.images: every kind of bad or unusual file is built here and its outcome checked."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFile, ImageOps
 
-from leuko import images
-from leuko.images import (
+from leuko.core import images
+from leuko.core.images import (
     MAX_PIXELS,
     SUPPORTED_SUFFIXES,
     BadImage,

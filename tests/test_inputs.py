@@ -1,4 +1,4 @@
-"""Tests of leuko.inputs' training batches: seeded order and augmentation (flips and turns,
+"""Tests of leuko.core.inputs' training batches: seeded order and augmentation (flips and turns,
 stain jitter), identical on resume, labels never changed."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leuko.inputs import make_epochs_dataset, steps_per_epoch
+from leuko.core.inputs import make_epochs_dataset, steps_per_epoch
 
 N, SIZE, BATCH, EPOCHS = 10, 16, 4, 3
 

@@ -11,7 +11,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from leuko import datasets, leukemia, leukemia_evaluation, splits, study
+from leuko.core import datasets, splits
+from leuko.leukemia import evaluation as leukemia_evaluation
+from leuko.leukemia import recipe as leukemia
+from leuko.thesis import study
 
 ROOT = Path(__file__).resolve().parents[1]
 CROPS = {"all-idb2": 0.1, "cnmc": 0.2}  # C-NMC: a fraction, the generated images are tiny
@@ -240,7 +243,7 @@ def test_leukemia_notebooks_end_to_end(tmp_path, allidb_root):
             "intervals"} <= set(test)
     assert test["intervals"]["accuracy"]["low"] <= test["accuracy"] \
         <= test["intervals"]["accuracy"]["high"]
-    from leuko.evaluation import TRAINING_KEYS
+    from leuko.thesis.evaluation import TRAINING_KEYS
 
     assert set(metrics["training"]) == set(TRAINING_KEYS)
     assert metrics["training"]["epochs_run"] == 2  # 1 with early stopping + 1 without
@@ -266,7 +269,7 @@ def test_leukemia_notebooks_end_to_end(tmp_path, allidb_root):
     repeat_p = pd.read_csv(paths.predictions(f"{the_id}-seed1"))["p_ALL"]
     assert not np.allclose(main_p, repeat_p)  # another draw, not a copy
     assert not paths.gallery(f"{the_id}-seed1", "false-positives").exists()
-    from leuko.report import leukemia_section_items, load_results, results_table
+    from leuko.reporting.report import leukemia_section_items, load_results, results_table
 
     table = results_table(load_results(tmp_path / "reports" / "metrics"))
     assert sorted(table["model"]) == [the_id, f"{the_id}-seed1"]

@@ -1,4 +1,4 @@
-"""Tests of leuko.metrics against values worked out by hand on small examples."""
+"""Tests of leuko.core.metrics against values worked out by hand on small examples."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
-from leuko.metrics import (
+from leuko.core.metrics import (
     ConfusionMetric,
     accuracy_metric,
     add_exact_interval,

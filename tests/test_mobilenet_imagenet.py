@@ -1,4 +1,4 @@
-"""torchvision-padded MobileNetV2 with the torchvision ImageNet weights (leuko.mobilenet_torch)."""
+"""torchvision-padded MobileNetV2 with the torchvision ImageNet weights (leuko.models.mobilenet_torch)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from leuko.mobilenet_torch import (
+from leuko.models.mobilenet_torch import (
     DEFAULT_WEIGHTS,
     IMAGENET_MEAN,
     IMAGENET_STD,

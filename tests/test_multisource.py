@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 
 from conftest import DATA, require
-from leuko import calibration, crosssource, datasets, multisource
-from leuko.splits import shared_between
+from leuko.cells import crosssource, multisource
+from leuko.core import calibration, datasets
+from leuko.core.splits import shared_between
 
 DUPLICATE_BASOPHILS = [("BA_20201", "BA_809918"), ("BA_251042", "BA_988506"),
                        ("BA_381452", "BA_80990")]
@@ -180,7 +181,7 @@ def test_study_parameters_are_the_params_file():
 
 def _laplacian_sd(images: np.ndarray) -> np.ndarray:
     """``cells.detail`` of each image of a batch."""
-    from leuko.cells import detail
+    from leuko.cells.preprocess import detail
 
     return np.array([detail(image) for image in np.asarray(images)])
 
@@ -276,7 +277,7 @@ def test_sharpness_randomisation_gives_each_image_a_drawn_detail_soft_or_sharp()
 
 
 def test_sharpness_jittered_batches_resume_where_they_left_off():
-    from leuko.study import epochs_of
+    from leuko.thesis.study import epochs_of
 
     rng = np.random.default_rng(2)
     x = rng.integers(0, 256, (8, 12, 12, 3)).astype(np.uint8)
@@ -354,8 +355,9 @@ def test_cells_pipeline_on_real_images_to_classify(tmp_path, pbc_split, capsys):
     uncertain count."""
     from dataclasses import replace
 
-    from leuko import cli, ensemble, export
-    from leuko.study import Paths, load_model
+    from leuko.cells import ensemble
+    from leuko.thesis.study import Paths, load_model
+    from leuko.tool import cli, export
 
     paths = Paths(tmp_path)
     study = multisource.CellStudy.from_params()

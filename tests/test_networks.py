@@ -12,7 +12,8 @@ import keras
 import numpy as np
 import pytest
 
-from leuko import networks, study
+from leuko.models import networks
+from leuko.thesis import study
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""leuko.novelty: the distance of a cell to the cells a model was trained on, the far rule,
+"""leuko.cells.novelty: the distance of a cell to the cells a model was trained on, the far rule,
 its file beside the model, and `leuko classify`'s warning, on real cells.
 
 Figures are never copied from a run: the far share of the validation cells follows from the
@@ -20,12 +20,13 @@ from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
 from conftest import DATA, built, require, save_tiny_model
-from leuko import classify, cli, novelty
-from leuko.images import file_sha256, load_rgb
-from leuko.multisource import load_cell_cache
-from leuko.params import read_block
-from leuko.study import Paths, load_model
-from leuko.unseen import load_unseen_cache
+from leuko.cells import novelty
+from leuko.cells.multisource import load_cell_cache
+from leuko.cells.unseen import load_unseen_cache
+from leuko.core.images import file_sha256, load_rgb
+from leuko.core.params import read_block
+from leuko.thesis.study import Paths, load_model
+from leuko.tool import classify, cli
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPORTED = ROOT / "build/export/wbc.keras"

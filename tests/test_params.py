@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from leuko import cli, params, smear, study
-from leuko.detect import DetectConfig
-from leuko.multisource import CellStudy
-from leuko.novelty import NoveltySettings
+from leuko.cells.detect import DetectConfig
+from leuko.cells.multisource import CellStudy
+from leuko.cells.novelty import NoveltySettings
+from leuko.core import params
+from leuko.thesis import study
+from leuko.tool import cli, smear
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET_DIRS = [ROOT / "params", *sorted((ROOT / "params" / "presets").iterdir())]

@@ -119,7 +119,7 @@ def test_the_network_stage_trains_all_its_models_into_its_own_folders(study_dir,
 
 
 def test_compare_and_report_render_every_model(study_dir):
-    from leuko.render import main as render
+    from leuko.reporting.render import main as render
 
     compare = run_notebook("05-compare", study_dir, params_dir="")  # every model it trained
     table = (study_dir / "reports" / "tables" / "results.csv").read_text()

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from leuko import presets, report, results_docs
+from leuko.pipeline import presets
+from leuko.reporting import report, results_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = str(Path(sys.executable).parent / "dvc")
@@ -204,7 +205,7 @@ def test_dvc_plots_show_curves_and_a_confusion_matrix_per_evaluated_split():
     for path in metrics.glob("*.json"):
         result = json.loads(path.read_text())
         model = result["model"]
-        # an ensemble (leuko.ensemble) was not trained itself: its runs' curves are its own
+        # an ensemble (leuko.cells.ensemble) was not trained itself: its runs' curves are its own
         for trained in result.get("members", [model]):
             for curve in ("train/accuracy", "eval/accuracy", "train/loss", "eval/loss"):
                 plot_id = f"reports/live/{trained}/plots/metrics/{curve}.tsv"

@@ -30,7 +30,8 @@ import pytest
 from PIL import Image
 
 from conftest import WBC_CLASSES, require, save_tiny_model
-from leuko import cli, presets
+from leuko.pipeline import presets
+from leuko.tool import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -147,7 +148,7 @@ def cell_images(folder: Path, per_class: int = 2) -> Path:
 
 def leuko_command() -> list[str]:
     """The ``leuko`` console script as the user's shell finds it after activating .venv."""
-    return [str(LEUKO)] if LEUKO.exists() else [sys.executable, "-m", "leuko.cli"]
+    return [str(LEUKO)] if LEUKO.exists() else [sys.executable, "-m", "leuko.tool.cli"]
 
 
 # --- the table --------------------------------------------------------------------------------
@@ -283,7 +284,7 @@ def test_make_presets_round_trip_the_parameter_files(checkout_copy):
     assert not changed(default, tree_files(params)), changed(default, tree_files(params))
     for name in presets.available(folder):
         dry = make("-n", f"preset-{name}", cwd=checkout_copy, timeout=60)
-        assert f"-m leuko.presets {name}" in dry.stdout, said(dry)
+        assert f"-m leuko.pipeline.presets {name}" in dry.stdout, said(dry)
 
 
 def dvc_repo(repo: Path, env: dict):

@@ -1,4 +1,4 @@
-"""Tests of leuko.report's tables and of leuko.results_docs's docs/ blocks that are
+"""Tests of leuko.reporting.report's tables and of leuko.reporting.results_docs's docs/ blocks that are
 not covered by the pipeline test: values against hand-computed ones."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leuko import report, results_docs
+from leuko.reporting import report, results_docs
 
 
 def _result(model: str, **accuracies: float) -> dict:
@@ -213,7 +213,7 @@ def test_paired_comparisons_needs_the_manifest_groups(tmp_path):
 # exact intervals in the results table
 # --------------------------------------------------------------------------------------------
 def _metrics_file(model: str, dataset: str, correct: int, n: int, groups) -> dict:
-    from leuko.metrics import add_exact_interval, classification_metrics, metric_intervals
+    from leuko.core.metrics import add_exact_interval, classification_metrics, metric_intervals
 
     t = [0] * n
     p = [0] * correct + [1] * (n - correct)
@@ -289,7 +289,7 @@ def test_split_figures_text_gives_exact_and_bootstrap_intervals():
 
 
 def test_training_overhead_is_stage_time_minus_training_and_the_first_epochs_extra(tmp_path):
-    from leuko.results_docs import training_overhead
+    from leuko.reporting.results_docs import training_overhead
 
     (tmp_path / "train").mkdir()
     (tmp_path / "times").mkdir()
@@ -307,7 +307,7 @@ def test_training_overhead_is_stage_time_minus_training_and_the_first_epochs_ext
 
 
 def test_study_parts_sort_every_kind_of_stage():
-    from leuko.results_docs import study_part
+    from leuko.reporting.results_docs import study_part
 
     repeats = "repeats (other training seeds; the spread preset)"
     assert study_part("train@blood-cell-images-mobilenet_v2-imagenet-seed1") == repeats
@@ -330,7 +330,7 @@ def test_study_parts_sort_every_kind_of_stage():
 
 
 def test_budget_block_sums_each_part_and_shows_the_wall_time_beside_its_target(tmp_path):
-    from leuko.results_docs import budget_markdown
+    from leuko.reporting.results_docs import budget_markdown
 
     times = {"prepare-wbc": (600.0, "10:00", "10:10"), "train-leukemia@a": (120.0, "10:10", "10:12"),
              "train-cells@both": (180.0, "10:12", "10:25")}
@@ -538,8 +538,7 @@ def test_seed_runs_label_each_run_by_its_kind_in_short():
 
 
 def test_network_costs_block_shows_measured_times_cpu_and_expected_gpu_hours(tmp_path):
-    from leuko import costs
-
+    from leuko.thesis import costs
     table = pd.DataFrame({
         "network": ["vgg16", "mobilenet_v2"], "image_size": [224, 224], "batch": [16, 16],
         "forward_ms_per_image": [300.0, 45.0], "train_ms_per_image": [900.0, 276.0],
@@ -670,9 +669,9 @@ def test_train_step_block_compares_each_variant_with_the_studys_batch(tmp_path):
 
 def test_cell_detail_block_gives_each_source_and_splits_median_detail(tmp_path):
     """The block reads the study's cell cache; a flat cell has no detail, noise a lot."""
-    from leuko import multisource
-    from leuko.cells import detail
-    from leuko.study import Paths, save_features, write_manifest
+    from leuko.cells import multisource
+    from leuko.cells.preprocess import detail
+    from leuko.thesis.study import Paths, save_features, write_manifest
 
     paths = Paths(tmp_path)
     rng = np.random.default_rng(0)
@@ -738,7 +737,7 @@ def test_the_report_lists_only_the_models_its_parameters_train(tmp_path):
 def _cell_run(training: str, seed: int, correct: dict[str, int], n: int = 10) -> dict:
     """A metrics file of run ``seed`` of the cell model ``cells-<training>``: ``correct``
     right of ``n`` on each of its parts."""
-    from leuko.multisource import TRAININGS
+    from leuko.cells.multisource import TRAININGS
 
     splits = {}
     for part, right in correct.items():
@@ -853,7 +852,7 @@ def test_cells_ensemble_table_against_its_runs_by_hand(tmp_path):
 def test_a_choice_over_seeds_against_the_study_by_hand(tmp_path):
     """Baseline runs right on 2, 3, 1 of 4 cells (ensemble 3), the variant's on 4, 3, 2
     (ensemble 4): one run 50 ± 25 % -> 75 ± 25 %, +25 points; ensembles 75 -> 100 %, +25."""
-    from leuko.study import Paths
+    from leuko.thesis.study import Paths
 
     right = {"baseline": (2, 3, 1, 3), "variant": (4, 3, 2, 4)}
     paths = [f"data/pbc/x/{i}.jpg" for i in range(4)]

@@ -20,7 +20,7 @@ def report_html(tmp_path_factory) -> Path:
     import matplotlib
     import nbformat
 
-    from leuko.render import render_html
+    from leuko.reporting.render import render_html
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure

@@ -15,8 +15,8 @@ import pytest
 SCRIPT = textwrap.dedent('''
     import json, os, signal, sys
     import keras, numpy as np
-    from leuko import inputs, train
-
+    from leuko.core import inputs
+    from leuko.models import train
     work, out, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if kill_at >= 0:  # die hard (SIGKILL) right after the backup of epoch `kill_at`
         original = keras.callbacks.BackupAndRestore.on_epoch_end

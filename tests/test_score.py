@@ -7,8 +7,9 @@ import json
 import pandas as pd
 import pytest
 
-from leuko import cli, score
-from leuko.datasets import DIFFERENTIAL_CLASSES, PBC_CLASSES
+from leuko.core import score
+from leuko.core.datasets import DIFFERENTIAL_CLASSES, PBC_CLASSES
+from leuko.tool import cli
 
 CLASSES = list(PBC_CLASSES)
 

@@ -1,5 +1,5 @@
-"""Tests of leuko.detect (white cells on whole smears), of the BCCD detection study
-(leuko.smear, on real BCCD smears), of `leuko classify --smear`, and of leuko.stain (stain
+"""Tests of leuko.cells.detect (white cells on whole smears), of the BCCD detection study
+(leuko.tool.smear, on real BCCD smears), of `leuko classify --smear`, and of leuko.core.stain (stain
 jitter and simulated lab shifts).
 
 Counts are never copied from a run: they are derived from BCCD's annotations, from the library
@@ -17,8 +17,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from leuko import cli, datasets, detect, smear, stain
-from leuko.images import load_rgb
+from leuko.cells import detect
+from leuko.core import datasets, stain
+from leuko.core.images import load_rgb
+from leuko.tool import cli, smear
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDED = ROOT / "reports/detection/metrics.json"

@@ -59,8 +59,7 @@ def tiny_tree(source: Path, target: Path) -> Path:
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, wbc_root) -> dict:
     """The slice run once: returns the work folder, the models and the smoke values."""
-    from leuko import evaluation, study
-
+    from leuko.thesis import evaluation, study
     work = tmp_path_factory.mktemp("smoke")
     paths = study.Paths(work)
     tree = tiny_tree(wbc_root, work / "blood-cell-images")
@@ -106,8 +105,8 @@ def smoke_run(tmp_path_factory, wbc_root) -> dict:
 
 
 def test_every_network_builds_caches_features_and_every_regime_trains(smoke_run):
-    from leuko import networks, study, train
-
+    from leuko.models import networks, train
+    from leuko.thesis import study
     wbc, paths = smoke_run["wbc"], smoke_run["paths"]
     full = yaml.safe_load((SMOKE.parent / "full" / "wbc.yaml").read_text())["wbc"]
     assert wbc["networks"] == full["networks"] and wbc["weights"] == "random"
@@ -138,8 +137,8 @@ def test_the_grouped_network_has_every_model_of_the_preset_in_its_folders(smoke_
     """What the smoke preset's stage of one network leaves, and what reads it: every regime,
     the pooled split and the repeat in build/models/<network>/ and reports/train/<network>/,
     found by the export's candidates."""
-    from leuko import export, study
-
+    from leuko.thesis import study
+    from leuko.tool import export
     wbc, paths = smoke_run["wbc"], smoke_run["paths"]
     grouped = {m.model_id for m in (study.ModelKey(*m) for m in smoke_run["models"])
                if m.network == GROUPED}
@@ -162,8 +161,9 @@ def test_the_grouped_frozen_models_sit_on_the_base_their_features_came_from(smok
     base reproduces the cached features its head was trained on."""
     import keras
 
-    from leuko import study, train
-    from leuko.inputs import load_resized
+    from leuko.core.inputs import load_resized
+    from leuko.models import train
+    from leuko.thesis import study
 
     paths = smoke_run["paths"]
     cached = study.load_features(paths.features(study.WBC_DATASET, GROUPED))
@@ -183,8 +183,7 @@ def test_the_grouped_frozen_models_sit_on_the_base_their_features_came_from(smok
 
 
 def test_every_model_is_evaluated_and_named_a_plumbing_run(smoke_run):
-    from leuko import report
-
+    from leuko.reporting import report
     results = {r["model"]: r for r in smoke_run["results"]}
     assert len(results) == len(smoke_run["models"])
     for result in results.values():
@@ -202,7 +201,7 @@ def smoke_report(smoke_run) -> Path:
     """The compare notebook run on the slice's files and rendered as the study page."""
     import papermill
 
-    from leuko.render import render_html
+    from leuko.reporting.render import render_html
 
     work = smoke_run["work"]
     out = work / "reports" / "notebooks" / "compare.ipynb"
@@ -217,8 +216,8 @@ def smoke_report(smoke_run) -> Path:
 def test_the_smoke_report_shows_every_network_in_its_figures(smoke_run, smoke_report):
     """Titled a plumbing run, every network's short name a row of the figures, every regime
     a column, the figures embedded."""
-    from leuko import networks, report
-
+    from leuko.models import networks
+    from leuko.reporting import report
     notebook = (smoke_run["work"] / "reports" / "notebooks" / "compare.ipynb").read_text()
     assert report.PLUMBING_TITLE in notebook
     table = report.results_table(smoke_run["results"])
@@ -233,8 +232,7 @@ def test_the_smoke_report_shows_every_network_in_its_figures(smoke_run, smoke_re
 @pytest.mark.browser
 def test_the_smoke_report_reads_cleanly_in_a_browser(smoke_run, smoke_report, tmp_path,
                                                       browser):
-    from leuko import report
-
+    from leuko.reporting import report
     seen = browser(smoke_report, tmp_path / "smoke.png")
     assert seen.images >= 6 and seen.broken_images == []
     assert report.PLUMBING_TITLE in seen.text

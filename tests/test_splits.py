@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leuko import images, splits, study
+from leuko.core import images, splits
+from leuko.thesis import study
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """Each dvc.yaml stage depends on exactly the lib/leuko modules its code imports
-(``leuko.stagedeps``), so that ``dvc repro`` reruns what an edit can change and nothing else."""
+(``leuko.pipeline.stagedeps``), so that ``dvc repro`` reruns what an edit can change and nothing else."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from leuko import stagedeps
+from leuko.pipeline import stagedeps
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC_YAML = ROOT / "dvc.yaml"
@@ -19,7 +19,7 @@ HEAVY = ("prepare-", "features", "train", "evaluate", "export", "detect", "augme
 def test_dvc_yaml_lib_deps_match_the_imports():
     diff = stagedeps.differences(DVC_YAML)
     assert not diff, ("dvc.yaml's lib/leuko deps differ from the imports; run "
-                      "`python -m leuko.stagedeps --write`:\n" + "\n".join(
+                      "`python -m leuko.pipeline.stagedeps --write`:\n" + "\n".join(
                           f"  {name}: missing {d['missing']}, extra {d['extra']}"
                           for name, d in diff.items()))
 
@@ -42,7 +42,7 @@ def test_write_deps_restores_a_dropped_dependency(tmp_path):
         (tmp_path / folder).symlink_to(ROOT / folder)
     copy = tmp_path / "dvc.yaml"
     original = DVC_YAML.read_text()
-    dropped = original.replace("      - lib/leuko/splits.py\n", "", 1)
+    dropped = original.replace("      - lib/leuko/core/splits.py\n", "", 1)
     assert dropped != original
     copy.write_text(dropped)
     assert stagedeps.differences(copy)
@@ -56,15 +56,15 @@ def test_every_stage_runs_some_leuko_code():
 
 
 def test_an_edit_of_the_cli_reruns_no_stage():
-    assert stagedeps.reruns(DVC_YAML)["lib/leuko/cli.py"] == []
+    assert stagedeps.reruns(DVC_YAML)["lib/leuko/tool/cli.py"] == []
 
 
 def test_an_edit_of_the_results_docs_writers_reruns_no_stage():
     # `make results`' README / docs blocks: no stage imports them, not even through report.py
-    assert stagedeps.reruns(DVC_YAML)["lib/leuko/results_docs.py"] == []
+    assert stagedeps.reruns(DVC_YAML)["lib/leuko/reporting/results_docs.py"] == []
 
 
-@pytest.mark.parametrize("module", ["report.py", "render.py"])
+@pytest.mark.parametrize("module", ["reporting/report.py", "reporting/render.py"])
 def test_an_edit_of_the_report_reruns_nothing_heavy_of_the_wbc_study(module):
     stages = stagedeps.reruns(DVC_YAML)[f"lib/leuko/{module}"]
     heavy = [s for s in stages if s.startswith(HEAVY) and "leukemia" not in s]
@@ -72,19 +72,19 @@ def test_an_edit_of_the_report_reruns_nothing_heavy_of_the_wbc_study(module):
 
 
 def test_an_edit_of_metrics_reruns_evaluation_not_wbc_training():
-    stages = set(stagedeps.reruns(DVC_YAML)["lib/leuko/metrics.py"])
+    stages = set(stagedeps.reruns(DVC_YAML)["lib/leuko/core/metrics.py"])
     assert "evaluate-wbc" in stages
     assert not stages & {"prepare-wbc", "features", "train", "train-pooled"}
 
 
 def test_an_edit_of_report_reruns_no_leukemia_stage():
     table = stagedeps.reruns(DVC_YAML)
-    assert not {"augment-leukemia", "train-leukemia"} & set(table["lib/leuko/report.py"])
+    assert not {"augment-leukemia", "train-leukemia"} & set(table["lib/leuko/reporting/report.py"])
 
 
 def test_an_edit_of_metrics_reruns_no_leukemia_training():
     table = stagedeps.reruns(DVC_YAML)
-    assert "train-leukemia" not in table["lib/leuko/metrics.py"]
+    assert "train-leukemia" not in table["lib/leuko/core/metrics.py"]
 
 
 # --- the parts ---------------------------------------------------------------------------------
@@ -125,24 +125,24 @@ def test_a_notebook_is_read_from_its_code_cells_magics_dropped(package):
 
 def test_entry_points_of_commands():
     notebooks, modules = stagedeps.entry_points(
-        "python -m leuko.stagetimes train@x -- papermill -k leuko --no-progress-bar "
+        "python -m leuko.pipeline.stagetimes train@x -- papermill -k leuko --no-progress-bar "
         "notebooks/03-train.ipynb reports/notebooks/train-x.ipynb -p a 1")
     assert notebooks == ["notebooks/03-train.ipynb"]
-    assert modules == ["leuko.stagetimes"]  # "-k leuko" is a kernel, not the console script
-    assert stagedeps.entry_points("leuko export --task wbc")[1] == ["leuko.cli"]
-    assert stagedeps.entry_points("python -m leuko.render reports && leuko classify x")[1] == [
-        "leuko.render", "leuko.cli"]
+    assert modules == ["leuko.pipeline.stagetimes"]  # "-k leuko" is a kernel, not the console script
+    assert stagedeps.entry_points("leuko export --task wbc")[1] == ["leuko.tool.cli"]
+    assert stagedeps.entry_points("python -m leuko.reporting.render reports && leuko classify x")[1] == [
+        "leuko.reporting.render", "leuko.tool.cli"]
 
 
 def test_package_data_comes_with_its_module():
-    deps = stagedeps.module_deps({"leuko", "leuko.render"}, ROOT)
-    assert "lib/leuko/templates" in deps and "lib/leuko/render.py" in deps
+    deps = stagedeps.module_deps({"leuko", "leuko.reporting.render"}, ROOT)
+    assert "lib/leuko/reporting/templates" in deps and "lib/leuko/reporting/render.py" in deps
 
 
 def test_check_prints_the_differences_and_fails(tmp_path, capsys):
-    text = DVC_YAML.read_text().replace("      - lib/leuko/train.py\n", "", 1)
+    text = DVC_YAML.read_text().replace("      - lib/leuko/models/train.py\n", "", 1)
     (tmp_path / "dvc.yaml").write_text(text)
     (tmp_path / "lib").symlink_to(ROOT / "lib")
     (tmp_path / "notebooks").symlink_to(ROOT / "notebooks")
     assert stagedeps.main([str(tmp_path / "dvc.yaml"), "--check"]) == 1
-    assert "missing ['lib/leuko/train.py']" in capsys.readouterr().out
+    assert "missing ['lib/leuko/models/train.py']" in capsys.readouterr().out

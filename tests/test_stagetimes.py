@@ -1,5 +1,5 @@
-"""Measured stage times (leuko.stagetimes), the machine they name (leuko.machine) and the
-per-epoch progress lines of a training (leuko.train.EpochProgress)."""
+"""Measured stage times (leuko.pipeline.stagetimes), the machine they name (leuko.core.machine) and the
+per-epoch progress lines of a training (leuko.models.train.EpochProgress)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from leuko import machine, stagetimes
+from leuko.core import machine
+from leuko.pipeline import stagetimes
 
 CPUINFO = """processor\t: 0
 model name\t: AMD EPYC 7B13
@@ -58,7 +59,7 @@ def test_table_has_one_row_per_stage_with_its_machine(tmp_path):
 
 def test_progress_prints_epoch_rate_and_time_left_throttled():
     pytest.importorskip("keras")
-    from leuko.train import EpochProgress
+    from leuko.models.train import EpochProgress
 
     out = io.StringIO()
     progress = EpochProgress("m1", epochs=5, every_seconds=3600, stream=out)

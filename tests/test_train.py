@@ -1,4 +1,4 @@
-"""leuko.train's record of what was saved: which epoch's weights a fit leaves in the model
+"""leuko.models.train's record of what was saved: which epoch's weights a fit leaves in the model
 (best checkpoint, EarlyStopping's restored epoch, or the last), their validation accuracy
 measured on the model, and the epochs of each phase in the training summary."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leuko import train
+from leuko.models import train
 
 EPOCHS = 8
 
@@ -37,8 +37,7 @@ def _model():
 
 
 def _fit(tmp_path, **config) -> tuple[pd.DataFrame, object, object]:
-    from leuko import inputs
-
+    from leuko.core import inputs
     train.set_determinism(0)
     x, y, xv, yv = _toy()
     model = _model()
@@ -101,8 +100,7 @@ def test_plain_run_saves_the_last_epoch(tmp_path):
 def test_leukemia_schedule_keeps_phase_one_when_phase_two_is_worse(tmp_path):
     """Phase 2 (no early stopping) goes on from phase 1's best weights and only gets worse
     here, so the run ends with phase 1's checkpoint, and the summary says so."""
-    from leuko import leukemia
-
+    from leuko.leukemia import recipe as leukemia
     train.set_determinism(0)
     x, y, xv, yv = _toy()
     model = _model()
@@ -116,8 +114,7 @@ def test_leukemia_schedule_keeps_phase_one_when_phase_two_is_worse(tmp_path):
     best = int(first["epoch"].iloc[first["val_accuracy"].to_numpy().argmax()])
     assert history["val_accuracy"].iloc[3:].max() < first["val_accuracy"].max()
     assert (summary["saved_phase"], summary["saved_epoch"]) == ("early stopping", best)
-    from leuko import inputs
-
+    from leuko.core import inputs
     assert _accuracy_now(model, inputs.make_dataset(xv, yv, 16)) == pytest.approx(
         summary["saved_val_accuracy"])
 
@@ -150,8 +147,7 @@ def _traced_fit(how: str, work=None) -> tuple[int, list[np.ndarray]]:
     (``"train.fit"``, in ``work``); how often its training step was traced, and its weights."""
     import keras
 
-    from leuko import inputs
-
+    from leuko.core import inputs
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
         keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization(),

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from conftest import DATA, built, require
-from leuko import unseen
-from leuko.datasets import DIFFERENTIAL_CLASSES
-from leuko.images import SUPPORTED_SUFFIXES, file_sha256
-from leuko.study import Paths
+from leuko.cells import unseen
+from leuko.core.datasets import DIFFERENTIAL_CLASSES
+from leuko.core.images import SUPPORTED_SUFFIXES, file_sha256
+from leuko.thesis.study import Paths
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,8 +71,8 @@ def test_the_built_cache_is_the_labs_rows_and_shares_no_file_with_the_sources_ca
     assert len(cache.images) == 358 and cache.images.dtype == np.uint8
     rows, images = cache.part("bionet", unseen.UNSEEN_SPLIT)
     assert len(rows) == 358 and np.array_equal(images, cache.images[rows["index"]])
-    from leuko.multisource import CACHE_NAME
-    from leuko.study import read_manifest
+    from leuko.cells.multisource import CACHE_NAME
+    from leuko.thesis.study import read_manifest
 
     sources = read_manifest(built(paths.manifest(CACHE_NAME)))
     assert not set(cache.rows["sha256"]) & set(sources["sha256"])
