@@ -564,3 +564,15 @@ def test_kfold_summary_single_fold_and_errors():
         kfold_summary([])
     with pytest.raises(KeyError, match="nope"):
         kfold_summary([{"accuracy": 1.0}], keys=["nope"])
+
+
+def test_format_interval_writes_every_table_and_command_the_same_way():
+    from leuko.core.metrics import format_interval
+
+    assert format_interval(0.6094, 0.5061, 0.685) == "60.9 % [50.6, 68.5]"
+    assert format_interval(0.6094, 0.5061, 0.685, unit="") == "60.9 [50.6, 68.5]"
+    assert format_interval(0.012, -0.003, 0.026, unit="", signed=True) == "+1.2 [-0.3, +2.6]"
+    assert format_interval(0.05, 0.01, 0.1, width=5) == "  5.0 % [1.0, 10.0]"
+    assert format_interval(0.5, 0.4, 0.6, label="95 % CI ") == "50.0 % [95 % CI 40.0, 60.0]"
+    assert format_interval(0.6094, unit="") == "60.9"
+    assert format_interval(float("nan")) == format_interval(None) == "–"

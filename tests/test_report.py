@@ -566,7 +566,7 @@ def test_cell_variant_block_shows_both_scores_and_the_paired_difference(tmp_path
         "difference low": 0.25, "difference high": 0.5, "machine": "AMD EPYC; AVX2"}]
     ).to_csv(tmp_path / "adabn.csv", index=False)
     text = results_docs.cell_variant_markdown(tmp_path / "adabn.csv", "as trained", "adapted",
-                                              "benchmarks/adabn.py")
+                                              "benchmarks/cells/adabn.py")
     cells = [c.strip() for c in text.splitlines()[2].strip("|").split("|")]
     assert cells == ["pbc", "blood-cell-images/test", "yes", "71 / 2487", "14.3 → 52.4",
                      "23.2 → 58.5", "+38.1 [+25.0, +50.0]"]
@@ -586,7 +586,7 @@ def test_cell_variant_block_shows_extra_columns_before_and_after(tmp_path):
         "accuracy difference": -0.1, "difference low": -0.15, "difference high": -0.05,
         "machine": "AMD EPYC; AVX2"}]).to_csv(tmp_path / "bn.csv", index=False)
     text = results_docs.cell_variant_markdown(tmp_path / "bn.csv", "adapting", "inference mode",
-                                              "benchmarks/cells_choices.py bn",
+                                              "benchmarks/cells/cells_choices.py bn",
                                               extra=("validation accuracy", "train seconds"))
     header = [c.strip() for c in text.splitlines()[0].strip("|").split("|")]
     cells = [c.strip() for c in text.splitlines()[2].strip("|").split("|")]
@@ -781,7 +781,7 @@ def test_cells_seed_spread_per_training_and_part_in_the_tables_order(tmp_path):
 
 
 def _spread_record(folder, tables: dict) -> Path:
-    """A spread record (``benchmarks/spread_record.py``) holding ``tables`` (name -> frame)."""
+    """A spread record (``benchmarks/pipeline/spread_record.py``) holding ``tables`` (name -> frame)."""
     record = folder / "spread"
     record.mkdir()
     for name, table in tables.items():

@@ -27,7 +27,7 @@ from leuko.core.calibration import (
     temperature_scale,
 )
 from leuko.core.machine import describe
-from leuko.core.metrics import macro_f1_metric
+from leuko.core.metrics import format_interval, macro_f1_metric
 from leuko.core.score import score_labels
 from leuko.core.stain import STAIN_SHIFTS, stain_shift
 from leuko.thesis.evaluation import source_cells
@@ -327,10 +327,7 @@ def cross_source_view(table: pd.DataFrame) -> pd.DataFrame:
     """The cross-source table for reading: percentages with their intervals."""
 
     def pct(value, low=None, high=None):
-        if value is None or pd.isna(value):
-            return "–"
-        text = f"{100 * value:.1f}"
-        return text if low is None else f"{text} [{100 * low:.1f}, {100 * high:.1f}]"
+        return format_interval(value, low, high, unit="")
 
     return pd.DataFrame({
         "trained on": table["trained on"], "tested on": table["tested on"],

@@ -10,7 +10,7 @@
 - ``eager_execution``: every ``tf.function`` (Keras's training, validation and prediction
   steps) run op by op from Python instead of traced into a graph. Slower per step, but with no
   tracing, which is most of a run of one or two tiny steps: the smoke preset's plumbing run
-  (``wbc.eager``; ``benchmarks/smoke_eager.py``). The study's real runs trace.
+  (``wbc.eager``; ``benchmarks/thesis/smoke_eager.py``). The study's real runs trace.
 
 Measured on the study's 2-core CPU (a Xeon with AVX-512 but no AVX512-BF16/AMX; ``make
 bench``): a mixed_bfloat16 training step is ~1.5x slower than float32 for MobileNetV2 at 96 px

@@ -359,6 +359,22 @@ def _bootstrap_generic(
     return np.asarray(values, dtype=float)
 
 
+def format_interval(value, low=None, high=None, *, unit: str = " %", signed: bool = False,
+                    width: int = 0, label: str = "") -> str:
+    """A share in percent with its 95 % interval, as every table and command of the study writes
+    it: ``61.0 % [50.6, 68.5]``. ``unit=""`` leaves out the ``%``; ``signed`` writes a
+    difference in points (``+1.2 [-0.3, +2.6]``); ``width`` pads the value; ``label`` comes
+    before the bounds (``[95 % CI 50.6, 68.5]``). Without bounds, the value alone; a missing
+    value is ``–``."""
+    if value is None or pd.isna(value):
+        return "–"
+    sign = "+" if signed else ""
+    text = f"{100 * value:{sign}{width or ''}.1f}{unit}"
+    if low is None:
+        return text
+    return f"{text} [{label}{100 * low:{sign}.1f}, {100 * high:{sign}.1f}]"
+
+
 def _percentile_interval(values: np.ndarray, alpha: float) -> tuple[float, float]:
     """Percentile interval ``(alpha/2, 1-alpha/2)`` of the finite bootstrap values (NaN if none)."""
     values = np.asarray(values, dtype=float)

@@ -29,6 +29,7 @@ from leuko.core.metrics import (
     bootstrap_ci,
     class_recall_metric,
     classification_metrics,
+    format_interval,
     macro_f1_metric,
     proportion_intervals,
 )
@@ -237,8 +238,8 @@ def format_score(result: Score) -> str:
     matrix (rows: your labels; columns: predicted)."""
 
     def pct(interval: dict) -> str:
-        return (f"{100 * interval['value']:.1f} % [95 % CI {100 * interval['low']:.1f}, "
-                f"{100 * interval['high']:.1f}]")
+        return format_interval(interval["value"], interval["low"], interval["high"],
+                               label="95 % CI ")
 
     notes = []
     if result.unlabelled:

@@ -22,7 +22,11 @@ from leuko.core.atomic import write_csv_atomic
 from leuko.core.datasets import class_counts
 from leuko.core.figures import plot_confusion_matrix, plot_training_curves
 from leuko.core.machine import machine_line
-from leuko.core.metrics import classification_report_frame, paired_bootstrap_difference_seeds
+from leuko.core.metrics import (
+    classification_report_frame,
+    format_interval,
+    paired_bootstrap_difference_seeds,
+)
 from leuko.core.params import read_block
 from leuko.leukemia.recipe import (
     GALLERY_KINDS,
@@ -174,10 +178,6 @@ def write_tables(tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
             for name, frame in tables.items()]
 
 
-def _ci(value: float, low: float, high: float) -> str:
-    return f"{100 * value:.1f} % [{100 * low:.1f}, {100 * high:.1f}]"
-
-
 def _has_exact(row) -> bool:
     """Whether a results row has an exact interval that applies (every image its own cell)."""
     low = getattr(row, "accuracy_exact_low", float("nan"))
@@ -188,8 +188,8 @@ def accuracy_ci(row) -> str:
     """A results row's accuracy with its 95 % interval: exact (Clopper-Pearson, marked
     "exact") where every test image is a distinct cell, else the cluster bootstrap's."""
     if _has_exact(row):
-        return _ci(row.accuracy, row.accuracy_exact_low, row.accuracy_exact_high) + " exact"
-    return _ci(row.accuracy, row.accuracy_low, row.accuracy_high)
+        return format_interval(row.accuracy, row.accuracy_exact_low, row.accuracy_exact_high) + " exact"
+    return format_interval(row.accuracy, row.accuracy_low, row.accuracy_high)
 
 
 def short_dataset(dataset: str) -> str:
@@ -399,7 +399,7 @@ def summary_markdown(table: pd.DataFrame) -> str:
                 row = next(runs_of[(runs_of["kind"] == s.kind)
                                    & (runs_of["split"] == split)].itertuples())
                 lines.append(name + f"{accuracy_ci(row)} | "
-                             f"{_ci(row.macro_f1, row.macro_f1_low, row.macro_f1_high)} |")
+                             f"{format_interval(row.macro_f1, row.macro_f1_low, row.macro_f1_high)} |")
             else:
                 several = True
                 lines.append(name + f"{mean_sd(s.accuracy_mean, s.accuracy_sd)} ({s.runs} "
@@ -416,15 +416,15 @@ def styled_results(table: pd.DataFrame):
     """The results table formatted for reading (percentages with intervals)."""
     view = pd.DataFrame({
         "model": table["model"], "split": table["split"], "n": table["n"],
-        "accuracy [95 % CI, bootstrap]": [_ci(r.accuracy, r.accuracy_low, r.accuracy_high)
+        "accuracy [95 % CI, bootstrap]": [format_interval(r.accuracy, r.accuracy_low, r.accuracy_high)
                                           for r in table.itertuples()],
-        "macro F1 [95 % CI]": [_ci(r.macro_f1, r.macro_f1_low, r.macro_f1_high)
+        "macro F1 [95 % CI]": [format_interval(r.macro_f1, r.macro_f1_low, r.macro_f1_high)
                                for r in table.itertuples()],
         "training time (s)": table["train_seconds"],
     })
     if "accuracy_exact_low" in table and table["accuracy_exact_low"].notna().any():
         view.insert(4, "accuracy [exact 95 % CI]", [
-            _ci(r.accuracy, r.accuracy_exact_low, r.accuracy_exact_high) if _has_exact(r)
+            format_interval(r.accuracy, r.accuracy_exact_low, r.accuracy_exact_high) if _has_exact(r)
             else f"– ({r.n} images of {int(r.n_cells)} cells)"
             if pd.notna(getattr(r, "n_cells", float("nan"))) else "–"
             for r in table.itertuples()])
@@ -634,12 +634,12 @@ def cells_ensemble_view(table: pd.DataFrame) -> pd.DataFrame:
         "cells / images": f"{r['cells']} / {r['images']}",
         "accuracy % one run: mean ± sd": (f"{pct(r['accuracy one run mean'])} ± "
                                           f"{pct(r['accuracy one run sd'])}"),
-        "accuracy % ensemble [95 % CI]": (f"{pct(r['accuracy ensemble'])} "
-                                          f"[{pct(r['accuracy ensemble low'])}, "
-                                          f"{pct(r['accuracy ensemble high'])}]"),
-        "ensemble minus one run, points [95 % CI]": (
-            f"{100 * r['accuracy difference']:+.1f} [{100 * r['difference low']:+.1f}, "
-            f"{100 * r['difference high']:+.1f}]"),
+        "accuracy % ensemble [95 % CI]": format_interval(
+            r["accuracy ensemble"], r["accuracy ensemble low"], r["accuracy ensemble high"],
+            unit=""),
+        "ensemble minus one run, points [95 % CI]": format_interval(
+            r["accuracy difference"], r["difference low"], r["difference high"], unit="",
+            signed=True),
         "macro F1 % one run → ensemble": (f"{pct(r['macro F1 one run mean'])} ± "
                                           f"{pct(r['macro F1 one run sd'])} → "
                                           f"{pct(r['macro F1 ensemble'])}"),
@@ -912,9 +912,6 @@ def comparisons_view(frame: pd.DataFrame) -> pd.DataFrame:
     """The paired comparisons for reading: accuracies, the difference in points with its 95 %
     interval, and the share of resamples in which A is ahead."""
 
-    def points(value: float, low: float, high: float) -> str:
-        return f"{100 * value:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
-
     return pd.DataFrame({
         "comparison (A vs B)": frame["comparison"],
         "dataset": frame["dataset"].map(short_dataset),
@@ -926,7 +923,7 @@ def comparisons_view(frame: pd.DataFrame) -> pd.DataFrame:
                                                     strict=True)],
         "accuracy A": [f"{100 * v:.1f} %" for v in frame["accuracy_a"]],
         "accuracy B": [f"{100 * v:.1f} %" for v in frame["accuracy_b"]],
-        "A - B (points) [95 % CI]": [points(r.difference, r.low, r.high)
+        "A - B (points) [95 % CI]": [format_interval(r.difference, r.low, r.high, unit="", signed=True)
                                      for r in frame.itertuples()],
         "resamples with A ahead": [f"{100 * v:.0f} %" for v in frame["share_a_better"]],
     })

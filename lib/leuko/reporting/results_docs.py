@@ -21,7 +21,7 @@ from leuko.cells import multisource
 from leuko.cells.crosssource import cross_source_view, is_unseen_part, part_rank, recall_view
 from leuko.cells.multisource import TRAININGS
 from leuko.cells.preprocess import detail
-from leuko.core.metrics import paired_bootstrap_difference_seeds
+from leuko.core.metrics import format_interval, paired_bootstrap_difference_seeds
 from leuko.pipeline.stagetimes import record_path, stage_times_summary, stage_times_table
 from leuko.reporting.report import (
     CELLS_ENSEMBLE_NOTE,
@@ -218,8 +218,9 @@ def adaptation_markdown(folder: Path) -> str:
     if targets.is_file():
         goal = pd.read_csv(targets)
         text += "\n\nTargets: " + "; ".join(
-            f"{r['model']} on {r['tested on']}, k = {r['k']}: macro F1 {100 * r['macro F1']:.1f} % "
-            f"[{100 * r['low']:.1f}, {100 * r['high']:.1f}] against {100 * r['target macro F1']:.0f} % "
+            f"{r['model']} on {r['tested on']}, k = {r['k']}: macro F1 "
+            f"{format_interval(r['macro F1'], r['low'], r['high'])} against "
+            f"{100 * r['target macro F1']:.0f} % "
             f"({'reached' if r['reached'] else 'not reached'})" for _, r in goal.iterrows()) + "."
     return text
 
@@ -265,7 +266,7 @@ def cells_data_markdown(manifest_csv: Path) -> str | None:
             "PBC's are one image per cell, bar its byte-identical pairs.")
 
 
-#: The recorded run of the ``spread`` preset (``benchmarks/spread_record.py``): its seed and
+#: The recorded run of the ``spread`` preset (``benchmarks/pipeline/spread_record.py``): its seed and
 #: ensemble tables, rendered into ``docs/spread.md``; the default study has one draw a model.
 SPREAD_RECORD = Path("docs/spread")
 
@@ -284,7 +285,7 @@ def _record_table(record: Path, name: str) -> pd.DataFrame | str:
     path = Path(record) / f"{name}.csv"
     if not path.is_file():
         return (f"*Not recorded: {path} is missing (`make preset-spread && make study`, then "
-                "`benchmarks/spread_record.py`).*")
+                "`benchmarks/pipeline/spread_record.py`).*")
     return pd.read_csv(path)
 
 
@@ -423,10 +424,10 @@ def budget_markdown(times_dir: Path) -> str:
 
 
 def ablation_markdown(ablation_csv: Path) -> str:
-    """The cell-preprocessing ablation (``benchmarks/cells_ablation.py``) as markdown: held-out
+    """The cell-preprocessing ablation (``benchmarks/cells/cells_ablation.py``) as markdown: held-out
     source accuracy and macro F1 per variant and direction, with the machine it ran on."""
     if not Path(ablation_csv).is_file():
-        return f"*Not run yet: `.venv/bin/python benchmarks/cells_ablation.py` writes {ablation_csv}.*"
+        return f"*Not run yet: `.venv/bin/python benchmarks/cells/cells_ablation.py` writes {ablation_csv}.*"
     table = pd.read_csv(ablation_csv)
     view = pd.DataFrame({
         "preprocessing": table["variant"], "trained on": table["trained on"],
@@ -484,54 +485,54 @@ class CellVariant:
 #: Every cell-model comparison (``cells_choices.py`` reads its own by key: ``cells-<key>``).
 CELL_VARIANTS = (
     CellVariant("adabn", "reports/ablation/adabn.csv", "as trained", "adapted",
-                "benchmarks/adabn.py"),
+                "benchmarks/cells/adabn.py"),
     CellVariant("cells-bn", "reports/ablation/cells_bn.csv", "adapting", "inference mode",
-                "benchmarks/cells_choices.py bn", ("validation accuracy", "train seconds")),
+                "benchmarks/cells/cells_choices.py bn", ("validation accuracy", "train seconds")),
     CellVariant("cells-size", "reports/ablation/cells_size.csv", "64 px", "96 px",
-                "benchmarks/cells_choices.py size", ("validation accuracy",)),  # timed under load
+                "benchmarks/cells/cells_choices.py size", ("validation accuracy",)),  # timed under load
     CellVariant("cells-blur", "reports/ablation/cells_blur.csv", "no blur", "blur 1 px",
-                "benchmarks/cells_choices.py blur", ("validation accuracy",)),
+                "benchmarks/cells/cells_choices.py blur", ("validation accuracy",)),
     CellVariant("cells-sharpness", "reports/ablation/cells_sharpness.csv", "as prepared",
-                "detail capped at 12", "benchmarks/cells_choices.py sharpness",
+                "detail capped at 12", "benchmarks/cells/cells_choices.py sharpness",
                 ("validation accuracy",)),
     CellVariant("cells-jitter", "reports/ablation/cells_jitter.csv", "stain jitter 1",
-                "no stain jitter", "benchmarks/cells_choices.py jitter",
+                "no stain jitter", "benchmarks/cells/cells_choices.py jitter",
                 ("validation accuracy",)),
     # cells-floor, cells-floor-seed1: one seed each, before the black-margin fill, the floor
     # at 10 (cells_choices.py now uses 14: a rerun is a new measurement; relabel it)
     CellVariant("cells-floor", "reports/ablation/cells_floor.csv", "no blur",
-                "blur 1 px, floor 10", "benchmarks/cells_choices.py floor",
+                "blur 1 px, floor 10", "benchmarks/cells/cells_choices.py floor",
                 ("validation accuracy",)),
     CellVariant("cells-floor-seed1", "reports/ablation/cells_floor-seed1.csv", "no blur",
-                "blur 1 px, floor 10", "benchmarks/cells_choices.py floor --seed 1",
+                "blur 1 px, floor 10", "benchmarks/cells/cells_choices.py floor --seed 1",
                 ("validation accuracy",)),
     # measured before the black-margin fill (commit ed558ed), with the floor at 10
     CellVariant("cells-floor-seeds-before-fill", "reports/ablation/cells_floor-seeds-before-fill.csv",
                 "no blur", "blur 1 px, floor 10",
-                "benchmarks/cells_choices.py floor --over-seeds at commit ed558ed",
+                "benchmarks/cells/cells_choices.py floor --over-seeds at commit ed558ed",
                 over_seeds=True),
     CellVariant("cells-floor-seeds", "reports/ablation/cells_floor-seeds.csv", "no blur",
-                "blur 1 px, floor 14", "benchmarks/cells_choices.py floor --over-seeds",
+                "blur 1 px, floor 14", "benchmarks/cells/cells_choices.py floor --over-seeds",
                 over_seeds=True),
     CellVariant("cells-randomise", "reports/ablation/cells_randomise.csv", "as prepared",
-                "detail drawn from 10..22", "benchmarks/cells_choices.py randomise",
+                "detail drawn from 10..22", "benchmarks/cells/cells_choices.py randomise",
                 ("validation accuracy",)),
     CellVariant("cells-sharpen", "reports/ablation/cells_sharpen.csv", "as prepared",
-                "sharpened to detail 18", "benchmarks/cells_choices.py sharpen",
+                "sharpened to detail 18", "benchmarks/cells/cells_choices.py sharpen",
                 ("validation accuracy",)),
     CellVariant("cells-tta", "reports/ablation/cells_tta.csv", "one view", "8 views",
-                "benchmarks/cells_tta.py"),
+                "benchmarks/cells/cells_tta.py"),
     CellVariant("cells-contrast-seeds", "reports/ablation/cells_contrast-seeds.csv",
                 "no contrast jitter", "contrast x 0.6..1",
-                "benchmarks/cells_choices.py contrast --over-seeds", over_seeds=True),
+                "benchmarks/cells/cells_choices.py contrast --over-seeds", over_seeds=True),
     CellVariant("cells-stain-seeds", "reports/ablation/cells_stain-seeds.csv",
                 "stain jitter 1", "stain jitter 2",
-                "benchmarks/cells_choices.py stain --over-seeds", over_seeds=True),
+                "benchmarks/cells/cells_choices.py stain --over-seeds", over_seeds=True),
     CellVariant("cells-stain-1.5-seeds", "reports/ablation/cells_stain-1.5-seeds.csv",
                 "stain jitter 1", "stain jitter 1.5",
-                "benchmarks/cells_choices.py stain-1.5 --over-seeds", over_seeds=True),
+                "benchmarks/cells/cells_choices.py stain-1.5 --over-seeds", over_seeds=True),
     CellVariant("cells-margin", "reports/ablation/cells_margin-seeds.csv", "black corners in",
-                "corners filled", "benchmarks/cells_study_change.py compare margin",
+                "corners filled", "benchmarks/cells/cells_study_change.py compare margin",
                 over_seeds=True),
 )
 
@@ -546,8 +547,8 @@ def cell_variant(block: str) -> CellVariant:
 
 def cell_variant_markdown(variant_csv: Path, before: str, after: str, script: str,
                           extra: tuple[str, ...] = ()) -> str:
-    """A variant of the cell models against another (``benchmarks/adabn.py``,
-    ``benchmarks/cells_choices.py``): per model and test part, accuracy and macro F1 ``before`` ->
+    """A variant of the cell models against another (``benchmarks/cells/adabn.py``,
+    ``benchmarks/cells/cells_choices.py``): per model and test part, accuracy and macro F1 ``before`` ->
     ``after`` (the CSV's ``accuracy <before>`` ... columns), the paired accuracy difference with
     its interval over source cells, and the ``extra`` per-model columns ``<name> <before>`` /
     ``<name> <after>`` (e.g. ``validation accuracy``)."""
@@ -581,7 +582,7 @@ def cell_variant_markdown(variant_csv: Path, before: str, after: str, script: st
 
 def cells_choice_seeds_table(model_ids: list[str], baseline: Paths, variant: Paths,
                              n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """A choice of the cell models measured over training seeds (``benchmarks/cells_choices.py
+    """A choice of the cell models measured over training seeds (``benchmarks/cells/cells_choices.py
     --over-seeds``): the same ``model_ids`` (each ensemble and the runs it averages) trained
     and scored twice, their metrics and predictions under ``baseline`` (the study's) and
     ``variant``; source cells from the baseline's cells manifest. Per training and held-out
@@ -716,9 +717,9 @@ def overhead_markdown(**dirs) -> str:
 
 
 def head_input_markdown(head_input_csv: Path) -> str:
-    """The head's input, ``avg`` against ``flatten`` (``benchmarks/head_input.py``)."""
+    """The head's input, ``avg`` against ``flatten`` (``benchmarks/thesis/head_input.py``)."""
     if not Path(head_input_csv).is_file():
-        return f"*Not run yet: `.venv/bin/python benchmarks/head_input.py` writes {head_input_csv}.*"
+        return f"*Not run yet: `.venv/bin/python benchmarks/thesis/head_input.py` writes {head_input_csv}.*"
     table = pd.read_csv(head_input_csv)
     first = table.iloc[0]
     view = table.drop(columns=["image_size", "epochs", "seed", "machine"])
@@ -728,7 +729,7 @@ def head_input_markdown(head_input_csv: Path) -> str:
 
 @dataclass(frozen=True)
 class FinetuneChoice:
-    """One choice of ``benchmarks/finetune_choices.py``: the regime key it varies, its two
+    """One choice of ``benchmarks/thesis/finetune_choices.py``: the regime key it varies, its two
     values (the baseline, the study's value when the comparison was first run, runs first),
     what ``docs/experiments/thesis.md`` calls each, and the table's first column."""
     name: str  # the script's argument: reports/ablation/finetune_<name>.csv
@@ -756,12 +757,12 @@ FINETUNE_CHOICES = (
 
 def finetune_choice_markdown(choice: FinetuneChoice, folder: Path = Path("reports/ablation")
                              ) -> str:
-    """One fine-tuning choice compared over training seeds (``benchmarks/finetune_choices.py``):
+    """One fine-tuning choice compared over training seeds (``benchmarks/thesis/finetune_choices.py``):
     per setting and split, mean ± sd over the seeds, and the paired difference (alternative -
     baseline) with its 95 % interval over source cells and seeds."""
     runs_csv, paired_csv = choice.runs_csv(folder), choice.paired_csv(folder)
     if not (runs_csv.is_file() and paired_csv.is_file()):
-        return (f"*Not run yet: `.venv/bin/python benchmarks/finetune_choices.py {choice.name}` "
+        return (f"*Not run yet: `.venv/bin/python benchmarks/thesis/finetune_choices.py {choice.name}` "
                 f"writes {runs_csv} and {paired_csv}.*")
     runs, paired = pd.read_csv(runs_csv), pd.read_csv(paired_csv)
     lines = [f"| {choice.heading} | runs | TEST accuracy % | TEST_SIMPLE accuracy % "
@@ -792,11 +793,11 @@ def finetune_choice_markdown(choice: FinetuneChoice, folder: Path = Path("report
 
 
 def network_costs_markdown(costs_csv: Path) -> str:
-    """What the full preset costs per network (``benchmarks/network_costs.py``): the
+    """What the full preset costs per network (``benchmarks/thesis/network_costs.py``): the
     measured per-image times at the native size, the CPU hours they add up to, and the
     expected hours on one GPU, calibrated on the thesis's own times."""
     if not Path(costs_csv).is_file():
-        return f"*Not run yet: `.venv/bin/python benchmarks/network_costs.py` writes {costs_csv}.*"
+        return f"*Not run yet: `.venv/bin/python benchmarks/thesis/network_costs.py` writes {costs_csv}.*"
     table = pd.read_csv(costs_csv)
     view = pd.DataFrame({
         "network": table["network"], "px": table["image_size"],
@@ -834,10 +835,10 @@ def network_costs_markdown(costs_csv: Path) -> str:
 
 def smoke_run_markdown(stages_csv: Path, summary_json: Path,
                        smoke_wbc: Path = Path("params/presets/smoke/wbc.yaml")) -> str:
-    """The smoke preset run through DVC on a fresh clone (``benchmarks/smoke_run.py``): how
+    """The smoke preset run through DVC on a fresh clone (``benchmarks/pipeline/smoke_run.py``): how
     far it got and in what time, and where the time went by kind of stage and by network."""
     if not (Path(stages_csv).is_file() and Path(summary_json).is_file()):
-        return (f"*Not run yet: `.venv/bin/python benchmarks/smoke_run.py` writes {stages_csv} "
+        return (f"*Not run yet: `.venv/bin/python benchmarks/pipeline/smoke_run.py` writes {stages_csv} "
                 f"and {summary_json}.*")
     summary = json.loads(Path(summary_json).read_text())
     stages = pd.read_csv(stages_csv)
@@ -881,10 +882,10 @@ def smoke_run_markdown(stages_csv: Path, summary_json: Path,
 
 def smoke_eager_markdown(eager_csv: Path) -> str:
     """Graph tracing against eager execution on a smoke-sized training run
-    (``benchmarks/smoke_eager.py``): per network, the seconds to build, fit one epoch and
+    (``benchmarks/thesis/smoke_eager.py``): per network, the seconds to build, fit one epoch and
     predict in each mode."""
     if not Path(eager_csv).is_file():
-        return f"*Not run yet: `.venv/bin/python benchmarks/smoke_eager.py` writes {eager_csv}.*"
+        return f"*Not run yet: `.venv/bin/python benchmarks/thesis/smoke_eager.py` writes {eager_csv}.*"
     table = pd.read_csv(eager_csv)
     table["total_s"] = table["build_s"] + table["fit_s"] + table["predict_s"]
     wide = table.pivot(index="network", columns="mode", values=["fit_s", "predict_s", "total_s"])
@@ -906,9 +907,9 @@ def smoke_eager_markdown(eager_csv: Path) -> str:
 
 
 def train_step_markdown(step_csv: Path) -> str:
-    """Training throughput by batch size and compiler (``benchmarks/train_step.py``)."""
+    """Training throughput by batch size and compiler (``benchmarks/thesis/train_step.py``)."""
     if not Path(step_csv).is_file():
-        return f"*Not run yet: `.venv/bin/python benchmarks/train_step.py` writes {step_csv}.*"
+        return f"*Not run yet: `.venv/bin/python benchmarks/thesis/train_step.py` writes {step_csv}.*"
     table = pd.read_csv(step_csv)
     base = table[(table["batch"] == 16) & (table["compiler"] == "TensorFlow graph")]
     reference = float(base["images_per_s"].iloc[0])
@@ -956,10 +957,10 @@ def _duration(hours: float) -> str:
 
 
 def cuts_markdown(cuts_csv: Path, metrics_dir: Path) -> str:
-    """What cheaper settings of the 4-class study cost (``benchmarks/study_cuts.py``): each
+    """What cheaper settings of the 4-class study cost (``benchmarks/thesis/study_cuts.py``): each
     cut's TEST / TEST_SIMPLE accuracy beside the default run's own model (its metrics file)."""
     if not Path(cuts_csv).is_file():
-        return f"*Not run yet: `.venv/bin/python benchmarks/study_cuts.py` writes {cuts_csv}.*"
+        return f"*Not run yet: `.venv/bin/python benchmarks/thesis/study_cuts.py` writes {cuts_csv}.*"
     table = pd.read_csv(cuts_csv)
     rows = []
     for cut in table.to_dict("records"):

@@ -1,5 +1,5 @@
 """What a preset of the 4-class study costs, from measured per-image times
-(``benchmarks/network_costs.py`` measures them; issue 16).
+(``benchmarks/thesis/network_costs.py`` measures them; issue 16).
 
 A network's timing is a dict of seconds per image, in milliseconds: ``forward_ms_per_image``
 (a forward pass: features, validation, evaluation), ``train_ms_per_image`` (a training step of

@@ -59,6 +59,7 @@ from leuko.cells.novelty import HeadError, Novelty, features, novelty_path, spli
 from leuko.core.atomic import write_csv_atomic, write_json_atomic
 from leuko.core.calibration import abstention_threshold, fit_temperature, temperature_scale
 from leuko.core.images import BadImage, bad_images_frame, file_sha256, load_rgb
+from leuko.core.metrics import format_interval
 from leuko.core.progress import progress_bar
 from leuko.core.score import labels_for, normalise_label, score_labels
 from leuko.thesis.study import Paths, save_model
@@ -547,8 +548,7 @@ def format_adapted(result: Adapted) -> str:
     scores = m["scores"]
 
     def cell(interval):
-        return (f"{100 * interval['value']:5.1f} % [{100 * interval['low']:.1f}, "
-                f"{100 * interval['high']:.1f}]")
+        return format_interval(interval["value"], interval["low"], interval["high"], width=5)
 
     a = m["adaptation"]
     per_class = ", ".join(f"{c} {n}" for c, n in m["cells_per_class"].items() if n)

@@ -65,7 +65,7 @@ from leuko.cells.multisource import DEFAULT_PATHS, TEST_PARTS, CellCache, cell_m
 from leuko.cells.unseen import UNSEEN_SPLIT
 from leuko.core.atomic import write_csv_atomic
 from leuko.core.images import load_rgb
-from leuko.core.metrics import proportion_intervals
+from leuko.core.metrics import format_interval, proportion_intervals
 from leuko.core.params import read_block, typed
 from leuko.core.progress import progress_bar
 from leuko.core.score import score_labels
@@ -344,10 +344,7 @@ def jpeg_targets_table(summary: pd.DataFrame, max_changed: float) -> pd.DataFram
 
 
 def _pct(value, low=None, high=None) -> str:
-    if value is None or pd.isna(value):
-        return "–"
-    return f"{100 * value:.1f}" + ("" if low is None else
-                                   f" [{100 * low:.1f}, {100 * high:.1f}]")
+    return format_interval(value, low, high, unit="")
 
 
 def curves_view(curves: pd.DataFrame) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""What ``benchmarks/adabn.py`` and ``benchmarks/cells_choices.py`` share: two variants of the cell
+"""What ``benchmarks/cells/adabn.py`` and ``benchmarks/cells/cells_choices.py`` share: two variants of the cell
 models compared on one test part, written in the columns ``results_docs.cell_variant_markdown``
 reads (``accuracy <variant>``, ..., ``accuracy difference``, ``difference low`` / ``high``)."""
 

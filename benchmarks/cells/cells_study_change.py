@@ -1,9 +1,9 @@
 """A change the study adopted, measured over its training seeds: the cell models of the last
 ``dvc repro`` against a snapshot of them taken before the change.
 
-    .venv/bin/python benchmarks/cells_study_change.py snapshot margin   # before: copy
+    .venv/bin/python benchmarks/cells/cells_study_change.py snapshot margin   # before: copy
     ... change params/cells.yaml or the code, dvc repro ...
-    .venv/bin/python benchmarks/cells_study_change.py compare margin    # after: the table
+    .venv/bin/python benchmarks/cells/cells_study_change.py compare margin    # after: the table
 
 ``snapshot NAME`` copies what the comparison reads of every cell model (``cells.trainings``,
 their repeats and ensembles: metrics and predictions) and the cells manifest into
@@ -14,7 +14,7 @@ side, the paired difference over source cells and seeds, the two ensembles) and 
 CSV of the block ``cells-NAME`` (``leuko.reporting.results_docs.CELL_VARIANTS``), which
 ``make results`` copies into docs/experiments/cells.md.
 
-Unlike ``benchmarks/cells_choices.py``, which trains a variant beside the study, this measures
+Unlike ``benchmarks/cells/cells_choices.py``, which trains a variant beside the study, this measures
 a change by the study's own runs (the whole ``dvc repro`` is the variant): the way to compare a
 change to the preprocessing, which prepares every cell again, at all the study's seeds.
 """
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from cell_variants import write_table
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cell_model_ids() -> list[str]:

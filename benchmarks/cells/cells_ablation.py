@@ -1,7 +1,7 @@
 """What carries a cell classifier to another lab: the cell preprocessing, ablated.
 
-    .venv/bin/python benchmarks/cells_ablation.py             # ~15 min on 2 cores
-    .venv/bin/python benchmarks/cells_ablation.py --epochs 2 --per-class 60   # a quick look
+    .venv/bin/python benchmarks/cells/cells_ablation.py             # ~15 min on 2 cores
+    .venv/bin/python benchmarks/cells/cells_ablation.py --epochs 2 --per-class 60   # a quick look
 
 Leave one source out, both directions: a model trained on PBC alone is scored on
 blood-cell-images' TEST_SIMPLE (71 cells) and TEST, and a model trained on blood-cell-images
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = {
     "whole image": {"cell_crop": False, "stain_norm": "none"},
     "cell crop": {"cell_crop": True, "stain_norm": "none"},

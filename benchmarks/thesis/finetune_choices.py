@@ -10,8 +10,8 @@ of ``params/regimes/imagenet-finetune.yaml``.
   new head) against 1e-4, the fine-tuning rate itself (no separate warm-up rate), which
   this comparison made the study's default.
 
-    .venv/bin/python benchmarks/finetune_choices.py bn         # seeds 0 1 2: ~33 min on 2 cores
-    .venv/bin/python benchmarks/finetune_choices.py warmup --seeds 0 1  # fewer runs
+    .venv/bin/python benchmarks/thesis/finetune_choices.py bn         # seeds 0 1 2: ~33 min on 2 cores
+    .venv/bin/python benchmarks/thesis/finetune_choices.py warmup --seeds 0 1  # fewer runs
 
 Each run is ``study.train_wbc`` on the default preset's data (``build/manifests``,
 ``build/features`` of the last ``dvc repro``) with only the choice's setting and the
@@ -39,7 +39,7 @@ import pandas as pd
 
 from leuko.reporting.results_docs import FINETUNE_CHOICES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATASET, NETWORK, REGIME = "blood-cell-images", "mobilenet_v2", "imagenet-finetune"
 SPLITS = ("test", "test_simple")
 

@@ -2,7 +2,7 @@
 recomputing the BatchNorm statistics on a lab's own (unlabelled) cells carry a model to that
 lab better than the statistics of its training cells?
 
-    .venv/bin/python benchmarks/adabn.py        # ~4 min on 2 cores: forward passes only
+    .venv/bin/python benchmarks/cells/adabn.py        # ~4 min on 2 cores: forward passes only
 
 For each cell model of the last ``dvc repro`` (``build/models/cells-*.keras``, trained on
 blood-cell-images, on PBC, on both) and each test part of ``multisource.TEST_PARTS``: the
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cell_variants import score_study_models
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def batch_norm_layers(model) -> list:

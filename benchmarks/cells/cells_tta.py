@@ -2,7 +2,7 @@
 the 8 symmetries of the square (4 quarter turns, each also mirrored) carry it to another lab
 better than one look at the cell?
 
-    .venv/bin/python benchmarks/cells_tta.py        # ~5 min on 2 cores: forward passes only
+    .venv/bin/python benchmarks/cells/cells_tta.py        # ~5 min on 2 cores: forward passes only
 
 A white cell has no up or left (training already flips and turns it), so each symmetry is
 another view of the same cell. For each cell model of the last ``dvc repro``
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from cell_variants import score_study_models
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,8 @@
 """What a cheaper default study would cost: the 4-class study's slow regimes retrained with
 one value cut, and scored on TEST / TEST_SIMPLE as the study scores them.
 
-    .venv/bin/python benchmarks/study_cuts.py --tag size64 --image-size 64
-    .venv/bin/python benchmarks/study_cuts.py --tag per-class-200 --train-per-class 200
+    .venv/bin/python benchmarks/thesis/study_cuts.py --tag size64 --image-size 64
+    .venv/bin/python benchmarks/thesis/study_cuts.py --tag per-class-200 --train-per-class 200
 
 Each call trains ``--regimes`` (default: imagenet-finetune and scratch, the study's slowest)
 with the study's parameters (``params/``) except the value cut, in ``build/cuts/<tag>/``, from
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OUT = Path("reports/ablation/study_cuts.csv")
 DATASET, NETWORK = "blood-cell-images", "mobilenet_v2"
 

@@ -1,7 +1,7 @@
 """The head's input on MobileNetV2: global average pooling (``avg``) against the thesis's
 flattened last block (``flatten``), on the default study's data.
 
-    .venv/bin/python benchmarks/head_input.py        # ~5 min on 2 cores
+    .venv/bin/python benchmarks/thesis/head_input.py        # ~5 min on 2 cores
 
 One forward pass of the frozen ImageNet base (torchvision's weights, ``data/pretrained``) over
 the default preset's training and validation rows (``params/wbc.yaml``: size, images per
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OUT = Path("reports/ablation/head_input.csv")
 
 

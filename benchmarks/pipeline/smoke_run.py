@@ -1,8 +1,8 @@
 """``make preset-smoke && make study`` on a fresh clone, timed: the whole smoke preset through
 DVC, install and data pull included (issue 16's check), stage by stage.
 
-    .venv/bin/python benchmarks/smoke_run.py                  # stops the run after 100 min
-    .venv/bin/python benchmarks/smoke_run.py --limit-min 30   # a partial run: what it reached
+    .venv/bin/python benchmarks/pipeline/smoke_run.py                  # stops the run after 100 min
+    .venv/bin/python benchmarks/pipeline/smoke_run.py --limit-min 30   # a partial run: what it reached
 
 It clones the committed HEAD into a temporary folder with a link to ``../shared`` beside it
 (as CI does), runs ``make preset-smoke`` and then ``make study`` there under a time limit, and
@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "reports" / "ablation" / "smoke_run.csv"
 SUMMARY = ROOT / "reports" / "ablation" / "smoke_run.json"
 

@@ -2,8 +2,8 @@
 timed on this CPU at its native input size, and the measured times scaled to the full
 preset's work (issue 16).
 
-    .venv/bin/python benchmarks/network_costs.py                 # ~25 min on 2 cores
-    .venv/bin/python benchmarks/network_costs.py --networks vgg16 mobilenet_v2 --steps 2
+    .venv/bin/python benchmarks/thesis/network_costs.py                 # ~25 min on 2 cores
+    .venv/bin/python benchmarks/thesis/network_costs.py --networks vgg16 mobilenet_v2 --steps 2
 
 For each network: the classifier the study builds (``networks.build_classifier``, the full
 preset's bottleneck and head; random weights, which cost the same as ImageNet's), fed real
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OUT = Path("reports/ablation/network_costs.csv")
 FULL = Path("params/presets/full")
 DATASET = "blood-cell-images"

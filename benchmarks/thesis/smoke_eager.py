@@ -5,11 +5,11 @@ for one epoch of 8 images in batches of 4, then asked for predictions on 8 image
 graph mode (Keras' default: the first ``fit`` and ``predict`` trace their functions) and once
 with ``run_eagerly=True`` (nothing traced, every op dispatched from Python).
 
-    .venv/bin/python benchmarks/smoke_eager.py                       # ~4 min on 2 cores
-    .venv/bin/python benchmarks/smoke_eager.py --networks vgg16 densenet201
+    .venv/bin/python benchmarks/thesis/smoke_eager.py                       # ~4 min on 2 cores
+    .venv/bin/python benchmarks/thesis/smoke_eager.py --networks vgg16 densenet201
 
 A smoke training stage is mostly these seconds plus the ~20 s a stage process costs before
-its first epoch (``benchmarks/smoke_run.py``). The inputs are random pixels: the time of a
+its first epoch (``benchmarks/pipeline/smoke_run.py``). The inputs are random pixels: the time of a
 step does not depend on them. Eager runs first for each network, so the graph run cannot
 gain from kernels the eager one set up. Written: ``reports/ablation/smoke_eager.csv``.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "reports" / "ablation" / "smoke_eager.csv"
 IMAGES, BATCH, CLASSES = 8, 4, 4
 

@@ -1,14 +1,14 @@
 """One setting of the cell classifier changed against the study's own models: which carries
 better to another lab?
 
-    .venv/bin/python benchmarks/cells_choices.py bn      # ~10 min on 2 cores
-    .venv/bin/python benchmarks/cells_choices.py size    # ~35 min on 2 cores
-    .venv/bin/python benchmarks/cells_choices.py blur    # ~20 min on 2 cores
-    .venv/bin/python benchmarks/cells_choices.py sharpness   # ~20 min on 2 cores
-    .venv/bin/python benchmarks/cells_choices.py jitter  # ~20 min on 2 cores
-    .venv/bin/python benchmarks/cells_choices.py floor   # ~15 min on 2 cores
-    .venv/bin/python benchmarks/cells_choices.py randomise   # ~15 min on 2 cores
-    .venv/bin/python benchmarks/cells_choices.py sharpen     # ~15 min on 2 cores
+    .venv/bin/python benchmarks/cells/cells_choices.py bn      # ~10 min on 2 cores
+    .venv/bin/python benchmarks/cells/cells_choices.py size    # ~35 min on 2 cores
+    .venv/bin/python benchmarks/cells/cells_choices.py blur    # ~20 min on 2 cores
+    .venv/bin/python benchmarks/cells/cells_choices.py sharpness   # ~20 min on 2 cores
+    .venv/bin/python benchmarks/cells/cells_choices.py jitter  # ~20 min on 2 cores
+    .venv/bin/python benchmarks/cells/cells_choices.py floor   # ~15 min on 2 cores
+    .venv/bin/python benchmarks/cells/cells_choices.py randomise   # ~15 min on 2 cores
+    .venv/bin/python benchmarks/cells/cells_choices.py sharpen     # ~15 min on 2 cores
 
 Choices (``CHOICES``; the names and the CSV of each: ``leuko.reporting.results_docs.CELL_VARIANTS``):
 
@@ -71,9 +71,9 @@ difference over source cells and seeds, the two ensembles). The variant's runs a
 ``build/choices/<choice>/``, so a rerun resumes; writes the CSV of the block
 ``cells-<choice>-seeds``.
 
-    .venv/bin/python benchmarks/cells_choices.py floor --over-seeds   # ~70 min on 2 cores
-    .venv/bin/python benchmarks/cells_choices.py stain --over-seeds   # ~55 min on 2 cores
-    .venv/bin/python benchmarks/cells_choices.py contrast --over-seeds \
+    .venv/bin/python benchmarks/cells/cells_choices.py floor --over-seeds   # ~70 min on 2 cores
+    .venv/bin/python benchmarks/cells/cells_choices.py stain --over-seeds   # ~55 min on 2 cores
+    .venv/bin/python benchmarks/cells/cells_choices.py contrast --over-seeds \
         --trainings blood-cell-images,pbc    # the two held-out directions only: ~35 min
 """
 
@@ -90,7 +90,7 @@ from pathlib import Path
 import pandas as pd
 from cell_variants import difference_columns, write_table
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # blocks cells-<choice> of docs/experiments/cells.md (leuko.reporting.results_docs.CELL_VARIANTS)

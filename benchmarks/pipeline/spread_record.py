@@ -3,8 +3,8 @@ ensembles, fine-tuning with stain jitter) in ``docs/spread/``, so the docs keep 
 over seeds when the default study (one draw of every model) is what ``make study`` reruns.
 
     make preset-spread && make study                   # then, on the same checkout:
-    .venv/bin/python benchmarks/spread_record.py       # copies the run's tables + provenance
-    .venv/bin/python benchmarks/spread_record.py --commit acdb1a5   # the files of a commit
+    .venv/bin/python benchmarks/pipeline/spread_record.py       # copies the run's tables + provenance
+    .venv/bin/python benchmarks/pipeline/spread_record.py --commit acdb1a5   # the files of a commit
     make preset-default
 
 Written: ``docs/spread/<table>.csv`` (``TABLES``: the seed summaries, the ensembles and the
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "docs" / "spread"
 #: The compare stage's tables that only a run with repeats fills.
 TABLES = ("seed_summary", "cells_seed_summary", "cells_ensembles", "paired_comparisons")

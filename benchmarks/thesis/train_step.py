@@ -3,7 +3,7 @@ trained end to end from random weights (the work of the fine-tuning and scratch 
 images per second: batches of 16 (the study's), 32 and 64, and batch 16 compiled by XLA
 (``jit_compile=True``) against TensorFlow's default graph.
 
-    .venv/bin/python benchmarks/train_step.py             # ~3 min on 2 cores
+    .venv/bin/python benchmarks/thesis/train_step.py             # ~3 min on 2 cores
 
 One process; each variant gets a fresh model, one untimed step (its graph traced or
 compiled, timed apart: Keras 3's own first step, which the study's ``train.fit`` shortens with
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "reports" / "ablation" / "train_step.csv"
 NETWORK, SIZE, CLASSES = "mobilenet_v2", 96, 4
 VARIANTS = ((16, False), (32, False), (64, False), (16, True))  # (batch, XLA)
