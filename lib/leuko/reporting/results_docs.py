@@ -706,6 +706,29 @@ def export_choice_markdown(export_json: Path) -> str | None:
             + f" (validation scores of every candidate; data version {meta['data_version']['md5'][:8]}).")
 
 
+def adapt_features_markdown(features_csv: Path) -> str:
+    """``benchmarks/cells/adapt_features.py``: macro F1 on the third lab's cells not drawn, mean
+    ± standard deviation over the draws, per k and feature set, and each set's difference from
+    the shipped model's features, paired by draw (mean, [lowest, highest])."""
+    if not Path(features_csv).is_file():
+        return f"*Not run yet: `benchmarks/cells/adapt_features.py` writes {features_csv}.*"
+    table = pd.read_csv(features_csv)
+    wide = table.pivot_table(index=["k", "draw"], columns="features", values="macro_f1")
+    rows = []
+    for (k, features), group in table.groupby(["k", "features"], sort=True):
+        diff = 100 * (wide.loc[k, features] - wide.loc[k, "shipped-64"])
+        rows.append({"k per class": k, "features": features, "draws": len(group),
+                     "macro F1 %": f"{100 * group['macro_f1'].mean():.1f} ± "
+                                   f"{100 * group['macro_f1'].std():.1f}",
+                     "accuracy %": f"{100 * group['accuracy'].mean():.1f} ± "
+                                   f"{100 * group['accuracy'].std():.1f}",
+                     "vs shipped-64, points [lowest, highest draw]":
+                         "–" if features == "shipped-64" else
+                         f"{diff.mean():+.1f} [{diff.min():+.1f}, {diff.max():+.1f}]"})
+    return (pd.DataFrame(rows).to_markdown(index=False) + "\n\nMachine: "
+            f"{table['machine'].iloc[0]}.")
+
+
 def overhead_markdown(**dirs) -> str:
     """:func:`training_overhead` as markdown, with its sums."""
     table = training_overhead(**dirs)
@@ -1017,6 +1040,7 @@ def main() -> int:
         "train-step": train_step_markdown(Path("reports/ablation/train_step.csv")),
         "ablation": ablation_markdown(Path("reports/ablation/cells.csv")),
         "overhead": overhead_markdown(),
+        "adapt-features": adapt_features_markdown(Path("reports/ablation/adapt_features.csv")),
         "head-input": head_input_markdown(Path("reports/ablation/head_input.csv")),
         **{f"finetune-{choice.name}": finetune_choice_markdown(choice)
            for choice in FINETUNE_CHOICES},
