@@ -62,6 +62,8 @@ def test_killed_run_resumes_and_matches_uninterrupted(tmp_path):
     killed = run(tmp_path / "resumed", tmp_path / "resumed.json", 2)
     assert killed.returncode == -9  # SIGKILL after epoch 3 of 6
     assert not (tmp_path / "resumed.json").exists()
+    assert not (tmp_path / "resumed" / "live").exists()  # curves are published at the end
+    # DVC removes a stage's outputs (the published curves) before it reruns the stage
     resumed = run(tmp_path / "resumed", tmp_path / "resumed.json", -1)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = json.loads((tmp_path / "whole.json").read_text())
@@ -70,8 +72,16 @@ def test_killed_run_resumes_and_matches_uninterrupted(tmp_path):
     assert b["val_loss"] == a["val_loss"][-len(b["val_loss"]):]
     assert b["weights"] == a["weights"]
     assert not (tmp_path / "resumed" / "state").exists()  # resumable state removed on success
-    steps = (tmp_path / "resumed" / "live" / "plots" / "metrics" / "train" / "loss.tsv")
-    assert len(steps.read_text().splitlines()) == 1 + len(a["epochs"])  # one curve, no gap
+    curves = tmp_path / "resumed" / "live" / "plots" / "metrics"
+    for curve in ("train/loss.tsv", "eval/loss.tsv"):  # one curve, each epoch once, no gap
+        steps = [line.split("\t")[0] for line in (curves / curve).read_text().splitlines()[1:]]
+        assert steps == [str(i) for i in range(len(a["epochs"]))], (curve, steps)
+    whole_curve = (tmp_path / "whole" / "live" / "plots" / "metrics" / "eval" / "loss.tsv")
+    assert ((curves / "eval" / "loss.tsv").read_text().splitlines()[1:]
+            == whole_curve.read_text().splitlines()[1:])
+    step = {run: json.loads((tmp_path / run / "live" / "metrics.json").read_text())["step"]
+            for run in ("whole", "resumed")}
+    assert step["resumed"] == step["whole"]
 
 
 @pytest.mark.slow

@@ -241,6 +241,35 @@ def resume_epoch(work_dir: Path) -> int:
     return int(json.loads(metadata.read_text())["epoch"]) if metadata.exists() else 0
 
 
+def resumable_live(folder: Path, start: int) -> Live:
+    """DVCLive writing a run's curves to ``folder`` inside its resumable state, where they
+    survive a kill as the weights do (DVC removes a stage's outputs, the published curves,
+    before it reruns the stage). A run resumed at epoch ``start`` drops any row an earlier
+    attempt logged from that epoch on (logged before its backup was written) and logs the
+    next epoch as step ``start``: one curve, each epoch once."""
+    if start > 0:
+        for tsv in (folder / "plots").rglob("*.tsv"):
+            lines = tsv.read_text().splitlines()
+            kept = [lines[0]] + [line for line in lines[1:] if int(line.split("\t")[0]) < start]
+            tsv.write_text("\n".join(kept) + "\n")
+    live = Live(str(folder), resume=start > 0, save_dvc_exp=False, dvcyaml=None)
+    live.step = start
+    return live
+
+
+def publish_curves(folder: Path, live_dir: Path) -> None:
+    """Move a finished run's curves (``metrics.json``, ``plots/``) from its state folder to
+    ``live_dir``, replacing what an earlier run left there."""
+    live_dir.mkdir(parents=True, exist_ok=True)
+    for item in folder.iterdir():
+        target = live_dir / item.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        shutil.move(str(item), str(target))
+
+
 def fit(model: keras.Model, train_batches: Callable[[int], object], steps_per_epoch: int,
         val_data, config: FitConfig, live_dir: Path | None, work_dir: Path, label: str = ""
         ) -> pd.DataFrame:
@@ -251,8 +280,9 @@ def fit(model: keras.Model, train_batches: Callable[[int], object], steps_per_ep
     ``train_batches(start_epoch)`` gives the training batches from that epoch on (see
     ``inputs.make_epochs_dataset``). ``work_dir`` holds the resumable state: a run killed in
     the middle (SIGTERM or SIGKILL) resumes from its last finished epoch when started again
-    and ends as an uninterrupted run would; the state is removed on success. Curves go to
-    DVCLive in ``live_dir``.
+    and ends as an uninterrupted run would, its DVCLive curves too (kept with the state, see
+    :func:`resumable_live`, and moved to ``live_dir`` at the end); the state is removed on
+    success.
     """
 
     work_dir = Path(work_dir)
@@ -273,7 +303,7 @@ def fit(model: keras.Model, train_batches: Callable[[int], object], steps_per_ep
     callbacks += [*stateful, ResumableCallbacks(stateful, work_dir / "callbacks.json")]
     live = None
     if live_dir is not None:
-        live = Live(str(live_dir), resume=start > 0, save_dvc_exp=False, dvcyaml=None)
+        live = resumable_live(work_dir / "live", start)
         callbacks.append(DVCLiveCallback(live=live))
     callbacks.append(keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=True))
     build_training_state(model, val_data)
@@ -285,6 +315,7 @@ def fit(model: keras.Model, train_batches: Callable[[int], object], steps_per_ep
         model.load_weights(checkpoint)
     if live is not None:
         live.end()
+        publish_curves(work_dir / "live", Path(live_dir))
     shutil.rmtree(work_dir, ignore_errors=True)
     frame = pd.DataFrame(history.history)
     frame.insert(0, "epoch", np.arange(start + 1, start + len(frame) + 1))
