@@ -353,6 +353,27 @@ def test_budget_block_sums_each_part_and_shows_the_wall_time_beside_its_target(t
     assert "last stage end: 25.0 min, against a target of 35 min" in text
     assert "AMD EPYC" in text
     assert "No stage times" in budget_markdown(tmp_path / "none")
+    # a stage rerun an hour later: two runs, whose span is no run's wall time
+    late = json.loads((tmp_path / "train-cells@both.json").read_text())
+    late.update(started="2026-11-30T11:30:00+00:00", ended="2026-11-30T11:33:00+00:00")
+    (tmp_path / "train-cells@both.json").write_text(json.dumps(late))
+    text = budget_markdown(tmp_path)
+    assert "last stage end" not in text
+    assert "come from 2 separate runs" in text
+
+
+def test_separate_runs_counts_pauses_between_stages_not_overlaps():
+    from leuko.reporting.results_docs import separate_runs
+
+    def at(*spans):
+        return pd.DataFrame([{"started": f"2026-11-30T{a}:00+00:00",
+                              "ended": f"2026-11-30T{b}:00+00:00"} for a, b in spans])
+
+    assert separate_runs(at(("10:00", "10:10"), ("10:11", "10:20"))) == 1
+    assert separate_runs(at(("10:11", "10:20"), ("10:00", "10:10"))) == 1  # any order
+    # a long stage spans a later short one: the pause is from the last end so far
+    assert separate_runs(at(("10:00", "10:30"), ("10:05", "10:06"), ("10:31", "10:40"))) == 1
+    assert separate_runs(at(("10:00", "10:10"), ("10:16", "10:20"), ("12:00", "12:01"))) == 3
 
 
 # --------------------------------------------------------------------------------------------
