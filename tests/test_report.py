@@ -1007,3 +1007,21 @@ def test_the_new_lab_section_says_what_has_not_run(tmp_path):
     text = " ".join(i.data for i in items if hasattr(i, "data"))
     assert "dvc repro evaluate-cells" in text and "dvc repro adapt-cells" in text
     assert tables == {}
+
+
+def test_adapt_features_block_pairs_each_feature_set_with_the_shipped_one_by_draw(tmp_path):
+    from leuko.reporting.results_docs import adapt_features_markdown
+
+    rows = [("shipped-64", 0, 0.70, 0.60), ("shipped-64", 1, 0.74, 0.64),
+            ("both", 0, 0.75, 0.61), ("both", 1, 0.76, 0.66)]
+    csv = tmp_path / "adapt_features.csv"
+    pd.DataFrame([{"features": f, "k": 10, "draw": d, "macro_f1": m, "accuracy": a,
+                   "machine": "AMD EPYC"} for f, d, m, a in rows]).to_csv(csv, index=False)
+    text = adapt_features_markdown(csv)
+    table = {line.split("|")[2].strip(): [c.strip() for c in line.split("|")[3:7]]
+             for line in text.splitlines() if line.startswith("|") and "10 |" in line}
+    # both: mean 75.5, sd 0.7; paired by draw: +5.0 and +2.0 points
+    assert table["both"] == ["2", "75.5 ± 0.7", "63.5 ± 3.5", "+3.5 [+2.0, +5.0]"]
+    assert table["shipped-64"] == ["2", "72.0 ± 2.8", "62.0 ± 2.8", "–"]
+    assert "AMD EPYC" in text
+    assert "Not run yet" in adapt_features_markdown(tmp_path / "none.csv")

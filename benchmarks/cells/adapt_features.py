@@ -1,15 +1,15 @@
 """Which features should `leuko adapt` fit a lab's head on? A probe on the third lab.
 
-    .venv/bin/python benchmarks/cells/adapt_features.py     # ~5 min on 2 cores
+    .venv/bin/python benchmarks/cells/adapt_features.py     # ~4 min on 2 cores
 
 `leuko adapt` refits the shipped model's softmax head on its penultimate features (64 px cells,
 the model fine-tuned on both sources). With 10 labelled cells per class that reaches a macro F1
 near 0.70 on `data/bionet` (docs/results.md, the adaptation curves): is the head or the
 features the limit? For the cells of `data/bionet` (the study's one lab in neither source;
 never trained on by a shipped model, here only fitted on by each draw's k cells and scored on
-the rest), a multinomial logistic regression on k cells per class drawn from it (5 draws, the
-adaptation stage's seed), scored by macro F1 over the classes present on the cells not drawn,
-on three feature sets:
+the rest), a multinomial logistic regression on k cells per class drawn from it (the cells the
+adaptation stage draws: ``adaptation.draw_cells``, its draws and ``data.seed``), scored by macro
+F1 over the classes present on the cells not drawn, on three feature sets:
 
 - ``shipped-64``: the exported model's penultimate features (view-averaged, as `leuko adapt`);
 - ``imagenet-224``: frozen ImageNet MobileNetV2 (the study's torchvision weights) global-pooled
@@ -34,19 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "reports" / "ablation" / "adapt_features.csv"
 
 
-def draw(labels: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices of ``k`` cells per class (half of a class with fewer than 2k, at least one)."""
-    picked = []
-    for label in sorted(set(labels)):
-        where = np.flatnonzero(labels == label)
-        n = min(k, max(1, len(where) // 2))
-        picked += list(rng.choice(where, n, replace=False))
-    return np.array(sorted(picked))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--ks", type=int, nargs="+", default=[5, 10, 20, 50])
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -54,11 +43,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from leuko.cells.multisource import CellStudy, prepare_images
     from leuko.cells.novelty import mean_features, normalise, split_head
+    from leuko.cells.preprocess import dihedral_views
     from leuko.cells.unseen import load_unseen_cache
     from leuko.core.machine import machine_line
     from leuko.core.metrics import macro_f1_metric
+    from leuko.core.params import read_block
     from leuko.models import networks, train
     from leuko.thesis.study import load_model, read_json
+    from leuko.tool.adaptation import AdaptationSettings, candidates, draw_cells
 
     unseen = load_unseen_cache("bionet")
     rows = unseen.rows.reset_index(drop=True)
@@ -72,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                             tight=rows["tight"].to_numpy(bool))
     base = networks.build_base("mobilenet_v2", (224, 224, 3), pretrained=True)
     preprocess = networks.Preprocess(networks.get_network("mobilenet_v2").preprocessing)
-    views = [np.rot90(big, r, axes=(1, 2)) for r in range(4)]
-    views += [v[:, :, ::-1] for v in views]
+    views = dihedral_views(big, 8)
     imagenet = train.compute_features(base, preprocess, np.concatenate(views))
     imagenet = imagenet.reshape(len(views), len(big), -1).mean(axis=0)
     features["imagenet-224"] = normalise(imagenet)
@@ -81,10 +72,13 @@ def main(argv: list[str] | None = None) -> int:
 
     classes = sorted(set(labels))
     y = np.array([classes.index(c) for c in labels])
+    pool = candidates(rows, classes)  # position in rows: column "at"
+    draws = AdaptationSettings.from_params().draws
+    seed = int(read_block("data")["seed"])
     out = []
     for k in args.ks:
-        for d in range(args.draws):
-            picked = draw(labels, k, np.random.default_rng([k, d]))
+        for d in range(draws):
+            picked = np.sort(draw_cells(pool, k, d, seed, keep_half=True)["at"].to_numpy())
             rest = np.setdiff1d(np.arange(len(y)), picked)
             present = sorted(set(y[rest]))
             for name, x in features.items():

@@ -735,14 +735,15 @@ def adapt_features_markdown(features_csv: Path) -> str:
         return f"*Not run yet: `benchmarks/cells/adapt_features.py` writes {features_csv}.*"
     table = pd.read_csv(features_csv)
     wide = table.pivot_table(index=["k", "draw"], columns="features", values="macro_f1")
+    def mean_sd(values: pd.Series) -> str:
+        return f"{100 * values.mean():.1f} ± {100 * values.std():.1f}"
+
     rows = []
     for (k, features), group in table.groupby(["k", "features"], sort=True):
         diff = 100 * (wide.loc[k, features] - wide.loc[k, "shipped-64"])
         rows.append({"k per class": k, "features": features, "draws": len(group),
-                     "macro F1 %": f"{100 * group['macro_f1'].mean():.1f} ± "
-                                   f"{100 * group['macro_f1'].std():.1f}",
-                     "accuracy %": f"{100 * group['accuracy'].mean():.1f} ± "
-                                   f"{100 * group['accuracy'].std():.1f}",
+                     "macro F1 %": mean_sd(group["macro_f1"]),
+                     "accuracy %": mean_sd(group["accuracy"]),
                      "vs shipped-64, points [lowest, highest draw]":
                          "–" if features == "shipped-64" else
                          f"{diff.mean():+.1f} [{diff.min():+.1f}, {diff.max():+.1f}]"})
