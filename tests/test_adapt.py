@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from conftest import DATA, WBC_CLASSES, require
-from leuko.cells import novelty
+from leuko.cells import novelty, outputs
 from leuko.core.images import file_sha256
 from leuko.core.params import read_block
 from leuko.thesis.study import load_model
@@ -272,7 +272,7 @@ def test_an_averaged_ensemble_is_refused():
     a = keras.layers.Dense(2, activation="softmax")(inputs)
     b = keras.layers.Dense(2, activation="softmax")(inputs)
     model = keras.Model(inputs, keras.layers.Average(name="mean")([a, b]))
-    with pytest.raises(novelty.HeadError, match="ensemble"):
+    with pytest.raises(outputs.HeadError, match="ensemble"):
         adapt.split_head(model)
 
 
@@ -287,8 +287,8 @@ def test_the_novelty_file_is_refitted_with_the_lab_cells(adapted, tmp_path):
                                                               path=ROOT / "params/export.yaml"))
     sources = _pbc_cells(tmp_path / "sources", 12, skip=100)
     images, _, _ = adapt.prepare_lab([str(p) for p in sources], classifier, progress=False)
-    head = novelty.split_head(load_model(base))
-    feats = novelty.mean_features(head, images, classifier.views, progress=False)
+    head = outputs.split_head(load_model(base))
+    feats = outputs.mean_features(head, images, classifier.views, progress=False)
     labels = [p.parent.name.upper() for p in sources]
     novelty.fit(feats[::2], labels[::2], feats[1::2], settings, file_sha256(base),
                 {"sources": ["pbc"]}).save(novelty.novelty_path(base))
@@ -307,7 +307,7 @@ def test_the_novelty_file_is_refitted_with_the_lab_cells(adapted, tmp_path):
     assert refit.info["lab_cells"] == {lab: 30} and refit.settings == settings
     lab_images, _, _ = adapt.prepare_lab(adapt.lab_cells([adapted["lab"]], WBC_CLASSES).paths,
                                          classifier, progress=False)
-    lab_feats = novelty.mean_features(head, lab_images, classifier.views, progress=False)
+    lab_feats = outputs.mean_features(head, lab_images, classifier.views, progress=False)
     base_fit = novelty.fit(feats[::2], labels[::2], feats[1::2], settings, "", {})
     assert np.median(refit.distance(lab_feats)) < np.median(base_fit.distance(lab_feats))
 

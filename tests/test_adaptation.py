@@ -140,6 +140,7 @@ def test_twenty_cells_per_class_raise_the_score_on_the_held_out_source(caches):
     """The blood-cell-images model on PBC's test part, before and after its last layer is
     refitted on 20 of PBC's training cells per class (one draw)."""
     built(ROOT / "build/models/cells-blood-cell-images.keras")
+    built(ROOT / "build/cell-outputs/cells-blood-cell-images.npz", "evaluate-cells")
     cache, labs = caches
     scenario = next(s for s in adaptation.scenarios("bionet") if s.name == "pbc")
     curves, draws = adaptation.adapt_scenario(scenario, _settings(ks=(0, 20), draws=1,
@@ -157,6 +158,7 @@ def test_twenty_cells_per_class_raise_the_score_on_the_held_out_source(caches):
 @pytest.mark.slow
 def test_the_cells_drawn_from_the_unseen_lab_are_never_scored(caches):
     built(ROOT / "build/models/cells-both.keras")
+    built(ROOT / "build/cell-outputs/cells-both.npz", "evaluate-cells")
     cache, labs = caches
     scenario = adaptation.scenarios("bionet")[0]
     assert scenario.model_id == "cells-both" and scenario.scored == (scenario.lab,)

@@ -13,6 +13,8 @@ import pytest
 
 from conftest import DATA, require
 from leuko.cells import crosssource, multisource
+from leuko.cells import outputs as cell_outputs
+from leuko.cells.preprocess import mean_over_views
 from leuko.core import calibration, datasets
 from leuko.core.splits import shared_between
 
@@ -356,7 +358,7 @@ def test_cells_pipeline_on_real_images_to_classify(tmp_path, pbc_split, capsys):
     from dataclasses import replace
 
     from leuko.cells import ensemble
-    from leuko.thesis.study import Paths, load_model
+    from leuko.thesis.study import Paths, load_model, predict
     from leuko.tool import cli, export
 
     paths = Paths(tmp_path)
@@ -396,13 +398,22 @@ def test_cells_pipeline_on_real_images_to_classify(tmp_path, pbc_split, capsys):
     saved = crosssource.load_probabilities(paths.probabilities("cells-both-ensemble"))
     rows, images = cache.part("pbc", "test")
     assert list(saved["paths/pbc/test"]) == rows["path"].tolist()
-    network = crosssource.model_probabilities(
-        load_model(paths.model("cells-both-ensemble")), cache, averaged, 2, 0)
-    for key, value in network.items():
-        if key.startswith("paths/"):
-            assert list(value) == list(saved[key]), key
-        else:
-            np.testing.assert_allclose(saved[key], value, atol=1e-5, err_msg=key)
+    network = load_model(paths.model("cells-both-ensemble"))
+    for part, part_rows, part_images in crosssource.held_out_parts(cache):
+        assert list(saved[f"paths/{part}"]) == part_rows["path"].tolist()
+        predicted = mean_over_views(lambda x: predict(network, x), part_images,
+                                    averaged["views"])
+        np.testing.assert_allclose(saved[part], predicted, atol=1e-5, err_msg=part)
+    # each run's forward pass is kept for novelty and adapt-cells: features and probabilities
+    outputs = cell_outputs.load_outputs(cell_outputs.outputs_path("cells-both", paths),
+                                        paths.model("cells-both"))
+    assert outputs.features["cells"].shape[:2] == (averaged["views"], len(cache.images))
+    run = crosssource.load_probabilities(paths.probabilities("cells-both"))
+    np.testing.assert_array_equal(outputs.rows("cells", rows)[1], run["pbc/test"])
+    head = cell_outputs.split_head(load_model(paths.model("cells-both")))
+    np.testing.assert_allclose(outputs.rows("cells", rows)[0][0, :4],
+                               head.features.predict(images[:4].astype("float32"), verbose=0),
+                               atol=1e-5)
     (tmp_path / "data.dvc").write_text((Path(__file__).parents[1] / "data.dvc").read_text())
     assert set(export.candidates("wbc", paths)) == {"cells-both", "cells-both-seed1",
                                                      "cells-both-ensemble"}

@@ -20,7 +20,7 @@ from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
 from conftest import DATA, built, require, save_tiny_model
-from leuko.cells import novelty
+from leuko.cells import novelty, outputs
 from leuko.cells.multisource import load_cell_cache
 from leuko.cells.unseen import load_unseen_cache
 from leuko.core.images import file_sha256, load_rgb
@@ -98,8 +98,8 @@ def tiny_with_novelty(tmp_path) -> dict:
     files = sorted(TEST_SIMPLE.rglob("*.jpeg"))
     images = np.stack([classifier.prepare(load_rgb(f)) for f in files])
     labels = [f.parent.name for f in files]
-    head = novelty.split_head(load_model(model))
-    feats = novelty.mean_features(head, images, 1, progress=False)
+    head = outputs.split_head(load_model(model))
+    feats = outputs.mean_features(head, images, 1, progress=False)
     fitted = novelty.fit(feats[::2], labels[::2], feats[1::2], SETTINGS, file_sha256(model),
                          {"sources": ["blood-cell-images"]})
     fitted.save(novelty.novelty_path(model))
@@ -209,10 +209,10 @@ def shipped() -> dict:
     val = sample(rows[rows["split"] == "val"], "source", 150, 1)
     test = sample(rows[rows["split"].isin(novelty.TEST_SPLITS)], ["source", "split"], 150, 2)
     lab = unseen.rows.sample(150, random_state=3)
-    head = novelty.split_head(load_model(EXPORTED))
+    head = outputs.split_head(load_model(EXPORTED))
 
     def feats(frame, images):
-        return novelty.mean_features(head, images[frame["index"].to_numpy(int)],
+        return outputs.mean_features(head, images[frame["index"].to_numpy(int)],
                                      int(meta["views"]), progress=False)
 
     return {"train": feats(train, cache.images), "train_labels": train["label"].to_numpy(),

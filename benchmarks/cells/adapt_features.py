@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.linear_model import LogisticRegression
 
     from leuko.cells.multisource import CellStudy, prepare_images
-    from leuko.cells.novelty import mean_features, normalise, split_head
+    from leuko.cells.novelty import normalise
+    from leuko.cells.outputs import mean_features, split_head
     from leuko.cells.preprocess import dihedral_views
     from leuko.cells.unseen import load_unseen_cache
     from leuko.core.machine import machine_line

@@ -16,6 +16,13 @@ import numpy as np
 import pandas as pd
 
 from leuko.cells.multisource import DEFAULT_PATHS, TEST_PARTS, CellCache
+from leuko.cells.outputs import (
+    CACHE_GROUP,
+    ModelOutputs,
+    model_outputs,
+    outputs_path,
+    save_outputs,
+)
 from leuko.cells.preprocess import mean_over_views
 from leuko.cells.unseen import UNSEEN_SPLIT
 from leuko.core import splits
@@ -113,19 +120,23 @@ def shift_sample(rows: pd.DataFrame, per_class: int, seed: int) -> np.ndarray:
     return sample["_i"].to_numpy()
 
 
-def model_probabilities(model, cache: CellCache, summary: dict, shift_per_class: int,
-                        seed: int, unseen: dict[str, CellCache] | None = None
-                        ) -> dict[str, np.ndarray]:
+def model_probabilities(model, outputs: ModelOutputs, cache: CellCache, summary: dict,
+                        shift_per_class: int, seed: int,
+                        unseen: dict[str, CellCache] | None = None) -> dict[str, np.ndarray]:
     """A model's uncalibrated class probabilities, averaged over the views its summary
-    records: on every held-out part (:func:`held_out_parts`, key ``<source>/<split>``) and on
-    the stain-shift sample of its validation cells under each simulated stain of
-    ``leuko.core.stain.STAIN_SHIFTS`` (key ``shift/<kind>``); with the paths of the rows of each
-    (``paths/<key>``)."""
+    records: on every held-out part (:func:`held_out_parts`, key ``<source>/<split>``), from
+    its ``outputs`` on the caches, and on the stain-shift sample of its validation cells under
+    each simulated stain of ``leuko.core.stain.STAIN_SHIFTS`` (key ``shift/<kind>``); with the
+    paths of the rows of each (``paths/<key>``)."""
 
     views = model_views(summary)  # as the model was calibrated and is exported
+    if outputs.views != views:
+        raise ValueError(f"outputs over {outputs.views} views, but the model's summary records "
+                         f"{views}")
     probabilities = {}
-    for part, rows, images in held_out_parts(cache, unseen):
-        probabilities[part] = mean_over_views(partial(predict, model), images, views)
+    for part, rows, _ in held_out_parts(cache, unseen):
+        group = part.split("/")[0] if part.split("/")[0] in (unseen or {}) else CACHE_GROUP
+        probabilities[part] = outputs.rows(group, rows)[1]
         probabilities[f"paths/{part}"] = rows["path"].to_numpy(dtype=str)
     rows, images = cache.part(summary["sources"], "val")
     sample = shift_sample(rows, shift_per_class, seed)
@@ -195,14 +206,17 @@ def stain_shift_score(probabilities: dict[str, np.ndarray], rows: pd.DataFrame,
 
 def evaluate_cell_models(model_ids, cache: CellCache, n_boot: int, seed: int,
                          shift_per_class: int = 50, paths: Paths = DEFAULT_PATHS,
-                         unseen: dict[str, CellCache] | None = None) -> dict:
+                         unseen: dict[str, CellCache] | None = None,
+                         progress: bool = False) -> dict:
     """Score every model (a run ``cells-<training>``, a repeat ``-seed<n>``, an ensemble
     ``-ensemble``) on every held-out part (``TEST_PARTS``, then each lab of ``unseen``, which
     no model trains on) and on simulated stain shifts of its own validation cells, predicting
     over the views its summary records; write per model
-    ``reports/metrics/<id>.json``, ``reports/predictions/<id>.csv`` and its uncalibrated
-    probabilities ``build/probabilities/<id>.npz``; return {model id: metrics}. A run is
-    predicted by its network; an ensemble from its runs' saved probabilities
+    ``reports/metrics/<id>.json``, ``reports/predictions/<id>.csv``, its uncalibrated
+    probabilities ``build/probabilities/<id>.npz`` and, for a run, its outputs on every cell
+    of the caches ``build/cell-outputs/<id>.npz`` (``leuko.cells.outputs``: one forward pass,
+    which novelty and adapt-cells read too); return {model id: metrics}. A run is predicted by
+    its network; an ensemble from its runs' saved probabilities
     (:func:`ensemble_probabilities`: evaluate the runs first)."""
 
     results = {}
@@ -211,8 +225,13 @@ def evaluate_cell_models(model_ids, cache: CellCache, n_boot: int, seed: int,
         classes = list(summary["classes"])
         if "members" in summary:  # an ensemble (leuko.cells.ensemble): the runs it averages
             probabilities = ensemble_probabilities(summary["members"], paths)
-        else:
-            probabilities = model_probabilities(load_model(paths.model(the_id)), cache, summary,
+        else:  # one forward pass over every cell, kept for novelty and adapt-cells
+            model_path = paths.model(the_id)
+            model = load_model(model_path)
+            outputs = model_outputs(model, model_path, model_views(summary), cache, unseen,
+                                    progress=progress)
+            save_outputs(outputs_path(the_id, paths), outputs)
+            probabilities = model_probabilities(model, outputs, cache, summary,
                                                 shift_per_class, seed, unseen)
         save_probabilities(paths.probabilities(the_id), probabilities)
         temperature = float(summary["temperature"])

@@ -5,8 +5,8 @@ A classifier trained on two labs is sure of itself on a third lab's cells too, a
 often there; its softmax cannot say so. Its penultimate features can: the cells of another
 lab's stain, camera and framing land away from where the training cells lie. So:
 
-1. **Features** (:func:`mean_features`): the model's penultimate features (the input of its
-   softmax Dense, :func:`split_head`), averaged over the model's ``views`` (the symmetries its
+1. **Features** (:mod:`leuko.cells.outputs`): the model's penultimate features (the input of
+   its softmax Dense, :func:`~leuko.cells.outputs.split_head`), averaged over the model's ``views`` (the symmetries its
    probabilities are averaged over), then scaled to unit length (:func:`normalise`: the
    direction, not the size, tells a lab apart; measured: AUROC 0.92 against 0.85 unscaled for
    the shipped model, bionet against the sources' test cells).
@@ -36,7 +36,8 @@ file, and for each cell model of ``cells.trainings`` and the exported one, how w
 distance tells an unseen source (the sources a model was not trained on, and the unseen lab
 ``cells.unseen_path``) from the model's own sources' test cells (AUROC per cell) and which
 parts and class folders the rule flags: ``reports/cells-novelty/separation.csv`` and
-``metrics.json``.
+``metrics.json``. It runs no network: the features are those evaluate-cells saved
+(``leuko.cells.outputs``, ``build/cell-outputs/``), checked to be of each model file.
 """
 
 from __future__ import annotations
@@ -49,24 +50,20 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
 from leuko.cells.multisource import DEFAULT_PATHS, CellCache, cell_model_id, load_cell_cache
-from leuko.cells.preprocess import dihedral_views
+from leuko.cells.outputs import CACHE_GROUP, load_outputs, outputs_path
 from leuko.cells.unseen import load_unseen_cache
 from leuko.core.atomic import write_csv_atomic, write_json_atomic
 from leuko.core.images import file_sha256
 from leuko.core.params import read_block, typed
-from leuko.core.progress import progress_bar
 from leuko.thesis.study import (
     Paths,
     load_features,
-    load_model,
     model_paths,
     read_json,
     save_features,
@@ -78,99 +75,13 @@ SUFFIX = "-novelty.npz"
 TEST_SPLITS = ("test", "test_simple")
 
 
-class HeadError(ValueError):
-    """The model's output is not a softmax Dense on penultimate features; the message says
-    what it is."""
-
-
 class NoveltyError(ValueError):
     """A novelty file that does not belong to its model, or cells it cannot be fitted on."""
 
 
 # --------------------------------------------------------------------------------------------
-# the model's penultimate features
+# the distance and the rule
 # --------------------------------------------------------------------------------------------
-@dataclass
-class Head:
-    """A model split at its last layer: ``features`` (a Keras model, image -> penultimate
-    features) and ``dense`` (the model's softmax Dense layer itself, with its weights)."""
-
-    features: object
-    dense: object
-
-    @property
-    def weights(self) -> tuple[np.ndarray, np.ndarray]:
-        kernel, bias = self.dense.get_weights()
-        return kernel.astype(np.float64), bias.astype(np.float64)
-
-
-def _producer(tensor):
-    operation, node_index, _ = tensor._keras_history
-    return operation, operation._inbound_nodes[node_index]
-
-
-def split_head(model) -> Head:
-    """The model's penultimate-feature sub-model and its last (softmax Dense) layer, looking
-    through nested functional models (``Input -> Preprocess -> base -> head``). HeadError for
-    any other output (an averaged ensemble, a non-softmax output)."""
-
-    def split(inner):
-        if len(inner.outputs) != 1:
-            raise HeadError(f"{inner.name} has {len(inner.outputs)} outputs; expected one")
-        layer, node = _producer(inner.outputs[0])
-        below = node.input_tensors
-        if isinstance(layer, keras.layers.Dense):
-            if getattr(layer.activation, "__name__", "") != "softmax":
-                raise HeadError(f"the last layer {layer.name} is not a softmax Dense")
-            return keras.Model(inner.inputs, below[0]), layer
-        if isinstance(layer, keras.Model) and len(below) == 1:
-            features, dense = split(layer)
-            return keras.Model(inner.inputs, features(below[0])), dense
-        raise HeadError(
-            f"the model's output comes from {type(layer).__name__} {layer.name!r}, not a "
-            "softmax Dense layer on penultimate features (for an averaged ensemble, use one "
-            "of its members)")
-
-    features, dense = split(model)
-    return Head(features, dense)
-
-
-def features_and_output(model) -> keras.Model:
-    """The model with two outputs, its penultimate features and its class probabilities, from
-    one pass (the softmax Dense applied to the features, as in the model)."""
-    head = split_head(model)
-    below = head.features.outputs[0]
-    return keras.Model(head.features.inputs, [below, head.dense(below)])
-
-
-def features(head: Head, images: np.ndarray, views: int, batch_size: int = 64,
-             progress: bool = True) -> np.ndarray:
-    """Penultimate features of each of ``views`` symmetries of each image: ``(views, N, D)``
-    (view 0 is the image as it is; :func:`leuko.cells.preprocess.dihedral_views`)."""
-    model = head.features
-    call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    dim = int(model.output_shape[-1])
-    out = np.zeros((views, len(images), dim), np.float32)
-    bar = progress_bar(total=views * len(images), enabled=progress, desc="features")
-    try:
-        for v, view in enumerate(dihedral_views(images, views) if len(images) else []):
-            for start in range(0, len(view), batch_size):
-                chunk = view[start:start + batch_size]
-                batch = np.zeros((batch_size, *chunk.shape[1:]), np.float32)
-                batch[:len(chunk)] = chunk
-                out[v, start:start + len(chunk)] = np.asarray(call(batch))[:len(chunk)]
-                bar.update(len(chunk))
-    finally:
-        bar.close()
-    return out
-
-
-def mean_features(head: Head, images: np.ndarray, views: int, progress: bool = True
-                  ) -> np.ndarray:
-    """Penultimate features averaged over ``views`` symmetries of each image: ``(N, D)``."""
-    return features(head, images, views, progress=progress).mean(axis=0)
-
-
 def normalise(feats: np.ndarray) -> np.ndarray:
     """Each row scaled to unit length (float64); a row of zeros stays zeros."""
     feats = np.asarray(feats, np.float64)
@@ -178,9 +89,6 @@ def normalise(feats: np.ndarray) -> np.ndarray:
     return np.divide(feats, norms, out=np.zeros_like(feats), where=norms > 0)
 
 
-# --------------------------------------------------------------------------------------------
-# the distance and the rule
-# --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class NoveltySettings:
     """The rule's numbers (``params/export.yaml``: ``export.novelty``): a cell is far beyond
@@ -387,19 +295,22 @@ def fit(train_features: np.ndarray, train_groups, val_features: np.ndarray,
 # --------------------------------------------------------------------------------------------
 @dataclass
 class CellModel:
-    """A model the stage measures: its id, file, sources, classes and views."""
+    """A model the stage measures: its name, file, sources and views, and the id of the
+    study's model it is (the exported model is a copy of one: its outputs are that one's)."""
 
     name: str
     path: Path
     sources: list[str]
     views: int
+    model_id: str
 
 
-def _cell_model(name: str, path: Path, summary: dict, where: Path) -> CellModel:
+def _cell_model(name: str, model_id: str, path: Path, summary: dict, where: Path
+                ) -> CellModel:
     missing = [k for k in ("sources", "views") if k not in summary]
     if missing:
         raise NoveltyError(f"{where} lacks {missing}: not a cell model's summary")
-    return CellModel(name, path, list(summary["sources"]), int(summary["views"]))
+    return CellModel(name, path, list(summary["sources"]), int(summary["views"]), model_id)
 
 
 def study_models(trainings, exported: Path, paths: Paths) -> list[CellModel]:
@@ -413,12 +324,16 @@ def study_models(trainings, exported: Path, paths: Paths) -> list[CellModel]:
         if not summary_file.is_file():
             raise FileNotFoundError(f"{summary_file} not found: train {model_id} first "
                                     f"(dvc repro train-cells@{training})")
-        models.append(_cell_model(model_id, where.model(model_id), read_json(summary_file),
-                                  summary_file))
+        models.append(_cell_model(model_id, model_id, where.model(model_id),
+                                  read_json(summary_file), summary_file))
     meta = exported.with_suffix(".json")
     if not meta.is_file():
         raise FileNotFoundError(f"{meta} not found: export the model first (dvc repro export)")
-    models.append(_cell_model(f"exported ({exported.name})", exported, read_json(meta), meta))
+    exported_meta = read_json(meta)
+    if "model_id" not in exported_meta:
+        raise NoveltyError(f"{meta} lacks model_id: not an exported model's metadata")
+    models.append(_cell_model(f"exported ({exported.name})", exported_meta["model_id"],
+                              exported, exported_meta, meta))
     return models
 
 
@@ -493,24 +408,21 @@ def _summary(table: pd.DataFrame, novelty: Novelty, target_auroc: float) -> dict
 
 def novelty_stage(exported: str | Path, trainings, unseen_path: str | Path,
                   settings: NoveltySettings, target_auroc: float, out_dir: str | Path,
-                  paths: Paths = DEFAULT_PATHS, progress: bool = True) -> dict:
+                  paths: Paths = DEFAULT_PATHS) -> dict:
     """Stage ``novelty``: fit each model's distance on its sources' training cells (the cell
-    cache), write the exported model's file beside it (:func:`novelty_path`), measure every
+    cache; their features as evaluate-cells saved them, ``outputs.load_outputs``), write the exported model's file beside it (:func:`novelty_path`), measure every
     model on its own test parts and the unseen ones, and write ``separation.csv`` and
     ``metrics.json`` to ``out_dir``. Returns the metrics."""
     exported = Path(exported)
     cache = load_cell_cache(paths)
     unseen_name = Path(unseen_path).name
     unseen = load_unseen_cache(unseen_name, paths)
-    tables, metrics, by_sha = [], {}, {}
+    tables, metrics = [], {}
     for model in study_models(trainings, exported, paths):
-        sha = file_sha256(model.path)
-        if sha not in by_sha:  # the exported model is a copy of one of the others
-            head = split_head(load_model(model.path))
-            by_sha[sha] = {"cells": mean_features(head, cache.images, model.views, progress),
-                           "unseen": mean_features(head, unseen.images, model.views,
-                                                   progress)}
-        feats = by_sha[sha]
+        outputs = load_outputs(outputs_path(model.model_id, paths), model.path)
+        feats = {"cells": outputs.features[CACHE_GROUP].mean(axis=0),
+                 "unseen": outputs.features[unseen_name].mean(axis=0)}
+        sha = outputs.model_sha256
         rows = cache.rows[cache.rows["source"].isin(model.sources)]
         train, val = rows[rows["split"] == "train"], rows[rows["split"] == "val"]
         novelty = fit(feats["cells"][train["index"].to_numpy(int)], train["label"],
@@ -547,14 +459,12 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="the exported model")
     parser.add_argument("--out-dir", type=Path, required=True)
-    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     export = read_block("export")
     cells = read_block("cells")
     result = novelty_stage(args.model, cells["trainings"], cells["unseen_path"],
                            NoveltySettings.from_params(export),
-                           float(export["novelty"]["target_auroc"]), args.out_dir,
-                           progress=not args.no_progress)
+                           float(export["novelty"]["target_auroc"]), args.out_dir)
     for name, m in result["models"].items():
         print(f"{name}: AUROC " + ", ".join(f"{p} {a:.3f}" for p, a in m["auroc"].items())
               + f"; own test parts far <= {m['own_test_max_far_share']:.2f}; flagged: "

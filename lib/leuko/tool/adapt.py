@@ -55,7 +55,8 @@ from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
 from leuko.cells.multisource import CACHE_NAME, cache_path, load_cell_cache
-from leuko.cells.novelty import HeadError, Novelty, features, novelty_path, split_head
+from leuko.cells.novelty import Novelty, novelty_path
+from leuko.cells.outputs import HeadError, features, split_head
 from leuko.core.atomic import write_csv_atomic, write_json_atomic
 from leuko.core.calibration import abstention_threshold, fit_temperature, temperature_scale
 from leuko.core.images import BadImage, bad_images_frame, file_sha256, load_rgb

@@ -15,8 +15,8 @@ k labelled cells per class buy, k = ``cells.adaptation.ks``, in three cases
 
 so the last two are the two leave-one-source-out pairs, each with its unseen source. The method
 is ``leuko adapt``'s, with its defaults (:mod:`leuko.tool.adapt`; nothing is chosen on the scored
-cells): the penultimate features of the model's views of every cell are computed once per
-model (:func:`leuko.tool.adapt.features`), and per draw the last layer is refitted
+cells): the penultimate features of the model's views of every cell are those evaluate-cells
+computed once per model (:mod:`leuko.cells.outputs`), and per draw the last layer is refitted
 (:func:`leuko.tool.adapt.fit_head`) on the k cells per class, all their views, mixed with a
 class-balanced sample of the model's own training cells (:func:`leuko.tool.adapt.source_sample`,
 ``source_per_class``), pulled towards the base weights; only the classes drawn change. k = 0
@@ -62,6 +62,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from leuko.cells.multisource import DEFAULT_PATHS, TEST_PARTS, CellCache, cell_model_id
+from leuko.cells.outputs import CACHE_GROUP, load_outputs, outputs_path
 from leuko.cells.unseen import UNSEEN_SPLIT
 from leuko.core.atomic import write_csv_atomic
 from leuko.core.images import load_rgb
@@ -208,33 +209,34 @@ def adapt_scenario(scenario: Scenario, settings: AdaptationSettings, cache: Cell
     summary = read_json(paths.train_summary(scenario.model_id))
     classes = list(summary["classes"])
     views = int(summary.get("views", 1))
-    model = load_model(paths.model(scenario.model_id))
+    model_path = paths.model(scenario.model_id)
+    model = load_model(model_path)
     head = split_head(model)
     kernel0, bias0 = head.weights
     index = {c: i for i, c in enumerate(classes)}
+    outputs = load_outputs(outputs_path(scenario.model_id, paths), model_path)
+    if outputs.views != views:
+        raise ValueError(f"{outputs_path(scenario.model_id, paths)} holds {outputs.views} "
+                         f"views; {scenario.model_id}'s summary records {views}")
+
+    def part_features(source: str, rows: pd.DataFrame) -> np.ndarray:
+        """The penultimate features of each view of ``rows``, as evaluate-cells saved them."""
+        return outputs.rows(source if source in unseen else CACHE_GROUP, rows)[0]
 
     scored = []
     for source, split in scenario.scored:
-        rows, images = part_of(cache, unseen, source, split)
-        known = rows["label"].isin(classes).to_numpy()
-        rows, images = rows[known].reset_index(drop=True), images[known]
+        rows, _ = part_of(cache, unseen, source, split)
+        rows = rows[rows["label"].isin(classes).to_numpy()].reset_index(drop=True)
         scored.append(_Scored(f"{source}/{split}", rows,
                               rows["label"].map(index).to_numpy(dtype=int), source_cells(rows),
-                              features(head, images, views, progress=progress)))
-    lab_rows, lab_images = part_of(cache, unseen, *scenario.lab)
+                              part_features(source, rows)))
+    lab_rows, _ = part_of(cache, unseen, *scenario.lab)
     pool = candidates(lab_rows, classes)
-    overlap = scenario.lab in scenario.scored
     ks = [k for k in settings.ks if k > 0]
-    drawn = {(d, k): draw_cells(pool, k, d, seed, overlap)
+    drawn = {(d, k): draw_cells(pool, k, d, seed, scenario.lab in scenario.scored)
              for d in range(settings.draws) for k in ks}
-    if overlap:  # the lab's cells are scored cells: their features are there already
-        own = next(s for s in scored if s.part == "/".join(scenario.lab))
-        at = dict(zip(own.rows["path"], range(len(own.rows)), strict=True))
-        pool_x, pool_at = own.x, {p: at[p] for p in pool["path"]}
-    else:  # only the cells some draw takes
-        used = sorted({i for cells in drawn.values() for i in cells["at"]})
-        pool_x = features(head, lab_images[used], views, progress=progress)
-        pool_at = dict(zip(lab_rows["path"].iloc[used], range(len(used)), strict=True))
+    pool_x = part_features(scenario.lab[0], lab_rows)
+    pool_at = dict(zip(lab_rows["path"], range(len(lab_rows)), strict=True))
 
     classifier = Classifier(model=model, classes=classes,
                             image_size=tuple(cache.images.shape[1:3]),

@@ -47,7 +47,8 @@ import pandas as pd
 import tensorflow as tf
 
 from leuko.cells.detect import CLASS_COLOURS, annotate, cell_crops, detect_cells
-from leuko.cells.novelty import Novelty, features_and_output, novelty_path
+from leuko.cells.novelty import Novelty, novelty_path
+from leuko.cells.outputs import features_and_output
 from leuko.cells.preprocess import CellPreprocess, mean_over_views, prepare_cell
 from leuko.core.atomic import atomic_write, write_csv_atomic
 from leuko.core.calibration import temperature_scale
