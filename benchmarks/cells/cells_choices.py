@@ -56,9 +56,12 @@ The cell models (``cells.trainings``, or ``--trainings``) are trained again exac
 train-cells stage trains them (``multisource.train_cell_model``: the study's cache
 ``build/cells``, its seed and settings) with only the one setting changed, in a scratch folder,
 and scored as evaluate-cells scores them (``crosssource.evaluate_cell_models``). Each is
-compared with the study's own model of the last ``dvc repro`` on every test part: accuracy
-and macro F1 of both, and the paired bootstrap of the accuracy difference over source cells.
-One training seed. Written: ``reports/ablation/<choice's csv>``; ``make results`` puts it in
+compared with the study's own model of the last ``dvc repro`` on every test part and on the
+unseen lab (``cells.unseen_path``, prepared again where the choice prepares cells otherwise):
+accuracy and macro F1 of both with the macro F1's interval, and the paired bootstrap of the
+accuracy difference over source cells. One training seed. Last, issue 35's rule
+(:func:`rule_verdict`): adopt when the macro F1 on every part a model was not trained on rises
+above the interval of the study's, at a cost of at most 2 points on its own test parts. Written: ``reports/ablation/<choice's csv>``; ``make results`` puts it in
 docs/experiments/cells.md. ``--seed n`` trains both sides again at another seed (the baseline
 too, with the study's settings) and writes ``<choice's csv stem>-seed<n>.csv``: a second
 draw of the same comparison.
@@ -142,6 +145,30 @@ def variant_of(choice: str, config):
     raise ValueError(f"unknown choice {choice!r}; expected one of {CHOICES}")
 
 
+#: The most a choice may cost on a model's own sources' test parts, in macro F1 (issue 35).
+OWN_COST = 0.02
+
+
+def rule_verdict(table: pd.DataFrame, before: str, after: str) -> str:
+    """Issue 35's rule on one seed's rows: the choice is adopted when, on every part a model
+    was not trained on (the unseen lab, the held-out source of each leave-one-source-out
+    pair), its macro F1 rises above the interval of the study's, and on the model's own
+    sources' test parts it costs at most :data:`OWN_COST`."""
+    unseen_parts = table[table["unseen source"]]
+    raised = unseen_parts[f"macro F1 {after}"] > unseen_parts[f"macro F1 high {before}"]
+    own = table[~table["unseen source"]]
+    cost = own[f"macro F1 {before}"] - own[f"macro F1 {after}"]
+    lines = [f"{r['trained on']} on {r['tested on']}: macro F1 {r[f'macro F1 {before}']:.3f} "
+             f"[{r[f'macro F1 low {before}']:.3f}, {r[f'macro F1 high {before}']:.3f}] -> "
+             f"{r[f'macro F1 {after}']:.3f}: {'raised' if up else 'not raised'} beyond the "
+             "interval" for (_, r), up in zip(unseen_parts.iterrows(), raised, strict=True)]
+    lines.append(f"largest cost on an own test part: {100 * cost.max():+.1f} points of macro F1 "
+                 f"(bound {100 * OWN_COST:.0f})")
+    adopted = bool(raised.all() and (cost <= OWN_COST).all())
+    return "\n".join(lines + [f"rule (issue 35): {'ADOPT' if adopted else 'do not adopt'} "
+                               f"{after} over {before} (one seed)"])
+
+
 def run_over_seeds(choice: str, variant, trainings: tuple[str, ...], cache, seed: int,
                    n_boot: int, root: Path) -> None:
     """The variant's runs at the study's seeds (its main run at ``seed`` and a repeat at each
@@ -194,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     os.chdir(ROOT)
-    from leuko.cells import crosssource, multisource
+    from leuko.cells import crosssource, multisource, unseen
+    from leuko.core.datasets import DIFFERENTIAL_CLASSES
     from leuko.core.machine import machine_line
     from leuko.core.params import read_block
     from leuko.reporting.results_docs import cell_variant, cells_choice_seeds_table
@@ -215,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.n_boot is None:
         args.n_boot = int(read_block("evaluate")["n_boot"])
     cache = multisource.load_cell_cache()
+    labs = unseen.load_unseen_caches(read_block("cells"))  # judged on, never trained on
     train_seed = seed if args.seed is None else args.seed
     if args.over_seeds:
         if (variant.data, variant.preprocess) != (config.data, config.preprocess):
@@ -241,19 +270,24 @@ def main(argv: list[str] | None = None) -> int:
                                          variant.data, variant.preprocess, runs[True],
                                          seed=seed)
             variant_cache = multisource.load_cell_cache(runs[True])
+            # the unseen lab prepared as the variant prepares cells
+            unseen.build_unseen_cache(read_block("cells")["unseen_path"], variant,
+                                      list(DIFFERENTIAL_CLASSES), paths=runs[True])
+            variant_labs = {name: unseen.load_unseen_cache(name, runs[True]) for name in labs}
         else:
-            variant_cache = cache
-        settings = {True: (variant, variant_cache)}
+            variant_cache, variant_labs = cache, labs
+        settings = {True: (variant, variant_cache, variant_labs)}
         if train_seed != seed:
-            settings[False] = (config, cache)
-        for v, (cells_study, cells_cache) in settings.items():
+            settings[False] = (config, cache, labs)
+        for v, (cells_study, cells_cache, cells_labs) in settings.items():
             for training in trainings:
                 multisource.train_cell_model(training, cells_cache, cells_study.train,
                                              cells_study.abstain, cells_study.preprocess,
                                              train_seed, paths=runs[v])
             crosssource.evaluate_cell_models([multisource.cell_model_id(t) for t in trainings],
                                              cells_cache, args.n_boot, seed,
-                                             cells_study.shift_per_class, paths=runs[v])
+                                             cells_study.shift_per_class, paths=runs[v],
+                                             unseen=cells_labs)
         names = {False: choice.baseline, True: choice.alternative}
         for training in trainings:
             the_id = multisource.cell_model_id(training)
@@ -261,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
             summaries = {v: study.read_json(p.train_summary(the_id)) for v, p in runs.items()}
             predictions = {v: pd.read_csv(p.predictions(the_id), keep_default_na=False)
                            for v, p in runs.items()}
-            for source, split in multisource.TEST_PARTS:
+            for source, split in [*multisource.TEST_PARTS,
+                                  *((name, unseen.UNSEEN_SPLIT) for name in labs)]:
                 part = f"{source}/{split}"
                 row = {"trained on": training, "tested on": part,
                        "unseen source": source not in summaries[True]["sources"]}
@@ -270,11 +305,13 @@ def main(argv: list[str] | None = None) -> int:
                     row["cells"], row["images"] = scores["n_cells"], scores["n"]
                     for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro F1")):
                         row[f"{label} {name}"] = scores["intervals"][key]["value"]
+                    for end in ("low", "high"):
+                        row[f"macro F1 {end} {name}"] = scores["intervals"]["macro_f1"][end]
                     row[f"validation accuracy {name}"] = summaries[v]["saved_val_accuracy"]
                     row[f"train seconds {name}"] = summaries[v]["train_seconds"]
                 frames = {v: p[(p["source"] == source) & (p["split"] == split)]
                           .set_index("path") for v, p in predictions.items()}
-                cells, _ = cache.part(source, split)
+                cells, _ = (labs[source] if source in labs else cache).part(source, split)
                 groups = pd.Series(source_cells(cells), index=cells["path"])
                 index = frames[False].index
                 row.update(difference_columns(
@@ -290,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     if train_seed != seed:
         csv = csv.with_name(f"{csv.stem}-seed{train_seed}{csv.suffix}")
     write_table(rows, csv)
+    print(rule_verdict(pd.DataFrame(rows), choice.baseline, choice.alternative))
     return 0
 
 

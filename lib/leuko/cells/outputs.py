@@ -1,11 +1,14 @@
-"""One forward pass of a cell model over the study's cells, kept for the stages that read it.
+"""A cell model's penultimate features and class probabilities: the model split at its last
+layer (:func:`split_head`, :func:`features_and_output`; novelty's distance, ``leuko adapt`` and
+``leuko classify`` use it), and one forward pass over the study's cells, kept for the stages
+that read it.
 
 Three stages look at the same cells through the same models: evaluate-cells scores each
 model's class probabilities on the test parts and the unseen lab, novelty fits a distance on
 its penultimate features over the whole cache, adapt-cells refits its last layer on those
 features. Each used to run the network itself, over 8 views of each cell: the same forward
 passes two and three times. :func:`model_outputs` runs them once per model (evaluate-cells),
-with both outputs of :func:`leuko.cells.novelty.features_and_output` from each pass, and
+with both outputs of :func:`features_and_output` from each pass, and
 :func:`save_outputs` keeps them in ``build/cell-outputs/<model id>.npz``
 (:func:`outputs_path`); novelty and adapt-cells read them with :func:`load_outputs`,
 which checks that they are of that model file and of the caches' rows.
@@ -48,7 +51,6 @@ from leuko.thesis.study import Paths
 class HeadError(ValueError):
     """The model's output is not a softmax Dense on penultimate features; the message says
     what it is."""
-
 
 
 @dataclass
@@ -104,26 +106,36 @@ def features_and_output(model) -> keras.Model:
     return keras.Model(head.features.inputs, [below, head.dense(below)])
 
 
-def features(head: Head, images: np.ndarray, views: int, batch_size: int = 64,
-             progress: bool = True) -> np.ndarray:
-    """Penultimate features of each of ``views`` symmetries of each image: ``(views, N, D)``
-    (view 0 is the image as it is; :func:`leuko.cells.preprocess.dihedral_views`)."""
-    model = head.features
+def view_outputs(model: keras.Model, images: np.ndarray, views: int, batch_size: int = 64,
+                 progress: bool = True, desc: str = "forward pass") -> list[np.ndarray]:
+    """Each output of ``model`` for each of ``views`` symmetries of each image (view 0 is the
+    image as it is; :func:`leuko.cells.preprocess.dihedral_views`): one ``(views, N, dim)``
+    float32 array per output, in the model's order. One traced call per batch of
+    ``batch_size``, the last padded with zeros."""
     call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    dim = int(model.output_shape[-1])
-    out = np.zeros((views, len(images), dim), np.float32)
-    bar = progress_bar(total=views * len(images), enabled=progress, desc="features")
+    out = [np.zeros((views, len(images), int(t.shape[-1])), np.float32) for t in model.outputs]
+    bar = progress_bar(total=views * len(images), enabled=progress, desc=desc)
     try:
         for v, view in enumerate(dihedral_views(images, views) if len(images) else []):
             for start in range(0, len(view), batch_size):
                 chunk = view[start:start + batch_size]
                 batch = np.zeros((batch_size, *chunk.shape[1:]), np.float32)
                 batch[:len(chunk)] = chunk
-                out[v, start:start + len(chunk)] = np.asarray(call(batch))[:len(chunk)]
+                results = call(batch)
+                for array, result in zip(out, results if len(out) > 1 else [results],
+                                         strict=True):
+                    array[v, start:start + len(chunk)] = np.asarray(result)[:len(chunk)]
                 bar.update(len(chunk))
     finally:
         bar.close()
     return out
+
+
+def features(head: Head, images: np.ndarray, views: int, batch_size: int = 64,
+             progress: bool = True) -> np.ndarray:
+    """Penultimate features of each of ``views`` symmetries of each image: ``(views, N, D)``
+    (:func:`view_outputs` of ``head.features``)."""
+    return view_outputs(head.features, images, views, batch_size, progress, "features")[0]
 
 
 def mean_features(head: Head, images: np.ndarray, views: int, progress: bool = True
@@ -173,26 +185,11 @@ def forward_pass(model, images: np.ndarray, views: int, batch_size: int = 64,
                  progress: bool = True, desc: str = "forward pass"
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Penultimate features ``(views, N, D)`` and view-averaged class probabilities
-    ``(N, classes)`` of uint8 ``images``, one traced call per batch of ``batch_size`` (the
-    last padded with zeros)."""
-    both = features_and_output(model)
-    call = tf.function(lambda x: both(x, training=False), reduce_retracing=True)
-    dim, n_classes = int(both.outputs[0].shape[-1]), int(both.outputs[1].shape[-1])
-    feats = np.zeros((views, len(images), dim), np.float32)
-    probs = np.zeros((views, len(images), n_classes), np.float32)
-    bar = progress_bar(total=views * len(images), enabled=progress, desc=desc)
-    try:
-        for v, view in enumerate(dihedral_views(images, views) if len(images) else []):
-            for start in range(0, len(view), batch_size):
-                chunk = view[start:start + batch_size]
-                batch = np.zeros((batch_size, *chunk.shape[1:]), np.float32)
-                batch[:len(chunk)] = chunk
-                f, p = call(batch)
-                feats[v, start:start + len(chunk)] = np.asarray(f)[:len(chunk)]
-                probs[v, start:start + len(chunk)] = np.asarray(p)[:len(chunk)]
-                bar.update(len(chunk))
-    finally:
-        bar.close()
+    ``(N, classes)`` of uint8 ``images``: :func:`view_outputs` of the model split at its
+    last layer (:func:`features_and_output`), the probabilities averaged as
+    :func:`leuko.cells.preprocess.mean_over_views` averages them."""
+    feats, probs = view_outputs(features_and_output(model), images, views, batch_size,
+                                progress, desc)
     mean = probs[0] if views == 1 else np.mean(probs, axis=0, dtype=np.float64).astype(
         np.float32)
     return feats, mean

@@ -570,7 +570,8 @@ def cell_variant_markdown(variant_csv: Path, before: str, after: str, script: st
                           extra: tuple[str, ...] = ()) -> str:
     """A variant of the cell models against another (``benchmarks/cells/adabn.py``,
     ``benchmarks/cells/cells_choices.py``): per model and test part, accuracy and macro F1 ``before`` ->
-    ``after`` (the CSV's ``accuracy <before>`` ... columns), the paired accuracy difference with
+    ``after`` (the CSV's ``accuracy <before>`` ... columns; the macro F1 ``before`` with its
+    interval where the CSV has ``macro F1 low/high <before>``), the paired accuracy difference with
     its interval over source cells, and the ``extra`` per-model columns ``<name> <before>`` /
     ``<name> <after>`` (e.g. ``validation accuracy``)."""
     if not Path(variant_csv).is_file():
@@ -587,7 +588,11 @@ def cell_variant_markdown(variant_csv: Path, before: str, after: str, script: st
                "unseen source": "yes" if r["unseen source"] else "no",
                "cells / images": f"{r['cells']} / {r['images']}",
                f"accuracy % {before} → {after}": pair(r, "accuracy"),
-               f"macro F1 % {before} → {after}": pair(r, "macro F1"),
+               f"macro F1 % {before} → {after}": (
+                   pair(r, "macro F1") if f"macro F1 low {before}" not in r else
+                   f"{100 * r[f'macro F1 {before}']:.1f} [{100 * r[f'macro F1 low {before}']:.1f}"
+                   f", {100 * r[f'macro F1 high {before}']:.1f}] → "
+                   f"{100 * r[f'macro F1 {after}']:.1f}"),
                "accuracy difference, points [95 % CI]": (
                    f"{100 * r['accuracy difference']:+.1f} [{100 * r['difference low']:+.1f}, "
                    f"{100 * r['difference high']:+.1f}]")}

@@ -1,0 +1,34 @@
+"""Issue 35's rule as benchmarks/cells/cells_choices.py applies it to one seed's rows: every
+part a model was not trained on above the study's macro-F1 interval, at most 2 points lost on
+its own test parts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "cells"))
+from cells_choices import rule_verdict  # noqa: E402
+
+
+def _rows(unseen_after: list[float], own_after: float) -> pd.DataFrame:
+    rows = [{"trained on": "both", "tested on": f"lab{i}/unseen", "unseen source": True,
+             "macro F1 before": 0.60, "macro F1 low before": 0.50,
+             "macro F1 high before": 0.70, "macro F1 after": after}
+            for i, after in enumerate(unseen_after)]
+    rows.append({"trained on": "both", "tested on": "pbc/test", "unseen source": False,
+                 "macro F1 before": 0.90, "macro F1 low before": 0.88,
+                 "macro F1 high before": 0.92, "macro F1 after": own_after})
+    return pd.DataFrame(rows)
+
+
+def test_a_choice_is_adopted_only_above_every_interval_at_a_bounded_cost():
+    assert rule_verdict(_rows([0.71, 0.75], 0.885), "before", "after").endswith(
+        "ADOPT after over before (one seed)")  # 1.5 points lost: within the bound
+    # above the point estimate but inside the interval on one part: not adopted
+    assert "do not adopt" in rule_verdict(_rows([0.71, 0.69], 0.90), "before", "after")
+    # every unseen part raised, but 3 points lost on the model's own test part
+    verdict = rule_verdict(_rows([0.71, 0.75], 0.87), "before", "after")
+    assert "+3.0 points" in verdict and "do not adopt" in verdict
