@@ -404,6 +404,12 @@ def test_cells_pipeline_on_real_images_to_classify(tmp_path, pbc_split, capsys):
         predicted = mean_over_views(lambda x: predict(network, x), part_images,
                                     averaged["views"])
         np.testing.assert_allclose(saved[part], predicted, atol=1e-5, err_msg=part)
+    shifted = crosssource.shift_probabilities(network, cache, averaged, 2, 0)
+    for key, value in shifted.items():
+        if key.startswith("paths/"):
+            assert list(value) == list(saved[key]), key
+        else:
+            np.testing.assert_allclose(saved[key], value, atol=1e-5, err_msg=key)
     # each run's forward pass is kept for novelty and adapt-cells: features and probabilities
     outputs = cell_outputs.load_outputs(cell_outputs.outputs_path("cells-both", paths),
                                         paths.model("cells-both"))

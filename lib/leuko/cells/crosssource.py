@@ -16,13 +16,7 @@ import numpy as np
 import pandas as pd
 
 from leuko.cells.multisource import DEFAULT_PATHS, TEST_PARTS, CellCache
-from leuko.cells.outputs import (
-    CACHE_GROUP,
-    ModelOutputs,
-    model_outputs,
-    outputs_path,
-    save_outputs,
-)
+from leuko.cells.outputs import ModelOutputs, group_of, model_outputs, outputs_path, save_outputs
 from leuko.cells.preprocess import mean_over_views
 from leuko.cells.unseen import UNSEEN_SPLIT
 from leuko.core import splits
@@ -120,31 +114,45 @@ def shift_sample(rows: pd.DataFrame, per_class: int, seed: int) -> np.ndarray:
     return sample["_i"].to_numpy()
 
 
+def held_out_probabilities(outputs: ModelOutputs, cache: CellCache,
+                           unseen: dict[str, CellCache] | None = None) -> dict[str, np.ndarray]:
+    """A model's view-averaged, uncalibrated class probabilities on every held-out part
+    (:func:`held_out_parts`, key ``<source>/<split>``) from its ``outputs`` on the caches,
+    with the paths of each part's rows (``paths/<part>``)."""
+    probabilities = {}
+    for part, rows, _ in held_out_parts(cache, unseen):
+        probabilities[part] = outputs.rows(group_of(part.split("/")[0], unseen), rows)[1]
+        probabilities[f"paths/{part}"] = rows["path"].to_numpy(dtype=str)
+    return probabilities
+
+
+def shift_probabilities(model, cache: CellCache, summary: dict, shift_per_class: int,
+                        seed: int) -> dict[str, np.ndarray]:
+    """A model's uncalibrated class probabilities, averaged over the views its summary
+    records, on the stain-shift sample of its validation cells under each simulated stain of
+    ``leuko.core.stain.STAIN_SHIFTS`` (key ``shift/<kind>``), with the sample's paths
+    (``paths/shift``)."""
+    views = model_views(summary)
+    rows, images = cache.part(summary["sources"], "val")
+    sample = shift_sample(rows, shift_per_class, seed)
+    probabilities = {f"shift/{kind}": mean_over_views(
+        partial(predict, model), stain_shift(images[sample], kind), views)
+        for kind in STAIN_SHIFTS}
+    probabilities["paths/shift"] = rows["path"].to_numpy(dtype=str)[sample]
+    return probabilities
+
+
 def model_probabilities(model, outputs: ModelOutputs, cache: CellCache, summary: dict,
                         shift_per_class: int, seed: int,
                         unseen: dict[str, CellCache] | None = None) -> dict[str, np.ndarray]:
-    """A model's uncalibrated class probabilities, averaged over the views its summary
-    records: on every held-out part (:func:`held_out_parts`, key ``<source>/<split>``), from
-    its ``outputs`` on the caches, and on the stain-shift sample of its validation cells under
-    each simulated stain of ``leuko.core.stain.STAIN_SHIFTS`` (key ``shift/<kind>``); with the
-    paths of the rows of each (``paths/<key>``)."""
-
-    views = model_views(summary)  # as the model was calibrated and is exported
-    if outputs.views != views:
+    """A run's probabilities as evaluate-cells saves them: :func:`held_out_probabilities`
+    from its ``outputs`` (over the views its summary records, as the model was calibrated and
+    is exported), then :func:`shift_probabilities`."""
+    if outputs.views != model_views(summary):
         raise ValueError(f"outputs over {outputs.views} views, but the model's summary records "
-                         f"{views}")
-    probabilities = {}
-    for part, rows, _ in held_out_parts(cache, unseen):
-        group = part.split("/")[0] if part.split("/")[0] in (unseen or {}) else CACHE_GROUP
-        probabilities[part] = outputs.rows(group, rows)[1]
-        probabilities[f"paths/{part}"] = rows["path"].to_numpy(dtype=str)
-    rows, images = cache.part(summary["sources"], "val")
-    sample = shift_sample(rows, shift_per_class, seed)
-    for kind in STAIN_SHIFTS:
-        probabilities[f"shift/{kind}"] = mean_over_views(
-            partial(predict, model), stain_shift(images[sample], kind), views)
-    probabilities["paths/shift"] = rows["path"].to_numpy(dtype=str)[sample]
-    return probabilities
+                         f"{model_views(summary)}")
+    return {**held_out_probabilities(outputs, cache, unseen),
+            **shift_probabilities(model, cache, summary, shift_per_class, seed)}
 
 
 def save_probabilities(path: Path, probabilities: dict[str, np.ndarray]) -> Path:

@@ -151,6 +151,12 @@ def mean_features(head: Head, images: np.ndarray, views: int, progress: bool = T
 CACHE_GROUP = "cells"
 
 
+def group_of(source: str, unseen: dict | None = None) -> str:
+    """The group holding a source's cells: an unseen lab's own (``unseen``: its name -> its
+    cache), else the study's cell cache."""
+    return source if source in (unseen or {}) else CACHE_GROUP
+
+
 def outputs_path(model_id: str, paths: Paths) -> Path:
     """Where evaluate-cells keeps a cell model's outputs: ``build/cell-outputs/<id>.npz``."""
     return paths.root / "build" / "cell-outputs" / f"{model_id}.npz"

@@ -62,7 +62,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from leuko.cells.multisource import DEFAULT_PATHS, TEST_PARTS, CellCache, cell_model_id
-from leuko.cells.outputs import CACHE_GROUP, load_outputs, outputs_path
+from leuko.cells.outputs import group_of, load_outputs, outputs_path
 from leuko.cells.unseen import UNSEEN_SPLIT
 from leuko.core.atomic import write_csv_atomic
 from leuko.core.images import load_rgb
@@ -221,7 +221,7 @@ def adapt_scenario(scenario: Scenario, settings: AdaptationSettings, cache: Cell
 
     def part_features(source: str, rows: pd.DataFrame) -> np.ndarray:
         """The penultimate features of each view of ``rows``, as evaluate-cells saved them."""
-        return outputs.rows(source if source in unseen else CACHE_GROUP, rows)[0]
+        return outputs.rows(group_of(source, unseen), rows)[0]
 
     scored = []
     for source, split in scenario.scored:
