@@ -46,6 +46,12 @@ def allidb_root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def unseen_root() -> Path:
+    """data/bionet: the third lab, never trained on."""
+    return require(DATA / "bionet")
+
+
+@pytest.fixture(scope="session")
 def bccd_root() -> Path:
     return require(DATA / "bccd")
 

@@ -14,9 +14,15 @@ own images anything from a tight crop to a fifth of the field. Before a network 
    map (blue minus green: violet nuclei against pink red cells and a pale background, under
    any Romanowsky-type stain), thresholded by Otsu: the nucleus, and the cytoplasm where it
    stains as strongly (a lymphocyte's or monocyte's blue rim; a neutrophil's pale cytoplasm
-   stays out); the lobes of one nucleus are merged by a dilation; of the nuclei found, the one that is large and near the middle of the image wins
-   (``area * exp(-(distance / 0.35 side)^2)``), since a single-cell image is taken around its
-   cell.
+   stays out); the lobes of one nucleus are merged by a dilation; of the nuclei found, the one
+   that is large and near the middle of the image wins (``area * exp(-(distance / 0.35
+   side)^2)``), since a single-cell image is taken around its cell. Some stains colour the red
+   cells bluish or grey-violet too (half of ``data/bionet``'s fields): Otsu's threshold then
+   separates the glass from the red cells, not the red cells from the nucleus, and the winner
+   is a net of red cells spanning the field. A winner larger than ``max_area`` of the image, or
+   filling less than ``min_fill`` of its box (a nucleus with its lobes fills most of its box,
+   touching red cells' rims a small part), has its threshold raised to Otsu's over the pixels
+   above it, up to three times, as long as a nucleus is still found above it.
 2. **Frame it** (:func:`cell_box`): a square around the nucleus, its side ``scale`` times the
    nucleus' longer side (so the cytoplasm and a ring of context are inside), moved into the
    image where it can be and padded with the image's border colour where it cannot (a tightly
@@ -73,6 +79,11 @@ class CellPreprocess:
     work_size: int = 128  # px: the longer side the image is searched at
     merge: float = 0.04  # dilation radius merging lobes, fraction of work_size
     min_area: float = 0.004  # smallest nucleus, fraction of the working image's area
+    # largest nucleus, fraction of the working image's area, and the least share of its box it
+    # fills: a larger or sparser one holds red cells and the threshold is raised (``find_cell``).
+    # 1 and 0 = off: the metadata of a model trained before the options existed has no such keys
+    max_area: float = 1.0
+    min_fill: float = 0.0
     stain_norm: str = "reinhard"  # none | reinhard (on the background)
     cell_crop: bool = True  # False: the whole image (squared by padding), no search
     # sharpness ceiling (``cap_detail``): a prepared cell with more fine detail than this
@@ -98,9 +109,11 @@ class CellPreprocess:
         if self.min_detail < 0 or (self.max_detail and self.min_detail > self.max_detail):
             raise ValueError(f"min_detail must be >= 0 (0 = off) and at most max_detail, got "
                              f"{self.min_detail!r}")
-        if not 0 <= self.merge < 0.5 or not 0 < self.min_area < 1:
-            raise ValueError(f"merge must be in [0, 0.5) and min_area in (0, 1), got "
-                             f"{self.merge!r}, {self.min_area!r}")
+        if not 0 <= self.min_fill < 1:
+            raise ValueError(f"min_fill must be in [0, 1), got {self.min_fill!r}")
+        if not 0 <= self.merge < 0.5 or not 0 < self.min_area < self.max_area <= 1:
+            raise ValueError(f"merge must be in [0, 0.5) and 0 < min_area < max_area <= 1, got "
+                             f"{self.merge!r}, {self.min_area!r}, {self.max_area!r}")
 
     @classmethod
     def from_dict(cls, values: dict | None) -> CellPreprocess:
@@ -142,27 +155,19 @@ def find_cell(rgb: np.ndarray, config: CellPreprocess = CellPreprocess()) -> Cel
     small, factor = _working(rgb, config.work_size)
     stain = ndi.gaussian_filter(nuclear_map(small), 1.0)
     threshold = nucleus_threshold(stain)
-    if threshold == float("inf"):  # a flat image: no stained nucleus
+    found = _likeliest_nucleus(stain, threshold, config)
+    for _ in range(NUCLEUS_ROUNDS):
+        if found is None or not _stains_red_cells(found, config):
+            break
+        raised = nucleus_threshold(stain[stain > threshold])
+        nucleus = _likeliest_nucleus(stain, raised, config)
+        if nucleus is None:  # nothing stains more: keep what was found
+            break
+        found, threshold = nucleus, raised
+    if found is None:
         return None
-    mask = ndi.binary_opening(stain > threshold, disk(1))
-    merging = disk(config.merge * max(small.shape[:2]))
-    merged = ndi.binary_dilation(mask, merging) if merging is not None else mask
-    labels, n = ndi.label(merged)
-    if n == 0:
-        return None
-    labels = np.where(mask, labels, 0)
-    index = np.arange(1, n + 1)
-    areas = ndi.sum_labels(mask, labels, index)
-    centres = ndi.center_of_mass(mask, labels, index)
-    h, w = small.shape[:2]
-    reach = 0.35 * max(h, w)
-    scores = [a * math.exp(-(((cy - h / 2) ** 2 + (cx - w / 2) ** 2) / reach ** 2))
-              if a >= config.min_area * h * w else -1.0
-              for a, (cy, cx) in zip(areas, centres, strict=True)]
-    best = int(np.argmax(scores))
-    if scores[best] <= 0:
-        return None
-    ys, xs = np.nonzero(labels == best + 1)
+    nucleus, area = found
+    ys, xs = np.nonzero(nucleus)
     height, width = rgb.shape[:2]
     # the box at full resolution: the same threshold inside a window one working pixel wider
     x0, y0 = max(0, math.floor((xs.min() - 1) / factor)), max(0, math.floor((ys.min() - 1) / factor))
@@ -177,7 +182,52 @@ def find_cell(rgb: np.ndarray, config: CellPreprocess = CellPreprocess()) -> Cel
         nucleus_box = (max(0, math.floor(xs.min() / factor)), max(0, math.floor(ys.min() / factor)),
                        min(width, math.ceil((xs.max() + 1) / factor)),
                        min(height, math.ceil((ys.max() + 1) / factor)))
-    return CellBox(nucleus_box, float(areas[best]) / factor ** 2, labels == best + 1)
+    return CellBox(nucleus_box, area / factor ** 2, nucleus)
+
+
+# how many times find_cell raises a threshold that lets red cells through
+NUCLEUS_ROUNDS = 3
+
+
+def _likeliest_nucleus(stain: np.ndarray, threshold: float, config: CellPreprocess
+                       ) -> tuple[np.ndarray, float] | None:
+    """The mask (working scale) and area of the stained component above ``threshold`` that is
+    large and near the middle (``area * exp(-(distance / 0.35 side)^2)``, lobes merged), or
+    None when no component reaches ``min_area``."""
+
+    if threshold == float("inf"):  # a flat image: no stained nucleus
+        return None
+    mask = ndi.binary_opening(stain > threshold, disk(1))
+    merging = disk(config.merge * max(stain.shape))
+    merged = ndi.binary_dilation(mask, merging) if merging is not None else mask
+    labels, n = ndi.label(merged)
+    if n == 0:
+        return None
+    labels = np.where(mask, labels, 0)
+    index = np.arange(1, n + 1)
+    areas = ndi.sum_labels(mask, labels, index)
+    centres = ndi.center_of_mass(mask, labels, index)
+    h, w = stain.shape
+    reach = 0.35 * max(h, w)
+    scores = [a * math.exp(-(((cy - h / 2) ** 2 + (cx - w / 2) ** 2) / reach ** 2))
+              if a >= config.min_area * h * w else -1.0
+              for a, (cy, cx) in zip(areas, centres, strict=True)]
+    best = int(np.argmax(scores))
+    if scores[best] <= 0:
+        return None
+    return labels == best + 1, float(areas[best])
+
+
+def _stains_red_cells(found: tuple[np.ndarray, float], config: CellPreprocess) -> bool:
+    """Whether the component found is red cells that passed the threshold with the nucleus
+    (under a stain that colours them bluish or grey-violet): larger than ``max_area`` of the
+    image, or filling less than ``min_fill`` of its box (their rims, touching, make a sparse
+    net; a nucleus with its lobes fills most of its box)."""
+
+    nucleus, area = found
+    ys, xs = np.nonzero(nucleus)
+    box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+    return area > config.max_area * nucleus.size or area < config.min_fill * box
 
 
 def cell_box(nucleus_box: tuple[int, int, int, int], scale: float
