@@ -225,6 +225,48 @@ def adaptation_markdown(folder: Path) -> str:
     return text
 
 
+def finder_markdown(finder_csv: Path) -> str:
+    """``benchmarks/cells/finder.py``: per source, the nucleus boxes spanning more than a
+    quarter of the image, the images with none found and the boxes changed, the finder before
+    ``max_area``/``min_fill`` against the study's; then the exported model on the third lab
+    framed by each."""
+    if not Path(finder_csv).is_file():
+        return f"*Not run yet: `benchmarks/cells/finder.py` writes {finder_csv}.*"
+    table = pd.read_csv(finder_csv)
+    parts = table[table["part"].str.startswith("finder:")]
+    rows = []
+    for part, group in parts.groupby("part", sort=False):
+        before, study = (group[group["finder"] == f].iloc[0] for f in ("before", "study"))
+        row = {"images": part.removeprefix("finder:"), "n": int(study["images"]),
+               "box over 1/4 of the image: before → study":
+                   f"{int(before['field-wide'])} → {int(study['field-wide'])}",
+               "none found: before → study":
+                   f"{int(before['not found'])} → {int(study['not found'])}",
+               "boxes changed": int(study["changed"])}
+        if pd.notna(study.get("centre in the white cell")):
+            row["centre in the annotated white cell: before → study"] = (
+                f"{int(before['centre in the white cell'])} → "
+                f"{int(study['centre in the white cell'])}")
+        rows.append(row)
+    model = table[table["part"] == "model:bionet"]
+    first = model.iloc[0]
+
+    def pct(row, metric: str) -> str:
+        return (f"{100 * row[f'{metric} value']:.1f} [{100 * row[f'{metric} low']:.1f}, "
+                f"{100 * row[f'{metric} high']:.1f}]")
+
+    scored = pd.DataFrame([{"framed by the finder": row["finder"], "cells": int(row["images"]),
+                            "accuracy % [95 % CI]": pct(row, "accuracy"),
+                            "macro F1 % [95 % CI]": pct(row, "macro_f1"),
+                            "far from the sources": int(row["far from the sources"])}
+                           for _, row in model.iterrows()])
+    return (pd.DataFrame(rows).fillna("–").to_markdown(index=False) + "\n\n"
+            + f"The exported model ({first['model']}, sha256 {first['model sha256']}…, trained "
+              f"with {first['trained with']}) on `data/bionet`, as `leuko classify` and "
+              "`leuko score` run it:\n\n" + scored.to_markdown(index=False)
+            + f"\n\nMachine: {first['machine']}.")
+
+
 def jpeg_markdown(stability_csv: Path) -> str:
     """The share of cells whose class changes when their image is saved again as JPEG
     (stage ``adapt-cells``, the shipped model)."""
@@ -1054,6 +1096,7 @@ def main() -> int:
         "novelty": novelty_markdown(Path("reports/cells-novelty/separation.csv")),
         "adaptation": adaptation_markdown(Path("reports/adaptation")),
         "jpeg": jpeg_markdown(Path("reports/adaptation/jpeg_stability.csv")),
+        "finder": finder_markdown(Path("reports/ablation/finder.csv")),
         "cells-ensemble": cells_ensemble_markdown(),
         "spread-seeds": seeds_markdown(),
         "spread-comparisons": comparisons_markdown(),
