@@ -35,6 +35,13 @@ def built(path: Path, stage: str = "") -> Path:
     return path
 
 
+def study_params(name: str) -> dict:
+    """The study's parameters of ``params/<name>.yaml`` (its top-level block ``name``)."""
+    import yaml
+
+    return yaml.safe_load((ROOT / "params" / f"{name}.yaml").read_text())[name]
+
+
 @pytest.fixture(scope="session")
 def wbc_root() -> Path:
     return require(DATA / "blood-cell-images")

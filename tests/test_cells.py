@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import study_params
 from leuko.cells.preprocess import (
     TARGET_LAB_MEAN,
     CellPreprocess,
@@ -230,21 +231,13 @@ def test_black_corners_do_not_change_the_prepared_cell_when_filled():
     assert error_filled < 3 and error_before > 4 * error_filled
 
 
-def study_preprocess() -> CellPreprocess:
-    import yaml
-
-    from conftest import ROOT
-    params = yaml.safe_load((ROOT / "params" / "cells.yaml").read_text())
-    return CellPreprocess.from_dict(params["cells"]["preprocess"])
-
-
 def test_real_third_lab_fields_are_framed_on_their_cell_not_on_the_field(unseen_root):
     """data/bionet: one white cell per 640x480 field, half of them under a stain that colours
     the red cells bluish or grey-violet. With the options off, about half of the boxes span
     more than a quarter of the field (measured: 172 of 358); with the study's, none does."""
     from leuko.core.images import load_rgb
 
-    study = study_preprocess()
+    study = CellPreprocess.from_dict(study_params("cells")["preprocess"])
     before = CellPreprocess(**{**study.to_dict(), "max_area": 1.0, "min_fill": 0.0})
     fields = [load_rgb(f) for f in sorted(unseen_root.glob("*/*.jpg"))[::3]]
 
@@ -263,7 +256,7 @@ def test_real_annotated_fields_are_framed_on_the_annotated_white_cell(bccd_root)
 
     from leuko.core.images import load_rgb
 
-    config, checked = study_preprocess(), 0
+    config, checked = CellPreprocess.from_dict(study_params("cells")["preprocess"]), 0
     for xml in sorted((bccd_root / "Annotations").glob("*.xml"))[::4]:
         white = [o.find("bndbox") for o in ET.parse(xml).getroot().iter("object")
                  if o.findtext("name") == "WBC"]

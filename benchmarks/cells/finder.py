@@ -80,14 +80,13 @@ def finder_rows(data: Path, study, before) -> list[dict]:
     bccd = bccd_fields(data / "bccd")
     sets["bccd (one annotated white cell)"] = ([p for p, _ in bccd], [b for _, b in bccd])
     for name, (paths, truth) in sets.items():
-        for finder, config in (("before", before), ("study", study)):
-            found = boxes(paths, config)
+        found_before = boxes(paths, before)
+        for finder, found in (("before", found_before), ("study", boxes(paths, study))):
             row = {"part": f"finder:{name}", "finder": finder, "images": len(paths),
                    "field-wide": sum(b is not None and field_wide(b) for b in found),
                    "not found": sum(b is None for b in found)}
             if finder == "study":
-                row["changed"] = sum(a != b for a, b in zip(found, boxes(paths, before),
-                                                            strict=True))
+                row["changed"] = sum(a != b for a, b in zip(found, found_before, strict=True))
             if truth is not None:
                 row["centre in the white cell"] = sum(
                     b is not None and t[0] <= (b[0] + b[2]) / 2 <= t[2]
@@ -103,9 +102,9 @@ def model_rows(data: Path, model: Path, study, before) -> list[dict]:
     from leuko.tool.classify import load_classifier, run
 
     rows = []
+    classifier = load_classifier(model)
+    trained_with = dict(classifier.cell_preprocess)
     for finder, config in (("before", before), ("study", study)):
-        classifier = load_classifier(model)
-        trained_with = dict(classifier.cell_preprocess)
         classifier.cell_preprocess = {**trained_with, **{k: getattr(config, k) for k in OFF}}
         with tempfile.TemporaryDirectory() as folder:
             csv = Path(folder) / "cells.csv"
