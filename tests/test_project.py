@@ -177,6 +177,29 @@ def test_spread_preset_is_the_default_plus_seeds_ensembles_and_stain_jitter(tmp_
         "train@blood-cell-images-mobilenet_v2-imagenet-finetune-stain"}
 
 
+def test_a_preset_switch_drops_the_stages_it_does_not_have_from_dvc_lock(tmp_path):
+    """DVC keeps a removed stage's entry in dvc.lock (treeverse/dvc#5293); the switch drops
+    the entries of stages the pipeline no longer has and leaves the others as DVC wrote them."""
+    import yaml
+
+    work = _pipeline_copy(tmp_path)
+    presets.apply_preset("spread", work / "params", work / "params" / "presets")
+    spread = _stage_names(work)
+    presets.apply_preset("default", work / "params", work / "params" / "presets")
+    default = _stage_names(work)
+    extra = sorted(set(spread) - set(default))
+    assert extra, "the spread preset adds stages"
+    entry = {"cmd": "python -c pass", "deps": [{"path": "params/cells.yaml", "hash": "md5",
+                                                "md5": "0" * 32, "size": 1}]}
+    lock = {"schema": "2.0", "stages": {name: entry for name in [*default[:3], *extra]}}
+    (work / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+
+    assert presets.prune_lock(work) == extra
+    kept = yaml.safe_load((work / "dvc.lock").read_text())
+    assert kept == {"schema": "2.0", "stages": {name: entry for name in default[:3]}}
+    assert presets.prune_lock(work) == []
+
+
 def test_unknown_preset_names_the_choices():
     with pytest.raises(ValueError, match="preset must be one of"):
         presets.preset_files("gpu", ROOT / "params" / "presets")

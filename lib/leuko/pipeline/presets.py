@@ -1,6 +1,10 @@
 """Presets: ``python -m leuko.pipeline.presets full`` (or ``make preset-full``) copies the files of
 ``params/presets/full/`` over ``params/``; ``default`` restores the committed CPU study.
-DVC then sees the changed values (``dvc status``, ``dvc params diff``)."""
+DVC then sees the changed values (``dvc status``, ``dvc params diff``).
+
+A switch also drops from ``dvc.lock`` the stages the pipeline no longer has
+(:func:`prune_lock`): DVC keeps them (treeverse/dvc#5293), and parsing the lock is most of
+a no-op ``dvc repro``'s time once it holds another preset's stages too."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from leuko.core.atomic import atomic_write
 from leuko.models.networks import get_network, keras_cache_dir
 
 PARAMS = Path("params")
@@ -53,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"preset {argv[0]}: wrote " + ", ".join(str(p) for p in written))
+    dropped = prune_lock()
+    if dropped:
+        print(f"dvc.lock: dropped the {len(dropped)} stages this preset does not have (DVC's "
+              "run-cache restores their outputs if you switch back with nothing changed)")
     print(f"the pipeline now has {stage_count()} stages; `dvc status` lists those whose "
           "parameters changed, `dvc repro` runs them.")
     missing = missing_weights()
@@ -64,13 +73,39 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def stage_count(dvc_yaml: Path = Path("dvc.yaml")) -> int:
-    """How many stages ``dvc.yaml`` expands to with the current parameters."""
+def stage_names(root: Path = Path(".")) -> list[str]:
+    """The stages ``root/dvc.yaml`` expands to with the current parameters."""
 
     out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
-                         capture_output=True, text=True, check=True,
-                         cwd=Path(dvc_yaml).resolve().parent).stdout
-    return len(out.split())
+                         capture_output=True, text=True, check=True, cwd=Path(root)).stdout
+    return out.split()
+
+
+def stage_count(root: Path = Path(".")) -> int:
+    """How many stages ``root/dvc.yaml`` expands to with the current parameters."""
+    return len(stage_names(root))
+
+
+def prune_lock(root: Path = Path(".")) -> list[str]:
+    """Drop from ``root/dvc.lock`` every stage ``dvc.yaml`` no longer expands to, the others
+    left byte for byte as DVC wrote them; returns the names dropped."""
+
+    from ruamel.yaml import YAML  # DVC's own YAML library, as DVC writes dvc.lock
+
+    lock = Path(root) / "dvc.lock"
+    if not lock.is_file():
+        return []
+    rt = YAML()
+    rt.default_flow_style = False
+    data = rt.load(lock.read_text())
+    current = set(stage_names(root))
+    dropped = [name for name in data.get("stages", {}) if name not in current]
+    if dropped:
+        for name in dropped:
+            del data["stages"][name]
+        with atomic_write(lock) as tmp, open(tmp, "w") as f:
+            rt.dump(data, f)
+    return dropped
 
 
 def missing_weights(wbc_yaml: Path = PARAMS / "wbc.yaml") -> list[tuple[str, Path]]:
