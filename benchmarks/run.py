@@ -29,7 +29,9 @@ accuracy   (not in the default run; ``--precision-accuracy``) a few epochs of re
            under each policy: validation accuracy and epoch time (MobileNetV2 fine-tuned on
            the WBC classes, the custom CNN from scratch on ALL-IDB2)
 classify   the classifier's throughput (cells per second) with a saved MobileNetV2 model:
-           ``leuko.tool.classify.classify_cells`` from files, and ``study.predict`` on decoded images
+           ``leuko.tool.classify.classify_cells`` from files, and ``study.predict`` on decoded images;
+           and evaluate-cells' forward pass over 8 views (``cells.outputs.view_outputs``) with 2
+           threads calling the model against 1 (their outputs must be identical)
 tracing    (not in the default run) the first epoch of a new MobileNetV2 (its graphs traced),
            the optimizer's, loss's and metrics' variables built first
            (``train.build_training_state``, as ``train.fit`` does) against Keras 3's default
@@ -618,9 +620,25 @@ def bench_classify(ctx: Context) -> list[Row]:
             return Timing(time.perf_counter() - start, np.array([]))
 
         variants["predict"] = predict
+        from leuko.cells.outputs import view_outputs
+        outputs = {}
+        for threads in (1, 2):  # evaluate-cells' forward pass: 8 views, 1 or 2 calling threads
+            def views(threads: int = threads) -> Timing:
+                start = time.perf_counter()
+                outputs[threads] = view_outputs(loaded, x, 8, progress=False, threads=threads)
+                return Timing(time.perf_counter() - start, np.array([]))
+
+            variants[f"views-{threads}"] = views
         series = interleaved(variants, 2)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    same = all(np.array_equal(a, b) for a, b in zip(outputs[1], outputs[2], strict=True))
+    ratio = series["views-1"].epoch / series["views-2"].epoch
+    rows.append(Row(f"forward pass, 8 views, {ctx.network} {args.size}px",
+                    f"{8 * len(x) / series['views-2'].epoch:.0f} views/s",
+                    "cells.outputs.view_outputs, 2 calling threads vs 1",
+                    f"{ratio:.2f}x faster; outputs {'identical' if same else 'DIFFER'}",
+                    "identical outputs", same))
     for name, item in series.items():
         rate = len(paths) / item.epoch
         say(f"classify: {name}: " + " ".join(f"{r.seconds:.1f}" for r in item.runs)

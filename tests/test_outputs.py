@@ -44,3 +44,28 @@ def test_outputs_of_another_model_file_or_other_rows_are_refused(tmp_path):
     moved = pd.DataFrame({"path": ["b.png"], "index": [0]})  # the cache was rebuilt
     with pytest.raises(outputs.StaleOutputsError, match="other rows"):
         _outputs(model).rows("cells", moved)
+
+
+def test_the_threaded_forward_pass_gives_each_view_what_the_model_gives_it():
+    """2 threads calling the model on batches in turn change no output; the view-averaged
+    probabilities are those ``mean_over_views`` gets from ``study.predict`` (the way the models
+    were calibrated), bit for bit; a part not a multiple of the batch is padded, not cut."""
+    import keras
+
+    from leuko.cells.preprocess import dihedral_views, mean_over_views
+    from leuko.thesis.study import predict
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Rescaling(1 / 255),
+                              keras.layers.Conv2D(4, 3, activation="relu"),
+                              keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(3, activation="softmax")])
+    images = np.random.default_rng(0).integers(0, 256, (70, 16, 16, 3), dtype=np.uint8)
+    one = outputs.view_outputs(model, images, 8, batch_size=16, progress=False, threads=1)
+    two = outputs.view_outputs(model, images, 8, batch_size=16, progress=False, threads=2)
+    assert one[0].shape == (8, 70, 3)
+    np.testing.assert_array_equal(one[0], two[0])
+    turned = dihedral_views(images, 8)[3]  # the mirror image of the second quarter turn
+    np.testing.assert_allclose(two[0][3], model(turned.astype(np.float32)).numpy(), atol=1e-6)
+    np.testing.assert_array_equal(outputs.view_probabilities(model, images, 8),
+                                  mean_over_views(lambda x: predict(model, x), images, 8))

@@ -9,15 +9,20 @@ Kept apart from training so that an edit of the metrics reruns evaluation, not t
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from leuko.cells.multisource import DEFAULT_PATHS, TEST_PARTS, CellCache
-from leuko.cells.outputs import ModelOutputs, group_of, model_outputs, outputs_path, save_outputs
-from leuko.cells.preprocess import mean_over_views
+from leuko.cells.outputs import (
+    ModelOutputs,
+    group_of,
+    model_outputs,
+    outputs_path,
+    save_outputs,
+    view_probabilities,
+)
 from leuko.cells.unseen import UNSEEN_SPLIT
 from leuko.core import splits
 from leuko.core.atomic import atomic_write, write_csv_atomic
@@ -32,7 +37,7 @@ from leuko.core.metrics import format_interval, macro_f1_metric
 from leuko.core.score import score_labels
 from leuko.core.stain import STAIN_SHIFTS, stain_shift
 from leuko.thesis.evaluation import source_cells
-from leuko.thesis.study import Paths, class_index, load_model, predict, read_json, write_json
+from leuko.thesis.study import Paths, class_index, load_model, read_json, write_json
 
 
 def present_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
@@ -135,9 +140,8 @@ def shift_probabilities(model, cache: CellCache, summary: dict, shift_per_class:
     views = model_views(summary)
     rows, images = cache.part(summary["sources"], "val")
     sample = shift_sample(rows, shift_per_class, seed)
-    probabilities = {f"shift/{kind}": mean_over_views(
-        partial(predict, model), stain_shift(images[sample], kind), views)
-        for kind in STAIN_SHIFTS}
+    probabilities = {f"shift/{kind}": view_probabilities(
+        model, stain_shift(images[sample], kind), views) for kind in STAIN_SHIFTS}
     probabilities["paths/shift"] = rows["path"].to_numpy(dtype=str)[sample]
     return probabilities
 

@@ -29,6 +29,7 @@ study did not move when the three stages began to share it.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,26 +107,42 @@ def features_and_output(model) -> keras.Model:
     return keras.Model(head.features.inputs, [below, head.dense(below)])
 
 
+#: Threads that call the traced model on batches in turn: on 2 cores one thread leaves a core
+#: idle between TensorFlow's calls (NumPy copies, Python); a batch's outputs do not depend on
+#: which thread ran it (``make bench``, section classify, measures the speed and checks it).
+INFERENCE_THREADS = 2
+
+
 def view_outputs(model: keras.Model, images: np.ndarray, views: int, batch_size: int = 64,
-                 progress: bool = True, desc: str = "forward pass") -> list[np.ndarray]:
+                 progress: bool = True, desc: str = "forward pass",
+                 threads: int = INFERENCE_THREADS) -> list[np.ndarray]:
     """Each output of ``model`` for each of ``views`` symmetries of each image (view 0 is the
     image as it is; :func:`leuko.cells.preprocess.dihedral_views`): one ``(views, N, dim)``
     float32 array per output, in the model's order. One traced call per batch of
-    ``batch_size``, the last padded with zeros."""
+    ``batch_size``, the last padded with zeros; ``threads`` calls at a time."""
     call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     out = [np.zeros((views, len(images), int(t.shape[-1])), np.float32) for t in model.outputs]
+    every_view = dihedral_views(images, views) if len(images) else []
+    batches = [(v, start) for v in range(len(every_view))
+               for start in range(0, len(images), batch_size)]
+
+    def run(batch_at: tuple[int, int]) -> int:
+        v, start = batch_at
+        chunk = every_view[v][start:start + batch_size]
+        batch = np.zeros((batch_size, *chunk.shape[1:]), np.float32)
+        batch[:len(chunk)] = chunk
+        results = call(batch)
+        for array, result in zip(out, results if len(out) > 1 else [results], strict=True):
+            array[v, start:start + len(chunk)] = np.asarray(result)[:len(chunk)]
+        return len(chunk)
+
     bar = progress_bar(total=views * len(images), enabled=progress, desc=desc)
     try:
-        for v, view in enumerate(dihedral_views(images, views) if len(images) else []):
-            for start in range(0, len(view), batch_size):
-                chunk = view[start:start + batch_size]
-                batch = np.zeros((batch_size, *chunk.shape[1:]), np.float32)
-                batch[:len(chunk)] = chunk
-                results = call(batch)
-                for array, result in zip(out, results if len(out) > 1 else [results],
-                                         strict=True):
-                    array[v, start:start + len(chunk)] = np.asarray(result)[:len(chunk)]
-                bar.update(len(chunk))
+        if batches:  # the first call traces the graph, alone
+            bar.update(run(batches[0]))
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            for done in pool.map(run, batches[1:]):
+                bar.update(done)
     finally:
         bar.close()
     return out
@@ -187,18 +204,31 @@ class ModelOutputs:
         return self.features[group][:, at], self.probabilities[group][at]
 
 
+def mean_of_views(probs: np.ndarray) -> np.ndarray:
+    """Class probabilities ``(views, N, classes)`` averaged over the views, as
+    :func:`leuko.cells.preprocess.mean_over_views` averages them (in float64)."""
+    return probs[0] if len(probs) == 1 else np.mean(probs, axis=0, dtype=np.float64).astype(
+        np.float32)
+
+
+def view_probabilities(model, images: np.ndarray, views: int, progress: bool = False
+                       ) -> np.ndarray:
+    """The model's class probabilities ``(N, classes)`` of uint8 ``images``, averaged over
+    ``views`` views (:func:`view_outputs` of the whole model)."""
+    return mean_of_views(view_outputs(model, images, views, progress=progress,
+                                      desc="probabilities")[0])
+
+
 def forward_pass(model, images: np.ndarray, views: int, batch_size: int = 64,
                  progress: bool = True, desc: str = "forward pass"
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Penultimate features ``(views, N, D)`` and view-averaged class probabilities
     ``(N, classes)`` of uint8 ``images``: :func:`view_outputs` of the model split at its
-    last layer (:func:`features_and_output`), the probabilities averaged as
-    :func:`leuko.cells.preprocess.mean_over_views` averages them."""
+    last layer (:func:`features_and_output`), the probabilities averaged by
+    :func:`mean_of_views`."""
     feats, probs = view_outputs(features_and_output(model), images, views, batch_size,
                                 progress, desc)
-    mean = probs[0] if views == 1 else np.mean(probs, axis=0, dtype=np.float64).astype(
-        np.float32)
-    return feats, mean
+    return feats, mean_of_views(probs)
 
 
 def model_outputs(model, model_path: str | Path, views: int, cache: CellCache,
