@@ -200,6 +200,33 @@ def test_a_preset_switch_drops_the_stages_it_does_not_have_from_dvc_lock(tmp_pat
     assert presets.prune_lock(work) == []
 
 
+def test_a_stage_dropped_from_dvc_lock_comes_back_from_the_run_cache_unrun(tmp_path):
+    """What the README promises of a switch back: a stage whose entry :func:`prune_lock`
+    dropped is not run again when its inputs are unchanged (DVC's run-cache restores it)."""
+    work = tmp_path / "repo"
+    work.mkdir()
+    subprocess.run([DVC, "init", "--no-scm", "-q"], cwd=work, check=True)
+    (work / "in.txt").write_text("x\n")
+    (work / "dvc.yaml").write_text(
+        "stages:\n  make:\n    foreach: ${items}\n    do:\n"
+        f"      cmd: {sys.executable} -c \"import time; "
+        "open('out-${item}.txt', 'w').write(str(time.time_ns()))\"\n"
+        "      deps:\n        - in.txt\n      outs:\n        - out-${item}.txt\n")
+
+    def repro(items: str) -> str:
+        (work / "params.yaml").write_text(f"items: [{items}]\n")
+        return subprocess.run([DVC, "repro"], cwd=work, check=True, capture_output=True,
+                              text=True).stdout
+
+    repro("a, b")
+    first = (work / "out-b.txt").read_text()
+    repro("a")
+    assert presets.prune_lock(work) == ["make@b"]
+    (work / "out-b.txt").unlink()
+    assert "'make@b' is cached - skipping run" in repro("a, b")
+    assert (work / "out-b.txt").read_text() == first
+
+
 def test_unknown_preset_names_the_choices():
     with pytest.raises(ValueError, match="preset must be one of"):
         presets.preset_files("gpu", ROOT / "params" / "presets")

@@ -351,7 +351,10 @@ def test_budget_block_sums_each_part_and_shows_the_wall_time_beside_its_target(t
     assert "In all 15.0 min of stage time" in text
     # 10:00 to 10:25, on an AVX2-only machine: its target is 35 minutes
     assert "last stage end: 25.0 min, against a target of 35 min" in text
-    assert "AMD EPYC" in text
+    assert "AMD EPYC" in text and "epochs" not in text
+    trainings = pd.DataFrame({"training s": [90, 150]})
+    assert "Of the stage time, 4.0 min is the 2 trainings' own epochs" in budget_markdown(
+        tmp_path, trainings)
     assert "No stage times" in budget_markdown(tmp_path / "none")
     # a stage rerun an hour later: two runs, whose span is no run's wall time
     late = json.loads((tmp_path / "train-cells@both.json").read_text())

@@ -454,10 +454,11 @@ def separate_runs(table: pd.DataFrame) -> int:
     return 1 + int((pauses > RUN_GAP_S).sum())
 
 
-def budget_markdown(times_dir: Path) -> str:
+def budget_markdown(times_dir: Path, training: pd.DataFrame | None = None) -> str:
     """Where the study's stage time goes, by part of the study (:data:`STUDY_PARTS`), and the
     run's wall time, first stage start to last stage end, beside ``make study``'s target for
-    its machine (:data:`STUDY_WALL_TARGET_MIN`)."""
+    its machine (:data:`STUDY_WALL_TARGET_MIN`); with ``training`` (a
+    :func:`training_overhead` table), how much of it the trainings' own epochs take."""
     table = stage_times_table(times_dir)
     if table.empty:
         return f"*No stage times in {times_dir}.*"
@@ -483,7 +484,11 @@ def budget_markdown(times_dir: Path) -> str:
             f"{STUDY_WALL_TARGET_MIN[kind]:.0f} min for `make study` on a fresh clone "
             f"(install and `dvc pull` included) on a 2-core machine with {kind} "
             f"({', '.join(f'{v:.0f} min {k}' for k, v in STUDY_WALL_TARGET_MIN.items())}). "
-            f"Machine: {'; '.join(summary['machines'])}.")
+            + ("" if training is None or training.empty else
+               f"Of the stage time, {training['training s'].sum() / 60:.1f} min is the "
+               f"{len(training)} trainings' own epochs (the stage less its start, data "
+               "loading and saving: the `overhead` table of docs/experiments/thesis.md). ")
+            + f"Machine: {'; '.join(summary['machines'])}.")
 
 
 def ablation_markdown(ablation_csv: Path) -> str:
@@ -1103,7 +1108,7 @@ def main() -> int:
         "export-wbc": export_choice_markdown(Path("build/export/wbc.json")),
         "cells-seeds": cells_seeds_markdown(),
         "times": times_markdown(Path("reports/times")),
-        "budget": budget_markdown(Path("reports/times")),
+        "budget": budget_markdown(Path("reports/times"), training_overhead()),
         "cell-detail": cell_detail_markdown(),
         "cell-detail-classes": cell_detail_markdown(by="label"),
         "bench": bench_markdown(Path("reports/ablation/bench.json")),
