@@ -5,12 +5,15 @@ lab better than the statistics of its training cells?
     .venv/bin/python benchmarks/cells/adabn.py        # ~4 min on 2 cores: forward passes only
 
 For each cell model of the last ``dvc repro`` (``build/models/cells-*.keras``, trained on
-blood-cell-images, on PBC, on both) and each test part of ``multisource.TEST_PARTS``: the
-model as trained, and the same model after its BatchNorm layers' moving mean and variance
+blood-cell-images, on PBC, on both), each test part of ``multisource.TEST_PARTS`` and the lab
+no model trains on (``cells.unseen_path``, bionet): the model as trained, and the same model after its BatchNorm layers' moving mean and variance
 were replaced by the average over the part's own images (``adapt_batch_norm``: batches of
 128 in training mode, a cumulative average; labels are not used). Both are scored as the
 evaluate-cells stage scores (``crosssource.score_part``, the model's own temperature).
-Written: ``reports/ablation/adabn.csv``; ``make results`` puts it in docs/experiments/cells.md.
+Last, issue 35's rule (``cells_choices.rule_verdict``: adopt when the macro F1 on every part
+a model was not trained on rises above the interval of the model as trained, at a cost of at
+most 2 points on its own test parts). Written: ``reports/ablation/adabn.csv``; ``make
+results`` puts it in docs/experiments/cells.md.
 """
 
 from __future__ import annotations
@@ -20,7 +23,11 @@ import os
 import sys
 from pathlib import Path
 
+import pandas as pd
 from cell_variants import score_study_models
+from cells_choices import rule_verdict
+
+from leuko.reporting.results_docs import cell_variant
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             adapt_batch_norm(model, images)
         return study.predict(model, images)
 
-    score_study_models("adabn", probabilities, args.n_boot)
+    rows = score_study_models("adabn", probabilities, args.n_boot)
+    variant = cell_variant("adabn")
+    print(rule_verdict(pd.DataFrame(rows), variant.baseline, variant.alternative))
     return 0
 
 if __name__ == "__main__":

@@ -33,14 +33,15 @@ def write_table(rows: list[dict], out: Path) -> pd.DataFrame:
 
 def score_study_models(block: str, probabilities, n_boot: int) -> list[dict]:
     """Each cell model of the last ``dvc repro`` (``cells.trainings``) on each test part of
-    ``multisource.TEST_PARTS``, two ways: ``probabilities(model_id, images, alternative)``
+    ``multisource.TEST_PARTS`` and on the lab no model trains on (``cells.unseen_path``, as
+    the cells-unseen stage prepared it), two ways: ``probabilities(model_id, images, alternative)``
     gives the model's uncalibrated class probabilities as the study has them
     (``alternative`` False) and as the variant of the docs block ``block`` has them (True);
     both are temperature-scaled with the model's own temperature and scored as the
     evaluate-cells stage scores (``crosssource.score_part``). One row per model and part,
     with the paired accuracy difference; the CSV of ``block`` is written."""
-    from leuko.cells import multisource
-    from leuko.cells.crosssource import score_part
+    from leuko.cells import multisource, unseen
+    from leuko.cells.crosssource import held_out_parts, score_part
     from leuko.core.calibration import temperature_scale
     from leuko.core.machine import machine_line
     from leuko.core.params import read_block
@@ -53,6 +54,7 @@ def score_study_models(block: str, probabilities, n_boot: int) -> list[dict]:
     cells = read_block("cells", None, Path("params/cells.yaml"))
     seed = int(read_block("data", None, Path("params/data.yaml"))["seed"])
     cache = multisource.load_cell_cache()
+    labs = unseen.load_unseen_caches(cells)
     paths = study.Paths()
     rows = []
     for training in cells["trainings"]:
@@ -60,10 +62,9 @@ def score_study_models(block: str, probabilities, n_boot: int) -> list[dict]:
         summary = study.read_json(paths.train_summary(the_id))
         classes, temperature = list(summary["classes"]), float(summary["temperature"])
         threshold = float(summary["abstain"]["threshold"])
-        for source, split in multisource.TEST_PARTS:
-            part, images = cache.part(source, split)
-            row = {"trained on": training, "tested on": f"{source}/{split}",
-                   "unseen source": source not in summary["sources"],
+        for tested_on, part, images in held_out_parts(cache, labs):
+            row = {"trained on": training, "tested on": tested_on,
+                   "unseen source": tested_on.split("/")[0] not in summary["sources"],
                    "images": int(part["label"].isin(classes).sum())}  # of classes it knows
             predicted = {}
             for alternative, name in names.items():

@@ -6,7 +6,8 @@ better than one look at the cell?
 
 A white cell has no up or left (training already flips and turns it), so each symmetry is
 another view of the same cell. For each cell model of the last ``dvc repro``
-(``build/models/cells-*.keras``) and each test part of ``multisource.TEST_PARTS``: the model's
+(``build/models/cells-*.keras``) and each test part of ``multisource.TEST_PARTS`` (and, since
+issue 35, the lab no model trains on, ``cells.unseen_path``): the model's
 probabilities for the cells as prepared, against their mean over the 8 views
 (``leuko.cells.preprocess.mean_over_views``, as the study predicts with ``cells.train.views: 8``), both
 temperature-scaled with the model's own temperature and scored as the evaluate-cells stage

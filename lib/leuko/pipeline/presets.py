@@ -3,8 +3,8 @@
 DVC then sees the changed values (``dvc status``, ``dvc params diff``).
 
 A switch also drops from ``dvc.lock`` the stages the pipeline no longer has
-(:func:`prune_lock`): DVC keeps them (treeverse/dvc#5293), and parsing the lock is most of
-a no-op ``dvc repro``'s time once it holds another preset's stages too."""
+(:func:`prune_lock`): DVC keeps them (treeverse/dvc#5293), and every ``dvc repro`` parses
+them. Switching back reruns none whose inputs are unchanged: DVC's run-cache restores them."""
 
 from __future__ import annotations
 
