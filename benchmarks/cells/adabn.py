@@ -77,9 +77,18 @@ def main(argv: list[str] | None = None) -> int:
         return study.predict(model, images)
 
     rows = score_study_models("adabn", probabilities, args.n_boot)
-    variant = cell_variant("adabn")
-    print(rule_verdict(pd.DataFrame(rows), variant.baseline, variant.alternative))
+    print(verdict(pd.DataFrame(rows)))
     return 0
+
+
+def verdict(table: pd.DataFrame) -> str:
+    """Issue 35's rule on the rows of :func:`score_study_models` (whose interval columns are
+    ``macro F1 <name> low``, where ``rule_verdict`` reads ``macro F1 low <name>``)."""
+    variant = cell_variant("adabn")
+    names = (variant.baseline, variant.alternative)
+    table = table.rename(columns={f"macro F1 {n} {end}": f"macro F1 {end} {n}"
+                                  for n in names for end in ("low", "high")})
+    return rule_verdict(table, *names)
 
 if __name__ == "__main__":
     sys.exit(main())
