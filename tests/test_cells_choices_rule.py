@@ -32,3 +32,24 @@ def test_a_choice_is_adopted_only_above_every_interval_at_a_bounded_cost():
     # every unseen part raised, but 3 points lost on the model's own test part
     verdict = rule_verdict(_rows([0.71, 0.75], 0.87), "before", "after")
     assert "+3.0 points" in verdict and "do not adopt" in verdict
+
+
+def _as_adabn_writes(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows with adabn's names and cell_variants' interval columns (``macro F1 <name>
+    low``)."""
+    def name(column: str) -> str:
+        for end in ("low", "high"):
+            column = column.replace(f"{end} before", f"as trained {end}").replace(
+                f"{end} after", f"adapted {end}")
+        return column.replace("before", "as trained").replace("after", "adapted")
+    return table.rename(columns=name)
+
+
+def test_adabn_applies_the_rule_to_its_own_column_names():
+    """benchmarks/cells/adabn.py writes ``macro F1 <name> high`` (cell_variants); its verdict
+    reads the same rows as the rule does."""
+    from adabn import verdict
+
+    assert verdict(_as_adabn_writes(_rows([0.71, 0.75], 0.885))).endswith(
+        "ADOPT adapted over as trained (one seed)")
+    assert "do not adopt" in verdict(_as_adabn_writes(_rows([0.71, 0.69], 0.90)))
