@@ -53,3 +53,16 @@ def test_adabn_applies_the_rule_to_its_own_column_names():
     assert verdict(_as_adabn_writes(_rows([0.71, 0.75], 0.885))).endswith(
         "ADOPT adapted over as trained (one seed)")
     assert "do not adopt" in verdict(_as_adabn_writes(_rows([0.71, 0.69], 0.90)))
+
+
+def test_a_choice_names_the_value_its_block_was_measured_with():
+    """A single-seed run writes the CSV of the block cells-<choice>: the constants it would
+    run with must be those the block names (the floor moved from 10 to 14 after its block)."""
+    from cells_choices import alternative_label
+
+    from leuko.reporting.results_docs import cell_variant
+
+    for choice in ("size", "blur", "sharpness", "sharpen"):
+        assert alternative_label(choice) == cell_variant(f"cells-{choice}").alternative
+    assert alternative_label("floor") == cell_variant("cells-floor-seeds").alternative
+    assert alternative_label("floor") != cell_variant("cells-floor").alternative  # floor 10

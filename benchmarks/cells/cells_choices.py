@@ -114,6 +114,16 @@ ALTERNATIVE_STAIN_JITTER = {"stain": 2.0, "stain-1.5": 1.5}
 ALTERNATIVE_LOW_CONTRAST = 0.4  # factors 0.6..1: what the black corners did (*Black margins*)
 
 
+def alternative_label(choice: str) -> str | None:
+    """What the alternative side of ``choice`` is with the constants above, as its block
+    names it; None where the name holds no value."""
+    return {"size": f"{ALTERNATIVE_SIZE} px", "blur": f"blur {ALTERNATIVE_BLUR:g} px",
+            "floor": f"blur {ALTERNATIVE_BLUR:g} px, floor {ALTERNATIVE_FLOOR:g}",
+            "randomise": f"detail drawn from {ALTERNATIVE_FLOOR:g}..{ALTERNATIVE_CEILING:g}",
+            "sharpness": f"detail capped at {ALTERNATIVE_MAX_DETAIL:g}",
+            "sharpen": f"sharpened to detail {ALTERNATIVE_MIN_DETAIL:g}"}.get(choice)
+
+
 def variant_of(choice: str, config):
     """The study's cell settings (``multisource.CellStudy``) with the choice's alternative."""
     if choice == "bn":
@@ -232,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     # its block in docs/experiments/cells.md: cells-<choice>, or cells-<choice>-seeds for
     # --over-seeds
     choice = cell_variant(f"cells-{args.choice}" + ("-seeds" if args.over_seeds else ""))
+    label = alternative_label(args.choice)
+    if label is not None and label != choice.alternative:
+        raise SystemExit(f"{args.choice}: block {choice.block} holds {choice.alternative!r}, this "
+                         f"run would measure {label!r}: give it a block of its own in "
+                         "results_docs.CELL_VARIANTS rather than overwrite that one")
     config = multisource.CellStudy.from_params()
     variant = variant_of(args.choice, config)
     if variant == config:
