@@ -6,9 +6,10 @@ lab better than the statistics of its training cells?
 
 For each cell model of the last ``dvc repro`` (``build/models/cells-*.keras``, trained on
 blood-cell-images, on PBC, on both), each test part of ``multisource.TEST_PARTS`` and the lab
-no model trains on (``cells.unseen_path``, bionet): the model as trained, and the same model after its BatchNorm layers' moving mean and variance
-were replaced by the average over the part's own images (``adapt_batch_norm``: batches of
-128 in training mode, a cumulative average; labels are not used). Both are scored as the
+no model trains on (``cells.unseen_path``, bionet): the model as trained, and the same model
+after its BatchNorm layers' moving mean and variance were replaced by the average over the
+part's own images (``adapt_batch_norm``: batches of 128 in training mode, a cumulative
+average; labels are not used). Both are scored as the
 evaluate-cells stage scores (``crosssource.score_part``, the model's own temperature).
 Last, issue 35's rule (``cells_choices.rule_verdict``: adopt when the macro F1 on every part
 a model was not trained on rises above the interval of the model as trained, at a cost of at
@@ -89,6 +90,7 @@ def verdict(table: pd.DataFrame) -> str:
     table = table.rename(columns={f"macro F1 {n} {end}": f"macro F1 {end} {n}"
                                   for n in names for end in ("low", "high")})
     return rule_verdict(table, *names)
+
 
 if __name__ == "__main__":
     sys.exit(main())
