@@ -35,19 +35,14 @@ def test_a_choice_is_adopted_only_above_every_interval_at_a_bounded_cost():
 
 
 def _as_adabn_writes(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows with adabn's names and cell_variants' interval columns (``macro F1 <name>
-    low``)."""
-    def name(column: str) -> str:
-        for end in ("low", "high"):
-            column = column.replace(f"{end} before", f"as trained {end}").replace(
-                f"{end} after", f"adapted {end}")
-        return column.replace("before", "as trained").replace("after", "adapted")
-    return table.rename(columns=name)
+    """The rows with adabn's names for the two sides."""
+    return table.rename(columns=lambda c: c.replace("before", "as trained").replace(
+        "after", "adapted"))
 
 
 def test_adabn_applies_the_rule_to_its_own_column_names():
-    """benchmarks/cells/adabn.py writes ``macro F1 <name> high`` (cell_variants); its verdict
-    reads the same rows as the rule does."""
+    """benchmarks/cells/adabn.py (cell_variants' columns: ``macro F1 high <name>``, as
+    cells_choices writes them) judges by the same rule."""
     from adabn import verdict
 
     assert verdict(_as_adabn_writes(_rows([0.71, 0.75], 0.885))).endswith(

@@ -83,13 +83,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def verdict(table: pd.DataFrame) -> str:
-    """Issue 35's rule on the rows of :func:`score_study_models` (whose interval columns are
-    ``macro F1 <name> low``, where ``rule_verdict`` reads ``macro F1 low <name>``)."""
+    """Issue 35's rule on the rows of :func:`score_study_models`, adapted against as trained."""
     variant = cell_variant("adabn")
-    names = (variant.baseline, variant.alternative)
-    table = table.rename(columns={f"macro F1 {n} {end}": f"macro F1 {end} {n}"
-                                  for n in names for end in ("low", "high")})
-    return rule_verdict(table, *names)
+    return rule_verdict(table, variant.baseline, variant.alternative)
 
 
 if __name__ == "__main__":

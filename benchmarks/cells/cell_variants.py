@@ -76,8 +76,8 @@ def score_study_models(block: str, probabilities, n_boot: int) -> list[dict]:
                 for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro F1")):
                     interval = metrics["intervals"][key]
                     row[f"{label} {name}"] = interval["value"]
-                    row[f"{label} {name} low"] = interval["low"]
-                    row[f"{label} {name} high"] = interval["high"]
+                    row[f"{label} low {name}"] = interval["low"]
+                    row[f"{label} high {name}"] = interval["high"]
             known = part["label"].isin(classes).to_numpy()
             row.update(difference_columns(
                 part["label"].to_numpy()[known], predicted[True], predicted[False],

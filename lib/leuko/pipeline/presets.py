@@ -58,11 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"preset {argv[0]}: wrote " + ", ".join(str(p) for p in written))
-    dropped = prune_lock()
+    names = stage_names()
+    dropped = prune_lock(current=names)
     if dropped:
         print(f"dvc.lock: dropped the {len(dropped)} stages this preset does not have (DVC's "
               "run-cache restores their outputs if you switch back with nothing changed)")
-    print(f"the pipeline now has {stage_count()} stages; `dvc status` lists those whose "
+    print(f"the pipeline now has {len(names)} stages; `dvc status` lists those whose "
           "parameters changed, `dvc repro` runs them.")
     missing = missing_weights()
     if missing:
@@ -81,14 +82,10 @@ def stage_names(root: Path = Path(".")) -> list[str]:
     return out.split()
 
 
-def stage_count(root: Path = Path(".")) -> int:
-    """How many stages ``root/dvc.yaml`` expands to with the current parameters."""
-    return len(stage_names(root))
-
-
-def prune_lock(root: Path = Path(".")) -> list[str]:
-    """Drop from ``root/dvc.lock`` every stage ``dvc.yaml`` no longer expands to, the others
-    left byte for byte as DVC wrote them; returns the names dropped."""
+def prune_lock(root: Path = Path("."), current: list[str] | None = None) -> list[str]:
+    """Drop from ``root/dvc.lock`` every stage ``dvc.yaml`` no longer expands to (``current``,
+    if :func:`stage_names` was already asked), the others left byte for byte as DVC wrote
+    them; returns the names dropped."""
 
     from ruamel.yaml import YAML  # DVC's own YAML library, as DVC writes dvc.lock
 
@@ -98,8 +95,8 @@ def prune_lock(root: Path = Path(".")) -> list[str]:
     rt = YAML()
     rt.default_flow_style = False
     data = rt.load(lock.read_text())
-    current = set(stage_names(root))
-    dropped = [name for name in data.get("stages", {}) if name not in current]
+    keep = set(stage_names(root) if current is None else current)
+    dropped = [name for name in data.get("stages", {}) if name not in keep]
     if dropped:
         for name in dropped:
             del data["stages"][name]
