@@ -53,11 +53,15 @@ def test_adabn_applies_the_rule_to_its_own_column_names():
 def test_a_choice_names_the_value_its_block_was_measured_with():
     """A single-seed run writes the CSV of the block cells-<choice>: the constants it would
     run with must be those the block names (the floor moved from 10 to 14 after its block)."""
-    from cells_choices import alternative_label
+    from cells_choices import CHOICES, alternative_label, block_of
 
-    from leuko.reporting.results_docs import cell_variant
+    from leuko.reporting.results_docs import CELL_VARIANTS, cell_variant
 
-    for choice in ("size", "blur", "sharpness", "sharpen"):
-        assert alternative_label(choice) == cell_variant(f"cells-{choice}").alternative
-    assert alternative_label("floor") == cell_variant("cells-floor-seeds").alternative
+    blocks = {variant.block for variant in CELL_VARIANTS}
+    named = [c for c in CHOICES if alternative_label(c) is not None and block_of(c) in blocks]
+    assert {"size", "blur", "sharpness", "sharpen", "floor", "randomise", "stain"} <= set(named)
+    for choice in named:
+        assert alternative_label(choice) == cell_variant(block_of(choice)).alternative
+    for choice in ("floor", "stain"):
+        assert alternative_label(choice) == cell_variant(block_of(choice, True)).alternative
     assert alternative_label("floor") != cell_variant("cells-floor").alternative  # floor 10

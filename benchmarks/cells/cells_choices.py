@@ -9,6 +9,8 @@ better to another lab?
     .venv/bin/python benchmarks/cells/cells_choices.py floor   # ~15 min on 2 cores
     .venv/bin/python benchmarks/cells/cells_choices.py randomise   # ~15 min on 2 cores
     .venv/bin/python benchmarks/cells/cells_choices.py sharpen     # ~15 min on 2 cores
+    .venv/bin/python benchmarks/cells/cells_choices.py epochs      # ~30 min on 2 cores
+    .venv/bin/python benchmarks/cells/cells_choices.py hed         # ~15 min on 2 cores
 
 Choices (``CHOICES``; the names and the CSV of each: ``leuko.reporting.results_docs.CELL_VARIANTS``):
 
@@ -51,6 +53,12 @@ Choices (``CHOICES``; the names and the CSV of each: ``leuko.reporting.results_d
   1.3x in or out, ``leuko.core.stain.jitter_ranges``) against 1. Without the jitter both
   single-source models collapse on the other source (block ``cells-jitter``): does more of it
   carry further? ``stain-1.5``: the same at 1.5, between the study's and twice it.
+- ``epochs``: 10 epochs of fine-tuning (``cells.train.epochs``) against the study's 5: what
+  the lean default's freed minutes would buy.
+- ``hed``: the network sees the haematoxylin, eosin and DAB densities of colour deconvolution
+  instead of RGB (``cells.train.input_colour: hed``, ``leuko.models.stain_input``: a layer
+  inside the model, so the cells, the augmentation and ``leuko classify`` stay RGB) against
+  RGB: the nucleus' stain and the granules' in channels of their own, whatever their hue.
 
 The cell models (``cells.trainings``, or ``--trainings``) are trained again exactly as the
 train-cells stage trains them (``multisource.train_cell_model``: the study's cache
@@ -98,7 +106,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # blocks cells-<choice> of docs/experiments/cells.md (leuko.reporting.results_docs.CELL_VARIANTS)
 CHOICES = ("bn", "size", "blur", "sharpness", "jitter", "floor", "randomise", "sharpen",
-           "contrast", "stain", "stain-1.5")
+           "contrast", "stain", "stain-1.5", "epochs", "hed")
 ALTERNATIVE_SIZE = 96
 ALTERNATIVE_BLUR = 1.0
 # Chosen from the cell-detail blocks before cells.preprocess.fill_dark_margin (commit
@@ -112,6 +120,7 @@ ALTERNATIVE_MIN_DETAIL = 18.0  # below PBC's median detail of every class but pl
 # stain jitter strengths against the study's 1 (leuko.core.stain.jitter_ranges), by choice
 ALTERNATIVE_STAIN_JITTER = {"stain": 2.0, "stain-1.5": 1.5}
 ALTERNATIVE_LOW_CONTRAST = 0.4  # factors 0.6..1: what the black corners did (*Black margins*)
+ALTERNATIVE_EPOCHS = 10  # twice the study's 5
 
 
 def alternative_label(choice: str) -> str | None:
@@ -121,7 +130,25 @@ def alternative_label(choice: str) -> str | None:
             "floor": f"blur {ALTERNATIVE_BLUR:g} px, floor {ALTERNATIVE_FLOOR:g}",
             "randomise": f"detail drawn from {ALTERNATIVE_FLOOR:g}..{ALTERNATIVE_CEILING:g}",
             "sharpness": f"detail capped at {ALTERNATIVE_MAX_DETAIL:g}",
-            "sharpen": f"sharpened to detail {ALTERNATIVE_MIN_DETAIL:g}"}.get(choice)
+            "sharpen": f"sharpened to detail {ALTERNATIVE_MIN_DETAIL:g}",
+            "epochs": f"{ALTERNATIVE_EPOCHS} epochs",
+            "hed": "stain densities (HED)",
+            **{name: f"stain jitter {strength:g}"
+               for name, strength in ALTERNATIVE_STAIN_JITTER.items()}}.get(choice)
+
+
+#: The results block of a single-seed run where it is not ``cells-<choice>``: the floor and
+#: the randomisation moved from a floor of 10 to 14 after their blocks ``cells-floor`` and
+#: ``cells-randomise`` were measured, which stay as the record of those runs.
+SINGLE_SEED_BLOCKS = {"floor": "cells-floor-14", "randomise": "cells-randomise-14"}
+
+
+def block_of(choice: str, over_seeds: bool = False) -> str:
+    """The results block (``results_docs.CELL_VARIANTS``) a run of ``choice`` writes:
+    ``cells-<choice>-seeds`` over seeds, else :data:`SINGLE_SEED_BLOCKS` or ``cells-<choice>``."""
+    if over_seeds:
+        return f"cells-{choice}-seeds"
+    return SINGLE_SEED_BLOCKS.get(choice, f"cells-{choice}")
 
 
 def variant_of(choice: str, config):
@@ -144,6 +171,10 @@ def variant_of(choice: str, config):
     if choice in ALTERNATIVE_STAIN_JITTER:
         return replace(config, train=replace(config.train,
                                              stain_jitter=ALTERNATIVE_STAIN_JITTER[choice]))
+    if choice == "epochs":
+        return replace(config, train=replace(config.train, epochs=ALTERNATIVE_EPOCHS))
+    if choice == "hed":
+        return replace(config, train=replace(config.train, input_colour="hed"))
     if choice == "contrast":
         return replace(config, train=replace(config.train, low_contrast=ALTERNATIVE_LOW_CONTRAST))
     if choice == "sharpen":
@@ -239,9 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     from leuko.thesis import study
     from leuko.thesis.evaluation import source_cells
 
-    # its block in docs/experiments/cells.md: cells-<choice>, or cells-<choice>-seeds for
-    # --over-seeds
-    choice = cell_variant(f"cells-{args.choice}" + ("-seeds" if args.over_seeds else ""))
+    choice = cell_variant(block_of(args.choice, args.over_seeds))  # docs/experiments/cells.md
     label = alternative_label(args.choice)
     if label is not None and label != choice.alternative:
         raise SystemExit(f"{args.choice}: block {choice.block} holds {choice.alternative!r}, this "

@@ -53,6 +53,7 @@ from leuko.core.params import read_block, typed
 from leuko.core.progress import progress_bar
 from leuko.models import train
 from leuko.models.networks import HeadConfig, build_classifier, count_params
+from leuko.models.stain_input import check_input_colour, with_input_colour
 from leuko.thesis.study import (
     Paths,
     epochs_of,
@@ -283,8 +284,12 @@ class CellTraining:
     # lightness-contrast jitter: each training cell's lightness contrast multiplied by a factor
     # drawn from [1 - low_contrast, 1] (contrast_jitter); 0 = off
     low_contrast: float = 0.0
+    # what colour the network sees (leuko.models.stain_input): rgb, or hed (the haematoxylin,
+    # eosin and DAB densities of colour deconvolution, a layer inside the model)
+    input_colour: str = "rgb"
 
     def __post_init__(self):
+        check_input_colour(self.input_colour)
         if self.blur_sigma < 0:
             raise ValueError(f"cells.train.blur_sigma must be >= 0, got {self.blur_sigma!r}")
         if self.detail_floor < 0:
@@ -426,6 +431,7 @@ def train_cell_model(training: str, cache: CellCache, config: CellTraining, abst
     model = build_classifier(config.network, len(classes), size, pretrained=True,
                              head=HeadConfig(config.head_units, config.head_dropout),
                              base_bn_inference=config.bn_inference)
+    model = with_input_colour(model, config.input_colour)
     fit = train.FitConfig(epochs=config.epochs, batch_size=config.batch_size,
                           learning_rate=config.learning_rate, seed=seed)
     train.compile_model(model, fit)
