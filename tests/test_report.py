@@ -1028,3 +1028,21 @@ def test_adapt_features_block_pairs_each_feature_set_with_the_shipped_one_by_dra
     assert table["shipped-64"] == ["2", "72.0 ± 2.8", "62.0 ± 2.8", "–"]
     assert "AMD EPYC" in text
     assert "Not run yet" in adapt_features_markdown(tmp_path / "none.csv")
+
+
+def test_jpeg_causes_block_splits_the_changed_cells_by_cause(tmp_path):
+    from leuko.reporting.results_docs import jpeg_causes_markdown
+
+    csv = tmp_path / "jpeg_causes.csv"
+    pd.DataFrame([{"preparation": "study", "tested on": "lab/unseen", "quality": 75,
+                   "images": 358, "accuracy": 0.7, "macro F1": 0.7386, "framed elsewhere": 14,
+                   "changed": 23, "changed, framed elsewhere": 9,
+                   "changed, same frame, unsure": 13, "changed, same frame, sure": 1,
+                   "model": "m.keras", "model sha256": "abc", "machine": "AMD EPYC"}]
+                 ).to_csv(csv, index=False)
+    text = jpeg_causes_markdown(csv)
+    row = next(line for line in text.splitlines() if line.startswith("| study"))
+    assert [c.strip() for c in row.split("|")[2:9]] == ["75", "73.9", "23 / 358", "9", "13",
+                                                        "1", "14"]
+    assert "lab/unseen" in text and "AMD EPYC" in text
+    assert "Not run yet" in jpeg_causes_markdown(tmp_path / "none.csv")

@@ -132,6 +132,7 @@ class CellBox:
     nucleus_box: tuple[int, int, int, int]  # xmin, ymin, xmax, ymax
     area: float  # nucleus pixels (input scale)
     mask: np.ndarray  # the nucleus mask at the working scale (for the background statistics)
+    threshold: float  # the nuclear-stain level it was found above (raised where red cells passed)
 
 
 def nuclear_map(rgb: np.ndarray) -> np.ndarray:
@@ -182,7 +183,7 @@ def find_cell(rgb: np.ndarray, config: CellPreprocess = CellPreprocess()) -> Cel
         nucleus_box = (max(0, math.floor(xs.min() / factor)), max(0, math.floor(ys.min() / factor)),
                        min(width, math.ceil((xs.max() + 1) / factor)),
                        min(height, math.ceil((ys.max() + 1) / factor)))
-    return CellBox(nucleus_box, area / factor ** 2, nucleus)
+    return CellBox(nucleus_box, area / factor ** 2, nucleus, threshold)
 
 
 # how many times find_cell raises a threshold that lets red cells through

@@ -267,6 +267,30 @@ def finder_markdown(finder_csv: Path) -> str:
             + f"\n\nMachine: {first['machine']}.")
 
 
+def jpeg_causes_markdown(causes_csv: Path) -> str:
+    """``benchmarks/cells/jpeg_causes.py``: per preparation and JPEG quality, the unseen lab's
+    cells that change class, split into those the finder framed elsewhere and, of the rest,
+    those the model was unsure of in either version."""
+    if not Path(causes_csv).is_file():
+        return f"*Not run yet: `benchmarks/cells/jpeg_causes.py` writes {causes_csv}.*"
+    table = pd.read_csv(causes_csv)
+    first = table.iloc[0]
+    view = pd.DataFrame({
+        "preparation": table["preparation"], "JPEG quality": table["quality"],
+        "macro F1 % (originals)": (100 * table["macro F1"]).round(1),
+        "changed / images": [f"{c} / {n}" for c, n in zip(table["changed"], table["images"],
+                                                          strict=True)],
+        "of them framed elsewhere": table["changed, framed elsewhere"],
+        "same frame, unsure": table["changed, same frame, unsure"],
+        "same frame, sure": table["changed, same frame, sure"],
+        "images framed elsewhere": table["framed elsewhere"]})
+    return (view.to_markdown(index=False)
+            + f"\n\n{first['tested on']}; the exported model ({first['model']}, sha256 "
+              f"{first['model sha256']}…). Framed elsewhere: the crop moved by more than 5 % of "
+              "its side; unsure: the calibrated confidence under the abstention threshold in "
+              f"either version. Machine: {first['machine']}.")
+
+
 def jpeg_markdown(stability_csv: Path) -> str:
     """The share of cells whose class changes when their image is saved again as JPEG
     (stage ``adapt-cells``, the shipped model)."""
@@ -1116,6 +1140,7 @@ def main() -> int:
         "adaptation": adaptation_markdown(Path("reports/adaptation")),
         "jpeg": jpeg_markdown(Path("reports/adaptation/jpeg_stability.csv")),
         "finder": finder_markdown(Path("reports/ablation/finder.csv")),
+        "jpeg-causes": jpeg_causes_markdown(Path("reports/ablation/jpeg_causes.csv")),
         "cells-ensemble": cells_ensemble_markdown(),
         "spread-seeds": seeds_markdown(),
         "spread-comparisons": comparisons_markdown(),
