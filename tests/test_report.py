@@ -1046,3 +1046,23 @@ def test_jpeg_causes_block_splits_the_changed_cells_by_cause(tmp_path):
                                                         "1", "14"]
     assert "lab/unseen" in text and "AMD EPYC" in text
     assert "Not run yet" in jpeg_causes_markdown(tmp_path / "none.csv")
+
+
+def test_adapt_finetune_block_pairs_the_two_methods_by_draw(tmp_path):
+    from leuko.reporting.results_docs import adapt_finetune_markdown
+
+    csv = tmp_path / "adapt_finetune.csv"
+    pd.DataFrame([{"scenario": "s", "model": "cells-pbc", "tested on": "b/test", "k": 10,
+                   "draw": d, "images": 100, "lab cells": 40, "source cells": 400, "blocks": 2,
+                   "epochs": 5, "macro F1 last layer": last, "accuracy last layer": 0.5,
+                   "macro F1 fine-tuned": tuned, "accuracy fine-tuned": 0.7,
+                   "fine-tune seconds": sec, "machine": "AMD EPYC"}
+                  for d, last, tuned, sec in [(0, 0.60, 0.70, 40.0), (1, 0.62, 0.66, 50.0)]]
+                 ).to_csv(csv, index=False)
+    text = adapt_finetune_markdown(csv)
+    row = next(line for line in text.splitlines() if line.startswith("| cells-pbc"))
+    # last layer 61.0 ± 1.4; fine-tuned 68.0 ± 2.8; paired: +10 and +4 points
+    assert [c.strip() for c in row.split("|")[3:10]] == [
+        "10", "2", "61.0 ± 1.4", "68.0 ± 2.8", "+7.0 [+4.0, +10.0]", "50.0 → 70.0", "45"]
+    assert "top 2 MobileNetV2 blocks" in text and "AMD EPYC" in text
+    assert "Not run yet" in adapt_finetune_markdown(tmp_path / "none.csv")

@@ -841,6 +841,38 @@ def adapt_features_markdown(features_csv: Path) -> str:
             f"{table['machine'].iloc[0]}.")
 
 
+def adapt_finetune_markdown(finetune_csv: Path) -> str:
+    """``benchmarks/cells/adapt_finetune.py``: per scenario, scored part and k, macro F1 of
+    the last-layer refit (the stage's) and of fine-tuning the top blocks, mean ± sd over the
+    same draws, and their difference paired by draw (mean, [lowest, highest])."""
+    if not Path(finetune_csv).is_file():
+        return f"*Not run yet: `benchmarks/cells/adapt_finetune.py` writes {finetune_csv}.*"
+    table = pd.read_csv(finetune_csv)
+
+    def mean_sd(values: pd.Series) -> str:
+        return f"{100 * values.mean():.1f} ± {100 * values.std():.1f}"
+
+    rows = []
+    for (model, part, k), group in table.groupby(["model", "tested on", "k"], sort=False):
+        diff = 100 * (group["macro F1 fine-tuned"] - group["macro F1 last layer"])
+        rows.append({"model": model, "tested on": part, "k per class": int(k),
+                     "draws": len(group),
+                     "macro F1 %: last layer": mean_sd(group["macro F1 last layer"]),
+                     "fine-tuned": mean_sd(group["macro F1 fine-tuned"]),
+                     "difference, points [lowest, highest draw]":
+                         f"{diff.mean():+.1f} [{diff.min():+.1f}, {diff.max():+.1f}]",
+                     "accuracy %: last layer → fine-tuned":
+                         f"{100 * group['accuracy last layer'].mean():.1f} → "
+                         f"{100 * group['accuracy fine-tuned'].mean():.1f}",
+                     "fine-tune s": f"{group['fine-tune seconds'].median():.0f}"})
+    first = table.iloc[0]
+    return (pd.DataFrame(rows).to_markdown(index=False)
+            + f"\n\nFine-tuned: the top {int(first['blocks'])} MobileNetV2 blocks and the head, "
+              f"{int(first['epochs'])} epochs, on the k cells per class mixed with the model's "
+              "own training cells; fine-tune s: the median seconds of one fit. Machine: "
+              f"{first['machine']}.")
+
+
 def overhead_markdown(**dirs) -> str:
     """:func:`training_overhead` as markdown, with its sums."""
     table = training_overhead(**dirs)
@@ -1141,6 +1173,7 @@ def main() -> int:
         "jpeg": jpeg_markdown(Path("reports/adaptation/jpeg_stability.csv")),
         "finder": finder_markdown(Path("reports/ablation/finder.csv")),
         "jpeg-causes": jpeg_causes_markdown(Path("reports/ablation/jpeg_causes.csv")),
+        "adapt-finetune": adapt_finetune_markdown(Path("reports/ablation/adapt_finetune.csv")),
         "cells-ensemble": cells_ensemble_markdown(),
         "spread-seeds": seeds_markdown(),
         "spread-comparisons": comparisons_markdown(),
