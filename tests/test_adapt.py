@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import DATA, WBC_CLASSES, require
+from conftest import DATA, WBC_CLASSES, built, require
 from leuko.cells import novelty, outputs
 from leuko.core.images import file_sha256
 from leuko.core.params import read_block
@@ -337,3 +337,85 @@ def test_the_shipped_model_adapted_to_a_lab_no_longer_warns_on_its_cells(tmp_pat
     printed = capsys.readouterr().out
     assert "Warning:" not in printed and "not available" not in printed
 
+
+
+# --- fine-tuning the top blocks instead (--finetune) ----------------------------------------
+
+
+def _cell_cache(root: Path, per_class: int = 6) -> None:
+    """A study cell cache (build/cells/) of real PBC training cells prepared at SIZE px."""
+    from leuko.cells.preprocess import CellPreprocess, prepare_cell
+    from leuko.core.images import load_rgb
+    from leuko.thesis.study import Paths, save_features, write_manifest
+
+    files = _pbc_cells(root / "source", per_class, skip=60)
+    images = np.stack([prepare_cell(load_rgb(f), SIZE, CellPreprocess())[0] for f in files])
+    rows = pd.DataFrame({"path": [str(f) for f in files],
+                         "label": [f.parent.name.upper() for f in files], "split": "train",
+                         "source": "pbc", "cell_found": True, "tight": False,
+                         "index": np.arange(len(files))})
+    write_manifest(rows, Paths(root=root).manifest("cells"))
+    save_features(root / "build" / "cells" / "cells.npz", images=images,
+                  found=np.ones(len(files), bool), paths=rows["path"].to_numpy(dtype=str))
+
+
+def test_finetune_needs_the_study_cells_and_records_what_it_did(tmp_path):
+    lab = tmp_path / "lab"
+    _pbc_cells(lab, 4, classes=["EOSINOPHIL", "LYMPHOCYTE", "NEUTROPHIL"])
+    base = _nested_model(tmp_path)
+    with pytest.raises(adapt.AdaptError, match="cell cache is missing"):
+        adapt.adapt([lab], base, tmp_path / "x.keras", finetune_blocks=1, n_boot=50,
+                    source_roots=[tmp_path], progress=False)
+    _cell_cache(tmp_path)
+    with pytest.raises(adapt.AdaptError, match="trains no layer of base"):
+        adapt.adapt([lab], base, tmp_path / "x.keras", finetune_blocks=1, n_boot=50,
+                    source_roots=[tmp_path], progress=False)
+    # the tiny network is no MobileNetV2: its layers count in tenths, 10 = all
+    result = adapt.adapt([lab], base, tmp_path / "tuned.keras", finetune_blocks=10,
+                         n_boot=50, source_roots=[tmp_path], progress=False)
+    meta = json.loads((tmp_path / "tuned.json").read_text())
+    method = meta["adaptation"]
+    assert method["blocks"] == 10 and method["method"].startswith("top 10 network blocks")
+    assert method["source_cells"] and method["source_cells_per_class"] == {
+        c: 6 for c in WBC_CLASSES}
+    assert method["classes_from_source_cells_only"] == ["MONOCYTE"]
+    assert method["classes_kept_from_base"] == []
+    # the features moved: no distance is written, and the record says why
+    assert meta["novelty"]["file"] is None and "--finetune" in meta["novelty"]["note"]
+    assert meta["scores"]["cross_validation"]["folds"] == 4
+    assert "(learnt from the source cells only): MONOCYTE" in adapt.format_adapted(result)
+    # the written model is the fine-tuned one: its network's weights changed, not only the head
+    before, after = (adapt.backbone(load_model(p)).get_weights()
+                     for p in (base, tmp_path / "tuned.keras"))
+    assert any(not np.array_equal(b, a) for b, a in zip(before, after, strict=True))
+    assert classify.load_classifier(tmp_path / "tuned.keras").classes == WBC_CLASSES
+
+
+@pytest.mark.slow
+def test_finetuning_carries_the_pbc_model_to_blood_cell_images_where_a_last_layer_cannot(
+        tmp_path):
+    """The PBC model (exported to a scratch folder as `leuko export` exports) adapted to 10
+    blood-cell-images training cells per class: fine-tuning its top two blocks
+    (--finetune 2) scores blood-cell-images' TEST cells better than refitting its last layer,
+    as benchmarks/cells/adapt_finetune.py measured over draws."""
+    from leuko.tool.export import export_model
+
+    built(ROOT / "build/models/cells-pbc.keras", "train-cells")
+    built(ROOT / "build/cells/cells.npz", "cells")
+    images = require(DATA / "blood-cell-images" / "images")
+    model = tmp_path / "wbc.keras"
+    export_model("wbc", {"model_id": "cells-pbc"}, out_dir=tmp_path)
+    lab, held_out = tmp_path / "lab", tmp_path / "held-out"
+    for c in WBC_CLASSES:
+        for folder, files in ((lab, sorted((images / "TRAIN" / c).iterdir())[::200][:10]),
+                              (held_out, sorted((images / "TEST" / c).iterdir())[::8])):
+            (folder / c).mkdir(parents=True)
+            for f in files:
+                shutil.copyfile(f, folder / c / f.name)
+    accuracy = {}
+    for name, extra in (("last layer", []), ("fine-tuned", ["--finetune", "2"])):
+        assert cli.main(["adapt", str(lab), "-o", str(tmp_path / f"{name}.keras"), "--model",
+                         str(model), "--no-progress", "--n-boot", "50", *extra]) == 0
+        accuracy[name], _ = _accuracy(tmp_path / f"{name}.keras", held_out,
+                                      tmp_path / f"{name}.csv")
+    assert accuracy["fine-tuned"] > accuracy["last layer"] + 0.05

@@ -31,6 +31,15 @@ and keeping everything before it as trained:
    cells and the model written with its metadata JSON beside it, which ``leuko classify
    --model`` reads.
 
+**Fine-tuning instead** (``--finetune N``, :func:`finetune_model`): the top ``N`` MobileNetV2
+blocks of the network and its head are trained on the lab's cells (repeated to weigh as much as
+the source cells they are mixed with) with the training's flips, turns and stain jitter; steps
+4 and 5 are the same, each fold fine-tuning a fresh copy of the model. Where the model's
+features do not separate the lab's cells, no last layer can (the PBC model on
+blood-cell-images' soft cells: ``benchmarks/cells/adapt_finetune.py``); it costs a fine-tuning
+per fold, and the features move, so the base model's distance to its training cells no longer
+applies and none is written for the adapted model.
+
 Supported models: those whose output is a softmax Dense, possibly inside nested functional
 models (the study's ``Input -> Preprocess -> base -> head``). An averaged ensemble
 (``leuko.cells.ensemble``) is refused with a message: adapt one of its members instead.
@@ -47,6 +56,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
@@ -56,14 +66,17 @@ from threadpoolctl import threadpool_limits
 
 from leuko.cells.multisource import CACHE_NAME, cache_path, load_cell_cache
 from leuko.cells.novelty import Novelty, novelty_path
-from leuko.cells.outputs import HeadError, features, split_head
+from leuko.cells.outputs import HeadError, features, split_head, view_outputs
 from leuko.core.atomic import write_csv_atomic, write_json_atomic
 from leuko.core.calibration import abstention_threshold, fit_temperature, temperature_scale
 from leuko.core.images import BadImage, bad_images_frame, file_sha256, load_rgb
+from leuko.core.inputs import make_epochs_dataset, steps_per_epoch
 from leuko.core.metrics import format_interval
 from leuko.core.progress import progress_bar
 from leuko.core.score import labels_for, normalise_label, score_labels
-from leuko.thesis.study import Paths, save_model
+from leuko.models import train
+from leuko.models.networks import set_trainable_top
+from leuko.thesis.study import Paths, load_model, save_model
 from leuko.tool.classify import (
     Classifier,
     _decode_all,
@@ -82,6 +95,12 @@ DEFAULT_COVERAGE = 0.95
 MAX_ITER = 500
 #: Weight of keeping the classes the lab has no cells of as probable as the base made them.
 KEEP_ABSENT = 1.0
+#: ``--finetune``: epochs, batch and learning rate (the study's cell training rate / 3) of
+#: fine-tuning the top blocks and the head, with the training's stain jitter.
+FINETUNE_EPOCHS = 5
+FINETUNE_BATCH_SIZE = 32
+FINETUNE_LEARNING_RATE = 1e-4
+FINETUNE_STAIN_JITTER = 1.0
 
 
 class AdaptError(ValueError):
@@ -342,20 +361,96 @@ def cross_validate(lab_x: np.ndarray, lab_y: np.ndarray, kernel0, bias0, source_
                    seed: int = 0, progress: bool = True) -> tuple[np.ndarray, int]:
     """Out-of-fold probabilities of the adapted layer for every lab cell (stratified k-fold,
     the layer refitted per fold on the other folds' cells and the source cells), and k."""
-
-
     k = n_folds(lab_y.tolist())
     out = np.zeros((len(lab_y), kernel0.shape[1]))
     folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=int(seed))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class")
         splits = list(folds.split(np.zeros(len(lab_y)), lab_y))
-    for train, test in progress_bar(splits, enabled=progress, desc="cross-validate",
-                                    unit="fold"):
-        x, y, w = training_set(lab_x[:, train], lab_y[train], source_x, source_y,
+    for fit_on, test in progress_bar(splits, enabled=progress, desc="cross-validate",
+                                     unit="fold"):
+        x, y, w = training_set(lab_x[:, fit_on], lab_y[fit_on], source_x, source_y,
                                 source_weight)
-        kernel, bias = fit_head(x, y, w, kernel0, bias0, np.unique(lab_y[train]), l2)
+        kernel, bias = fit_head(x, y, w, kernel0, bias0, np.unique(lab_y[fit_on]), l2)
         out[test] = softmax_probs(lab_x[:, test], kernel, bias)
+    return out, k
+
+
+def backbone(model):
+    """The network under a classifier's head: of its nested models that hold no model
+    themselves, the one with the most weights (the study's MobileNetV2)."""
+    def leaves(outer):
+        for layer in outer.layers:
+            if hasattr(layer, "layers"):
+                inner = list(leaves(layer))
+                yield from inner if inner else [layer]
+    found = list(leaves(model))
+    if not found:
+        raise AdaptError(f"{model.name} has no nested network whose top blocks --finetune "
+                         "could train; adapt its last layer instead (no --finetune)")
+    return max(found, key=lambda m: len(m.weights))
+
+
+def finetune_model(model_path: str | Path, images: np.ndarray, labels: np.ndarray,
+                   source: SourceCells, blocks: int, seed: int, progress: bool = True):
+    """A fresh copy of the model at ``model_path`` with its top ``blocks`` network blocks
+    (``networks.set_trainable_top``: the frozen layers' BatchNorm in inference mode) and its
+    head trained for :data:`FINETUNE_EPOCHS` on ``images`` (class indices ``labels``),
+    repeated to weigh as much as the source cells mixed in, with flips, turns and stain
+    jitter (``leuko.core.inputs.make_epochs_dataset``)."""
+    model = load_model(model_path)
+    network = backbone(model)
+    if not set_trainable_top(network, blocks):
+        raise AdaptError(f"--finetune {blocks} trains no layer of {network.name} (a network "
+                         "other than MobileNetV2 counts its layers in tenths): ask for more")
+    repeat = max(1, round(len(source.labels) / len(labels))) if source.used else 1
+    x = np.concatenate([np.repeat(images, repeat, axis=0)]
+                       + ([source.images] if source.used else []))
+    y = np.concatenate([np.repeat(labels, repeat)] + ([source.labels] if source.used else []))
+    fit = train.FitConfig(epochs=FINETUNE_EPOCHS, batch_size=FINETUNE_BATCH_SIZE,
+                          learning_rate=FINETUNE_LEARNING_RATE, seed=int(seed))
+    train.set_determinism(int(seed))
+    train.compile_model(model, fit)
+    n_classes = int(model.outputs[0].shape[-1])
+    batches = make_epochs_dataset(x, np.eye(n_classes, dtype=np.float32)[y], fit.batch_size,
+                                  fit.epochs, 0, True, int(seed), FINETUNE_STAIN_JITTER)
+    bar = progress_bar(total=fit.epochs, enabled=progress, desc="fine-tune", unit="epoch")
+    try:
+        model.fit(batches, epochs=fit.epochs, verbose=0,
+                  steps_per_epoch=steps_per_epoch(len(x), fit.batch_size),
+                  callbacks=[keras.callbacks.LambdaCallback(
+                      on_epoch_end=lambda epoch, logs: bar.update(1))])
+    finally:
+        bar.close()
+    return model
+
+
+def view_probabilities(model, images: np.ndarray, views: int) -> np.ndarray:
+    """``model``'s class probabilities averaged over ``views`` symmetries of each image."""
+    return view_outputs(model, images, views, progress=False)[0].mean(axis=0).astype(np.float64)
+
+
+def cross_validate_finetuned(model_path: str | Path, images: np.ndarray, lab_y: np.ndarray,
+                             source: SourceCells, blocks: int, views: int, seed: int = 0,
+                             progress: bool = True) -> tuple[np.ndarray, int]:
+    """:func:`cross_validate` with :func:`finetune_model` per fold: out-of-fold probabilities
+    (over ``views``) of a copy fine-tuned on the other folds' cells, and k."""
+    k = n_folds(lab_y.tolist())
+    out = None
+    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=int(seed))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class")
+        splits = list(folds.split(np.zeros(len(lab_y)), lab_y))
+    for fold, (fit_on, test) in enumerate(splits):
+        if progress:
+            print(f"cross-validate: fold {fold + 1}/{k}", flush=True)
+        tuned = finetune_model(model_path, images[fit_on], lab_y[fit_on], source, blocks,
+                               seed + fold, progress)
+        probs = view_probabilities(tuned, images[test], views)
+        out = np.zeros((len(lab_y), probs.shape[1])) if out is None else out
+        out[test] = probs
+        del tuned
+        keras.backend.clear_session(free_memory=True)
     return out, k
 
 
@@ -401,16 +496,20 @@ def adapt(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
           labels_csv: str | Path | None = None, seed: int = 0,
           source_roots: Sequence[str | Path] | None = None,
           source_per_class: int = SOURCE_PER_CLASS, l2: float = L2_PULL,
-          n_boot: int = 2000, workers: int = 2, progress: bool = True) -> Adapted:
-    """Adapt ``model``'s last layer to the labelled cells under ``inputs`` and write
-    ``output`` (``.keras``) with its metadata JSON beside it (see the module doc).
-    ``source_roots``: checkouts whose ``build/cells/`` cache to mix in (default: the current
-    folder, then the checkout leuko is installed from)."""
+          n_boot: int = 2000, workers: int = 2, progress: bool = True,
+          finetune_blocks: int = 0) -> Adapted:
+    """Adapt ``model``'s last layer (or with ``finetune_blocks`` its top blocks and head) to
+    the labelled cells under ``inputs`` and write ``output`` (``.keras``) with its metadata
+    JSON beside it (see the module doc). ``source_roots``: checkouts whose ``build/cells/``
+    cache to mix in (default: the current folder, then the checkout leuko is installed from)."""
 
     start = time.perf_counter()
     output = Path(output)
     if output.suffix != ".keras":
         raise AdaptError(f"the output must be a .keras file, got {output}")
+    if finetune_blocks < 0:
+        raise AdaptError(f"--finetune takes a number of blocks >= 1 (0: the last layer "
+                         f"only), got {finetune_blocks}")
     classifier = load_classifier(model)
     classes = classifier.classes
     try:
@@ -436,7 +535,6 @@ def adapt(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
                          "features before it; `leuko adapt` cannot retrain this model")
 
     if source_roots is None:
-
         source_roots = [Path.cwd()] + ([package_checkout()] if package_checkout() else [])
     source = source_sample(classifier, source_roots, source_per_class, seed)
     source_x = source_y = None
@@ -444,9 +542,17 @@ def adapt(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
         source_x = features(head, source.images, 1, progress=progress)[0]
         source_y = source.labels
 
+    if finetune_blocks and not source.used:
+        raise AdaptError(f"--finetune retrains the network's top and its head: it needs the "
+                         f"study's training cells mixed in, so that no class is forgotten, and "
+                         f"{source.note}")
     before = softmax_probs(lab_x, kernel0, bias0)
-    after, k = cross_validate(lab_x, lab_y, kernel0, bias0, source_x, source_y, 1.0, l2, seed,
-                              progress)
+    if finetune_blocks:
+        after, k = cross_validate_finetuned(model, images, lab_y, source, finetune_blocks,
+                                            classifier.views, seed, progress)
+    else:
+        after, k = cross_validate(lab_x, lab_y, kernel0, bias0, source_x, source_y, 1.0, l2,
+                                  seed, progress)
     scores = {"before": _scores(lab_y, before, classes, n_boot, seed),
               "after": _scores(lab_y, after, classes, n_boot, seed),
               "cross_validation": {"folds": k, "stratified": True, "seed": int(seed),
@@ -458,20 +564,40 @@ def adapt(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
     threshold = abstention_threshold(temperature_scale(after, temperature).max(axis=1),
                                      coverage)
 
-    x, y, w = training_set(lab_x, lab_y, source_x, source_y, 1.0)
     present = sorted(set(lab_y.tolist()))
-    kernel, bias = fit_head(x, y, w, kernel0, bias0, present, l2)
-    dtype = head.dense.get_weights()[0].dtype
-    head.dense.set_weights([kernel.astype(dtype), bias.astype(dtype)])
+    counts = Counter(names)
     output.parent.mkdir(parents=True, exist_ok=True)
-    save_model(classifier.model, output)
-
     lab_hash = lab_set_hash(paths, names)
-    novelty = adapted_novelty(model, output, lab_x.mean(axis=0), names, f"lab {lab_hash[:12]}")
+    if finetune_blocks:
+        save_model(finetune_model(model, images, lab_y, source, finetune_blocks, seed,
+                                  progress), output)
+        novelty_path(output).unlink(missing_ok=True)
+        novelty = {"file": None, "note": "the model was fine-tuned (--finetune): its features "
+                                         "moved, so the base model's distance to its training "
+                                         "cells no longer applies and none was written"}
+        method = {"method": f"top {finetune_blocks} network blocks and the head fine-tuned "
+                            f"({FINETUNE_EPOCHS} epochs, Adam at {FINETUNE_LEARNING_RATE:g}, "
+                            "flips, turns and stain jitter), the lab's cells repeated to weigh "
+                            "as much as the source cells",
+                  "blocks": int(finetune_blocks), "epochs": FINETUNE_EPOCHS,
+                  "learning_rate": FINETUNE_LEARNING_RATE,
+                  "stain_jitter": FINETUNE_STAIN_JITTER,
+                  "classes_from_source_cells_only": [c for c in classes if c not in counts]}
+    else:
+        x, y, w = training_set(lab_x, lab_y, source_x, source_y, 1.0)
+        kernel, bias = fit_head(x, y, w, kernel0, bias0, present, l2)
+        dtype = head.dense.get_weights()[0].dtype
+        head.dense.set_weights([kernel.astype(dtype), bias.astype(dtype)])
+        save_model(classifier.model, output)
+        novelty = adapted_novelty(model, output, lab_x.mean(axis=0), names,
+                                  f"lab {lab_hash[:12]}")
+        method = {"method": "last layer (softmax Dense) refitted: multinomial logistic "
+                            "regression, L-BFGS from the base weights",
+                  "l2_pull_to_base": l2,
+                  "keep_absent_classes": KEEP_ABSENT if len(present) < len(classes) else 0.0}
     base_meta = classifier.metadata
     metadata = copy.deepcopy(base_meta)
     base_test = metadata.pop("test", None)
-    counts = Counter(names)
     metadata.update({
         "model_id": f"{base_meta.get('model_id', Path(model).stem)}-adapted",
         "model_file": str(output),
@@ -489,19 +615,17 @@ def adapt(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
         "cells_per_class": {c: int(counts.get(c, 0)) for c in classes},
         "scores": scores,
         "adaptation": {
-            "method": "last layer (softmax Dense) refitted: multinomial logistic regression, "
-                      "L-BFGS from the base weights",
+            **method,
             "layer": head.dense.name,
             "source_cells": source.used,
             "source_note": source.note,
             "source_cells_per_class": {str(k2): int(v) for k2, v in source.per_class.items()},
             "lab_weight": 1.0, "source_weight": 1.0 if source.used else 0.0,
             "class_balanced": True,
-            "l2_pull_to_base": l2,
-            "keep_absent_classes": KEEP_ABSENT if len(present) < len(classes) else 0.0,
             "views": classifier.views,
             "classes_updated": [classes[i] for i in present],
-            "classes_kept_from_base": [c for c in classes if c not in counts],
+            "classes_kept_from_base": [] if finetune_blocks else [c for c in classes
+                                                                   if c not in counts],
             "seed": int(seed),
         },
         "novelty": novelty,
@@ -512,7 +636,6 @@ def adapt(inputs: Sequence[str | Path], model: str | Path, output: str | Path,
     write_json_atomic(metadata_path(output), metadata)
     failed_csv = output.with_name(f"{output.stem}-failed.csv")  # as `leuko classify` lists them
     if failures:
-
         write_csv_atomic(failed_csv, bad_images_frame(failures))
     else:
         failed_csv.unlink(missing_ok=True)
@@ -556,6 +679,9 @@ def format_adapted(result: Adapted) -> str:
     lines = [f"Adapted {m['adapted_from']['model']} to {m['lab_set']['cells']} labelled cells "
              f"({per_class}) in {result.seconds:.1f} s",
              f"Source cells: {a['source_note']}"]
+    if a.get("classes_from_source_cells_only"):
+        lines.append("No lab cells (learnt from the source cells only): "
+                     + ", ".join(a["classes_from_source_cells_only"]))
     if a["classes_kept_from_base"]:
         lines.append("No lab cells (base model's weights kept): "
                      + ", ".join(a["classes_kept_from_base"]))

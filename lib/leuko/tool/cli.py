@@ -19,7 +19,7 @@
     Score classify's per-cell CSV against your labels (a CSV of path,label or each image's
     folder name): accuracy and macro F1 with 95 % intervals, per class, the cells kept by the
     abstention rule, the differential against the true one, the confusion matrix.
-``leuko adapt PATH... -o OUT.keras [--model M] [--labels LABELS.csv] [--seed N] [--json]``
+``leuko adapt PATH... -o OUT.keras [--model M] [--labels LABELS.csv] [--seed N] [--finetune BLOCKS] [--json]``
     Adapt the model to your lab: retrain its last layer on cells you labelled (folder names
     or a CSV of path,label, as ``leuko score`` reads them), mixed with the study's training
     cells when its cell cache is there; recalibrate its temperature and abstention threshold
@@ -239,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: 50; 0: the lab's cells only)")
     a.add_argument("--n-boot", type=_positive_int, default=2000,
                    help="bootstrap resamples of the intervals (default: 2000)")
+    a.add_argument("--finetune", type=_positive_int, default=None, metavar="BLOCKS",
+                   help="fine-tune the network's top BLOCKS blocks and its head instead of "
+                        "the last layer (slower: one fine-tuning per fold; for a lab whose "
+                        "cells the model's features do not separate; needs the study's cell "
+                        "cache)")
     a.add_argument("--json", action="store_true", help="print a JSON summary")
     a.add_argument("--no-progress", action="store_true", help="no progress bar")
     a.add_argument("--workers", type=_positive_int, default=2,
@@ -418,7 +423,7 @@ def cmd_adapt(args) -> int:
         result = adapt.adapt(args.paths, args.model, args.output, labels_csv=args.labels,
                              seed=args.seed, source_per_class=args.source_per_class,
                              n_boot=args.n_boot, workers=args.workers,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, finetune_blocks=args.finetune or 0)
     except (FileNotFoundError, ValueError, OSError) as error:
         print(f"leuko adapt: error: {error}", file=sys.stderr)
         return EXIT_USAGE
