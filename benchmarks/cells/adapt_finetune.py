@@ -9,12 +9,10 @@ adapted to the third lab, and each single-source model adapted to the source it 
 Its weakest is the PBC model adapted with blood-cell-images cells: features learnt on
 CellaVision's sharp cells do not separate BCCD's soft ones, and no last layer on top of them
 can. Here, for the same draws of k cells per class (``adaptation.draw_cells``, the stage's
-seed), the model's top ``--blocks`` MobileNetV2 blocks and its head are fine-tuned instead
-(``networks.set_trainable_top``; the frozen layers' BatchNorm in inference mode) on the k cells
-per class, repeated to weigh as much as a class-balanced sample of the model's own training
-cells they are mixed with (``leuko.tool.adapt.source_sample``, the stage's
-``source_per_class``), with the training's flips, turns and stain jitter, for ``--epochs``
-epochs at the training's learning rate / 3, and scored over 8 views as the stage scores. Each
+seed), the model's top ``--blocks`` MobileNetV2 blocks and its head are fine-tuned instead, as
+``leuko adapt --finetune`` fine-tunes (``leuko.tool.adapt.finetune_model``), on the k cells per
+class mixed with a class-balanced sample of the model's own training cells (the stage's
+``source_per_class``), and scored over 8 views as the stage scores. Each
 draw's last-layer score is the stage's own (``reports/adaptation/draws.csv``), so the two
 methods are compared draw by draw on the same cells.
 
@@ -29,7 +27,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,24 +38,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ks", default="10,50", help="cells per class (comma-separated)")
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--blocks", type=int, default=2, help="top MobileNetV2 blocks trained")
-    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "lib"))
     import os
     os.chdir(ROOT)
     from leuko.cells import multisource, unseen
-    from leuko.cells.outputs import view_outputs
-    from leuko.core.inputs import make_epochs_dataset, steps_per_epoch
+    from leuko.cells.outputs import view_probabilities
     from leuko.core.machine import machine_line
     from leuko.core.params import read_block
     from leuko.core.progress import progress_bar
     from leuko.core.score import score_labels
-    from leuko.models import train
-    from leuko.models.networks import set_trainable_top
     from leuko.thesis.evaluation import source_cells
     from leuko.thesis.study import Paths, load_model, read_json
-    from leuko.tool.adapt import source_sample
+    from leuko.tool.adapt import FINETUNE_EPOCHS, finetune_model, source_sample
     from leuko.tool.adaptation import AdaptationSettings, candidates, draw_cells, part_of, scenarios
     from leuko.tool.classify import Classifier
 
@@ -95,31 +88,14 @@ def main(argv: list[str] | None = None) -> int:
                                      unit="fit"):
                 start = time.perf_counter()
                 taken = draw_cells(pool, k, draw, seed, scenario.lab in scenario.scored)
-                x_lab = lab_images[taken["at"].to_numpy()]
-                y_lab = taken["label"].map(index).to_numpy(dtype=int)
-                repeat = max(1, round(len(source.labels) / len(y_lab))) if source.used else 1
-                x = np.concatenate([np.repeat(x_lab, repeat, axis=0)]
-                                   + ([source.images] if source.used else []))
-                y = np.concatenate([np.repeat(y_lab, repeat)]
-                                   + ([source.labels] if source.used else []))
-                model = load_model(paths.model(scenario.model_id))
-                network = next(layer for layer in model.layers
-                               if layer.name.startswith("mobilenet"))
-                set_trainable_top(network, args.blocks)
-                fit = train.FitConfig(epochs=args.epochs, batch_size=config.train.batch_size,
-                                      learning_rate=config.train.learning_rate / 3, seed=seed)
-                train.set_determinism(seed + draw)
-                train.compile_model(model, fit)
-                batches = make_epochs_dataset(x, np.eye(len(classes), dtype=np.float32)[y],
-                                              fit.batch_size, fit.epochs, 0, True, seed + draw,
-                                              config.train.stain_jitter)
-                model.fit(batches, epochs=fit.epochs,
-                          steps_per_epoch=steps_per_epoch(len(x), fit.batch_size), verbose=0)
+                model = finetune_model(paths.model(scenario.model_id),
+                                       lab_images[taken["at"].to_numpy()],
+                                       taken["label"].map(index).to_numpy(dtype=int), source,
+                                       args.blocks, seed + draw, progress=False)
                 seconds = time.perf_counter() - start
                 for part_name, part_rows, part_images in scored:
                     rest = ~part_rows["path"].isin(set(taken["path"])).to_numpy()
-                    probs = view_outputs(model, part_images[rest], config.train.views,
-                                         progress=False)[0].mean(axis=0)
+                    probs = view_probabilities(model, part_images[rest], config.train.views)
                     figures = score_labels(
                         part_rows["label"].map(index).to_numpy(dtype=int)[rest],
                         probs.argmax(axis=1), classes, groups=source_cells(part_rows)[rest],
@@ -135,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                         "scenario": scenario.name, "model": scenario.model_id,
                         "tested on": part_name, "k": k, "draw": draw,
                         "images": int(rest.sum()), "lab cells": len(taken),
-                        "source cells": len(source.labels) if source.used else 0,
-                        "blocks": args.blocks, "epochs": args.epochs,
+                        "source cells": len(source.labels),
+                        "blocks": args.blocks, "epochs": FINETUNE_EPOCHS,
                         "macro F1 last layer": float(head["macro_f1"].iloc[0]),
                         "accuracy last layer": float(head["accuracy"].iloc[0]),
                         "macro F1 fine-tuned": figures["intervals"]["macro_f1"]["value"],

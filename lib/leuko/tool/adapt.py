@@ -66,7 +66,7 @@ from threadpoolctl import threadpool_limits
 
 from leuko.cells.multisource import CACHE_NAME, cache_path, load_cell_cache
 from leuko.cells.novelty import Novelty, novelty_path
-from leuko.cells.outputs import HeadError, features, split_head, view_outputs
+from leuko.cells.outputs import HeadError, features, split_head, view_probabilities
 from leuko.core.atomic import write_csv_atomic, write_json_atomic
 from leuko.core.calibration import abstention_threshold, fit_temperature, temperature_scale
 from leuko.core.images import BadImage, bad_images_frame, file_sha256, load_rgb
@@ -425,11 +425,6 @@ def finetune_model(model_path: str | Path, images: np.ndarray, labels: np.ndarra
     return model
 
 
-def view_probabilities(model, images: np.ndarray, views: int) -> np.ndarray:
-    """``model``'s class probabilities averaged over ``views`` symmetries of each image."""
-    return view_outputs(model, images, views, progress=False)[0].mean(axis=0).astype(np.float64)
-
-
 def cross_validate_finetuned(model_path: str | Path, images: np.ndarray, lab_y: np.ndarray,
                              source: SourceCells, blocks: int, views: int, seed: int = 0,
                              progress: bool = True) -> tuple[np.ndarray, int]:
@@ -446,7 +441,7 @@ def cross_validate_finetuned(model_path: str | Path, images: np.ndarray, lab_y: 
             print(f"cross-validate: fold {fold + 1}/{k}", flush=True)
         tuned = finetune_model(model_path, images[fit_on], lab_y[fit_on], source, blocks,
                                seed + fold, progress)
-        probs = view_probabilities(tuned, images[test], views)
+        probs = view_probabilities(tuned, images[test], views).astype(np.float64)
         out = np.zeros((len(lab_y), probs.shape[1])) if out is None else out
         out[test] = probs
         del tuned
