@@ -9,8 +9,8 @@ better to another lab?
     .venv/bin/python benchmarks/cells/cells_choices.py floor   # ~15 min on 2 cores
     .venv/bin/python benchmarks/cells/cells_choices.py randomise   # ~15 min on 2 cores
     .venv/bin/python benchmarks/cells/cells_choices.py sharpen     # ~15 min on 2 cores
-    .venv/bin/python benchmarks/cells/cells_choices.py epochs      # ~30 min on 2 cores
-    .venv/bin/python benchmarks/cells/cells_choices.py hed         # ~15 min on 2 cores
+    .venv/bin/python benchmarks/cells/cells_choices.py epochs      # ~25 min on 2 cores
+    .venv/bin/python benchmarks/cells/cells_choices.py hed         # ~18 min on 2 cores
 
 Choices (``CHOICES``; the names and the CSV of each: ``leuko.reporting.results_docs.CELL_VARIANTS``):
 
