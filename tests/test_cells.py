@@ -9,6 +9,7 @@ from conftest import study_params
 from leuko.cells.preprocess import (
     TARGET_LAB_MEAN,
     CellPreprocess,
+    average_views,
     background_lab_stats,
     cap_detail,
     dark_margin,
@@ -16,7 +17,9 @@ from leuko.cells.preprocess import (
     dihedral_views,
     fill_dark_margin,
     find_cell,
+    frame_cell,
     mean_over_views,
+    normalise_cell,
     prepare_cell,
     raise_detail,
     reinhard,
@@ -322,6 +325,27 @@ def test_mean_over_views_averages_a_predictor_over_the_views():
     np.testing.assert_allclose(mean_over_views(top_row_brightness, images, 8), expected)
     np.testing.assert_array_equal(mean_over_views(top_row_brightness, images, 1),
                                   top_row_brightness(images))
+
+
+def test_average_views_is_the_float64_mean_in_the_views_dtype():
+    probs = np.array([[[0.1, 0.9]], [[0.3, 0.7]], [[0.2, 0.8]]], np.float32)
+    mean = average_views(probs)
+    assert mean.dtype == np.float32
+    np.testing.assert_allclose(mean, [[0.2, 0.8]], rtol=1e-6)
+    np.testing.assert_array_equal(average_views(probs[:1]), probs[0])  # one view: itself
+
+
+def test_prepare_cell_is_the_framed_cell_normalised():
+    rgb = draw_cell((240, 320), (150, 110), 40)
+    square, found = frame_cell(rgb, 64)
+    assert square.shape == (64, 64, 3) and found is not None
+    prepared, was_found = prepare_cell(rgb, 64)
+    assert was_found
+    np.testing.assert_array_equal(prepared, normalise_cell(square))
+    # a nucleus level nothing exceeds: the statistics of the whole square, as with no mask
+    np.testing.assert_array_equal(normalise_cell(square, nucleus_level=float("inf")),
+                                  reinhard(square))
+    assert not np.array_equal(normalise_cell(square, nucleus_level=float("inf")), prepared)
 
 
 def test_cap_detail_blurs_only_what_is_sharper_than_the_ceiling():

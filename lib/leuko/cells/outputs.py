@@ -39,7 +39,7 @@ import pandas as pd
 import tensorflow as tf
 
 from leuko.cells.multisource import CellCache
-from leuko.cells.preprocess import dihedral_views
+from leuko.cells.preprocess import average_views, dihedral_views
 from leuko.core.atomic import atomic_write
 from leuko.core.images import file_sha256
 from leuko.core.progress import progress_bar
@@ -204,19 +204,12 @@ class ModelOutputs:
         return self.features[group][:, at], self.probabilities[group][at]
 
 
-def mean_of_views(probs: np.ndarray) -> np.ndarray:
-    """Class probabilities ``(views, N, classes)`` averaged over the views, as
-    :func:`leuko.cells.preprocess.mean_over_views` averages them (in float64)."""
-    return probs[0] if len(probs) == 1 else np.mean(probs, axis=0, dtype=np.float64).astype(
-        np.float32)
-
-
 def view_probabilities(model, images: np.ndarray, views: int, progress: bool = False
                        ) -> np.ndarray:
     """The model's class probabilities ``(N, classes)`` of uint8 ``images``, averaged over
     ``views`` views (:func:`view_outputs` of the whole model)."""
-    return mean_of_views(view_outputs(model, images, views, progress=progress,
-                                      desc="probabilities")[0])
+    return average_views(view_outputs(model, images, views, progress=progress,
+                                       desc="probabilities")[0])
 
 
 def forward_pass(model, images: np.ndarray, views: int, batch_size: int = 64,
@@ -225,10 +218,10 @@ def forward_pass(model, images: np.ndarray, views: int, batch_size: int = 64,
     """Penultimate features ``(views, N, D)`` and view-averaged class probabilities
     ``(N, classes)`` of uint8 ``images``: :func:`view_outputs` of the model split at its
     last layer (:func:`features_and_output`), the probabilities averaged by
-    :func:`mean_of_views`."""
+    :func:`leuko.cells.preprocess.average_views`."""
     feats, probs = view_outputs(features_and_output(model), images, views, batch_size,
                                 progress, desc)
-    return feats, mean_of_views(probs)
+    return feats, average_views(probs)
 
 
 def model_outputs(model, model_path: str | Path, views: int, cache: CellCache,

@@ -59,8 +59,9 @@ from leuko.core.images import resize
 from leuko.core.params import typed
 
 __all__ = ["CellPreprocess", "CellBox", "dark_margin", "fill_dark_margin", "find_cell",
-           "cell_box", "reinhard", "prepare_cell", "detail", "cap_detail", "raise_detail",
-           "STAIN_NORMS", "VIEW_COUNTS", "dihedral_views", "mean_over_views"]
+           "cell_box", "reinhard", "prepare_cell", "frame_cell", "normalise_cell", "detail",
+           "cap_detail", "raise_detail", "STAIN_NORMS", "VIEW_COUNTS", "dihedral_views",
+           "mean_over_views", "average_views"]
 
 STAIN_NORMS = ("none", "reinhard")
 
@@ -358,7 +359,18 @@ def tight_frame(rgb: np.ndarray, config: CellPreprocess = CellPreprocess(), marg
 def prepare_cell(rgb: np.ndarray, size: int, config: CellPreprocess = CellPreprocess()
                  ) -> tuple[np.ndarray, bool]:
     """The cell framed, resized to ``size`` x ``size`` (bilinear) and stain-normalised (uint8),
-    and whether a nucleus was found (False: the whole image was used)."""
+    and whether a nucleus was found (False: the whole image was used): :func:`frame_cell`,
+    then :func:`normalise_cell`."""
+
+    square, found = frame_cell(rgb, size, config)
+    return normalise_cell(square, config), found is not None or not config.cell_crop
+
+
+def frame_cell(rgb: np.ndarray, size: int, config: CellPreprocess = CellPreprocess()
+               ) -> tuple[np.ndarray, CellBox | None]:
+    """Steps 0 to 2 of the module doc: the square around the nucleus found (the whole image,
+    squared, when none is or ``cell_crop`` is off) resized to ``size`` x ``size``, and the
+    nucleus found (None: none, or not searched)."""
 
     rgb = _check_rgb(rgb)
     if config.fill_dark_margin:
@@ -368,17 +380,25 @@ def prepare_cell(rgb: np.ndarray, size: int, config: CellPreprocess = CellPrepro
         square = crop_square(rgb, cell_box(found.nucleus_box, config.scale))
     else:
         square = whole_square(rgb)
-    square = resize(np.ascontiguousarray(square), int(size), int(size))
+    return resize(np.ascontiguousarray(square), int(size), int(size)), found
+
+
+def normalise_cell(square: np.ndarray, config: CellPreprocess = CellPreprocess(),
+                   nucleus_level: float | None = None) -> np.ndarray:
+    """Step 3 of the module doc and the sharpness bounds on a framed cell (uint8): the
+    Reinhard statistics taken outside the pixels whose nuclear stain exceeds ``nucleus_level``
+    (Otsu's threshold on the square when None), dilated."""
+
     if config.stain_norm == "reinhard":
         stain = nuclear_map(square)
-        nucleus = stain > nucleus_threshold(stain)
-        background = ~ndi.binary_dilation(nucleus, disk(max(1, size / 48)))
+        level = nucleus_threshold(stain) if nucleus_level is None else nucleus_level
+        background = ~ndi.binary_dilation(stain > level, disk(max(1, square.shape[0] / 48)))
         square = reinhard(square, background if background.sum() >= 16 else None)
     if config.max_detail:
         square = cap_detail(square, config.max_detail)
     if config.min_detail:
         square = raise_detail(square, config.min_detail)
-    return square, found is not None or not config.cell_crop
+    return square
 
 
 def detail(rgb: np.ndarray) -> float:
@@ -463,9 +483,15 @@ def mean_over_views(predict, images: np.ndarray, views: int) -> np.ndarray:
     ``views`` views of each image (``dihedral_views``); one view is ``predict(images)``.
     Training (calibration on validation cells), evaluation and ``leuko classify`` all predict
     through this, with the ``views`` the model's summary records."""
-    probs = [np.asarray(predict(view)) for view in dihedral_views(images, views)]
-    return probs[0] if views == 1 else np.mean(probs, axis=0, dtype=np.float64).astype(
-        probs[0].dtype)
+    return average_views([np.asarray(predict(view)) for view in dihedral_views(images, views)])
+
+
+def average_views(probs) -> np.ndarray:
+    """Class probabilities of each view ``(views, N, classes)`` averaged over the views (in
+    float64, returned in the views' dtype); one view is itself. The one average of views."""
+    if len(probs) == 1:
+        return probs[0]
+    return np.mean(probs, axis=0, dtype=np.float64).astype(probs[0].dtype)
 
 
 def nucleus_threshold(stain: np.ndarray, floor: float = 10.0) -> float:

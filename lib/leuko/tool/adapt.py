@@ -67,6 +67,7 @@ from threadpoolctl import threadpool_limits
 from leuko.cells.multisource import CACHE_NAME, cache_path, load_cell_cache
 from leuko.cells.novelty import Novelty, novelty_path
 from leuko.cells.outputs import HeadError, features, split_head, view_probabilities
+from leuko.cells.preprocess import average_views
 from leuko.core.atomic import write_csv_atomic, write_json_atomic
 from leuko.core.calibration import abstention_threshold, fit_temperature, temperature_scale
 from leuko.core.images import BadImage, bad_images_frame, file_sha256, load_rgb
@@ -186,11 +187,11 @@ def prepare_lab(paths: Sequence[str], classifier: Classifier, workers: int = 2,
 # --------------------------------------------------------------------------------------------
 def softmax_probs(feats: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """Class probabilities from features ``(views, N, D)`` (or ``(N, D)``), averaged over the
-    views as :func:`leuko.cells.preprocess.mean_over_views` does."""
+    views (:func:`leuko.cells.preprocess.average_views`), in float64."""
     feats = np.asarray(feats, np.float64)
     if feats.ndim == 2:
         feats = feats[None]
-    return softmax(feats @ kernel + bias, axis=-1).mean(axis=0)
+    return average_views(softmax(feats @ kernel + bias, axis=-1))
 
 
 def fit_head(x: np.ndarray, y: np.ndarray, weight: np.ndarray, kernel0: np.ndarray,
