@@ -1,7 +1,7 @@
 """Why do cells of the unseen lab change class when their image is saved again as JPEG? Each
 change traced to the framing or to the model's doubt.
 
-    .venv/bin/python benchmarks/cells/jpeg_causes.py      # ~6 min on 2 cores
+    .venv/bin/python benchmarks/cells/jpeg_causes.py      # ~3 min on 2 cores
 
 For every image of the unseen lab (``cells.unseen_path``) and each quality of
 ``cells.adaptation.jpeg_qualities``, re-encoded as the stage adapt-cells re-encodes it
