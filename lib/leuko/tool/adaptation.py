@@ -428,9 +428,6 @@ def read_tables(folder: Path = REPORT_DIR) -> dict[str, pd.DataFrame]:
 def reencode_jpeg(rgb: np.ndarray, quality: int, folder: Path) -> np.ndarray:
     """``rgb`` written as a JPEG file of ``quality`` in ``folder`` and read back as ``leuko
     classify`` reads a file (:func:`leuko.core.images.load_rgb`)."""
-
-
-
     path = Path(folder) / f"{threading.get_ident()}-q{int(quality)}.jpg"
     Image.fromarray(rgb).save(path, format="JPEG", quality=int(quality))
     return load_rgb(path)
