@@ -11,7 +11,8 @@ For every image of the unseen lab (``cells.unseen_path``) and each quality of
 - **framed elsewhere**: the crop (``cell_box`` of the nucleus found) moved by more than 5 % of
   its side. Where the first nucleus found fills close to ``cells.preprocess.min_fill`` of its
   box, the finder's choice between it (the nucleus with what touches it) and the nucleus alone
-  at a raised threshold is tipped by the re-encoding;
+  at a raised threshold is tipped by the re-encoding; where the stain is weak, a thin strand
+  joining the nucleus to a neighbour breaks, and the nucleus' box shrinks;
 - **unsure**: the calibrated confidence below the model's abstention threshold in either
   version (the cell is then reported ``uncertain``).
 
@@ -19,10 +20,11 @@ The same with one variant of the preparation, ``finder background``: the Reinhar
 taken outside the nucleus as the finder found it (``CellBox.threshold``, raised where red cells
 passed) instead of outside Otsu's threshold on the 64 px square, which on this lab's bluish red
 cells swings between two regimes: does the normalisation carry the re-encoding further?
-And with the study's preparation but the class probabilities averaged over 8 fixed fields of
-Gaussian noise (sd 8 levels) added to the prepared cell (``noise-averaged``, eight times the
-forward passes): a smoother function of the pixels, does it keep a doubtful cell's class
-through the re-encoding's small changes of the pixels of a cell framed the same?
+And with the study's preparation but the class probabilities averaged over ``NOISE_DRAWS``
+fixed fields of Gaussian noise (sd ``NOISE_SIGMA`` levels) added to the prepared cell
+(``noise-averaged``, that many times the forward passes): a smoother function of the pixels,
+does it keep a doubtful cell's class through the re-encoding's small changes of a cell framed
+the same?
 
 Written: ``reports/ablation/jpeg_causes.csv`` (one row per preparation and quality); ``make
 results`` puts it in docs/experiments/cells.md.
