@@ -37,10 +37,11 @@ def _pbc_cells(folder: Path, per_class: int, skip: int = 0, classes=WBC_CLASSES,
     return copied
 
 
-def _nested_model(folder: Path, name: str = "base") -> Path:
+def _nested_model(folder: Path, name: str = "base", dropout: float = 0.0) -> Path:
     """A tiny classifier built as the study's are (Input -> Preprocess -> base model -> head
-    model ending in a softmax Dense), on cells prepared as the study prepares them, with 8
-    views; its last layer deliberately wrong (every cell called a neutrophil)."""
+    model ending in a softmax Dense, ``dropout`` before it), on cells prepared as the study
+    prepares them, with 8 views; its last layer deliberately wrong (every cell called a
+    neutrophil)."""
     import keras
 
     from leuko.cells.preprocess import CellPreprocess
@@ -56,7 +57,8 @@ def _nested_model(folder: Path, name: str = "base") -> Path:
     base = keras.Model(image, pooled, name="base")
     features = keras.Input((35,))
     dense = keras.layers.Dense(4, activation="softmax", name="head_softmax")
-    head = keras.Model(features, dense(features), name="head")
+    dropped = keras.layers.Dropout(dropout)(features) if dropout else features
+    head = keras.Model(features, dense(dropped), name="head")
     inputs = keras.Input((SIZE, SIZE, 3), name="image")
     model = keras.Model(inputs, head(base(Preprocess("unit", name="preprocess")(inputs))))
     kernel, _ = dense.get_weights()
@@ -357,6 +359,24 @@ def _cell_cache(root: Path, per_class: int = 6) -> None:
     write_manifest(rows, Paths(root=root).manifest("cells"))
     save_features(root / "build" / "cells" / "cells.npz", images=images,
                   found=np.ones(len(files), bool), paths=rows["path"].to_numpy(dtype=str))
+
+
+def test_finetune_gives_the_same_model_whatever_ran_before_it(tmp_path):
+    """The seed fixes the fine-tuned model, also when the process's random state differs
+    before the call (a dropout layer draws its seed as the model is loaded)."""
+    import keras
+
+    base = _nested_model(tmp_path, dropout=0.5)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, SIZE, SIZE, 3), dtype=np.uint8)
+    labels = np.arange(12) % 4
+    none = adapt.SourceCells(None, None, False, "none")
+    weights = []
+    for before in (1, 2):
+        keras.utils.set_random_seed(before)  # whatever ran before
+        model = adapt.finetune_model(base, images, labels, none, 10, seed=0, progress=False)
+        weights.append(model.get_weights())
+    assert all(np.array_equal(a, b) for a, b in zip(*weights, strict=True))
 
 
 def test_finetune_needs_the_study_cells_and_records_what_it_did(tmp_path):

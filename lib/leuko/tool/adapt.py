@@ -398,7 +398,10 @@ def finetune_model(model_path: str | Path, images: np.ndarray, labels: np.ndarra
     (``networks.set_trainable_top``: the frozen layers' BatchNorm in inference mode) and its
     head trained for :data:`FINETUNE_EPOCHS` on ``images`` (class indices ``labels``),
     repeated to weigh as much as the source cells mixed in, with flips, turns and stain
-    jitter (``leuko.core.inputs.make_epochs_dataset``)."""
+    jitter (``leuko.core.inputs.make_epochs_dataset``). Seeded before the model is loaded (its
+    layers' random state is drawn then): every call with the same seed gives the same model,
+    the first of a process too."""
+    train.set_determinism(int(seed))
     model = load_model(model_path)
     network = backbone(model)
     if not set_trainable_top(network, blocks):
@@ -410,7 +413,6 @@ def finetune_model(model_path: str | Path, images: np.ndarray, labels: np.ndarra
     y = np.concatenate([np.repeat(labels, repeat)] + ([source.labels] if source.used else []))
     fit = train.FitConfig(epochs=FINETUNE_EPOCHS, batch_size=FINETUNE_BATCH_SIZE,
                           learning_rate=FINETUNE_LEARNING_RATE, seed=int(seed))
-    train.set_determinism(int(seed))
     train.compile_model(model, fit)
     n_classes = int(model.outputs[0].shape[-1])
     batches = make_epochs_dataset(x, np.eye(n_classes, dtype=np.float32)[y], fit.batch_size,
