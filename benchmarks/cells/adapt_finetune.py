@@ -1,7 +1,7 @@
 """Does fine-tuning the top of the network on a lab's few labelled cells win more back than
 ``leuko adapt``'s last-layer refit?
 
-    .venv/bin/python benchmarks/cells/adapt_finetune.py        # ~9 min on 2 cores
+    .venv/bin/python benchmarks/cells/adapt_finetune.py        # ~7 min on 2 cores
 
 The stage adapt-cells measures ``leuko adapt``'s method (the last layer refitted on the
 penultimate features, ``leuko.tool.adaptation``) in its three scenarios: the two-source model
