@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                         "scenario": scenario.name, "model": scenario.model_id,
                         "tested on": part_name, "k": k, "draw": draw,
                         "images": int(rest.sum()), "lab cells": len(taken),
-                        "source cells": len(source.labels),
+                        "source cells": len(source.labels) if source.used else 0,
                         "blocks": args.blocks, "epochs": FINETUNE_EPOCHS,
                         "macro F1 last layer": float(head["macro_f1"].iloc[0]),
                         "accuracy last layer": float(head["accuracy"].iloc[0]),

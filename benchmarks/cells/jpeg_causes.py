@@ -5,8 +5,9 @@ change traced to the framing or to the model's doubt.
 
 For every image of the unseen lab (``cells.unseen_path``) and each quality of
 ``cells.adaptation.jpeg_qualities``, re-encoded as the stage adapt-cells re-encodes it
-(``leuko.tool.adaptation.reencode_jpeg``), the exported model (``build/export/wbc.keras``, as
-``leuko classify`` runs it) before and after, and for each cell that changes class:
+(``leuko.tool.adaptation.reencode_jpeg``), the exported model (``build/export/wbc.keras``, its
+cells prepared and predicted as ``leuko classify`` does) before and after, and for each cell
+that changes class:
 
 - **framed elsewhere**: the crop (``cell_box`` of the nucleus found) moved by more than 5 % of
   its side. Where the first nucleus found fills close to ``cells.preprocess.min_fill`` of its
@@ -97,16 +98,15 @@ def main(argv: list[str] | None = None) -> int:
         originals = [load_rgb(p) for p in paths]
         versions = {None: originals, **{q: [reencode_jpeg(rgb, q, Path(folder)) for rgb in
                                           originals] for q in qualities}}
-    # per version: the classifier's own preparation, and the framing once (crop, finder level)
-    study, frames = {}, {}
-    for key, images in versions.items():
-        desc = "originals" if key is None else f"q{key}"
-        study[key] = np.stack([classifier.prepare_flagged(rgb)[0] for rgb in progress_bar(
-            images, total=len(images), desc=f"study: {desc}")])
-        frames[key] = [frame_cell(rgb, size, config) for rgb in progress_bar(
-            images, total=len(images), desc=f"frames: {desc}")]
+    # each version framed once (as ``leuko classify``'s prepare_cell frames it); the study's
+    # preparation is that frame normalised as prepare_cell normalises it
+    frames = {key: [frame_cell(rgb, size, config) for rgb in progress_bar(
+        images, total=len(images), desc="framing " + ("originals" if key is None else f"q{key}"))]
+        for key, images in versions.items()}
     crops = {key: [None if found is None else cell_box(found.nucleus_box, config.scale)
                    for _, found in framed] for key, framed in frames.items()}
+    study = {key: np.stack([normalise_cell(square, config) for square, _ in framed])
+             for key, framed in frames.items()}
     finder_background = {
         key: np.stack([normalise_cell(square, config, None if found is None else found.threshold)
                        for square, found in framed]) for key, framed in frames.items()}
